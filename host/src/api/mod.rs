@@ -1,0 +1,103 @@
+//! The HTTP API: routers assembled from one small module per resource, auth as an
+//! extractor, and one error type ([`ApiError`]) that every handler returns.
+//!
+//! **Architecture Invariant:** handlers parse, authorise and translate; the rules live in
+//! `domain`, persistence in `store`, plugin calls in `plugins`. CPU-heavy work (compiling a
+//! component) never runs on the async runtime's threads.
+
+pub mod auth;
+pub mod error;
+mod health;
+mod plugins;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use tracing::Instrument;
+
+pub use auth::AdminToken;
+pub use error::ApiError;
+
+use crate::plugins::Registry;
+use crate::store::Store;
+
+/// What every handler can reach. Cheap to clone: every field is shared.
+#[derive(Clone)]
+pub struct AppState {
+    /// The plugins, with their active versions.
+    pub registry: Arc<Registry>,
+    /// Durable state.
+    pub store: Arc<Store>,
+    /// Compared in constant time by the [`auth::Admin`] extractor.
+    pub admin_token: AdminToken,
+}
+
+/// The deployment zone a listener manages: every request through it belongs to that zone.
+#[derive(Clone, Debug)]
+pub struct ListenerZone(pub Arc<str>);
+
+/// The full router for one listener of `zone`.
+pub fn router(state: AppState, zone: &str) -> Router {
+    let api = Router::new().merge(plugins::routes());
+    Router::new()
+        .merge(health::routes())
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            ListenerZone(zone.into()),
+            trace_request,
+        ))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+/// One span per request (method, route, zone), one event when it ends (status, latency).
+async fn trace_request(
+    State(zone): State<ListenerZone>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| request.uri().path().to_owned());
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route,
+        zone = &*zone.0,
+    );
+    request.extensions_mut().insert(zone);
+    let start = Instant::now();
+    async move {
+        let response = next.run(request).await;
+        let status = response.status().as_u16();
+        let elapsed_us = start.elapsed().as_micros() as u64;
+        if response.status().is_server_error() {
+            tracing::warn!(status, elapsed_us, "request failed");
+        } else {
+            tracing::debug!(status, elapsed_us, "request done");
+        }
+        response
+    }
+    .instrument(span)
+    .await
+}

@@ -1,0 +1,279 @@
+//! What a load-balancing strategy sees and answers, and the rules its answer must obey.
+//!
+//! These mirror the `zonebroker:plugin/placement-types` WIT records field for field (see
+//! `wit/zonebroker.wit` for units); the plugin runtime moves the columns into the component
+//! without copying them.
+
+use std::fmt;
+
+/// The session being placed, as a strategy sees it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PlacementRequest {
+    /// CPU cores the session reserves.
+    pub cores: f64,
+    /// Memory the session reserves, in bytes.
+    pub memory: u64,
+    /// GPUs the session reserves.
+    pub gpus: u32,
+    /// A stable, opaque key of the requesting user.
+    pub user_key: u64,
+    /// Whether the candidates are in the user's own zone.
+    pub same_zone: bool,
+}
+
+impl Default for PlacementRequest {
+    fn default() -> Self {
+        PlacementRequest {
+            cores: 0.0,
+            memory: 0,
+            gpus: 0,
+            user_key: 0,
+            same_zone: true,
+        }
+    }
+}
+
+/// One candidate as a row (the convenient form for building inputs).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CandidateRow {
+    pub cores_total: f64,
+    pub cores_reserved: f64,
+    pub memory_total: u64,
+    pub memory_reserved: u64,
+    pub gpus_total: u32,
+    pub gpus_reserved: u32,
+    pub sessions: u32,
+    pub max_sessions: u32,
+    pub user_sessions: u32,
+    pub cpu_load: f32,
+    pub memory_load: f32,
+}
+
+/// Candidates as columns: entry `i` of every list describes candidate `i`.
+///
+/// The columns are private so that they always have equal lengths; build with
+/// [`CandidateColumns::push`] or `FromIterator<CandidateRow>`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CandidateColumns {
+    pub(crate) cores_total: Vec<f64>,
+    pub(crate) cores_reserved: Vec<f64>,
+    pub(crate) memory_total: Vec<u64>,
+    pub(crate) memory_reserved: Vec<u64>,
+    pub(crate) gpus_total: Vec<u32>,
+    pub(crate) gpus_reserved: Vec<u32>,
+    pub(crate) sessions: Vec<u32>,
+    pub(crate) max_sessions: Vec<u32>,
+    pub(crate) user_sessions: Vec<u32>,
+    pub(crate) cpu_load: Vec<f32>,
+    pub(crate) memory_load: Vec<f32>,
+}
+
+impl CandidateColumns {
+    /// Room for `n` candidates without reallocating.
+    pub fn with_capacity(n: usize) -> Self {
+        CandidateColumns {
+            cores_total: Vec::with_capacity(n),
+            cores_reserved: Vec::with_capacity(n),
+            memory_total: Vec::with_capacity(n),
+            memory_reserved: Vec::with_capacity(n),
+            gpus_total: Vec::with_capacity(n),
+            gpus_reserved: Vec::with_capacity(n),
+            sessions: Vec::with_capacity(n),
+            max_sessions: Vec::with_capacity(n),
+            user_sessions: Vec::with_capacity(n),
+            cpu_load: Vec::with_capacity(n),
+            memory_load: Vec::with_capacity(n),
+        }
+    }
+
+    /// Append one candidate; it gets the next index.
+    pub fn push(&mut self, row: CandidateRow) {
+        self.cores_total.push(row.cores_total);
+        self.cores_reserved.push(row.cores_reserved);
+        self.memory_total.push(row.memory_total);
+        self.memory_reserved.push(row.memory_reserved);
+        self.gpus_total.push(row.gpus_total);
+        self.gpus_reserved.push(row.gpus_reserved);
+        self.sessions.push(row.sessions);
+        self.max_sessions.push(row.max_sessions);
+        self.user_sessions.push(row.user_sessions);
+        self.cpu_load.push(row.cpu_load);
+        self.memory_load.push(row.memory_load);
+    }
+
+    /// How many candidates there are.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Candidate `i` as a row.
+    pub fn row(&self, i: usize) -> CandidateRow {
+        CandidateRow {
+            cores_total: self.cores_total[i],
+            cores_reserved: self.cores_reserved[i],
+            memory_total: self.memory_total[i],
+            memory_reserved: self.memory_reserved[i],
+            gpus_total: self.gpus_total[i],
+            gpus_reserved: self.gpus_reserved[i],
+            sessions: self.sessions[i],
+            max_sessions: self.max_sessions[i],
+            user_sessions: self.user_sessions[i],
+            cpu_load: self.cpu_load[i],
+            memory_load: self.memory_load[i],
+        }
+    }
+}
+
+impl FromIterator<CandidateRow> for CandidateColumns {
+    fn from_iter<I: IntoIterator<Item = CandidateRow>>(rows: I) -> Self {
+        let rows = rows.into_iter();
+        let mut columns = CandidateColumns::with_capacity(rows.size_hint().0);
+        rows.for_each(|row| columns.push(row));
+        columns
+    }
+}
+
+/// A strategy's answer that obeys the rules: indices into the candidates, best first, each
+/// at most once. Candidates left out are not used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ranking(Vec<u32>);
+
+impl Ranking {
+    /// Check a strategy's raw answer against `candidates` candidates.
+    pub fn validate(indices: Vec<u32>, candidates: usize) -> Result<Ranking, RankingError> {
+        if indices.len() > candidates {
+            return Err(RankingError::TooLong {
+                len: indices.len(),
+                candidates,
+            });
+        }
+        let mut seen = vec![false; candidates];
+        for (position, &index) in indices.iter().enumerate() {
+            let slot = seen
+                .get_mut(index as usize)
+                .ok_or(RankingError::OutOfRange {
+                    position,
+                    index,
+                    candidates,
+                })?;
+            if std::mem::replace(slot, true) {
+                return Err(RankingError::Repeated { position, index });
+            }
+        }
+        Ok(Ranking(indices))
+    }
+
+    /// The indices, best first.
+    pub fn indices(&self) -> &[u32] {
+        &self.0
+    }
+
+    /// The indices, best first.
+    pub fn into_indices(self) -> Vec<u32> {
+        self.0
+    }
+}
+
+/// Why a strategy's answer was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RankingError {
+    #[error("ranking has {len} entries for {candidates} candidates")]
+    TooLong { len: usize, candidates: usize },
+    #[error("entry {position} is index {index}, out of range for {candidates} candidates")]
+    OutOfRange {
+        position: usize,
+        index: u32,
+        candidates: usize,
+    },
+    #[error("entry {position} repeats index {index}")]
+    Repeated { position: usize, index: u32 },
+}
+
+impl fmt::Display for Ranking {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_permutation_or_a_prefix_of_one_is_valid() {
+        assert_eq!(
+            Ranking::validate(vec![2, 0, 1], 3).unwrap().indices(),
+            [2, 0, 1]
+        );
+        assert_eq!(Ranking::validate(vec![1], 3).unwrap().indices(), [1]);
+        assert!(Ranking::validate(vec![], 0).unwrap().indices().is_empty());
+        assert!(Ranking::validate(vec![], 5).unwrap().indices().is_empty());
+    }
+
+    #[test]
+    fn out_of_range_is_refused_with_its_position() {
+        assert_eq!(
+            Ranking::validate(vec![0, 3], 3),
+            Err(RankingError::OutOfRange {
+                position: 1,
+                index: 3,
+                candidates: 3
+            })
+        );
+        assert!(matches!(
+            Ranking::validate(vec![0], 0),
+            Err(RankingError::TooLong { .. })
+        ));
+        assert!(matches!(
+            Ranking::validate(vec![u32::MAX], 1),
+            Err(RankingError::OutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn repeats_are_refused() {
+        assert_eq!(
+            Ranking::validate(vec![1, 0, 1], 3),
+            Err(RankingError::Repeated {
+                position: 2,
+                index: 1
+            })
+        );
+    }
+
+    #[test]
+    fn more_entries_than_candidates_are_refused_before_anything_else() {
+        assert_eq!(
+            Ranking::validate(vec![0; 10], 3),
+            Err(RankingError::TooLong {
+                len: 10,
+                candidates: 3
+            })
+        );
+    }
+
+    #[test]
+    fn columns_keep_rows_in_order() {
+        let rows = [
+            CandidateRow {
+                sessions: 1,
+                max_sessions: 4,
+                ..Default::default()
+            },
+            CandidateRow {
+                cores_total: 8.0,
+                memory_load: 0.5,
+                ..Default::default()
+            },
+        ];
+        let columns: CandidateColumns = rows.iter().copied().collect();
+        assert_eq!(columns.len(), 2);
+        assert_eq!(columns.row(0), rows[0]);
+        assert_eq!(columns.row(1), rows[1]);
+    }
+}

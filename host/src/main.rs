@@ -1,0 +1,86 @@
+//! The `zonebroker` binary: the server and the operator's command line.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use zonebroker::plugins::RuntimeConfig;
+use zonebroker::server::{self, ListenerSpec, ServeConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "zonebroker",
+    version,
+    about = "Broker sessions across deployment zones; plugins in WebAssembly."
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "ZONEBROKER_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Where the database and generated tokens live.
+    #[arg(long, env = "ZONEBROKER_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// A listener and the zone it manages, as ADDR=ZONE; repeatable.
+    /// [default: 127.0.0.1:8080=default]
+    #[arg(long = "listen", value_name = "ADDR=ZONE")]
+    listeners: Vec<ListenerSpec>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = ServeConfig {
+        data_dir: args.data_dir,
+        listeners: args.listeners,
+        admin_token: std::env::var("ZONEBROKER_ADMIN_TOKEN").ok(),
+        runtime: RuntimeConfig::default(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime
+        .block_on(server::serve(config, server::shutdown_signal()))
+        .context("zonebroker serve")
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}

@@ -1,0 +1,23 @@
+//! The plugins compiled into the binary: built from `plugins/` by `build.rs` for
+//! `wasm32-wasip2` and embedded, so the server needs nothing beside itself.
+
+use std::sync::Arc;
+
+use super::error::LoadError;
+use super::registry::{Registry, RegistryError};
+
+include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
+
+/// Compile every built-in strategy and register it, marked built-in, as the active version
+/// of its name.
+pub fn install_builtins(registry: &Registry) -> Result<(), RegistryError> {
+    for (name, bytes) in BUILTIN_STRATEGIES {
+        let plugin = registry.runtime().load(bytes).map_err(|e: LoadError| {
+            tracing::error!(plugin = name, "built-in plugin does not load: {e}");
+            e
+        })?;
+        registry.activate(name, Arc::new(plugin), true)?;
+        tracing::debug!(plugin = name, "built-in plugin registered");
+    }
+    Ok(())
+}

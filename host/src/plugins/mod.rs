@@ -1,0 +1,27 @@
+//! The sandboxed plugin runtime: one wasmtime engine, plugins loaded once and called with a
+//! fresh store per call, and a registry of plugins with an atomically swappable active
+//! version.
+//!
+//! Loading ([`PluginRuntime::load`]: check, compile, link, pre-instantiate) is kept apart
+//! from calling ([`PluginRuntime::rank`], [`PluginRuntime::render`]: fresh `Store`,
+//! instantiate, call, drop). Every failure is a typed [`LoadError`] or [`CallError`].
+//!
+//! **Architecture Invariant:** a plugin gets no files, environment, sockets or process
+//! control; a call cannot outlive its deadline, exceed its memory cap or its CPU budget, and
+//! nothing it does survives into the next call. Nothing outside this module touches wasmtime.
+
+mod builtin;
+mod engine;
+mod error;
+mod kind;
+mod registry;
+mod runtime;
+mod sandbox;
+mod wit;
+
+pub use builtin::{BUILTIN_STRATEGIES, install_builtins};
+pub use error::{CallError, LoadError};
+pub use kind::PluginKind;
+pub use registry::{PluginSlot, PluginSummary, Registry, RegistryError, StrategyCallError};
+pub use runtime::{LoadedPlugin, PluginRuntime, RuntimeConfig, RuntimeInitError};
+pub use sandbox::{CallLimits, CallOutput, LogLevel, LogLine};

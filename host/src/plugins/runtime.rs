@@ -1,0 +1,423 @@
+//! Loading plugins (check, compile, link, pre-instantiate) and calling them (a fresh `Store`
+//! per call under the call's limits).
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, Store, Trap};
+
+use super::engine::{EpochTicker, build_engine, deadline_ticks};
+use super::error::{CallError, LoadError};
+use super::kind::PluginKind;
+use super::sandbox::{CallLimits, CallOutput, CallState, LogLevel};
+use super::wit::{self, with_wit_candidates};
+use crate::domain::ranking::{CandidateColumns, PlacementRequest, Ranking};
+
+/// How the runtime is sized and what each kind of call may use.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Limits of every strategy call.
+    pub strategy_limits: CallLimits,
+    /// Limits of every script-generator call.
+    pub generator_limits: CallLimits,
+    /// How many plugin calls may run at once (pre-reserved sandboxes); one more is refused
+    /// as [`CallError::Busy`] rather than allocated.
+    pub max_concurrent_calls: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            strategy_limits: CallLimits::STRATEGY,
+            generator_limits: CallLimits {
+                deadline: std::time::Duration::from_secs(1),
+                ..CallLimits::STRATEGY
+            },
+            max_concurrent_calls: 256,
+        }
+    }
+}
+
+/// The plugin runtime could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the plugin runtime: {0}")]
+pub struct RuntimeInitError(String);
+
+/// A plugin version, compiled and linked, ready to be called any number of times.
+pub struct LoadedPlugin {
+    kind: PluginKind,
+    sha256: String,
+    size: usize,
+    instance: Instantiator,
+}
+
+enum Instantiator {
+    Strategy(wit::strategy::StrategyPre<CallState>),
+    ScriptGenerator(wit::generator::ScriptGeneratorPre<CallState>),
+}
+
+impl LoadedPlugin {
+    /// What the plugin is for.
+    pub fn kind(&self) -> PluginKind {
+        self.kind
+    }
+
+    /// The version: the sha256 of the component's bytes, in hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// The component's size in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("kind", &self.kind)
+            .field("sha256", &self.sha256)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+/// The engine, one linker per plugin kind and the epoch ticker: everything calls share.
+pub struct PluginRuntime {
+    engine: Engine,
+    strategy_linker: Linker<CallState>,
+    generator_linker: Linker<CallState>,
+    config: RuntimeConfig,
+    _ticker: EpochTicker,
+}
+
+impl PluginRuntime {
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeInitError> {
+        let init = |e: wasmtime::Error| RuntimeInitError(format!("{e:#}"));
+        let max_memory = config
+            .strategy_limits
+            .memory_bytes
+            .max(config.generator_limits.memory_bytes);
+        let engine = build_engine(config.max_concurrent_calls, max_memory).map_err(init)?;
+
+        let mut strategy_linker = Linker::new(&engine);
+        wit::strategy::Strategy::add_to_linker::<CallState, HasSelf<CallState>>(
+            &mut strategy_linker,
+            |state| state,
+        )
+        .map_err(init)?;
+        sandboxed_wasi::add_to_linker(&mut strategy_linker).map_err(init)?;
+
+        let mut generator_linker = Linker::new(&engine);
+        wit::generator::ScriptGenerator::add_to_linker::<CallState, HasSelf<CallState>>(
+            &mut generator_linker,
+            |state| state,
+        )
+        .map_err(init)?;
+        sandboxed_wasi::add_to_linker(&mut generator_linker).map_err(init)?;
+
+        let ticker = EpochTicker::start(&engine).map_err(|e| RuntimeInitError(e.to_string()))?;
+        Ok(PluginRuntime {
+            engine,
+            strategy_linker,
+            generator_linker,
+            config,
+            _ticker: ticker,
+        })
+    }
+
+    /// The runtime's configuration.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Check, compile and link a component. CPU-heavy (tens of milliseconds in an
+    /// optimised build): call it off the async runtime.
+    pub fn load(&self, bytes: &[u8]) -> Result<LoadedPlugin, LoadError> {
+        check_header(bytes)?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let kind = detect_kind(&self.engine, &component)?;
+        let ty = component.component_type();
+        if let Some((import, _)) = ty
+            .imports(&self.engine)
+            .find(|(name, _)| !kind.allows_import(name))
+        {
+            return Err(LoadError::ForbiddenImport {
+                kind,
+                import: import.to_string(),
+            });
+        }
+        let link = |e: wasmtime::Error| LoadError::Link(format!("{e:#}"));
+        let instance = match kind {
+            PluginKind::Strategy => Instantiator::Strategy(
+                wit::strategy::StrategyPre::new(
+                    self.strategy_linker
+                        .instantiate_pre(&component)
+                        .map_err(link)?,
+                )
+                .map_err(link)?,
+            ),
+            PluginKind::ScriptGenerator => Instantiator::ScriptGenerator(
+                wit::generator::ScriptGeneratorPre::new(
+                    self.generator_linker
+                        .instantiate_pre(&component)
+                        .map_err(link)?,
+                )
+                .map_err(link)?,
+            ),
+            PluginKind::VmProvider => {
+                return Err(LoadError::Link(
+                    "vm-provider plugins cannot be run by this version of zonebroker yet".into(),
+                ));
+            }
+        };
+        Ok(LoadedPlugin {
+            kind,
+            sha256: hex::encode(Sha256::digest(bytes)),
+            size: bytes.len(),
+            instance,
+        })
+    }
+
+    /// Rank `candidates` for `request` with a strategy plugin, and check the answer.
+    ///
+    /// The columns are lent to the call and returned intact, so a caller can fall back to
+    /// another strategy on failure without rebuilding them.
+    pub fn rank(
+        &self,
+        plugin: &LoadedPlugin,
+        request: &PlacementRequest,
+        candidates: &mut CandidateColumns,
+    ) -> Result<Ranking, CallError> {
+        let (result, output) = self.rank_with_output(plugin, request, candidates);
+        output.emit();
+        result
+    }
+
+    /// [`rank`](Self::rank), also answering what the plugin printed and logged (for
+    /// `zonebroker plugin check`). Emits nothing to `tracing`.
+    pub fn rank_with_output(
+        &self,
+        plugin: &LoadedPlugin,
+        request: &PlacementRequest,
+        candidates: &mut CandidateColumns,
+    ) -> (Result<Ranking, CallError>, CallOutput) {
+        let Instantiator::Strategy(pre) = &plugin.instance else {
+            let error = CallError::WrongKind {
+                expected: PluginKind::Strategy,
+                actual: plugin.kind,
+            };
+            return (Err(error), CallOutput::default());
+        };
+        let limits = &self.config.strategy_limits;
+        let mut store = self.new_store(limits);
+        let n = candidates.len();
+        let request: wit::strategy::zonebroker::plugin::placement_types::PlacementRequest =
+            request.into();
+        let result = with_wit_candidates(candidates, |candidates| {
+            let instance = pre.instantiate(&mut store)?;
+            instance
+                .zonebroker_plugin_balancer()
+                .call_rank(&mut store, request, candidates)
+        });
+        let output = store.data_mut().take_output();
+        let result = match result {
+            Ok(Ok(indices)) => Ranking::validate(indices, n).map_err(CallError::from),
+            Ok(Err(message)) => Err(CallError::Guest(cap_text(message))),
+            Err(error) => Err(classify(error, limits, &output)),
+        };
+        (result, output)
+    }
+
+    /// Render a startup-script template with a script-generator plugin.
+    pub fn render(
+        &self,
+        plugin: &LoadedPlugin,
+        os: wit::generator::zonebroker::plugin::types::Os,
+        template: &str,
+        variables: &[(String, String)],
+    ) -> Result<
+        Result<String, wit::generator::zonebroker::plugin::script_types::RenderError>,
+        CallError,
+    > {
+        let Instantiator::ScriptGenerator(pre) = &plugin.instance else {
+            return Err(CallError::WrongKind {
+                expected: PluginKind::ScriptGenerator,
+                actual: plugin.kind,
+            });
+        };
+        let limits = &self.config.generator_limits;
+        let mut store = self.new_store(limits);
+        let variables: Vec<_> = variables
+            .iter()
+            .map(
+                |(name, value)| wit::generator::zonebroker::plugin::types::Pair {
+                    name: name.clone(),
+                    value: value.clone(),
+                },
+            )
+            .collect();
+        let result = pre.instantiate(&mut store).and_then(|instance| {
+            instance
+                .zonebroker_plugin_generator()
+                .call_render(&mut store, os, template, &variables)
+        });
+        let output = store.data_mut().take_output();
+        output.emit();
+        result.map_err(|error| classify(error, limits, &output))
+    }
+
+    /// A store for one call, its limits armed.
+    fn new_store(&self, limits: &CallLimits) -> Store<CallState> {
+        let mut store = Store::new(&self.engine, CallState::new(limits));
+        store.limiter(|state| state.limiter());
+        store
+            .set_fuel(limits.fuel)
+            .expect("the engine is configured with fuel");
+        store.set_epoch_deadline(deadline_ticks(limits.deadline));
+        store
+    }
+}
+
+/// Refuse what is not a component before handing it to the compiler, with a clear reason.
+fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
+    if bytes.len() < 8 || !bytes.starts_with(MAGIC) {
+        return Err(LoadError::NotWasm);
+    }
+    if bytes[4..8] == CORE_MODULE_VERSION {
+        return Err(LoadError::NotAComponent);
+    }
+    Ok(())
+}
+
+/// The kind of plugin a component is, from the one plugin interface it exports.
+fn detect_kind(engine: &Engine, component: &Component) -> Result<PluginKind, LoadError> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let kinds: Vec<PluginKind> = exports
+        .iter()
+        .filter_map(|name| PluginKind::from_export(name))
+        .collect();
+    match kinds.as_slice() {
+        [kind] => Ok(*kind),
+        [] => Err(LoadError::UnknownWorld { exports }),
+        _ => Err(LoadError::AmbiguousWorld { exports }),
+    }
+}
+
+/// Turn a failed call into the typed error that says what the plugin did.
+fn classify(error: wasmtime::Error, limits: &CallLimits, output: &CallOutput) -> CallError {
+    if let Some(cap) = error.downcast_ref::<super::sandbox::MemoryCapExceeded>() {
+        return CallError::MemoryLimitExceeded {
+            requested: cap.requested,
+            cap: cap.cap,
+        };
+    }
+    if error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return CallError::Busy;
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => CallError::CpuBudgetExhausted { fuel: limits.fuel },
+        Some(Trap::Interrupt) => CallError::DeadlineExceeded {
+            deadline: limits.deadline,
+        },
+        Some(Trap::StackOverflow) => CallError::StackOverflow,
+        Some(trap) => CallError::Trap {
+            trap: trap.to_string(),
+            stderr: cap_text(output.stderr.trim().to_string()),
+        },
+        None => CallError::Host(cap_text(format!("{error:#}"))),
+    }
+}
+
+/// Text from a plugin, cut to a size fit for an error message or a log line.
+fn cap_text(mut text: String) -> String {
+    const MAX: usize = 1024;
+    if text.len() > MAX {
+        let mut cut = MAX;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("… (truncated)");
+    }
+    text
+}
+
+impl CallOutput {
+    /// Forward what the plugin printed and logged to `tracing`, in the caller's span.
+    pub fn emit(&self) {
+        for line in &self.log {
+            let message = line.message.as_str();
+            match line.level {
+                LogLevel::Trace => tracing::trace!(target: "plugin", "{message}"),
+                LogLevel::Debug => tracing::debug!(target: "plugin", "{message}"),
+                LogLevel::Info => tracing::info!(target: "plugin", "{message}"),
+                LogLevel::Warn => tracing::warn!(target: "plugin", "{message}"),
+                LogLevel::Error => tracing::error!(target: "plugin", "{message}"),
+            }
+        }
+        for line in self.stdout.lines() {
+            tracing::info!(target: "plugin", stream = "stdout", "{line}");
+        }
+        for line in self.stderr.lines() {
+            tracing::warn!(target: "plugin", stream = "stderr", "{line}");
+        }
+        if self.truncated {
+            tracing::warn!(target: "plugin", "plugin output over the per-call cap was dropped");
+        }
+    }
+}
+
+/// The WASI a plugin may see: stdio, environment (empty), exit, clocks and random, all
+/// from [`CallState`]'s deterministic context. No filesystem, no sockets.
+mod sandboxed_wasi {
+    use wasmtime::component::{HasData, Linker, ResourceTable};
+    use wasmtime_wasi::WasiView;
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, random, sync::io};
+    use wasmtime_wasi::random::WasiRandom;
+
+    use crate::plugins::sandbox::CallState;
+
+    struct HasIo;
+    impl HasData for HasIo {
+        type Data<'a> = &'a mut ResourceTable;
+    }
+
+    fn table(state: &mut CallState) -> &mut ResourceTable {
+        state.ctx().table
+    }
+
+    pub fn add_to_linker(l: &mut Linker<CallState>) -> wasmtime::Result<()> {
+        wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<_, HasIo>(l, table)?;
+        io::poll::add_to_linker::<_, HasIo>(l, table)?;
+        io::streams::add_to_linker::<_, HasIo>(l, table)?;
+        clocks::wall_clock::add_to_linker::<_, WasiClocks>(l, CallState::clocks)?;
+        clocks::monotonic_clock::add_to_linker::<_, WasiClocks>(l, CallState::clocks)?;
+        random::random::add_to_linker::<_, WasiRandom>(l, |s| s.ctx().ctx.random())?;
+        random::insecure::add_to_linker::<_, WasiRandom>(l, |s| s.ctx().ctx.random())?;
+        random::insecure_seed::add_to_linker::<_, WasiRandom>(l, |s| s.ctx().ctx.random())?;
+        cli::exit::add_to_linker::<_, WasiCli>(l, CallState::cli)?;
+        cli::environment::add_to_linker::<_, WasiCli>(l, CallState::cli)?;
+        cli::stdin::add_to_linker::<_, WasiCli>(l, CallState::cli)?;
+        cli::stdout::add_to_linker::<_, WasiCli>(l, CallState::cli)?;
+        cli::stderr::add_to_linker::<_, WasiCli>(l, CallState::cli)?;
+        cli::terminal_input::add_to_linker::<_, WasiCli>(l, CallState::cli)?;
+        cli::terminal_output::add_to_linker::<_, WasiCli>(l, CallState::cli)?;
+        cli::terminal_stdin::add_to_linker::<_, WasiCli>(l, CallState::cli)?;
+        cli::terminal_stdout::add_to_linker::<_, WasiCli>(l, CallState::cli)?;
+        cli::terminal_stderr::add_to_linker::<_, WasiCli>(l, CallState::cli)?;
+        Ok(())
+    }
+}

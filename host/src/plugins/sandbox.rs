@@ -1,0 +1,258 @@
+//! The state of one plugin call: its resource limits, its (empty, deterministic) WASI
+//! context and the capture of what it prints or logs.
+//!
+//! A fresh [`CallState`] lives in a fresh `Store` for exactly one call, so nothing a plugin
+//! does survives into the next call.
+
+use std::time::Duration;
+
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{
+    HostMonotonicClock, HostWallClock, ResourceTable, WasiCtx, WasiCtxView, WasiView,
+};
+
+/// Limits of one call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallLimits {
+    /// The most linear memory the plugin may have, in bytes.
+    pub memory_bytes: usize,
+    /// The CPU budget, in wasmtime fuel units (about one per wasm instruction).
+    pub fuel: u64,
+    /// The wall-clock deadline of the call, instantiation included.
+    pub deadline: Duration,
+    /// The most bytes of stdout, stderr and `log` lines kept from one call.
+    pub output_bytes: usize,
+}
+
+impl CallLimits {
+    /// Limits for a load-balancing strategy: milliseconds on the placement hot path.
+    pub const STRATEGY: CallLimits = CallLimits {
+        memory_bytes: 64 << 20,
+        fuel: 1_000_000_000,
+        deadline: Duration::from_millis(100),
+        output_bytes: 16 << 10,
+    };
+}
+
+/// A memory or table growth over the call's cap; carried through wasmtime's error so the
+/// call's result can say exactly what happened.
+#[derive(Debug, thiserror::Error)]
+#[error("memory growth to {requested} bytes refused: the cap is {cap} bytes")]
+pub(crate) struct MemoryCapExceeded {
+    pub requested: usize,
+    pub cap: usize,
+}
+
+/// Enforces [`CallLimits::memory_bytes`]: growth past the cap traps the call with a
+/// [`MemoryCapExceeded`] rather than letting the guest see a failed allocation.
+struct CallLimiter {
+    memory_cap: usize,
+}
+
+/// Tables hold function references; no honest plugin needs more than this many.
+const TABLE_ELEMENTS_CAP: usize = 100_000;
+
+impl ResourceLimiter for CallLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            return Err(wasmtime::Error::new(MemoryCapExceeded {
+                requested: desired,
+                cap: self.memory_cap,
+            }));
+        }
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= TABLE_ELEMENTS_CAP && maximum.is_none_or(|max| desired <= max))
+    }
+
+    fn instances(&self) -> usize {
+        // A component holds a handful of core instances (the program and its adapters).
+        32
+    }
+
+    fn tables(&self) -> usize {
+        32
+    }
+
+    fn memories(&self) -> usize {
+        4
+    }
+}
+
+/// A wall clock stopped at the Unix epoch: strategies must not depend on time.
+struct StoppedWallClock;
+
+impl HostWallClock for StoppedWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+/// A monotonic clock that never advances.
+struct StoppedMonotonicClock;
+
+impl HostMonotonicClock for StoppedMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// The WASI context of a call, built only if the plugin touches WASI (a plain `rank` that
+/// prints nothing never does, and then pays nothing for it).
+struct WasiState {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+}
+
+impl WasiState {
+    /// No arguments, no environment, no files, no network, closed stdin; stdout and stderr
+    /// captured up to `capacity` bytes each; stopped clocks and a fixed random seed.
+    fn deterministic(capacity: usize) -> Self {
+        let stdout = MemoryOutputPipe::new(capacity);
+        let stderr = MemoryOutputPipe::new(capacity);
+        let ctx = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .wall_clock(StoppedWallClock)
+            .monotonic_clock(StoppedMonotonicClock)
+            .secure_random(wasmtime_wasi::Deterministic::new(vec![
+                0x5a, 0x42, 0x17, 0x99,
+            ]))
+            .insecure_random(wasmtime_wasi::Deterministic::new(vec![0x42, 0x17]))
+            .insecure_random_seed(0x7a6f_6e65_6272_6f6b_6572)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        WasiState {
+            ctx,
+            table: ResourceTable::new(),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+/// One line a plugin logged through the `log` import.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub message: String,
+}
+
+/// Severity of a [`LogLine`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Everything a call left behind besides its result: log lines, stdout, stderr (each
+/// size-capped), and whether anything was dropped for going over the cap.
+#[derive(Debug, Default)]
+pub struct CallOutput {
+    pub log: Vec<LogLine>,
+    pub stdout: String,
+    pub stderr: String,
+    pub truncated: bool,
+}
+
+/// The host state of one call's `Store`.
+pub(crate) struct CallState {
+    limiter: CallLimiter,
+    output_cap: usize,
+    wasi: Option<WasiState>,
+    log: Vec<LogLine>,
+    log_bytes: usize,
+    log_truncated: bool,
+}
+
+impl CallState {
+    pub fn new(limits: &CallLimits) -> Self {
+        CallState {
+            limiter: CallLimiter {
+                memory_cap: limits.memory_bytes,
+            },
+            output_cap: limits.output_bytes,
+            wasi: None,
+            log: Vec::new(),
+            log_bytes: 0,
+            log_truncated: false,
+        }
+    }
+
+    pub fn limiter(&mut self) -> &mut dyn ResourceLimiter {
+        &mut self.limiter
+    }
+
+    /// Keep one `log` line, if it fits under the cap.
+    pub fn record_log(&mut self, level: LogLevel, message: String) {
+        let size = message.len().max(1);
+        if self.log_bytes + size > self.output_cap {
+            self.log_truncated = true;
+            return;
+        }
+        self.log_bytes += size;
+        self.log.push(LogLine { level, message });
+    }
+
+    /// What the call printed and logged.
+    pub fn take_output(&mut self) -> CallOutput {
+        let (stdout, stderr, pipes_full) = match &self.wasi {
+            Some(wasi) => {
+                let out = wasi.stdout.contents();
+                let err = wasi.stderr.contents();
+                let full = out.len() >= self.output_cap || err.len() >= self.output_cap;
+                (
+                    String::from_utf8_lossy(&out).into_owned(),
+                    String::from_utf8_lossy(&err).into_owned(),
+                    full,
+                )
+            }
+            None => (String::new(), String::new(), false),
+        };
+        CallOutput {
+            log: std::mem::take(&mut self.log),
+            stdout,
+            stderr,
+            truncated: self.log_truncated || pipes_full,
+        }
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        let cap = self.output_cap;
+        let wasi = self
+            .wasi
+            .get_or_insert_with(|| WasiState::deterministic(cap));
+        WasiCtxView {
+            ctx: &mut wasi.ctx,
+            table: &mut wasi.table,
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Host bindings of the WIT worlds, generated in one place, and the host side of our own
+//! imports (`log`, the types-only interfaces).
+
+use super::sandbox::{CallState, LogLevel};
+use crate::domain::ranking::{CandidateColumns, PlacementRequest};
+
+pub(crate) mod strategy {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "zonebroker:plugin/strategy",
+    });
+}
+
+pub(crate) mod generator {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "zonebroker:plugin/script-generator",
+    });
+}
+
+use strategy::zonebroker::plugin::placement_types as wit_placement;
+
+macro_rules! impl_log_host {
+    ($world:ident) => {
+        impl $world::zonebroker::plugin::log::Host for CallState {
+            fn log(&mut self, level: $world::zonebroker::plugin::log::Level, message: String) {
+                use $world::zonebroker::plugin::log::Level;
+                let level = match level {
+                    Level::Trace => LogLevel::Trace,
+                    Level::Debug => LogLevel::Debug,
+                    Level::Info => LogLevel::Info,
+                    Level::Warn => LogLevel::Warn,
+                    Level::Error => LogLevel::Error,
+                };
+                self.record_log(level, message);
+            }
+        }
+    };
+}
+impl_log_host!(strategy);
+impl_log_host!(generator);
+
+impl strategy::zonebroker::plugin::placement_types::Host for CallState {}
+impl generator::zonebroker::plugin::types::Host for CallState {}
+impl generator::zonebroker::plugin::script_types::Host for CallState {}
+
+impl From<&PlacementRequest> for wit_placement::PlacementRequest {
+    fn from(r: &PlacementRequest) -> Self {
+        wit_placement::PlacementRequest {
+            cores: r.cores,
+            memory: r.memory,
+            gpus: r.gpus,
+            user_key: r.user_key,
+            same_zone: r.same_zone,
+        }
+    }
+}
+
+/// Run `f` with `columns` lent as the WIT record, moving the vectors in and back out rather
+/// than copying them: the columns are the bulk of a strategy call's input.
+pub(crate) fn with_wit_candidates<R>(
+    columns: &mut CandidateColumns,
+    f: impl FnOnce(&wit_placement::Candidates) -> R,
+) -> R {
+    use std::mem::take;
+    let wit = wit_placement::Candidates {
+        cores_total: take(&mut columns.cores_total),
+        cores_reserved: take(&mut columns.cores_reserved),
+        memory_total: take(&mut columns.memory_total),
+        memory_reserved: take(&mut columns.memory_reserved),
+        gpus_total: take(&mut columns.gpus_total),
+        gpus_reserved: take(&mut columns.gpus_reserved),
+        sessions: take(&mut columns.sessions),
+        max_sessions: take(&mut columns.max_sessions),
+        user_sessions: take(&mut columns.user_sessions),
+        cpu_load: take(&mut columns.cpu_load),
+        memory_load: take(&mut columns.memory_load),
+    };
+    let result = f(&wit);
+    columns.cores_total = wit.cores_total;
+    columns.cores_reserved = wit.cores_reserved;
+    columns.memory_total = wit.memory_total;
+    columns.memory_reserved = wit.memory_reserved;
+    columns.gpus_total = wit.gpus_total;
+    columns.gpus_reserved = wit.gpus_reserved;
+    columns.sessions = wit.sessions;
+    columns.max_sessions = wit.max_sessions;
+    columns.user_sessions = wit.user_sessions;
+    columns.cpu_load = wit.cpu_load;
+    columns.memory_load = wit.memory_load;
+    result
+}

@@ -1,0 +1,249 @@
+//! `zonebroker serve`: open the data directory, start the plugin runtime with the built-in
+//! plugins, bind every listener (each the manager of one zone) and serve until told to stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::auth::{AdminToken, TokenError, TokenSource};
+use crate::api::{self, AppState};
+use crate::domain::names::{self, NameError};
+use crate::plugins::{
+    self, PluginRuntime, Registry, RegistryError, RuntimeConfig, RuntimeInitError,
+};
+use crate::store::{Store, StoreError};
+
+/// `ADDR=ZONE`: a listener and the zone it manages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerSpec {
+    pub addr: SocketAddr,
+    pub zone: String,
+}
+
+/// Why a `--listen` value was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerSpecError {
+    #[error("expected ADDR=ZONE, e.g. 127.0.0.1:8080=default")]
+    Shape,
+    #[error("`{0}` is not an IP address with a port")]
+    Addr(String),
+    #[error("zone name: {0}")]
+    Zone(#[from] NameError),
+}
+
+impl FromStr for ListenerSpec {
+    type Err = ListenerSpecError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, zone) = s.rsplit_once('=').ok_or(ListenerSpecError::Shape)?;
+        let addr = addr
+            .parse()
+            .map_err(|_| ListenerSpecError::Addr(addr.to_string()))?;
+        names::validate(zone)?;
+        Ok(ListenerSpec {
+            addr,
+            zone: zone.to_string(),
+        })
+    }
+}
+
+impl Default for ListenerSpec {
+    fn default() -> Self {
+        ListenerSpec {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            zone: "default".into(),
+        }
+    }
+}
+
+/// Everything `serve` needs.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub listeners: Vec<ListenerSpec>,
+    /// `ZONEBROKER_ADMIN_TOKEN`, if set.
+    pub admin_token: Option<String>,
+    pub runtime: RuntimeConfig,
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("admin token: {0}")]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeInitError),
+    #[error("built-in plugins: {0}")]
+    Builtins(#[from] RegistryError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("listener {addr} failed: {source}")]
+    Serve {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("start-up task failed: {0}")]
+    Task(String),
+}
+
+/// Run the server until `shutdown` completes, then stop accepting, let requests in flight
+/// finish and flush the store.
+pub async fn serve(
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    create_data_dir(&config.data_dir)?;
+    let store = Arc::new(Store::open(&config.data_dir)?);
+
+    let (admin_token, source) =
+        AdminToken::load_or_generate(config.admin_token.clone(), &config.data_dir)?;
+    match &source {
+        TokenSource::Environment => tracing::info!("admin token from ZONEBROKER_ADMIN_TOKEN"),
+        TokenSource::File(path) => tracing::info!(path = %path.display(), "admin token from file"),
+        TokenSource::Generated(path) => {
+            tracing::info!(path = %path.display(), "generated a new admin token (mode 0600)")
+        }
+    }
+
+    // Compiling the built-in components is CPU work: keep it off the async workers.
+    let runtime_config = config.runtime.clone();
+    let registry = tokio::task::spawn_blocking(move || -> Result<Registry, ServeError> {
+        let runtime = Arc::new(PluginRuntime::new(runtime_config)?);
+        let registry = Registry::new(runtime);
+        plugins::install_builtins(&registry)?;
+        Ok(registry)
+    })
+    .await
+    .map_err(|e| ServeError::Task(e.to_string()))??;
+    tracing::info!(plugins = registry.list().len(), "plugin runtime ready");
+
+    let state = AppState {
+        registry: Arc::new(registry),
+        store: store.clone(),
+        admin_token,
+    };
+
+    let mut bound = Vec::new();
+    for spec in listeners_or_default(&config.listeners) {
+        let listener = TcpListener::bind(spec.addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: spec.addr,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: spec.addr,
+            source,
+        })?;
+        tracing::info!(%addr, zone = spec.zone, "listening");
+        bound.push((listener, addr, spec.zone));
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    for (listener, addr, zone) in bound {
+        let app = api::router(state.clone(), &zone);
+        let mut stop = stop_rx.clone();
+        servers.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                })
+                .await
+                .map_err(|source| ServeError::Serve { addr, source })
+        });
+    }
+
+    let mut result = Ok(());
+    tokio::select! {
+        () = shutdown => tracing::info!("shutting down: finishing requests in flight"),
+        Some(joined) = servers.join_next() => {
+            result = joined.map_err(|e| ServeError::Task(e.to_string())).and_then(|r| r);
+            tracing::error!("a listener stopped; shutting down");
+        }
+    }
+    let _ = stop_tx.send(true);
+    while let Some(joined) = servers.join_next().await {
+        if let Err(e) = joined
+            .map_err(|e| ServeError::Task(e.to_string()))
+            .and_then(|r| r)
+        {
+            tracing::error!("{e}");
+        }
+    }
+    store.flush().await?;
+    tracing::info!("stopped");
+    result
+}
+
+fn listeners_or_default(specs: &[ListenerSpec]) -> Vec<ListenerSpec> {
+    if specs.is_empty() {
+        vec![ListenerSpec::default()]
+    } else {
+        specs.to_vec()
+    }
+}
+
+fn create_data_dir(path: &std::path::Path) -> Result<(), ServeError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| ServeError::DataDir {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("received SIGTERM"),
+        _ = int.recv() => tracing::info!("received SIGINT"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listener_specs_parse_addr_and_zone() {
+        let spec: ListenerSpec = "127.0.0.1:8080=east".parse().unwrap();
+        assert_eq!(spec.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(spec.zone, "east");
+        let v6: ListenerSpec = "[::1]:9000=west-2".parse().unwrap();
+        assert_eq!(v6.addr.port(), 9000);
+        assert!(matches!(
+            "127.0.0.1:8080".parse::<ListenerSpec>(),
+            Err(ListenerSpecError::Shape)
+        ));
+        assert!(matches!(
+            "localhost:80=a".parse::<ListenerSpec>(),
+            Err(ListenerSpecError::Addr(_))
+        ));
+        assert!(matches!(
+            "127.0.0.1:80=East".parse::<ListenerSpec>(),
+            Err(ListenerSpecError::Zone(_))
+        ));
+    }
+}
