@@ -5,3 +5,4 @@
 
 pub mod names;
 pub mod ranking;
+pub mod script;

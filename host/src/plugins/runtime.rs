@@ -11,6 +11,7 @@ use super::kind::PluginKind;
 use super::sandbox::{CallLimits, CallOutput, CallState, LogLevel};
 use super::wit::{self, with_wit_candidates};
 use crate::domain::ranking::{CandidateColumns, PlacementRequest, Ranking};
+use crate::domain::script::{Os, TemplateError};
 
 /// How the runtime is sized and what each kind of call may use.
 #[derive(Clone, Debug)]
@@ -230,17 +231,15 @@ impl PluginRuntime {
         (result, output)
     }
 
-    /// Render a startup-script template with a script-generator plugin.
+    /// Render a startup-script template with a script-generator plugin. The outer error is
+    /// the call's; the inner one is the template's, as the plugin reports it.
     pub fn render(
         &self,
         plugin: &LoadedPlugin,
-        os: wit::generator::zonebroker::plugin::types::Os,
+        os: Os,
         template: &str,
         variables: &[(String, String)],
-    ) -> Result<
-        Result<String, wit::generator::zonebroker::plugin::script_types::RenderError>,
-        CallError,
-    > {
+    ) -> Result<Result<String, TemplateError>, CallError> {
         let Instantiator::ScriptGenerator(pre) = &plugin.instance else {
             return Err(CallError::WrongKind {
                 expected: PluginKind::ScriptGenerator,
@@ -259,13 +258,19 @@ impl PluginRuntime {
             )
             .collect();
         let result = pre.instantiate(&mut store).and_then(|instance| {
-            instance
-                .zonebroker_plugin_generator()
-                .call_render(&mut store, os, template, &variables)
+            instance.zonebroker_plugin_generator().call_render(
+                &mut store,
+                os.into(),
+                template,
+                &variables,
+            )
         });
         let output = store.data_mut().take_output();
         output.emit();
-        result.map_err(|error| classify(error, limits, &output))
+        match result {
+            Ok(rendered) => Ok(rendered.map_err(TemplateError::from)),
+            Err(error) => Err(classify(error, limits, &output)),
+        }
     }
 
     /// A store for one call, its limits armed.

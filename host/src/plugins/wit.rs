@@ -3,6 +3,7 @@
 
 use super::sandbox::{CallState, LogLevel};
 use crate::domain::ranking::{CandidateColumns, PlacementRequest};
+use crate::domain::script::{Os, TemplateError, TemplateErrorKind};
 
 pub(crate) mod strategy {
     wasmtime::component::bindgen!({
@@ -89,4 +90,31 @@ pub(crate) fn with_wit_candidates<R>(
     columns.cpu_load = wit.cpu_load;
     columns.memory_load = wit.memory_load;
     result
+}
+
+impl From<Os> for generator::zonebroker::plugin::types::Os {
+    fn from(os: Os) -> Self {
+        match os {
+            Os::Linux => Self::Linux,
+            Os::Windows => Self::Windows,
+        }
+    }
+}
+
+impl From<generator::zonebroker::plugin::script_types::RenderError> for TemplateError {
+    fn from(e: generator::zonebroker::plugin::script_types::RenderError) -> Self {
+        use generator::zonebroker::plugin::script_types::RenderErrorKind as Kind;
+        TemplateError {
+            kind: match e.kind {
+                Kind::UnknownVariable => TemplateErrorKind::UnknownVariable,
+                Kind::UnbalancedBrace => TemplateErrorKind::UnbalancedBrace,
+                Kind::UnknownFilter => TemplateErrorKind::UnknownFilter,
+                Kind::UnsafeValue => TemplateErrorKind::UnsafeValue,
+            },
+            offset: e.offset,
+            line: e.line,
+            column: e.column,
+            message: e.message,
+        }
+    }
 }

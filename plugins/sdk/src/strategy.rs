@@ -339,3 +339,62 @@ macro_rules! export_strategy {
         );
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_keys_sort_in_numeric_order_with_nan_last() {
+        let keys = [0.5, -1.0, f64::NAN, 0.0, -0.0, f64::INFINITY, 2.0, f64::NEG_INFINITY];
+        let ranking = rank_ascending(keys.len(), |i| keys[i]);
+        // -0.0 and 0.0 tie, so they keep index order (3 before 4).
+        assert_eq!(ranking, [7, 1, 3, 4, 0, 6, 5, 2]);
+        let ranking = rank_descending(keys.len(), |i| keys[i]);
+        assert_eq!(ranking, [5, 6, 0, 3, 4, 1, 7, 2]);
+    }
+
+    #[test]
+    fn ties_keep_index_order_in_both_directions() {
+        let keys = [1u32, 0, 1, 0, 1];
+        assert_eq!(rank_ascending(5, |i| keys[i]), [1, 3, 0, 2, 4]);
+        assert_eq!(rank_descending(5, |i| keys[i]), [0, 2, 4, 1, 3]);
+        assert_eq!(rank_descending(3, |_| u32::MAX), [0, 1, 2]);
+        assert_eq!(rank_ascending(3, |i| [0u32, u32::MAX, 7][i]), [0, 2, 1]);
+    }
+
+    #[test]
+    fn fractions_of_zero_totals_are_empty_or_full() {
+        assert_eq!(fraction(0.0, 0.0), 0.0);
+        assert_eq!(fraction(1.0, 0.0), 1.0);
+        assert_eq!(fraction(1.0, 4.0), 0.25);
+        assert_eq!(fraction(6.0, 4.0), 1.5);
+    }
+
+    #[test]
+    fn load_is_the_larger_fraction_and_free_slots_saturate() {
+        let candidates = Candidates::from_rows([
+            Candidate::new().cores(4.0, 1.0).memory(100, 50).sessions(2, 4),
+            Candidate::new().cores(4.0, 3.0).memory(100, 10).sessions(5, 4),
+        ]);
+        assert_eq!(candidates.load(0), 0.5);
+        assert_eq!(candidates.load(1), 0.75);
+        assert_eq!(candidates.free_slots(0), 2);
+        assert_eq!(candidates.free_slots(1), 0);
+        assert_eq!(candidates.row(1).sessions, 5);
+    }
+
+    #[test]
+    fn malformed_columns_are_refused_before_the_strategy_runs() {
+        struct Never;
+        impl Strategy for Never {
+            fn rank(_: &PlacementRequest, _: &Candidates) -> Result<Vec<u32>, String> {
+                unreachable!("must not be called")
+            }
+        }
+        let mut candidates = Candidates::from_rows([Candidate::new(), Candidate::new()]);
+        candidates.cpu_load.pop();
+        assert!(!candidates.is_well_formed());
+        assert!(__rank::<Never>(PlacementRequest::default(), candidates).is_err());
+    }
+}

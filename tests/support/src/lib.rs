@@ -1,1 +1,214 @@
+//! Helpers shared by zonebroker's tests.
+//!
+//! - [`fixture`]: a test plugin component, built from `tests/fixtures/` on first use.
+//! - [`Server`]: the real `zonebroker` binary on loopback, in a fresh data directory, with
+//!   its listeners' addresses read from its own logs.
 
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use zonebroker_guest_build::{GuestBuild, component_file};
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .to_path_buf()
+}
+
+const HOSTILE_PACKAGE: &str = "zonebroker-hostile-fixtures";
+const ECHO_GENERATOR_PACKAGE: &str = "zonebroker-fixture-echo-generator";
+
+/// The component of test fixture `name`: an example of `tests/fixtures/hostile`
+/// (`infinite_loop`, `panics`, ...), or `echo_generator`. Built once per test process.
+pub fn fixture(name: &str) -> Vec<u8> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT
+        .get_or_init(|| {
+            GuestBuild::new()
+                .package(HOSTILE_PACKAGE)
+                .package(ECHO_GENERATOR_PACKAGE)
+                .with_examples()
+                .run(&workspace_root())
+        })
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let path = if name == "echo_generator" {
+        dir.join(component_file(ECHO_GENERATOR_PACKAGE))
+    } else {
+        dir.join("examples").join(format!("{name}.wasm"))
+    };
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// The admin token test servers are started with.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A running `zonebroker serve`, killed when dropped.
+pub struct Server {
+    child: Child,
+    data_dir: Arc<tempfile::TempDir>,
+    /// Bound address of each zone's listener.
+    pub zones: HashMap<String, String>,
+    logs: Arc<Mutex<Vec<String>>>,
+    http: reqwest::blocking::Client,
+}
+
+/// How to start a [`Server`].
+pub struct ServerOptions {
+    /// Zones, one listener each on an ephemeral loopback port.
+    pub zones: Vec<String>,
+    /// `ZONEBROKER_ADMIN_TOKEN`; `None` lets the server generate one.
+    pub admin_token: Option<String>,
+    /// Reuse this data directory (a restart) instead of a fresh one.
+    pub data_dir: Option<Arc<tempfile::TempDir>>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            zones: vec!["default".into()],
+            admin_token: Some(ADMIN_TOKEN.into()),
+            data_dir: None,
+        }
+    }
+}
+
+impl Server {
+    /// Start `binary` (the test's `env!("CARGO_BIN_EXE_zonebroker")`) and wait until every
+    /// listener is up.
+    pub fn start(binary: &str, options: ServerOptions) -> Server {
+        let data_dir = options
+            .data_dir
+            .unwrap_or_else(|| Arc::new(tempfile::tempdir().expect("temp dir")));
+        let mut command = Command::new(binary);
+        command
+            .args(["--log-format", "json", "serve", "--data-dir"])
+            .arg(data_dir.path())
+            .env("RUST_LOG", "info")
+            .env_remove("ZONEBROKER_ADMIN_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for zone in &options.zones {
+            command.arg("--listen").arg(format!("127.0.0.1:0={zone}"));
+        }
+        if let Some(token) = &options.admin_token {
+            command.env("ZONEBROKER_ADMIN_TOKEN", token);
+        }
+        let mut child = command.spawn().expect("start zonebroker");
+
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn({
+            let logs = logs.clone();
+            move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
+                        let fields = &event["fields"];
+                        if fields["message"] == "listening" {
+                            let zone = fields["zone"].as_str().unwrap_or_default().to_string();
+                            let addr = fields["addr"].as_str().unwrap_or_default().to_string();
+                            let _ = tx.send((zone, addr));
+                        }
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+            }
+        });
+
+        let mut zones = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while zones.len() < options.zones.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((zone, addr)) => {
+                    zones.insert(zone, addr);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "zonebroker did not start; its log:\n{}",
+                        logs.lock().unwrap().join("\n")
+                    );
+                }
+            }
+        }
+        Server {
+            child,
+            data_dir,
+            zones,
+            logs,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// `http://ADDR` of `zone`'s listener.
+    pub fn url(&self, zone: &str, path: &str) -> String {
+        format!("http://{}{path}", self.zones[zone])
+    }
+
+    /// The HTTP client.
+    pub fn http(&self) -> &reqwest::blocking::Client {
+        &self.http
+    }
+
+    /// GET `path` on the first zone's listener with the admin token.
+    pub fn admin_get(&self, zone: &str, path: &str) -> reqwest::blocking::Response {
+        self.http
+            .get(self.url(zone, path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .expect("request")
+    }
+
+    /// The data directory (keep the `Arc` to restart on it).
+    pub fn data_dir(&self) -> Arc<tempfile::TempDir> {
+        self.data_dir.clone()
+    }
+
+    /// Every log line so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Send a signal (`libc`-free: through the `kill` command).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Wait for the process to exit, at most `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

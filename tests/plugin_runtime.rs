@@ -1,0 +1,214 @@
+//! The plugin runtime with real components built from `plugins/` and `tests/fixtures/`:
+//! the built-in strategies rank through wasm exactly as their native build does, calls are
+//! deterministic and sandboxed, and kinds are checked both ways.
+
+use zonebroker::domain::ranking::{CandidateColumns, CandidateRow, PlacementRequest};
+use zonebroker::domain::script::Os;
+use zonebroker::plugins::{
+    BUILTIN_STRATEGIES, CallError, PluginKind, PluginRuntime, RuntimeConfig,
+};
+use zonebroker_plugin_sdk::strategy::{Candidate, Candidates, Strategy};
+use zonebroker_test_support::fixture;
+
+fn runtime() -> PluginRuntime {
+    PluginRuntime::new(RuntimeConfig::default()).unwrap()
+}
+
+fn builtin(name: &str) -> &'static [u8] {
+    BUILTIN_STRATEGIES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no built-in {name}"))
+        .1
+}
+
+/// The same strategy compiled natively, through the SDK.
+fn native_rank(name: &str, rows: &[CandidateRow]) -> Vec<u32> {
+    let candidates = Candidates::from_rows(rows.iter().map(|r| Candidate {
+        cores_total: r.cores_total,
+        cores_reserved: r.cores_reserved,
+        memory_total: r.memory_total,
+        memory_reserved: r.memory_reserved,
+        gpus_total: r.gpus_total,
+        gpus_reserved: r.gpus_reserved,
+        sessions: r.sessions,
+        max_sessions: r.max_sessions,
+        user_sessions: r.user_sessions,
+        cpu_load: r.cpu_load,
+        memory_load: r.memory_load,
+    }));
+    let request = Default::default();
+    match name {
+        "least-load" => zonebroker_strategy_least_load::LeastLoad::rank(&request, &candidates),
+        "most-load" => zonebroker_strategy_most_load::MostLoad::rank(&request, &candidates),
+        "least-kasms" => zonebroker_strategy_least_kasms::LeastKasms::rank(&request, &candidates),
+        "most-kasms" => zonebroker_strategy_most_kasms::MostKasms::rank(&request, &candidates),
+        other => panic!("no native {other}"),
+    }
+    .unwrap()
+}
+
+/// A small deterministic generator (xorshift) for test inputs.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Candidates drawn from small value sets, so that ties and zero totals are common.
+fn random_rows(rng: &mut Rng, n: usize) -> Vec<CandidateRow> {
+    (0..n)
+        .map(|_| {
+            let cores_total = [0.0, 2.0, 4.0, 8.0][rng.below(4) as usize];
+            let memory_total = [0, 4 << 30, 8 << 30][rng.below(3) as usize];
+            let max_sessions = rng.below(8) as u32;
+            CandidateRow {
+                cores_total,
+                cores_reserved: [0.0, 0.5, 1.0, 2.0][rng.below(4) as usize],
+                memory_total,
+                memory_reserved: [0, 1 << 30, 2 << 30][rng.below(3) as usize],
+                sessions: rng.below(max_sessions as u64 + 1) as u32,
+                max_sessions,
+                user_sessions: rng.below(2) as u32,
+                cpu_load: rng.below(100) as f32 / 100.0,
+                memory_load: rng.below(100) as f32 / 100.0,
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn builtins_rank_through_wasm_exactly_as_natively() {
+    let runtime = runtime();
+    let mut rng = Rng(0x9e3779b97f4a7c15);
+    for (name, bytes) in BUILTIN_STRATEGIES {
+        let plugin = runtime.load(bytes).unwrap();
+        assert_eq!(plugin.kind(), PluginKind::Strategy);
+        for case in 0..150 {
+            let rows = random_rows(&mut rng, case % 40);
+            let mut columns: CandidateColumns = rows.iter().copied().collect();
+            let wasm = runtime
+                .rank(&plugin, &PlacementRequest::default(), &mut columns)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                wasm.indices(),
+                native_rank(name, &rows),
+                "{name} on {rows:?}"
+            );
+        }
+    }
+}
+
+fn row(cores: (f64, f64), memory_gib: (u64, u64), sessions: (u32, u32)) -> CandidateRow {
+    CandidateRow {
+        cores_total: cores.0,
+        cores_reserved: cores.1,
+        memory_total: memory_gib.0 << 30,
+        memory_reserved: memory_gib.1 << 30,
+        sessions: sessions.0,
+        max_sessions: sessions.1,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn each_builtin_picks_the_agent_its_name_says() {
+    // load: 0.5 (cores), 0.75 (memory), 0.25; sessions: 4, 1, 2.
+    let rows = [
+        row((4.0, 2.0), (8, 1), (4, 10)),
+        row((8.0, 1.0), (8, 6), (1, 10)),
+        row((4.0, 1.0), (8, 2), (2, 10)),
+    ];
+    let runtime = runtime();
+    for (name, expected) in [
+        ("least-load", [2, 0, 1]),
+        ("most-load", [1, 0, 2]),
+        ("least-kasms", [1, 2, 0]),
+        ("most-kasms", [0, 2, 1]),
+    ] {
+        let plugin = runtime.load(builtin(name)).unwrap();
+        let mut columns: CandidateColumns = rows.iter().copied().collect();
+        let ranking = runtime
+            .rank(&plugin, &PlacementRequest::default(), &mut columns)
+            .unwrap();
+        assert_eq!(ranking.indices(), expected, "{name}");
+    }
+}
+
+#[test]
+fn columns_are_returned_intact_and_large_lists_work() {
+    let runtime = runtime();
+    let plugin = runtime.load(builtin("least-load")).unwrap();
+    let rows = random_rows(&mut Rng(7), 10_000);
+    let mut columns: CandidateColumns = rows.iter().copied().collect();
+    let before = columns.clone();
+    let ranking = runtime
+        .rank(&plugin, &PlacementRequest::default(), &mut columns)
+        .unwrap();
+    assert_eq!(
+        columns, before,
+        "the call must hand the columns back unchanged"
+    );
+    assert_eq!(ranking.indices().len(), 10_000);
+    assert_eq!(ranking.indices(), native_rank("least-load", &rows));
+}
+
+#[test]
+fn a_strategy_sees_no_environment_a_stopped_clock_and_fixed_randomness() {
+    let runtime = runtime();
+    let plugin = runtime.load(&fixture("probes_sandbox")).unwrap();
+    let probe = || {
+        let mut columns = CandidateColumns::default();
+        match runtime.rank(&plugin, &PlacementRequest::default(), &mut columns) {
+            Err(CallError::Guest(report)) => report,
+            other => panic!("expected the probe's report, got {other:?}"),
+        }
+    };
+    let first = probe();
+    assert!(first.starts_with("env=[] args=[] clock=0 "), "{first}");
+    assert_eq!(probe(), first, "the same call must see the same world");
+}
+
+#[test]
+fn kinds_are_checked_in_both_directions() {
+    let runtime = runtime();
+    let generator = runtime.load(&fixture("echo_generator")).unwrap();
+    assert_eq!(generator.kind(), PluginKind::ScriptGenerator);
+    let mut columns = CandidateColumns::default();
+    let err = runtime
+        .rank(&generator, &PlacementRequest::default(), &mut columns)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallError::WrongKind {
+                expected: PluginKind::Strategy,
+                actual: PluginKind::ScriptGenerator
+            }
+        ),
+        "{err:?}"
+    );
+
+    let rendered = runtime
+        .render(
+            &generator,
+            Os::Linux,
+            "echo {x}",
+            &[("x".into(), "1".into())],
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(rendered, "linux:1:echo {x}");
+
+    let strategy = runtime.load(builtin("least-load")).unwrap();
+    let err = runtime.render(&strategy, Os::Windows, "", &[]).unwrap_err();
+    assert!(matches!(err, CallError::WrongKind { .. }), "{err:?}");
+}
