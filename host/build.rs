@@ -17,7 +17,13 @@ const BUILTIN_STRATEGIES: &[(&str, &str)] = &[
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap();
-    for watched in ["wit", "plugins", "Cargo.toml", "Cargo.lock"] {
+    for watched in [
+        "wit",
+        "plugins",
+        "Cargo.toml",
+        "Cargo.lock",
+        ".cargo/config.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");

@@ -10,6 +10,9 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// One epoch tick: the resolution of call deadlines.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
+/// How much of each linear memory stays resident between calls.
+const KEEP_RESIDENT_BYTES: usize = 2 << 20;
+
 /// Deadline `d` in epoch ticks (at least one).
 pub(crate) fn deadline_ticks(d: Duration) -> u64 {
     (d.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
@@ -30,7 +33,12 @@ pub(crate) fn build_engine(
         .total_core_instances(max_instances * 4)
         .total_memories(max_instances)
         .total_tables(max_instances * 4)
-        .max_memory_size(max_memory_bytes);
+        .max_memory_size(max_memory_bytes)
+        // Reset the first bytes of a memory by `memset` and keep them resident rather than
+        // decommitting them: the next call into that slot then takes no page faults. Half of
+        // a fresh strategy call's cost was page faults before this (see BENCHMARKS.md); it
+        // pays off fully for guests linked with a small stack (`.cargo/config.toml`).
+        .linear_memory_keep_resident(KEEP_RESIDENT_BYTES);
 
     let mut config = Config::new();
     config

@@ -336,6 +336,15 @@ fn classify(error: wasmtime::Error, limits: &CallLimits, output: &CallOutput) ->
             deadline: limits.deadline,
         },
         Some(Trap::StackOverflow) => CallError::StackOverflow,
+        // Rust guests keep a shadow stack at the bottom of linear memory: overflowing it
+        // wraps below address 0 and surfaces as an out-of-bounds access.
+        Some(Trap::MemoryOutOfBounds) => CallError::Trap {
+            trap: format!(
+                "{} (a wild pointer, or a shadow-stack overflow)",
+                Trap::MemoryOutOfBounds
+            ),
+            stderr: cap_text(output.stderr.trim().to_string()),
+        },
         Some(trap) => CallError::Trap {
             trap: trap.to_string(),
             stderr: cap_text(output.stderr.trim().to_string()),

@@ -346,7 +346,16 @@ mod tests {
 
     #[test]
     fn float_keys_sort_in_numeric_order_with_nan_last() {
-        let keys = [0.5, -1.0, f64::NAN, 0.0, -0.0, f64::INFINITY, 2.0, f64::NEG_INFINITY];
+        let keys = [
+            0.5,
+            -1.0,
+            f64::NAN,
+            0.0,
+            -0.0,
+            f64::INFINITY,
+            2.0,
+            f64::NEG_INFINITY,
+        ];
         let ranking = rank_ascending(keys.len(), |i| keys[i]);
         // -0.0 and 0.0 tie, so they keep index order (3 before 4).
         assert_eq!(ranking, [7, 1, 3, 4, 0, 6, 5, 2]);
@@ -374,8 +383,14 @@ mod tests {
     #[test]
     fn load_is_the_larger_fraction_and_free_slots_saturate() {
         let candidates = Candidates::from_rows([
-            Candidate::new().cores(4.0, 1.0).memory(100, 50).sessions(2, 4),
-            Candidate::new().cores(4.0, 3.0).memory(100, 10).sessions(5, 4),
+            Candidate::new()
+                .cores(4.0, 1.0)
+                .memory(100, 50)
+                .sessions(2, 4),
+            Candidate::new()
+                .cores(4.0, 3.0)
+                .memory(100, 10)
+                .sessions(5, 4),
         ]);
         assert_eq!(candidates.load(0), 0.5);
         assert_eq!(candidates.load(1), 0.75);
