@@ -8,7 +8,7 @@ use zonebroker::plugins::{
     BUILTIN_STRATEGIES, CallError, PluginKind, PluginRuntime, RuntimeConfig,
 };
 use zonebroker_plugin_sdk::strategy::{Candidate, Candidates, Strategy};
-use zonebroker_test_support::fixture;
+use zonebroker_test_support::{example_strategy, fixture};
 
 fn runtime() -> PluginRuntime {
     PluginRuntime::new(RuntimeConfig::default()).unwrap()
@@ -211,4 +211,40 @@ fn kinds_are_checked_in_both_directions() {
     let strategy = runtime.load(builtin("least-load")).unwrap();
     let err = runtime.render(&strategy, Os::Windows, "", &[]).unwrap_err();
     assert!(matches!(err, CallError::WrongKind { .. }), "{err:?}");
+}
+
+#[test]
+fn the_example_strategy_builds_into_a_component_that_ranks() {
+    let runtime = runtime();
+    let plugin = runtime.load(&example_strategy()).unwrap();
+    assert_eq!(plugin.kind(), PluginKind::Strategy);
+    let rows = [
+        CandidateRow {
+            cores_total: 8.0,
+            sessions: 2,
+            max_sessions: 10,
+            user_sessions: 2,
+            ..Default::default()
+        },
+        CandidateRow {
+            cores_total: 8.0,
+            cores_reserved: 7.0,
+            sessions: 9,
+            max_sessions: 10,
+            ..Default::default()
+        },
+        CandidateRow {
+            cores_total: 8.0,
+            cores_reserved: 1.0,
+            sessions: 3,
+            max_sessions: 10,
+            user_sessions: 1,
+            ..Default::default()
+        },
+    ];
+    let mut columns: CandidateColumns = rows.iter().copied().collect();
+    let ranking = runtime
+        .rank(&plugin, &PlacementRequest::default(), &mut columns)
+        .unwrap();
+    assert_eq!(ranking.indices(), [1, 2, 0]);
 }

@@ -1,1 +1,97 @@
-fn main() {}
+//! Project commands that are more than one cargo call. Run through the alias in
+//! `.cargo/config.toml`:
+//!
+//! - `cargo xtask run [ARGS...]`: set up, then build and start the server
+//!   (`zonebroker serve --data-dir ./data` unless ARGS are given).
+//! - `cargo xtask test [ARGS...]`: set up, then run the whole test suite.
+//! - `cargo xtask setup`: only the set-up (idempotent): the `wasm32-wasip2` target.
+//!
+//! Every step is idempotent, so the commands work the same on a fresh machine (with only the
+//! Rust toolchain) and on a warm one.
+
+use std::process::{Command, ExitCode};
+
+const GUEST_TARGET: &str = "wasm32-wasip2";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let task = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let result = match task.as_str() {
+        "setup" => setup(),
+        "run" => setup().and_then(|()| run_server(&rest)),
+        "test" => setup().and_then(|()| test(&rest)),
+        _ => {
+            eprintln!("usage: cargo xtask <setup|run|test> [ARGS...]");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask {task}: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Install what the build needs beyond the Rust toolchain.
+fn setup() -> Result<(), String> {
+    ensure_guest_target()
+}
+
+fn ensure_guest_target() -> Result<(), String> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    match installed {
+        Ok(out) if out.status.success() => {
+            if String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|t| t.trim() == GUEST_TARGET)
+            {
+                return Ok(());
+            }
+            eprintln!("xtask: installing the {GUEST_TARGET} target (rustup target add)");
+            run(Command::new("rustup").args(["target", "add", GUEST_TARGET]))
+        }
+        _ => {
+            eprintln!(
+                "xtask: rustup not found; make sure the {GUEST_TARGET} target is installed for this toolchain"
+            );
+            Ok(())
+        }
+    }
+}
+
+fn run_server(args: &[String]) -> Result<(), String> {
+    let mut command = cargo();
+    command.args(["run", "--release", "-p", "zonebroker", "--"]);
+    if args.is_empty() {
+        command.args(["serve", "--data-dir", "./data"]);
+    } else {
+        command.args(args);
+    }
+    run(&mut command)
+}
+
+fn test(args: &[String]) -> Result<(), String> {
+    run(cargo()
+        .args(["test", "--release", "--workspace", "--no-fail-fast"])
+        .args(args))
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn run(command: &mut Command) -> Result<(), String> {
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?} failed: {status}"))
+    }
+}

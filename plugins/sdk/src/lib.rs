@@ -19,7 +19,7 @@
 //!
 //! ```toml
 //! [package]
-//! name = "fewest-sessions"
+//! name = "spread-users"
 //! edition = "2024"
 //!
 //! [lib]
@@ -73,12 +73,20 @@
 //! # }
 //! ```
 //!
-//! Build the component and check it with the host's own validation:
+//! `.cargo/config.toml` (recommended: a small stack lets the host reset and reuse the
+//! component's memory between calls almost for free, halving the cost of a call):
+//!
+//! ```toml
+//! [target.wasm32-wasip2]
+//! rustflags = ["-C", "link-arg=-zstack-size=65536", "-C", "target-feature=+simd128"]
+//! ```
+//!
+//! Build the component:
 //!
 //! ```sh
 //! rustup target add wasm32-wasip2
-//! cargo build --release --target wasm32-wasip2
-//! zonebroker plugin check target/wasm32-wasip2/release/fewest_sessions.wasm
+//! cargo test                                    # the native unit tests
+//! cargo build --release --target wasm32-wasip2  # target/wasm32-wasip2/release/spread_users.wasm
 //! ```
 //!
 //! # The sandbox

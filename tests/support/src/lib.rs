@@ -47,6 +47,17 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 
+/// The component of the example strategy in `examples/spread-users`, built on first use.
+pub fn example_strategy() -> Vec<u8> {
+    const PACKAGE: &str = "spread-users";
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT
+        .get_or_init(|| GuestBuild::new().package(PACKAGE).run(&workspace_root()))
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::read(dir.join(component_file(PACKAGE))).expect("example component")
+}
+
 /// The admin token test servers are started with.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
