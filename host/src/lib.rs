@@ -5,7 +5,10 @@
 //! The map of this crate is in `ARCHITECTURE.md` at the repository root.
 
 pub mod api;
+pub mod broker;
 pub mod domain;
+pub mod metrics;
+pub mod placement;
 pub mod plugins;
 pub mod server;
 pub mod store;

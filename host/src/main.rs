@@ -6,6 +6,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
+mod cli;
+
 use zonebroker::plugins::RuntimeConfig;
 use zonebroker::server::{self, ListenerSpec, ServeConfig};
 
@@ -33,6 +35,34 @@ enum LogFormat {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Deployment zones (admin API).
+    Zone {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(subcommand)]
+        command: cli::ZoneCommand,
+    },
+    /// Agents (admin API).
+    Agent {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(subcommand)]
+        command: cli::AgentCommand,
+    },
+    /// Images (admin API).
+    Image {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(subcommand)]
+        command: cli::ImageCommand,
+    },
+    /// Sessions (admin API).
+    Session {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(subcommand)]
+        command: cli::SessionCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -44,13 +74,42 @@ struct ServeArgs {
     /// [default: 127.0.0.1:8080=default]
     #[arg(long = "listen", value_name = "ADDR=ZONE")]
     listeners: Vec<ListenerSpec>,
+    /// Seconds an agent may stay silent and remain a placement candidate.
+    #[arg(long, env = "ZONEBROKER_AGENT_TIMEOUT", default_value_t = 60)]
+    agent_timeout: u64,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    match cli.command {
+    match run(cli.command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(args) => serve(args),
+        Command::Zone {
+            connection,
+            command,
+        } => cli::zone(&cli::Client::new(&connection), command),
+        Command::Agent {
+            connection,
+            command,
+        } => cli::agent(&cli::Client::new(&connection), command),
+        Command::Image {
+            connection,
+            command,
+        } => cli::image(&cli::Client::new(&connection), command),
+        Command::Session {
+            connection,
+            command,
+        } => cli::session(&cli::Client::new(&connection), command),
     }
 }
 
@@ -59,6 +118,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         listeners: args.listeners,
         admin_token: std::env::var("ZONEBROKER_ADMIN_TOKEN").ok(),
+        agent_token: std::env::var("ZONEBROKER_AGENT_TOKEN").ok(),
+        agent_timeout: std::time::Duration::from_secs(args.agent_timeout),
         runtime: RuntimeConfig::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::api::auth::{AdminToken, TokenError, TokenSource};
+use crate::api::auth::{ADMIN_TOKEN_FILE, AGENT_TOKEN_FILE, Token, TokenError, TokenSource};
 use crate::api::{self, AppState};
+use crate::broker::{Broker, BrokerConfig, BrokerError};
 use crate::domain::names::{self, NameError};
 use crate::plugins::{
     self, PluginRuntime, Registry, RegistryError, RuntimeConfig, RuntimeInitError,
@@ -68,6 +69,10 @@ pub struct ServeConfig {
     pub listeners: Vec<ListenerSpec>,
     /// `ZONEBROKER_ADMIN_TOKEN`, if set.
     pub admin_token: Option<String>,
+    /// `ZONEBROKER_AGENT_TOKEN`, if set.
+    pub agent_token: Option<String>,
+    /// An agent silent for longer is not a placement candidate.
+    pub agent_timeout: std::time::Duration,
     pub runtime: RuntimeConfig,
 }
 
@@ -81,8 +86,10 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("admin token: {0}")]
+    #[error("token: {0}")]
     Token(#[from] TokenError),
+    #[error("loading the state: {0}")]
+    Broker(#[from] BrokerError),
     #[error(transparent)]
     Runtime(#[from] RuntimeInitError),
     #[error("built-in plugins: {0}")]
@@ -108,17 +115,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     create_data_dir(&config.data_dir)?;
-    let store = Arc::new(Store::open(&config.data_dir)?);
-
-    let (admin_token, source) =
-        AdminToken::load_or_generate(config.admin_token.clone(), &config.data_dir)?;
-    match &source {
-        TokenSource::Environment => tracing::info!("admin token from ZONEBROKER_ADMIN_TOKEN"),
-        TokenSource::File(path) => tracing::info!(path = %path.display(), "admin token from file"),
-        TokenSource::Generated(path) => {
-            tracing::info!(path = %path.display(), "generated a new admin token (mode 0600)")
-        }
-    }
+    let store = Store::open(&config.data_dir)?;
+    let admin_token = load_token(
+        "admin token",
+        config.admin_token.clone(),
+        &config.data_dir,
+        ADMIN_TOKEN_FILE,
+    )?;
+    let agent_token = load_token(
+        "agent token",
+        config.agent_token.clone(),
+        &config.data_dir,
+        AGENT_TOKEN_FILE,
+    )?;
 
     // Compiling the built-in components is CPU work: keep it off the async workers.
     let runtime_config = config.runtime.clone();
@@ -132,14 +141,20 @@ pub async fn serve(
     .map_err(|e| ServeError::Task(e.to_string()))??;
     tracing::info!(plugins = registry.list().len(), "plugin runtime ready");
 
+    let listeners = listeners_or_default(&config.listeners);
+    let broker_config = BrokerConfig {
+        agent_timeout: config.agent_timeout,
+        listener_zones: listeners.iter().map(|l| l.zone.clone()).collect(),
+    };
+    let broker = Arc::new(Broker::open(store, Arc::new(registry), broker_config)?);
     let state = AppState {
-        registry: Arc::new(registry),
-        store: store.clone(),
+        broker: broker.clone(),
         admin_token,
+        agent_token,
     };
 
     let mut bound = Vec::new();
-    for spec in listeners_or_default(&config.listeners) {
+    for spec in listeners {
         let listener = TcpListener::bind(spec.addr)
             .await
             .map_err(|source| ServeError::Bind {
@@ -186,9 +201,26 @@ pub async fn serve(
             tracing::error!("{e}");
         }
     }
-    store.flush().await?;
+    broker.flush().await?;
     tracing::info!("stopped");
     result
+}
+
+fn load_token(
+    what: &str,
+    env: Option<String>,
+    data_dir: &std::path::Path,
+    file: &str,
+) -> Result<Token, TokenError> {
+    let (token, source) = Token::load_or_generate(env, data_dir, file)?;
+    match &source {
+        TokenSource::Environment => tracing::info!("{what} from the environment"),
+        TokenSource::File(path) => tracing::info!(path = %path.display(), "{what} from file"),
+        TokenSource::Generated(path) => {
+            tracing::info!(path = %path.display(), "generated a new {what} (mode 0600)")
+        }
+    }
+    Ok(token)
 }
 
 fn listeners_or_default(specs: &[ListenerSpec]) -> Vec<ListenerSpec> {

@@ -1,5 +1,6 @@
-//! Admin bearer-token authentication, as an extractor: a handler that takes [`Admin`] runs
-//! only for a request with the right token.
+//! Bearer-token authentication, as extractors: a handler that takes [`Admin`] runs only for
+//! a request with the admin token, one that takes [`AgentAuth`] only with the agent
+//! registration token.
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -12,13 +13,13 @@ use axum::http::request::Parts;
 use super::AppState;
 use super::error::ApiError;
 
-/// The admin token. Its `Debug` never shows the value.
+/// A bearer token (admin or agent registration). Its `Debug` never shows the value.
 #[derive(Clone)]
-pub struct AdminToken(String);
+pub struct Token(String);
 
-impl std::fmt::Debug for AdminToken {
+impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(..)")
+        f.write_str("Token(..)")
     }
 }
 
@@ -32,6 +33,8 @@ pub enum TokenSource {
 
 /// The file in the data directory holding a generated admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// The file in the data directory holding a generated agent registration token.
+pub const AGENT_TOKEN_FILE: &str = "agent-token";
 
 /// Why the token could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -47,29 +50,30 @@ pub enum TokenError {
     Random(String),
 }
 
-impl AdminToken {
-    /// The token from `env_value` (`ZONEBROKER_ADMIN_TOKEN`) if set, else the one in
-    /// `data_dir/admin-token`, else a new random one written there with mode 0600.
+impl Token {
+    /// The token from `env_value` (e.g. `ZONEBROKER_ADMIN_TOKEN`) if set, else the one in
+    /// `data_dir/file`, else a new random one written there with mode 0600.
     pub fn load_or_generate(
         env_value: Option<String>,
         data_dir: &Path,
-    ) -> Result<(AdminToken, TokenSource), TokenError> {
+        file: &str,
+    ) -> Result<(Token, TokenSource), TokenError> {
         if let Some(value) = env_value.filter(|v| !v.is_empty()) {
-            return Ok((AdminToken(value), TokenSource::Environment));
+            return Ok((Token(value), TokenSource::Environment));
         }
-        let (value, generated) = load_or_generate_secret(&data_dir.join(ADMIN_TOKEN_FILE))?;
-        let path = data_dir.join(ADMIN_TOKEN_FILE);
+        let path = data_dir.join(file);
+        let (value, generated) = load_or_generate_secret(&path)?;
         let source = if generated {
             TokenSource::Generated(path)
         } else {
             TokenSource::File(path)
         };
-        Ok((AdminToken(value), source))
+        Ok((Token(value), source))
     }
 
     /// A token with this value (tests, embedding).
     pub fn new(value: impl Into<String>) -> Self {
-        AdminToken(value.into())
+        Token(value.into())
     }
 
     /// Whether `offered` is this token, compared in constant time.
@@ -122,21 +126,36 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized("missing `Authorization: Bearer <admin token>`")
+        check_bearer(parts, &state.admin_token, "admin token").map(|()| Admin)
+    }
+}
+
+/// Proof that the request carried the agent registration token.
+pub struct AgentAuth;
+
+impl FromRequestParts<AppState> for AgentAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        check_bearer(parts, &state.agent_token, "agent registration token").map(|()| AgentAuth)
+    }
+}
+
+fn check_bearer(parts: &Parts, token: &Token, what: &str) -> Result<(), ApiError> {
+    let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthorized(format!("missing `Authorization: Bearer <{what}>`"))
+    })?;
+    let offered = header
+        .to_str()
+        .ok()
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::unauthorized("the Authorization header is not `Bearer <token>`")
         })?;
-        let offered = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header is not `Bearer <token>`")
-            })?;
-        if state.admin_token.matches(offered.trim()) {
-            Ok(Admin)
-        } else {
-            Err(ApiError::unauthorized("wrong admin token"))
-        }
+    if token.matches(offered.trim()) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized(format!("wrong {what}")))
     }
 }
 
@@ -150,12 +169,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("zonebroker-auth-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
 
-        let (token, source) = AdminToken::load_or_generate(Some("from-env".into()), &dir).unwrap();
+        let (token, source) =
+            Token::load_or_generate(Some("from-env".into()), &dir, ADMIN_TOKEN_FILE).unwrap();
         assert!(token.matches("from-env"));
         assert_eq!(source, TokenSource::Environment);
         assert!(!dir.join(ADMIN_TOKEN_FILE).exists());
 
-        let (generated, source) = AdminToken::load_or_generate(None, &dir).unwrap();
+        let (generated, source) = Token::load_or_generate(None, &dir, ADMIN_TOKEN_FILE).unwrap();
         assert!(matches!(source, TokenSource::Generated(_)));
         let path = dir.join(ADMIN_TOKEN_FILE);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -164,7 +184,7 @@ mod tests {
         assert_eq!(value.len(), 64);
         assert!(generated.matches(&value));
 
-        let (again, source) = AdminToken::load_or_generate(None, &dir).unwrap();
+        let (again, source) = Token::load_or_generate(None, &dir, ADMIN_TOKEN_FILE).unwrap();
         assert!(matches!(source, TokenSource::File(_)));
         assert!(again.matches(&value));
         std::fs::remove_dir_all(dir).unwrap();
@@ -172,11 +192,11 @@ mod tests {
 
     #[test]
     fn only_the_exact_token_matches() {
-        let token = AdminToken::new("secret-token");
+        let token = Token::new("secret-token");
         assert!(token.matches("secret-token"));
         assert!(!token.matches("secret-tokem"));
         assert!(!token.matches("secret-token2"));
         assert!(!token.matches(""));
-        assert_eq!(format!("{token:?}"), "AdminToken(..)");
+        assert_eq!(format!("{token:?}"), "Token(..)");
     }
 }

@@ -4,6 +4,9 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::broker::BrokerError;
 
 /// An error answered to an API client.
 #[derive(Debug)]
@@ -27,6 +30,24 @@ struct Detail<'a> {
     code: &'a str,
     message: &'a str,
     field: Option<&'a str>,
+}
+
+/// The body of every error answer (for the OpenAPI document).
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable, snake_case: `unauthorized`, `not_found`, `invalid_field`,
+    /// `invalid_json`, `already_exists`, `no_capacity`, ...
+    pub code: String,
+    /// For a human.
+    pub message: String,
+    /// The request field at fault, if one is.
+    pub field: Option<String>,
 }
 
 impl ApiError {
@@ -77,5 +98,30 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    fn from(error: BrokerError) -> Self {
+        let message = error.to_string();
+        match error {
+            BrokerError::NotFound { .. } => ApiError::not_found(message),
+            BrokerError::AlreadyExists { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "already_exists", message)
+            }
+            BrokerError::Conflict { code, .. } => {
+                ApiError::new(StatusCode::CONFLICT, code, message)
+            }
+            BrokerError::Invalid(field) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                field.message,
+            )
+            .field(field.field),
+            BrokerError::NoCapacity { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_capacity", message)
+            }
+            BrokerError::Store(_) => ApiError::internal(message),
+        }
     }
 }

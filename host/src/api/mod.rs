@@ -1,14 +1,23 @@
-//! The HTTP API: routers assembled from one small module per resource, auth as an
-//! extractor, and one error type ([`ApiError`]) that every handler returns.
+//! The HTTP API: routers assembled from one small module per resource, auth as extractors,
+//! one error type ([`ApiError`]) that every handler returns, and an OpenAPI document
+//! generated from the handlers themselves.
 //!
 //! **Architecture Invariant:** handlers parse, authorise and translate; the rules live in
-//! `domain`, persistence in `store`, plugin calls in `plugins`. CPU-heavy work (compiling a
-//! component) never runs on the async runtime's threads.
+//! `domain` and `placement`, the operations in `broker`. CPU-heavy work never runs on the
+//! async runtime's threads unannounced.
 
+mod agents;
 pub mod auth;
 pub mod error;
 mod health;
+mod images;
+pub mod json;
+mod metrics;
+mod openapi;
 mod plugins;
+mod sessions;
+mod views;
+mod zones;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,34 +28,48 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use tracing::Instrument;
+use utoipa_axum::router::OpenApiRouter;
 
-pub use auth::AdminToken;
+pub use auth::Token;
 pub use error::ApiError;
+pub use openapi::openapi;
 
-use crate::plugins::Registry;
-use crate::store::Store;
+use crate::broker::Broker;
 
 /// What every handler can reach. Cheap to clone: every field is shared.
 #[derive(Clone)]
 pub struct AppState {
-    /// The plugins, with their active versions.
-    pub registry: Arc<Registry>,
-    /// Durable state.
-    pub store: Arc<Store>,
-    /// Compared in constant time by the [`auth::Admin`] extractor.
-    pub admin_token: AdminToken,
+    /// The server's state and operations.
+    pub broker: Arc<Broker>,
+    /// Admin calls; compared in constant time by [`auth::Admin`].
+    pub admin_token: Token,
+    /// Agent check-ins; compared in constant time by [`auth::AgentAuth`].
+    pub agent_token: Token,
 }
 
 /// The deployment zone a listener manages: every request through it belongs to that zone.
 #[derive(Clone, Debug)]
 pub struct ListenerZone(pub Arc<str>);
 
+/// Every route, with its OpenAPI description.
+fn routes() -> OpenApiRouter<AppState> {
+    let v1 = OpenApiRouter::new()
+        .merge(zones::routes())
+        .merge(agents::routes())
+        .merge(images::routes())
+        .merge(sessions::routes())
+        .merge(plugins::routes())
+        .merge(openapi::routes());
+    OpenApiRouter::with_openapi(openapi::base())
+        .merge(health::routes())
+        .merge(metrics::routes())
+        .nest("/api/v1", v1)
+}
+
 /// The full router for one listener of `zone`.
 pub fn router(state: AppState, zone: &str) -> Router {
-    let api = Router::new().merge(plugins::routes());
-    Router::new()
-        .merge(health::routes())
-        .nest("/api/v1", api)
+    let (router, _) = routes().split_for_parts();
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

@@ -1,8 +1,17 @@
 //! Pure types and rules: no I/O, no sled, no axum, no wasmtime.
 //!
+//! Types here derive `serde` and `utoipa::ToSchema` (schema metadata, no I/O) because they
+//! are also what the API speaks.
+//!
 //! **Architecture Invariant:** nothing under `domain` imports `crate::store`, `crate::api`,
 //! `crate::plugins`, or any I/O crate; everything here is unit-tested without a server.
 
+pub mod agent;
+pub mod capacity;
+pub mod image;
 pub mod names;
 pub mod ranking;
 pub mod script;
+pub mod session;
+pub mod validation;
+pub mod zone;

@@ -194,6 +194,31 @@ pub enum RankingError {
     Repeated { position: usize, index: u32 },
 }
 
+/// The built-in `least-load` ordering, natively: the placement fallback when a strategy
+/// plugin fails. Consumed resources are the larger of the reserved cores and memory
+/// fractions (reserved against a zero total counts as full); ties keep index order.
+/// Identical to the `least-load` component (a test compares them).
+pub fn least_load(columns: &CandidateColumns) -> Ranking {
+    fn fraction(reserved: f64, total: f64) -> f64 {
+        if total > 0.0 {
+            reserved / total
+        } else if reserved > 0.0 {
+            1.0
+        } else {
+            0.0
+        }
+    }
+    let load = |i: usize| {
+        fraction(columns.cores_reserved[i], columns.cores_total[i]).max(fraction(
+            columns.memory_reserved[i] as f64,
+            columns.memory_total[i] as f64,
+        ))
+    };
+    let mut keyed: Vec<(f64, u32)> = (0..columns.len()).map(|i| (load(i), i as u32)).collect();
+    keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    Ranking(keyed.into_iter().map(|(_, i)| i).collect())
+}
+
 impl fmt::Display for Ranking {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}", self.0)
@@ -254,6 +279,32 @@ mod tests {
                 len: 10,
                 candidates: 3
             })
+        );
+    }
+
+    #[test]
+    fn least_load_orders_by_the_larger_fraction_then_index() {
+        let row = |cores: (f64, f64), memory: (u64, u64)| CandidateRow {
+            cores_total: cores.0,
+            cores_reserved: cores.1,
+            memory_total: memory.0,
+            memory_reserved: memory.1,
+            ..Default::default()
+        };
+        let columns: CandidateColumns = [
+            row((4.0, 2.0), (10, 1)),  // 0.5
+            row((10.0, 1.0), (10, 8)), // 0.8
+            row((0.0, 0.0), (0, 0)),   // 0 (nothing known, nothing reserved)
+            row((4.0, 2.0), (10, 5)),  // 0.5, ties with 0
+            row((0.0, 1.0), (0, 0)),   // full
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(least_load(&columns).indices(), [2, 0, 3, 1, 4]);
+        assert!(
+            least_load(&CandidateColumns::default())
+                .indices()
+                .is_empty()
         );
     }
 

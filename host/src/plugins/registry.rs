@@ -47,7 +47,7 @@ impl PluginSlot {
 }
 
 /// What `GET /api/v1/plugins` shows of a plugin.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PluginSummary {
     pub name: String,
     pub kind: PluginKind,

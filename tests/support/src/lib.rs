@@ -11,6 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use zonebroker_guest_build::{GuestBuild, component_file};
 
 /// The repository root.
@@ -60,6 +61,8 @@ pub fn example_strategy() -> Vec<u8> {
 
 /// The admin token test servers are started with.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// The agent registration token test servers are started with.
+pub const AGENT_TOKEN: &str = "test-agent-token-9876543210";
 
 /// A running `zonebroker serve`, killed when dropped.
 pub struct Server {
@@ -77,8 +80,12 @@ pub struct ServerOptions {
     pub zones: Vec<String>,
     /// `ZONEBROKER_ADMIN_TOKEN`; `None` lets the server generate one.
     pub admin_token: Option<String>,
+    /// `ZONEBROKER_AGENT_TOKEN`; `None` lets the server generate one.
+    pub agent_token: Option<String>,
     /// Reuse this data directory (a restart) instead of a fresh one.
     pub data_dir: Option<Arc<tempfile::TempDir>>,
+    /// More arguments for `serve`.
+    pub args: Vec<String>,
 }
 
 impl Default for ServerOptions {
@@ -86,7 +93,9 @@ impl Default for ServerOptions {
         ServerOptions {
             zones: vec!["default".into()],
             admin_token: Some(ADMIN_TOKEN.into()),
+            agent_token: Some(AGENT_TOKEN.into()),
             data_dir: None,
+            args: Vec::new(),
         }
     }
 }
@@ -103,7 +112,9 @@ impl Server {
             .args(["--log-format", "json", "serve", "--data-dir"])
             .arg(data_dir.path())
             .env("RUST_LOG", "info")
+            .args(&options.args)
             .env_remove("ZONEBROKER_ADMIN_TOKEN")
+            .env_remove("ZONEBROKER_AGENT_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -112,6 +123,9 @@ impl Server {
         }
         if let Some(token) = &options.admin_token {
             command.env("ZONEBROKER_ADMIN_TOKEN", token);
+        }
+        if let Some(token) = &options.agent_token {
+            command.env("ZONEBROKER_AGENT_TOKEN", token);
         }
         let mut child = command.spawn().expect("start zonebroker");
 
@@ -181,6 +195,64 @@ impl Server {
             .bearer_auth(ADMIN_TOKEN)
             .send()
             .expect("request")
+    }
+
+    /// `method path` on `zone`'s listener with the admin token and an optional JSON body:
+    /// the status and the JSON answer (`Null` when empty).
+    pub fn call(&self, zone: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        self.call_as(zone, method, path, body, Some(ADMIN_TOKEN), None)
+    }
+
+    /// Like [`call`](Self::call), with any token (or none) and an optional `Host` header.
+    pub fn call_as(
+        &self,
+        zone: &str,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        token: Option<&str>,
+        host: Option<&str>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, self.url(zone, path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().unwrap_or_default();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    /// An agent checks in through `zone`'s listener; answers the agent as the server shows it.
+    pub fn check_in(&self, zone: &str, body: Value) -> Value {
+        let (status, agent) = self.call_as(
+            zone,
+            "POST",
+            "/api/v1/agents/checkin",
+            Some(&body),
+            Some(AGENT_TOKEN),
+            None,
+        );
+        assert_eq!(status, 200, "check-in of {body}: {agent}");
+        agent
+    }
+
+    /// Kill the process without letting it clean up (SIGKILL) and wait for it.
+    pub fn kill9(&mut self) {
+        self.signal("KILL");
+        let _ = self.child.wait();
     }
 
     /// The data directory (keep the `Arc` to restart on it).

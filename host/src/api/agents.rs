@@ -1,0 +1,97 @@
+//! `/api/v1/agents`: check-ins (agent token) and administration (admin token).
+
+use axum::Json;
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::auth::{Admin, AgentAuth};
+use super::error::{ApiError, ErrorBody};
+use super::json::JsonBody;
+use super::views::AgentView;
+use super::{AppState, ListenerZone};
+use crate::broker::{AgentState, now_ms};
+use crate::domain::agent::{AgentCheckin, AgentPatch};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(checkin))
+        .routes(routes!(list))
+        .routes(routes!(get, update, delete))
+}
+
+fn view(state: &AppState, agent: AgentState) -> AgentView {
+    AgentView::new(agent, now_ms(), state.broker.agent_timeout())
+}
+
+/// Parse an agent id from the path (a 404 for anything that is not a UUID).
+pub fn agent_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::not_found(format!("no agent `{raw}`")))
+}
+
+/// An agent checks in: created or updated by host name, assigned this listener's zone.
+#[utoipa::path(post, path = "/agents/checkin", tag = "agents", security(("agent" = [])), request_body = AgentCheckin,
+    responses((status = OK, body = AgentView), (status = BAD_REQUEST, body = ErrorBody),
+        (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = UNAUTHORIZED, body = ErrorBody)))]
+async fn checkin(
+    _: AgentAuth,
+    State(state): State<AppState>,
+    Extension(zone): Extension<ListenerZone>,
+    JsonBody(body): JsonBody<AgentCheckin>,
+) -> Result<Json<AgentView>, ApiError> {
+    let agent = state.broker.check_in(&zone.0, body).await?;
+    Ok(Json(view(&state, agent)))
+}
+
+/// Every agent.
+#[utoipa::path(get, path = "/agents", tag = "agents", security(("admin" = [])),
+    responses((status = OK, body = Vec<AgentView>), (status = UNAUTHORIZED, body = ErrorBody)))]
+async fn list(_: Admin, State(state): State<AppState>) -> Json<Vec<AgentView>> {
+    let agents = state.broker.agents();
+    Json(agents.into_iter().map(|a| view(&state, a)).collect())
+}
+
+/// One agent.
+#[utoipa::path(get, path = "/agents/{id}", tag = "agents", security(("admin" = [])),
+    params(("id" = Uuid, Path, description = "The agent's id")),
+    responses((status = OK, body = AgentView), (status = NOT_FOUND, body = ErrorBody), (status = UNAUTHORIZED, body = ErrorBody)))]
+async fn get(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<AgentView>, ApiError> {
+    let agent = state.broker.agent(agent_id(&id)?)?;
+    Ok(Json(view(&state, agent)))
+}
+
+/// Enable or disable an agent, or override its reported cores or memory.
+#[utoipa::path(patch, path = "/agents/{id}", tag = "agents", security(("admin" = [])), request_body = AgentPatch,
+    params(("id" = Uuid, Path, description = "The agent's id")),
+    responses((status = OK, body = AgentView), (status = BAD_REQUEST, body = ErrorBody),
+        (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = NOT_FOUND, body = ErrorBody),
+        (status = UNAUTHORIZED, body = ErrorBody)))]
+async fn update(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(patch): JsonBody<AgentPatch>,
+) -> Result<Json<AgentView>, ApiError> {
+    let agent = state.broker.patch_agent(agent_id(&id)?, patch).await?;
+    Ok(Json(view(&state, agent)))
+}
+
+/// Forget an agent that runs no sessions.
+#[utoipa::path(delete, path = "/agents/{id}", tag = "agents", security(("admin" = [])),
+    params(("id" = Uuid, Path, description = "The agent's id")),
+    responses((status = NO_CONTENT), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, body = ErrorBody),
+        (status = UNAUTHORIZED, body = ErrorBody)))]
+async fn delete(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.broker.delete_agent(agent_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

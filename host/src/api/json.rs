@@ -1,0 +1,119 @@
+//! The JSON body extractor: every way a body can be wrong becomes an [`ApiError`] naming
+//! what is wrong and where.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// Largest accepted JSON body.
+pub const MAX_JSON_BODY: usize = 1 << 20;
+
+/// A JSON request body of type `T`.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be JSON with `Content-Type: application/json`",
+            ));
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                ApiError::new(rejection.status(), "unreadable_body", rejection.body_text())
+            })?;
+        parse(&bytes).map(JsonBody)
+    }
+}
+
+/// Parse `bytes` as a `T`, with the failing field's path on a type error.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        body_error(&inner, &path)
+    })?;
+    deserializer.end().map_err(|e| body_error(&e, "."))?;
+    Ok(value)
+}
+
+fn body_error(error: &serde_json::Error, path: &str) -> ApiError {
+    use serde_json::error::Category;
+    let message = error.to_string();
+    match error.classify() {
+        Category::Syntax | Category::Eof | Category::Io => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid JSON: {message}"),
+        ),
+        Category::Data => {
+            // serde names unknown and missing fields in its message, not in the path.
+            let named = ["unknown field `", "missing field `"]
+                .iter()
+                .find_map(|prefix| message.strip_prefix(prefix))
+                .and_then(|rest| rest.split('`').next());
+            let field = match (named, path) {
+                (Some(name), "." | "") => name.to_string(),
+                (Some(name), path) if path == name || path.ends_with(&format!(".{name}")) => {
+                    path.to_string()
+                }
+                (Some(name), parent) => format!("{parent}.{name}"),
+                (None, path) => path.to_string(),
+            };
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).field(field)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::zone::ZoneSpec;
+
+    fn error(body: &str) -> ApiError {
+        parse::<ZoneSpec>(body.as_bytes()).err().expect("an error")
+    }
+
+    #[test]
+    fn each_kind_of_bad_body_names_its_problem() {
+        let e = error("{\"name\": ");
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::BAD_REQUEST, "invalid_json")
+        );
+        let e = error(r#"{"name":"a","colour":"red"}"#);
+        assert_eq!(
+            (e.status, e.code, e.field.as_deref()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                Some("colour")
+            )
+        );
+        let e = error(r#"{"proxy_port":1}"#);
+        assert_eq!(e.field.as_deref(), Some("name"));
+        let e = error(r#"{"name":"a","proxy_port":"x"}"#);
+        assert_eq!(e.field.as_deref(), Some("proxy_port"));
+        let e = error(r#"{"name":"a","proxy_port":70000}"#);
+        assert_eq!(e.field.as_deref(), Some("proxy_port"));
+        let e = error(r#"{"name":"a"} trailing"#);
+        assert_eq!(e.code, "invalid_json");
+        let e = error("[]");
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+}

@@ -1,0 +1,57 @@
+//! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]` annotations and
+//! the types' `ToSchema` derives, served at `/api/v1/openapi.json`.
+
+use std::sync::OnceLock;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{InfoBuilder, OpenApi, OpenApiBuilder};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+
+/// The document's header and security schemes; paths are added by the routers.
+pub fn base() -> OpenApi {
+    let mut doc = OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("zonebroker")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Broker sessions across deployment zones. Admin calls take \
+                     `Authorization: Bearer <admin token>`; agent check-ins take the agent \
+                     registration token. Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`.",
+                ))
+                .build(),
+        )
+        .build();
+    let components = doc.components.get_or_insert_with(Default::default);
+    for name in ["admin", "agent"] {
+        components.add_security_scheme(
+            name,
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+    doc
+}
+
+/// The complete document.
+pub fn openapi() -> &'static OpenApi {
+    static DOC: OnceLock<OpenApi> = OnceLock::new();
+    DOC.get_or_init(|| super::routes().split_for_parts().1)
+}
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(document))
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses((status = OK, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
+async fn document() -> impl IntoResponse {
+    static JSON: OnceLock<String> = OnceLock::new();
+    let body = JSON.get_or_init(|| openapi().to_json().expect("the document serializes"));
+    ([(header::CONTENT_TYPE, "application/json")], body.as_str())
+}

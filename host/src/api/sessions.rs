@@ -1,0 +1,97 @@
+//! `/api/v1/sessions`: request a session (placement), list, end.
+
+use axum::Json;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::auth::Admin;
+use super::error::{ApiError, ErrorBody};
+use super::json::JsonBody;
+use super::views::SessionView;
+use super::{AppState, ListenerZone};
+use crate::domain::session::SessionRequest;
+use crate::domain::zone::RequestOrigin;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, delete))
+}
+
+fn session_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::not_found(format!("no session `{raw}`")))
+}
+
+/// Place a session for a user in the zone of the listener the request came in on.
+#[utoipa::path(post, path = "/sessions", tag = "sessions", security(("admin" = [])), request_body = SessionRequest,
+    responses((status = CREATED, body = SessionView), (status = BAD_REQUEST, body = ErrorBody),
+        (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = NOT_FOUND, description = "Unknown or disabled image", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "No agent has room (`no_capacity`)", body = ErrorBody),
+        (status = UNAUTHORIZED, body = ErrorBody)))]
+async fn create(
+    _: Admin,
+    State(state): State<AppState>,
+    Extension(zone): Extension<ListenerZone>,
+    headers: HeaderMap,
+    JsonBody(request): JsonBody<SessionRequest>,
+) -> Result<(StatusCode, Json<SessionView>), ApiError> {
+    let origin = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(RequestOrigin::from_host_header)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_host",
+                "the request needs a valid `Host` header",
+            )
+            .field("Host")
+        })?;
+    let session = state
+        .broker
+        .request_session(&zone.0, &origin, request)
+        .await?;
+    Ok((StatusCode::CREATED, Json(session.into())))
+}
+
+/// Every session.
+#[utoipa::path(get, path = "/sessions", tag = "sessions", security(("admin" = [])),
+    responses((status = OK, body = Vec<SessionView>), (status = UNAUTHORIZED, body = ErrorBody)))]
+async fn list(_: Admin, State(state): State<AppState>) -> Json<Vec<SessionView>> {
+    Json(
+        state
+            .broker
+            .sessions()
+            .into_iter()
+            .map(SessionView::from)
+            .collect(),
+    )
+}
+
+/// One session.
+#[utoipa::path(get, path = "/sessions/{id}", tag = "sessions", security(("admin" = [])),
+    params(("id" = Uuid, Path, description = "The session's id")),
+    responses((status = OK, body = SessionView), (status = NOT_FOUND, body = ErrorBody), (status = UNAUTHORIZED, body = ErrorBody)))]
+async fn get(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SessionView>, ApiError> {
+    Ok(Json(state.broker.session(session_id(&id)?)?.into()))
+}
+
+/// End a session and free what it reserved.
+#[utoipa::path(delete, path = "/sessions/{id}", tag = "sessions", security(("admin" = [])),
+    params(("id" = Uuid, Path, description = "The session's id")),
+    responses((status = NO_CONTENT), (status = NOT_FOUND, body = ErrorBody), (status = UNAUTHORIZED, body = ErrorBody)))]
+async fn delete(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.broker.delete_session(session_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,119 @@
+//! What the API shows of stored records: computed fields added, timestamps in RFC 3339.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::broker::AgentState;
+use crate::domain::agent::AgentStatus;
+use crate::domain::capacity::cores;
+use crate::domain::session::Session;
+use crate::domain::zone::Connection;
+
+/// Unix milliseconds as RFC 3339.
+pub fn rfc3339(ms: u64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// An agent: what it reported, what the operator set, what its sessions reserve.
+#[derive(Serialize, ToSchema)]
+pub struct AgentView {
+    pub id: Uuid,
+    pub hostname: String,
+    pub address: String,
+    pub port: u16,
+    /// The zone of the listener it last checked in through.
+    pub zone: String,
+    /// Reported cores.
+    pub cores: f64,
+    /// Reported memory, bytes.
+    pub memory: u64,
+    pub gpus: u32,
+    pub max_sessions: u32,
+    pub cpu_load: f32,
+    pub memory_load: f32,
+    pub enabled: bool,
+    pub cores_override: Option<f64>,
+    pub memory_override: Option<u64>,
+    /// Sessions running on it.
+    pub sessions: u32,
+    pub cores_reserved: f64,
+    /// Bytes.
+    pub memory_reserved: u64,
+    pub gpus_reserved: u32,
+    pub last_heartbeat: String,
+    pub status: AgentStatus,
+    pub created_at: String,
+}
+
+impl AgentView {
+    pub fn new(state: AgentState, now_ms: u64, timeout_ms: u64) -> Self {
+        let AgentState { agent, usage } = state;
+        AgentView {
+            status: agent.status(now_ms, timeout_ms),
+            id: agent.id,
+            hostname: agent.hostname,
+            address: agent.address,
+            port: agent.port,
+            zone: agent.zone,
+            cores: agent.cores,
+            memory: agent.memory,
+            gpus: agent.gpus,
+            max_sessions: agent.max_sessions,
+            cpu_load: agent.cpu_load,
+            memory_load: agent.memory_load,
+            enabled: agent.enabled,
+            cores_override: agent.cores_override,
+            memory_override: agent.memory_override,
+            sessions: usage.sessions,
+            cores_reserved: cores(usage.millicores),
+            memory_reserved: usage.memory,
+            gpus_reserved: usage.gpus,
+            last_heartbeat: rfc3339(agent.last_heartbeat_ms),
+            created_at: rfc3339(agent.created_at_ms),
+        }
+    }
+}
+
+/// A session and how to reach it.
+#[derive(Serialize, ToSchema)]
+pub struct SessionView {
+    pub id: Uuid,
+    pub user: String,
+    pub image: String,
+    /// The zone of the agent it runs on.
+    pub zone: String,
+    /// The agent's id.
+    pub agent: Uuid,
+    pub agent_hostname: String,
+    pub connection: Connection,
+    /// Cores it reserves.
+    pub cores: f64,
+    /// Memory it reserves, bytes.
+    pub memory: u64,
+    pub gpus: u32,
+    pub created_at: String,
+}
+
+impl From<Session> for SessionView {
+    fn from(s: Session) -> Self {
+        SessionView {
+            id: s.id,
+            user: s.user,
+            image: s.image,
+            zone: s.zone,
+            agent: s.agent,
+            agent_hostname: s.agent_hostname,
+            connection: s.connection,
+            cores: cores(s.demand.millicores),
+            memory: s.demand.memory,
+            gpus: s.demand.gpus,
+            created_at: rfc3339(s.created_at_ms),
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The broker: the one struct that holds the server's state and carries out every operation
+//! the API offers (zones, agents, images, sessions), over the store, the plugin registry and
+//! an in-memory inventory.
+//!
+//! Each operation validates with `domain`, applies its writes to the store and the
+//! inventory under the inventory lock, then (lock released) waits for the durable commit
+//! before answering. Placement reads a snapshot under the read lock and reserves through the
+//! store's compare-and-swap, so the lock is never held across a strategy call.
+
+mod agents;
+mod images;
+mod sessions;
+mod zones;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use uuid::Uuid;
+
+pub use agents::AgentState;
+
+use crate::domain::capacity::Usage;
+use crate::domain::image::Image;
+use crate::domain::session::Session;
+use crate::domain::validation::FieldError;
+use crate::domain::zone::Zone;
+use crate::metrics::Metrics;
+use crate::plugins::{PluginKind, Registry};
+use crate::store::{Store, StoreError};
+
+/// How the broker behaves.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// An agent silent for longer is not a placement candidate.
+    pub agent_timeout: Duration,
+    /// The zones the server's listeners manage; they exist and cannot be deleted.
+    pub listener_zones: BTreeSet<String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            agent_timeout: Duration::from_secs(60),
+            listener_zones: BTreeSet::from([crate::domain::zone::DEFAULT_ZONE.to_string()]),
+        }
+    }
+}
+
+/// Why an operation failed; the API maps each to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("no {kind} `{key}`")]
+    NotFound { kind: &'static str, key: String },
+    #[error("{kind} `{key}` already exists")]
+    AlreadyExists { kind: &'static str, key: String },
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error("no agent has room for a session of `{image}`")]
+    NoCapacity { image: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the broker knows in memory: everything the store holds, indexed for placement.
+#[derive(Default)]
+struct Inventory {
+    zones: BTreeMap<String, Zone>,
+    images: BTreeMap<String, Image>,
+    agents: BTreeMap<Uuid, AgentState>,
+    agent_by_hostname: HashMap<String, Uuid>,
+    sessions: HashMap<Uuid, Session>,
+    /// Sessions per user per agent, for strategies that spread a user's sessions.
+    user_sessions: HashMap<String, HashMap<Uuid, u32>>,
+}
+
+/// The server's state and operations.
+pub struct Broker {
+    store: Store,
+    registry: Arc<Registry>,
+    /// A std `RwLock`, not tokio's: held only for in-memory work and single sled writes,
+    /// never across an `.await` or a plugin call.
+    inventory: RwLock<Inventory>,
+    config: BrokerConfig,
+    metrics: Metrics,
+}
+
+impl Broker {
+    /// Load everything from `store`, create the default and listener zones if missing.
+    pub fn open(
+        store: Store,
+        registry: Arc<Registry>,
+        config: BrokerConfig,
+    ) -> Result<Broker, BrokerError> {
+        let mut inventory = Inventory::default();
+        for zone in store.zones()? {
+            inventory.zones.insert(zone.name.clone(), zone);
+        }
+        for image in store.images()? {
+            inventory.images.insert(image.name.clone(), image);
+        }
+        let usage = store.usage()?;
+        for agent in store.agents()? {
+            inventory
+                .agent_by_hostname
+                .insert(agent.hostname.clone(), agent.id);
+            let usage = usage.get(&agent.id).copied().unwrap_or_default();
+            inventory
+                .agents
+                .insert(agent.id, AgentState { agent, usage });
+        }
+        for session in store.sessions()? {
+            inventory.add_session(session);
+        }
+        let mut required: BTreeSet<String> = config.listener_zones.clone();
+        required.insert(crate::domain::zone::DEFAULT_ZONE.to_string());
+        for name in required {
+            if !inventory.zones.contains_key(&name) {
+                let zone = Zone::with_defaults(&name);
+                store.put_zone(&zone)?;
+                tracing::info!(zone = name, "created zone with defaults");
+                inventory.zones.insert(name, zone);
+            }
+        }
+        Ok(Broker {
+            store,
+            registry,
+            inventory: RwLock::new(inventory),
+            config,
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// The plugin registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Flush everything to disk (shutdown).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.store.flush().await
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inventory> {
+        self.inventory.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inventory> {
+        self.inventory.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wait until the writes made so far are durable.
+    async fn commit(&self) -> Result<(), BrokerError> {
+        Ok(self.store.commit().await?)
+    }
+
+    /// Whether `name` is an installed strategy plugin.
+    fn check_strategy(&self, name: &str) -> Result<(), FieldError> {
+        match self.registry.get(name) {
+            Some(slot) if slot.kind() == PluginKind::Strategy => Ok(()),
+            Some(slot) => Err(FieldError::new(
+                "load_balance_strategy",
+                format!(
+                    "plugin `{name}` is a {} plugin, not a strategy",
+                    slot.kind()
+                ),
+            )),
+            None => Err(FieldError::new(
+                "load_balance_strategy",
+                format!("no strategy plugin named `{name}` is installed"),
+            )),
+        }
+    }
+
+    fn agent_timeout_ms(&self) -> u64 {
+        self.config.agent_timeout.as_millis() as u64
+    }
+}
+
+impl Inventory {
+    fn add_session(&mut self, session: Session) {
+        *self
+            .user_sessions
+            .entry(session.user.clone())
+            .or_default()
+            .entry(session.agent)
+            .or_default() += 1;
+        self.sessions.insert(session.id, session);
+    }
+
+    fn remove_session(&mut self, id: Uuid) -> Option<Session> {
+        let session = self.sessions.remove(&id)?;
+        if let Some(per_agent) = self.user_sessions.get_mut(&session.user) {
+            if let Some(count) = per_agent.get_mut(&session.agent) {
+                *count -= 1;
+                if *count == 0 {
+                    per_agent.remove(&session.agent);
+                }
+            }
+            if per_agent.is_empty() {
+                self.user_sessions.remove(&session.user);
+            }
+        }
+        Some(session)
+    }
+
+    fn set_usage(&mut self, agent: Uuid, usage: Usage) {
+        if let Some(state) = self.agents.get_mut(&agent) {
+            state.usage = usage;
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,144 @@
+//! The broker with a real store, real plugins (built-in and hostile) and no HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::domain::agent::AgentCheckin;
+use crate::domain::image::Image;
+use crate::domain::session::SessionRequest;
+use crate::domain::zone::{RequestOrigin, ZonePatch};
+use crate::plugins::{CallLimits, PluginRuntime, RuntimeConfig, install_builtins};
+
+fn broker(dir: &std::path::Path) -> Broker {
+    let runtime = PluginRuntime::new(RuntimeConfig {
+        strategy_limits: CallLimits {
+            deadline: Duration::from_millis(50),
+            ..CallLimits::STRATEGY
+        },
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let registry = Registry::new(Arc::new(runtime));
+    install_builtins(&registry).unwrap();
+    for fixture in ["infinite_loop", "panics", "out_of_range"] {
+        let plugin = registry
+            .runtime()
+            .load(&zonebroker_test_support::fixture(fixture))
+            .unwrap();
+        registry
+            .activate(&fixture.replace('_', "-"), Arc::new(plugin), false)
+            .unwrap();
+    }
+    let store = Store::open(dir).unwrap();
+    let config = BrokerConfig {
+        listener_zones: ["east".to_string()].into(),
+        ..BrokerConfig::default()
+    };
+    Broker::open(store, Arc::new(registry), config).unwrap()
+}
+
+fn checkin(hostname: &str, cores: f64) -> AgentCheckin {
+    AgentCheckin {
+        hostname: hostname.into(),
+        address: "10.0.0.1".into(),
+        port: 443,
+        cores,
+        memory: 1 << 40,
+        max_sessions: 10,
+        gpus: None,
+        cpu_load: None,
+        memory_load: None,
+    }
+}
+
+fn origin() -> RequestOrigin {
+    RequestOrigin::from_host_header("broker.example:8443").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_strategy_never_fails_the_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    let image = Image {
+        name: "desktop".into(),
+        cores: 2.0,
+        memory: 1 << 30,
+        gpus: 0,
+        enabled: true,
+        zone: None,
+    };
+    broker.create_image(image).await.unwrap();
+    // "busy" gets a session while it is alone: half its cores are reserved.
+    broker.check_in("east", checkin("busy", 4.0)).await.unwrap();
+    let first = SessionRequest {
+        image: "desktop".into(),
+        user: "bob".into(),
+    };
+    broker
+        .request_session("east", &origin(), first)
+        .await
+        .unwrap();
+    let idle = broker
+        .check_in("east", checkin("idle", 64.0))
+        .await
+        .unwrap();
+
+    for (strategy, code) in [
+        ("infinite-loop", "deadline_exceeded"),
+        ("panics", "trap"),
+        ("out-of-range", "invalid_ranking"),
+    ] {
+        let patch = ZonePatch {
+            load_balance_strategy: Some(strategy.into()),
+            ..Default::default()
+        };
+        broker.update_zone("east", patch).await.unwrap();
+        let request = SessionRequest {
+            image: "desktop".into(),
+            user: "ada".into(),
+        };
+        let session = broker
+            .request_session("east", &origin(), request)
+            .await
+            .unwrap();
+        assert_eq!(
+            session.agent, idle.agent.id,
+            "{strategy}: least-load picks the idle agent"
+        );
+        let metrics = broker.metrics().render();
+        let line =
+            format!(r#"zonebroker_strategy_faults_total{{strategy="{strategy}",code="{code}"}} 1"#);
+        assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
+        let fallbacks = format!(
+            r#"zonebroker_placement_fallbacks_total{{zone="east",strategy="{strategy}"}} 1"#
+        );
+        assert!(metrics.contains(&fallbacks), "missing {fallbacks}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zones_need_an_installed_strategy_and_protect_what_uses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    let unknown = ZonePatch {
+        load_balance_strategy: Some("nope".into()),
+        ..Default::default()
+    };
+    match broker.update_zone("east", unknown).await {
+        Err(BrokerError::Invalid(field)) => assert_eq!(field.field, "load_balance_strategy"),
+        other => panic!("expected an invalid field, got {other:?}"),
+    }
+    assert!(matches!(
+        broker.delete_zone("east").await,
+        Err(BrokerError::Conflict {
+            code: "zone_in_use",
+            ..
+        })
+    ));
+    assert!(broker.zone("default").is_ok(), "default always exists");
+    assert!(matches!(
+        broker.delete_zone("default").await,
+        Err(BrokerError::Conflict { .. })
+    ));
+}

@@ -1,0 +1,108 @@
+//! Zone operations.
+
+use super::{Broker, BrokerError};
+use crate::domain::zone::{DEFAULT_ZONE, Zone, ZonePatch, ZoneSpec};
+
+impl Broker {
+    pub fn zones(&self) -> Vec<Zone> {
+        self.read().zones.values().cloned().collect()
+    }
+
+    pub fn zone(&self, name: &str) -> Result<Zone, BrokerError> {
+        self.read()
+            .zones
+            .get(name)
+            .cloned()
+            .ok_or_else(|| not_found(name))
+    }
+
+    pub async fn create_zone(&self, spec: ZoneSpec) -> Result<Zone, BrokerError> {
+        let zone = spec.into_zone()?;
+        self.check_strategy(&zone.load_balance_strategy)?;
+        {
+            let mut inventory = self.write();
+            if inventory.zones.contains_key(&zone.name) {
+                return Err(BrokerError::AlreadyExists {
+                    kind: "zone",
+                    key: zone.name,
+                });
+            }
+            self.store.put_zone(&zone)?;
+            inventory.zones.insert(zone.name.clone(), zone.clone());
+        }
+        self.commit().await?;
+        tracing::info!(zone = zone.name, "zone created");
+        Ok(zone)
+    }
+
+    pub async fn update_zone(&self, name: &str, patch: ZonePatch) -> Result<Zone, BrokerError> {
+        if let Some(strategy) = &patch.load_balance_strategy {
+            self.check_strategy(strategy)?;
+        }
+        let zone = {
+            let mut inventory = self.write();
+            let current = inventory.zones.get(name).ok_or_else(|| not_found(name))?;
+            let zone = current.patched(patch)?;
+            self.store.put_zone(&zone)?;
+            inventory.zones.insert(zone.name.clone(), zone.clone());
+            zone
+        };
+        self.commit().await?;
+        tracing::info!(zone = name, "zone updated");
+        Ok(zone)
+    }
+
+    /// Delete a zone nothing depends on.
+    pub async fn delete_zone(&self, name: &str) -> Result<(), BrokerError> {
+        {
+            let mut inventory = self.write();
+            if !inventory.zones.contains_key(name) {
+                return Err(not_found(name));
+            }
+            let refuse = |message: String| {
+                Err(BrokerError::Conflict {
+                    code: "zone_in_use",
+                    message,
+                })
+            };
+            if name == DEFAULT_ZONE {
+                return refuse("zone `default` always exists".into());
+            }
+            if self.config.listener_zones.contains(name) {
+                return refuse(format!(
+                    "zone `{name}` is managed by a listener of this server"
+                ));
+            }
+            let agents = inventory
+                .agents
+                .values()
+                .filter(|a| a.agent.zone == name)
+                .count();
+            if agents > 0 {
+                return refuse(format!("zone `{name}` has {agents} agent(s)"));
+            }
+            if let Some(image) = inventory
+                .images
+                .values()
+                .find(|i| i.zone.as_deref() == Some(name))
+            {
+                return refuse(format!(
+                    "image `{}` is restricted to zone `{name}`",
+                    image.name
+                ));
+            }
+            self.store.delete_zone(name)?;
+            inventory.zones.remove(name);
+        }
+        self.commit().await?;
+        tracing::info!(zone = name, "zone deleted");
+        Ok(())
+    }
+}
+
+fn not_found(name: &str) -> BrokerError {
+    BrokerError::NotFound {
+        kind: "zone",
+        key: name.to_string(),
+    }
+}

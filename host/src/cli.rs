@@ -1,0 +1,328 @@
+//! The operator's command line: each subcommand is one admin API call against a running
+//! server, printed as JSON.
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Map, Value, json};
+
+/// Where the server is and how to authenticate.
+#[derive(Args, Clone)]
+pub struct Connection {
+    /// The server's base URL.
+    #[arg(
+        long,
+        global = true,
+        env = "ZONEBROKER_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    server: String,
+    /// The admin token.
+    #[arg(
+        long,
+        global = true,
+        env = "ZONEBROKER_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum ZoneCommand {
+    /// List zones.
+    List,
+    /// Show one zone.
+    Get { name: String },
+    /// Create a zone; settings not given take their defaults.
+    Create {
+        name: String,
+        #[command(flatten)]
+        settings: ZoneSettings,
+    },
+    /// Change some of a zone's settings.
+    Update {
+        name: String,
+        #[command(flatten)]
+        settings: ZoneSettings,
+    },
+    /// Delete a zone.
+    Delete { name: String },
+}
+
+/// Zone settings as flags; only those given are sent.
+#[derive(Args)]
+pub struct ZoneSettings {
+    /// The strategy plugin that ranks agents.
+    #[arg(long = "strategy")]
+    load_balance_strategy: Option<String>,
+    #[arg(long)]
+    search_alternate_zones: Option<bool>,
+    #[arg(long)]
+    proxy_connections: Option<bool>,
+    #[arg(long)]
+    proxy_hostname: Option<String>,
+    #[arg(long)]
+    proxy_path: Option<String>,
+    #[arg(long)]
+    proxy_port: Option<u16>,
+    #[arg(long)]
+    allow_origin_domain: Option<String>,
+    #[arg(long)]
+    upstream_auth_address: Option<String>,
+}
+
+impl ZoneSettings {
+    fn to_json(&self) -> Map<String, Value> {
+        let mut body = Map::new();
+        let mut set = |key: &str, value: Option<Value>| {
+            if let Some(value) = value {
+                body.insert(key.to_string(), value);
+            }
+        };
+        set(
+            "load_balance_strategy",
+            self.load_balance_strategy.clone().map(Value::from),
+        );
+        set(
+            "search_alternate_zones",
+            self.search_alternate_zones.map(Value::from),
+        );
+        set("proxy_connections", self.proxy_connections.map(Value::from));
+        set(
+            "proxy_hostname",
+            self.proxy_hostname.clone().map(Value::from),
+        );
+        set("proxy_path", self.proxy_path.clone().map(Value::from));
+        set("proxy_port", self.proxy_port.map(Value::from));
+        set(
+            "allow_origin_domain",
+            self.allow_origin_domain.clone().map(Value::from),
+        );
+        set(
+            "upstream_auth_address",
+            self.upstream_auth_address.clone().map(Value::from),
+        );
+        body
+    }
+}
+
+#[derive(Subcommand)]
+pub enum AgentCommand {
+    /// List agents with their zone, sessions, reservations and status.
+    List,
+    /// Show one agent.
+    Get { id: String },
+    /// Enable or disable an agent.
+    Enable {
+        id: String,
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        enabled: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// List images.
+    List,
+    /// Create an image.
+    Create {
+        name: String,
+        /// Cores a session reserves, e.g. 0.5.
+        #[arg(long)]
+        cores: f64,
+        /// Memory a session reserves: bytes, or with a suffix (512MiB, 2GiB).
+        #[arg(long, value_parser = parse_bytes)]
+        memory: u64,
+        #[arg(long, default_value_t = 0)]
+        gpus: u32,
+        /// Only run on agents of this zone.
+        #[arg(long)]
+        zone: Option<String>,
+    },
+    /// Delete an image.
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum SessionCommand {
+    /// Request a session (placed in the zone of the server URL's listener).
+    Request {
+        #[arg(long)]
+        image: String,
+        #[arg(long)]
+        user: String,
+    },
+    /// List sessions.
+    List,
+    /// End a session.
+    Delete { id: String },
+}
+
+/// `512`, `512KiB`, `512MiB`, `2GiB`, `1TiB` (also KB/MB/GB/TB as powers of 1000).
+pub fn parse_bytes(value: &str) -> Result<u64, String> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{value}` is not a size"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        other => return Err(format!("unknown unit `{other}` (use KiB, MiB, GiB, TiB)")),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("`{value}` is too large"))
+}
+
+/// A thin client of the admin API.
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(connection: &Connection) -> Client {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(30)))
+            .build()
+            .into();
+        Client {
+            base: connection.server.trim_end_matches('/').to_string(),
+            token: connection.token.clone(),
+            agent,
+        }
+    }
+
+    /// Call `method path` with an optional JSON body; answer the JSON reply or fail with the
+    /// server's error message.
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let url = format!("{}/api/v1{path}", self.base);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let request = ureq::http::Request::builder().method(method).uri(&url);
+        let request = match &auth {
+            Some(auth) => request.header("Authorization", auth),
+            None => request,
+        };
+        let mut response = match body {
+            Some(body) => self.agent.run(
+                request
+                    .header("Content-Type", "application/json")
+                    .body(serde_json::to_vec(&body)?)?,
+            ),
+            None => self.agent.run(request.body(())?),
+        }
+        .with_context(|| format!("{method} {url}"))?;
+        let status = response.status();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if status.is_success() {
+            return Ok(value);
+        }
+        let error = &value["error"];
+        match (error["code"].as_str(), error["message"].as_str()) {
+            (Some(code), Some(message)) => {
+                let field = error["field"]
+                    .as_str()
+                    .map(|f| format!(" (field `{f}`)"))
+                    .unwrap_or_default();
+                bail!("{status}: {code}: {message}{field}")
+            }
+            _ => bail!("{status}: {value}"),
+        }
+    }
+}
+
+fn print(value: Value) -> anyhow::Result<()> {
+    if !value.is_null() {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    }
+    Ok(())
+}
+
+pub fn zone(client: &Client, command: ZoneCommand) -> anyhow::Result<()> {
+    let value = match command {
+        ZoneCommand::List => client.call("GET", "/zones", None)?,
+        ZoneCommand::Get { name } => client.call("GET", &format!("/zones/{name}"), None)?,
+        ZoneCommand::Create { name, settings } => {
+            let mut body = settings.to_json();
+            body.insert("name".into(), Value::from(name));
+            client.call("POST", "/zones", Some(Value::Object(body)))?
+        }
+        ZoneCommand::Update { name, settings } => client.call(
+            "PATCH",
+            &format!("/zones/{name}"),
+            Some(Value::Object(settings.to_json())),
+        )?,
+        ZoneCommand::Delete { name } => client.call("DELETE", &format!("/zones/{name}"), None)?,
+    };
+    print(value)
+}
+
+pub fn agent(client: &Client, command: AgentCommand) -> anyhow::Result<()> {
+    let value = match command {
+        AgentCommand::List => client.call("GET", "/agents", None)?,
+        AgentCommand::Get { id } => client.call("GET", &format!("/agents/{id}"), None)?,
+        AgentCommand::Enable { id, enabled } => client.call(
+            "PATCH",
+            &format!("/agents/{id}"),
+            Some(json!({ "enabled": enabled })),
+        )?,
+    };
+    print(value)
+}
+
+pub fn image(client: &Client, command: ImageCommand) -> anyhow::Result<()> {
+    let value = match command {
+        ImageCommand::List => client.call("GET", "/images", None)?,
+        ImageCommand::Create { name, cores, memory, gpus, zone } => client.call(
+            "POST",
+            "/images",
+            Some(json!({ "name": name, "cores": cores, "memory": memory, "gpus": gpus, "zone": zone })),
+        )?,
+        ImageCommand::Delete { name } => client.call("DELETE", &format!("/images/{name}"), None)?,
+    };
+    print(value)
+}
+
+pub fn session(client: &Client, command: SessionCommand) -> anyhow::Result<()> {
+    let value = match command {
+        SessionCommand::Request { image, user } => client.call(
+            "POST",
+            "/sessions",
+            Some(json!({ "image": image, "user": user })),
+        )?,
+        SessionCommand::List => client.call("GET", "/sessions", None)?,
+        SessionCommand::Delete { id } => client.call("DELETE", &format!("/sessions/{id}"), None)?,
+    };
+    print(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("512"), Ok(512));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("1MB"), Ok(1_000_000));
+        assert!(parse_bytes("2 furlongs").is_err());
+        assert!(parse_bytes("GiB").is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! Images: what a session runs, and what it reserves on an agent.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::capacity::{Demand, millicores};
+use super::validation::{self, FieldError};
+
+/// A session image.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    pub name: String,
+    /// Cores a session reserves (fractions allowed).
+    pub cores: f64,
+    /// Memory a session reserves, bytes.
+    pub memory: u64,
+    /// GPUs a session reserves.
+    #[serde(default)]
+    pub gpus: u32,
+    /// Disabled images cannot be requested.
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    /// When set, sessions of this image run only on agents of this zone.
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+impl Image {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validation::name("name", &self.name)?;
+        validation::cores("cores", self.cores)?;
+        if self.cores <= 0.0 {
+            return Err(FieldError::new(
+                "cores",
+                "an image reserves more than 0 cores",
+            ));
+        }
+        if self.memory == 0 {
+            return Err(FieldError::new(
+                "memory",
+                "an image reserves more than 0 bytes",
+            ));
+        }
+        if let Some(zone) = &self.zone {
+            validation::name("zone", zone)?;
+        }
+        Ok(())
+    }
+
+    /// What one session of this image reserves.
+    pub fn demand(&self) -> Demand {
+        Demand {
+            millicores: millicores(self.cores),
+            memory: self.memory,
+            gpus: self.gpus,
+        }
+    }
+
+    /// Apply `patch` to a copy and validate it.
+    pub fn patched(&self, patch: ImagePatch) -> Result<Image, FieldError> {
+        let mut image = self.clone();
+        if let Some(cores) = patch.cores {
+            image.cores = cores;
+        }
+        if let Some(memory) = patch.memory {
+            image.memory = memory;
+        }
+        if let Some(gpus) = patch.gpus {
+            image.gpus = gpus;
+        }
+        if let Some(enabled) = patch.enabled {
+            image.enabled = enabled;
+        }
+        if let Some(zone) = patch.zone {
+            image.zone = zone;
+        }
+        image.validate()?;
+        Ok(image)
+    }
+}
+
+/// The body of `PATCH /images/{name}`. `"zone": null` lifts the zone restriction.
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImagePatch {
+    pub cores: Option<f64>,
+    pub memory: Option<u64>,
+    pub gpus: Option<u32>,
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub zone: Option<Option<String>>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validation_and_patches() {
+        let image: Image =
+            serde_json::from_str(r#"{"name":"chrome","cores":0.5,"memory":1073741824}"#).unwrap();
+        assert!(image.enabled && image.zone.is_none() && image.gpus == 0);
+        assert_eq!(image.validate(), Ok(()));
+        assert_eq!(image.demand().millicores, 500);
+        let zero = Image {
+            cores: 0.0,
+            ..image.clone()
+        };
+        assert_eq!(zero.validate().unwrap_err().field, "cores");
+        let patched = image
+            .patched(ImagePatch {
+                zone: Some(Some("east".into())),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(patched.zone.as_deref(), Some("east"));
+        let patch: ImagePatch = serde_json::from_str(r#"{"zone":null}"#).unwrap();
+        assert_eq!(patched.patched(patch).unwrap().zone, None);
+        assert!(
+            serde_json::from_str::<Image>(r#"{"name":"x","cores":1,"memory":1,"ram":2}"#).is_err()
+        );
+    }
+}

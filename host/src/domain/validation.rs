@@ -1,0 +1,122 @@
+//! Field-level validation errors and the small checks shared by every entity.
+
+/// A request field that is wrong, and why. The API answers it as a 422 naming the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    /// The field's name in the request body.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A name that follows [`super::names::validate`].
+pub fn name(field: &str, value: &str) -> Result<(), FieldError> {
+    super::names::validate(value).map_err(|e| FieldError::new(field, e.to_string()))
+}
+
+/// Free text for a display field: 1 to `max` characters, no control characters.
+pub fn text(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
+    if value.is_empty() {
+        return Err(FieldError::new(field, "must not be empty"));
+    }
+    if value.chars().count() > max {
+        return Err(FieldError::new(field, format!("at most {max} characters")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// A host name or IP address as it may appear in a URL authority: letters, digits, `.`, `-`,
+/// `_`, or an IPv6 address (with or without brackets). At most 253 characters.
+pub fn host(field: &str, value: &str) -> Result<(), FieldError> {
+    if value.is_empty() || value.len() > 253 {
+        return Err(FieldError::new(
+            field,
+            "a host name or IP address of 1 to 253 characters",
+        ));
+    }
+    let bare = value.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok(());
+    }
+    if value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!("`{value}` is not a host name or IP address"),
+        ))
+    }
+}
+
+/// A non-negative, finite number of cores (fractions allowed), at most a million.
+pub fn cores(field: &str, value: f64) -> Result<(), FieldError> {
+    if value.is_finite() && (0.0..=1_000_000.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            "cores must be a number from 0 to 1000000",
+        ))
+    }
+}
+
+/// A fraction from 0 to 1.
+pub fn fraction(field: &str, value: f32) -> Result<(), FieldError> {
+    if value.is_finite() && (0.0..=1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(FieldError::new(field, "must be a fraction from 0 to 1"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        for ok in [
+            "east.example.com",
+            "10.0.0.1",
+            "::1",
+            "[fe80::1]",
+            "agent_7",
+            "$request_host$".trim_matches('$'),
+        ] {
+            assert_eq!(host("h", ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "a b", "a/b", "http://x", "x:80"] {
+            assert!(host("h", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn numbers() {
+        assert!(cores("c", 0.5).is_ok());
+        assert!(cores("c", -1.0).is_err());
+        assert!(cores("c", f64::NAN).is_err());
+        assert!(fraction("f", 1.0).is_ok());
+        assert!(fraction("f", 1.5).is_err());
+        assert!(text("t", "ok", 3).is_ok());
+        assert!(text("t", "long", 3).is_err());
+        assert!(text("t", "a\nb", 9).is_err());
+    }
+}

@@ -1,0 +1,386 @@
+use std::collections::{HashMap, HashSet};
+
+use super::*;
+use crate::domain::agent::AgentCheckin;
+
+const GIB: u64 = 1 << 30;
+const NOW: u64 = 1_000_000;
+const TIMEOUT: u64 = 60_000;
+
+fn id(n: u128) -> Uuid {
+    Uuid::from_u128(n)
+}
+
+fn agent(n: u128, zone: &str, cores: f64, max_sessions: u32) -> Agent {
+    let checkin = AgentCheckin {
+        hostname: format!("agent-{n}"),
+        address: format!("10.0.0.{n}"),
+        port: 443,
+        cores,
+        memory: 16 * GIB,
+        max_sessions,
+        gpus: None,
+        cpu_load: None,
+        memory_load: None,
+    };
+    Agent::register(id(n), checkin, zone, NOW)
+}
+
+fn image(zone: Option<&str>) -> Image {
+    Image {
+        name: "desktop".into(),
+        cores: 1.0,
+        memory: 2 * GIB,
+        gpus: 0,
+        enabled: true,
+        zone: zone.map(str::to_string),
+    }
+}
+
+fn snapshot(agents: &[(Agent, Usage)]) -> Vec<AgentSnapshot<'_>> {
+    agents
+        .iter()
+        .map(|(agent, usage)| AgentSnapshot {
+            agent,
+            usage: *usage,
+            user_sessions: 0,
+        })
+        .collect()
+}
+
+fn used(sessions: u32, cores: u64) -> Usage {
+    Usage {
+        sessions,
+        millicores: cores * 1000,
+        memory: 0,
+        gpus: 0,
+    }
+}
+
+/// Ranks by a fixed rule or fails; records what it was asked.
+struct FakeRanker {
+    fail: bool,
+    /// Keep only the first `keep` of the ascending-by-sessions order.
+    keep: Option<usize>,
+    calls: Vec<(String, bool, usize, f64)>,
+}
+
+impl FakeRanker {
+    fn fewest_sessions() -> Self {
+        FakeRanker {
+            fail: false,
+            keep: None,
+            calls: Vec::new(),
+        }
+    }
+    fn failing() -> Self {
+        FakeRanker {
+            fail: true,
+            keep: None,
+            calls: Vec::new(),
+        }
+    }
+}
+
+impl Ranker for FakeRanker {
+    fn rank(
+        &mut self,
+        strategy: &str,
+        request: &PlacementRequest,
+        candidates: &mut CandidateColumns,
+    ) -> Result<Ranking, StrategyFault> {
+        self.calls.push((
+            strategy.to_string(),
+            request.same_zone,
+            candidates.len(),
+            request.cores,
+        ));
+        if self.fail {
+            return Err(StrategyFault {
+                code: "trap",
+                message: "boom".into(),
+            });
+        }
+        let mut order: Vec<u32> = (0..candidates.len() as u32).collect();
+        order.sort_by_key(|&i| (candidates.row(i as usize).sessions, i));
+        order.truncate(self.keep.unwrap_or(usize::MAX));
+        Ok(Ranking::validate(order, candidates.len()).unwrap())
+    }
+}
+
+/// Reserves against its own usage table; `taken` agents always refuse (another request won).
+#[derive(Default)]
+struct FakeReserver {
+    usage: HashMap<Uuid, Usage>,
+    taken: HashSet<Uuid>,
+    tried: Vec<Uuid>,
+}
+
+impl Reserver for FakeReserver {
+    type Error = std::convert::Infallible;
+    fn try_reserve(&mut self, candidate: &Candidate, demand: &Demand) -> Result<bool, Self::Error> {
+        self.tried.push(candidate.agent);
+        if self.taken.contains(&candidate.agent) {
+            return Ok(false);
+        }
+        let usage = self.usage.entry(candidate.agent).or_insert(candidate.usage);
+        if !usage.has_room(&candidate.capacity, demand) {
+            return Ok(false);
+        }
+        *usage = usage.plus(demand);
+        Ok(true)
+    }
+}
+
+fn zone(name: &str) -> Zone {
+    Zone::with_defaults(name)
+}
+
+#[test]
+fn candidates_need_enabled_fresh_agents_with_room() {
+    let mut disabled = agent(1, "east", 8.0, 10);
+    disabled.enabled = false;
+    let mut stale = agent(2, "east", 8.0, 10);
+    stale.last_heartbeat_ms = NOW - TIMEOUT - 1;
+    let full_slots = agent(3, "east", 8.0, 2);
+    let full_cores = agent(4, "east", 2.0, 10);
+    let mut overridden = agent(5, "east", 1.0, 10);
+    overridden.cores_override = Some(4.0);
+    let fine = agent(6, "east", 8.0, 10);
+    let agents = vec![
+        (disabled, Usage::default()),
+        (stale, Usage::default()),
+        (full_slots, used(2, 0)),
+        (full_cores, used(1, 2)),
+        (overridden, used(1, 2)),
+        (fine, used(0, 0)),
+    ];
+    let found = candidates(snapshot(&agents), "east", &image(None), NOW, TIMEOUT);
+    let ids: Vec<Uuid> = found.same_zone.iter().map(|c| c.agent).collect();
+    assert_eq!(ids, [id(5), id(6)]);
+    assert_eq!(
+        found.same_zone[0].capacity.millicores, 4000,
+        "the override replaces the report"
+    );
+    assert!(found.other_zones.is_empty());
+}
+
+#[test]
+fn candidates_split_by_zone_sorted_by_id_and_obey_image_zones() {
+    let agents = vec![
+        (agent(9, "west", 8.0, 10), Usage::default()),
+        (agent(3, "east", 8.0, 10), Usage::default()),
+        (agent(1, "east", 8.0, 10), Usage::default()),
+        (agent(2, "west", 8.0, 10), Usage::default()),
+    ];
+    let found = candidates(snapshot(&agents), "east", &image(None), NOW, TIMEOUT);
+    assert_eq!(
+        found.same_zone.iter().map(|c| c.agent).collect::<Vec<_>>(),
+        [id(1), id(3)]
+    );
+    assert_eq!(
+        found
+            .other_zones
+            .iter()
+            .map(|c| c.agent)
+            .collect::<Vec<_>>(),
+        [id(2), id(9)]
+    );
+
+    let found = candidates(
+        snapshot(&agents),
+        "east",
+        &image(Some("west")),
+        NOW,
+        TIMEOUT,
+    );
+    assert!(
+        found.same_zone.is_empty(),
+        "a west-only image never runs in east"
+    );
+    assert_eq!(found.other_zones.len(), 2);
+    let found = candidates(
+        snapshot(&agents),
+        "east",
+        &image(Some("east")),
+        NOW,
+        TIMEOUT,
+    );
+    assert!(
+        found.other_zones.is_empty(),
+        "an east-only image never runs elsewhere"
+    );
+}
+
+fn two_zones() -> Vec<(Agent, Usage)> {
+    vec![
+        (agent(1, "east", 8.0, 4), used(3, 3)),
+        (agent(2, "east", 8.0, 4), used(2, 2)),
+        (agent(3, "west", 8.0, 4), used(0, 0)),
+    ]
+}
+
+#[test]
+fn the_users_zone_wins_even_when_another_is_emptier() {
+    let agents = two_zones();
+    let found = candidates(snapshot(&agents), "east", &image(None), NOW, TIMEOUT);
+    let (mut ranker, mut reserver) = (FakeRanker::fewest_sessions(), FakeReserver::default());
+    let report = place(
+        &zone("east"),
+        &image(None).demand(),
+        7,
+        found,
+        &mut ranker,
+        &mut reserver,
+    )
+    .unwrap();
+    assert_eq!(report.placed, Some((id(2), Scope::SameZone)));
+    assert!(report.faults.is_empty());
+    assert_eq!(ranker.calls, [("least-load".to_string(), true, 2, 1.0)]);
+}
+
+#[test]
+fn alternate_zones_are_searched_only_when_the_users_zone_cannot_take_it() {
+    let agents = two_zones();
+    // Both east agents lose their last room to concurrent requests.
+    let found = candidates(snapshot(&agents), "east", &image(None), NOW, TIMEOUT);
+    let mut reserver = FakeReserver {
+        taken: [id(1), id(2)].into(),
+        ..Default::default()
+    };
+    let mut ranker = FakeRanker::fewest_sessions();
+    let report = place(
+        &zone("east"),
+        &image(None).demand(),
+        7,
+        found.clone(),
+        &mut ranker,
+        &mut reserver,
+    )
+    .unwrap();
+    assert_eq!(report.placed, Some((id(3), Scope::AlternateZone)));
+    assert_eq!(reserver.tried, [id(2), id(1), id(3)]);
+    assert_eq!(
+        ranker.calls.iter().map(|c| c.1).collect::<Vec<_>>(),
+        [true, false]
+    );
+
+    let closed = Zone {
+        search_alternate_zones: false,
+        ..zone("east")
+    };
+    let mut reserver = FakeReserver {
+        taken: [id(1), id(2)].into(),
+        ..Default::default()
+    };
+    let report = place(
+        &closed,
+        &image(None).demand(),
+        7,
+        found,
+        &mut FakeRanker::fewest_sessions(),
+        &mut reserver,
+    )
+    .unwrap();
+    assert_eq!(report.placed, None);
+    assert_eq!(reserver.tried, [id(2), id(1)], "west is never tried");
+}
+
+#[test]
+fn a_failing_strategy_falls_back_to_least_load_and_is_reported() {
+    let agents = vec![
+        (agent(1, "east", 8.0, 4), used(1, 6)), // load 0.75
+        (agent(2, "east", 8.0, 4), used(3, 2)), // load 0.25
+    ];
+    let found = candidates(snapshot(&agents), "east", &image(None), NOW, TIMEOUT);
+    let mut reserver = FakeReserver::default();
+    let report = place(
+        &zone("east"),
+        &image(None).demand(),
+        7,
+        found,
+        &mut FakeRanker::failing(),
+        &mut reserver,
+    )
+    .unwrap();
+    assert_eq!(report.placed, Some((id(2), Scope::SameZone)));
+    assert_eq!(
+        report.faults,
+        [StrategyFault {
+            code: "trap",
+            message: "boom".into()
+        }]
+    );
+}
+
+#[test]
+fn candidates_a_strategy_leaves_out_are_never_tried() {
+    let agents = two_zones();
+    let found = candidates(snapshot(&agents), "east", &image(None), NOW, TIMEOUT);
+    let zone = Zone {
+        search_alternate_zones: false,
+        ..zone("east")
+    };
+    let mut ranker = FakeRanker {
+        keep: Some(1),
+        ..FakeRanker::fewest_sessions()
+    };
+    let mut reserver = FakeReserver {
+        taken: [id(2)].into(),
+        ..Default::default()
+    };
+    let report = place(
+        &zone,
+        &image(None).demand(),
+        7,
+        found,
+        &mut ranker,
+        &mut reserver,
+    )
+    .unwrap();
+    assert_eq!(report.placed, None);
+    assert_eq!(reserver.tried, [id(2)]);
+}
+
+#[test]
+fn nothing_to_rank_means_no_strategy_call() {
+    let mut ranker = FakeRanker::fewest_sessions();
+    let report = place(
+        &zone("east"),
+        &image(None).demand(),
+        7,
+        Candidates::default(),
+        &mut ranker,
+        &mut FakeReserver::default(),
+    )
+    .unwrap();
+    assert_eq!(report.placed, None);
+    assert!(ranker.calls.is_empty());
+}
+
+#[test]
+fn reservations_never_overcommit_across_many_requests() {
+    let agents = vec![
+        (agent(1, "east", 4.0, 10), Usage::default()),
+        (agent(2, "west", 2.0, 10), Usage::default()),
+    ];
+    let mut reserver = FakeReserver::default();
+    let mut placed = 0;
+    for _ in 0..20 {
+        // Candidates come from a stale snapshot (usage zero): the reserver must still refuse.
+        let found = candidates(snapshot(&agents), "east", &image(None), NOW, TIMEOUT);
+        let report = place(
+            &zone("east"),
+            &image(None).demand(),
+            7,
+            found,
+            &mut FakeRanker::fewest_sessions(),
+            &mut reserver,
+        )
+        .unwrap();
+        placed += usize::from(report.placed.is_some());
+    }
+    assert_eq!(placed, 6, "4 cores in east, 2 in west, 1 core each");
+    assert_eq!(reserver.usage[&id(1)].millicores, 4000);
+    assert_eq!(reserver.usage[&id(2)].millicores, 2000);
+}

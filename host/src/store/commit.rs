@@ -1,0 +1,129 @@
+//! Group commit: a write is acknowledged only once it is on disk, and the writes that arrive
+//! while one flush runs share the next one.
+//!
+//! A writer first applies its change to sled, then calls [`GroupCommit::commit`], which takes
+//! a sequence number and waits until a flush that *started after* that number was taken has
+//! finished. One flusher thread runs flushes back to back while anything is waiting, so the
+//! cost of an fsync (about 160 µs here) is shared by every write that arrived meanwhile.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use tokio::sync::watch;
+
+/// The flusher's progress: every write numbered up to `seq` is durable (unless `error`).
+#[derive(Clone, Debug, Default)]
+struct Flushed {
+    seq: u64,
+    error: Option<String>,
+}
+
+struct Pending {
+    /// The number of the latest write that asked to be committed.
+    written: u64,
+    stop: bool,
+}
+
+struct Shared {
+    /// A std `Mutex`, not tokio's: held for a few instructions, never across an `.await`.
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    flushed: watch::Sender<Flushed>,
+}
+
+/// The flusher of one sled database; stops (after a last flush) when dropped.
+pub(crate) struct GroupCommit {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A flush failed: the write may not be durable.
+#[derive(Debug, thiserror::Error)]
+#[error("flushing to disk failed: {0}")]
+pub struct CommitError(pub String);
+
+impl GroupCommit {
+    pub fn start(db: sled::Db) -> std::io::Result<GroupCommit> {
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending {
+                written: 0,
+                stop: false,
+            }),
+            wake: Condvar::new(),
+            flushed: watch::Sender::new(Flushed::default()),
+        });
+        let thread = std::thread::Builder::new()
+            .name("sled-commit".into())
+            .spawn({
+                let shared = shared.clone();
+                move || flusher(db, &shared)
+            })?;
+        Ok(GroupCommit {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Wait until every write this task made before the call is on disk.
+    pub async fn commit(&self) -> Result<(), CommitError> {
+        let mut flushed = self.shared.flushed.subscribe();
+        let seq = {
+            let mut pending = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            pending.written += 1;
+            pending.written
+        };
+        self.shared.wake.notify_one();
+        let state = flushed
+            .wait_for(|f| f.seq >= seq)
+            .await
+            .map_err(|_| CommitError("the flusher stopped".into()))?;
+        match &state.error {
+            Some(error) => Err(CommitError(error.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+fn flusher(db: sled::Db, shared: &Shared) {
+    let mut done = 0;
+    loop {
+        let target = {
+            let mut pending = shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+            while pending.written == done && !pending.stop {
+                pending = shared.wake.wait(pending).unwrap_or_else(|p| p.into_inner());
+            }
+            if pending.stop && pending.written == done {
+                break;
+            }
+            pending.written
+        };
+        let error = db.flush().err().map(|e| e.to_string());
+        if let Some(error) = &error {
+            tracing::error!("sled flush failed: {error}");
+        }
+        done = target;
+        shared.flushed.send_replace(Flushed { seq: target, error });
+    }
+    let _ = db.flush();
+}
+
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        {
+            let mut pending = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            pending.stop = true;
+        }
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! Persistence in sled: one tree per entity, values as JSON, keys as names or UUID bytes.
+//!
+//! The store speaks in domain operations (record a session, reserve a slot), never in trees,
+//! so that a PostgreSQL-protocol database can replace sled with the same semantics.
+//!
+//! - A reservation is a compare-and-swap on the agent's usage record: it re-checks capacity
+//!   against what is stored, so concurrent requests never over-commit an agent.
+//! - Usage is derived state: at open it is rebuilt from the sessions on disk, so a crash
+//!   between reserving and recording a session leaks nothing.
+//! - Durability: callers apply their writes, then `commit().await`: one flush (fsync) is
+//!   shared by every write that arrived while the previous one ran (group commit).
+//!
+//! **Architecture Invariant:** nothing sled-specific leaks out of this module.
+
+mod commit;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub use commit::CommitError;
+use commit::GroupCommit;
+
+use crate::domain::agent::Agent;
+use crate::domain::capacity::{Capacity, Demand, Usage};
+use crate::domain::image::Image;
+use crate::domain::session::Session;
+use crate::domain::zone::Zone;
+
+/// The layout version this build writes; a data directory from a newer layout is refused.
+const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_KEY: &[u8] = b"schema_version";
+const USER_KEY_SECRET: &[u8] = b"user_key_secret";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error(
+        "the data directory was written by a newer zonebroker (schema {found}, this build knows {known})"
+    )]
+    NewerSchema { found: u32, known: u32 },
+    #[error("corrupt record in `{tree}`: {message}")]
+    Corrupt { tree: &'static str, message: String },
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error("cannot start the flusher: {0}")]
+    Flusher(std::io::Error),
+}
+
+/// The durable state of the broker.
+pub struct Store {
+    db: sled::Db,
+    zones: sled::Tree,
+    agents: sled::Tree,
+    images: sled::Tree,
+    sessions: sled::Tree,
+    usage: sled::Tree,
+    commit: GroupCommit,
+    /// Keys the hash that shows strategies a user without naming them.
+    user_key_secret: [u8; 32],
+}
+
+impl Store {
+    /// Open (or create) the store under `data_dir/db`.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(data_dir.join("db"))
+            // Durability comes from explicit group commits of acknowledged writes.
+            .flush_every_ms(None)
+            .open()?;
+        let meta = db.open_tree("meta")?;
+        check_schema(&meta)?;
+        let user_key_secret = user_key_secret(&meta)?;
+        db.flush()?;
+        let store = Store {
+            zones: db.open_tree("zones")?,
+            agents: db.open_tree("agents")?,
+            images: db.open_tree("images")?,
+            sessions: db.open_tree("sessions")?,
+            usage: db.open_tree("usage")?,
+            commit: GroupCommit::start(db.clone()).map_err(StoreError::Flusher)?,
+            user_key_secret,
+            db,
+        };
+        store.rebuild_usage()?;
+        Ok(store)
+    }
+
+    /// Wait until every write made before the call is on disk.
+    pub async fn commit(&self) -> Result<(), StoreError> {
+        Ok(self.commit.commit().await?)
+    }
+
+    /// Flush everything now (shutdown).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// An opaque, stable 64-bit key of `user` for strategies.
+    pub fn user_key(&self, user: &str) -> u64 {
+        let digest = Sha256::new()
+            .chain_update(self.user_key_secret)
+            .chain_update(user.as_bytes())
+            .finalize();
+        u64::from_le_bytes(digest[..8].try_into().unwrap())
+    }
+
+    // Zones, by name.
+
+    pub fn zones(&self) -> Result<Vec<Zone>, StoreError> {
+        scan(&self.zones, "zones")
+    }
+
+    pub fn put_zone(&self, zone: &Zone) -> Result<(), StoreError> {
+        put(&self.zones, zone.name.as_bytes(), zone)
+    }
+
+    pub fn delete_zone(&self, name: &str) -> Result<(), StoreError> {
+        self.zones.remove(name.as_bytes())?;
+        Ok(())
+    }
+
+    // Images, by name.
+
+    pub fn images(&self) -> Result<Vec<Image>, StoreError> {
+        scan(&self.images, "images")
+    }
+
+    pub fn put_image(&self, image: &Image) -> Result<(), StoreError> {
+        put(&self.images, image.name.as_bytes(), image)
+    }
+
+    pub fn delete_image(&self, name: &str) -> Result<(), StoreError> {
+        self.images.remove(name.as_bytes())?;
+        Ok(())
+    }
+
+    // Agents, by id.
+
+    pub fn agents(&self) -> Result<Vec<Agent>, StoreError> {
+        scan(&self.agents, "agents")
+    }
+
+    pub fn put_agent(&self, agent: &Agent) -> Result<(), StoreError> {
+        put(&self.agents, agent.id.as_bytes(), agent)
+    }
+
+    pub fn delete_agent(&self, id: Uuid) -> Result<(), StoreError> {
+        self.agents.remove(id.as_bytes())?;
+        self.usage.remove(id.as_bytes())?;
+        Ok(())
+    }
+
+    // Sessions and the usage they reserve.
+
+    pub fn sessions(&self) -> Result<Vec<Session>, StoreError> {
+        scan(&self.sessions, "sessions")
+    }
+
+    /// What the sessions of every agent reserve.
+    pub fn usage(&self) -> Result<HashMap<Uuid, Usage>, StoreError> {
+        let mut all = HashMap::new();
+        for entry in self.usage.iter() {
+            let (key, value) = entry?;
+            let id = Uuid::from_slice(&key).map_err(|e| corrupt("usage", e))?;
+            all.insert(id, decode("usage", &value)?);
+        }
+        Ok(all)
+    }
+
+    /// Reserve `demand` on `agent` if its stored usage leaves room within `capacity`.
+    /// Answers the new usage, or `None` when there was no room. Atomic: a compare-and-swap
+    /// loop on the agent's usage record.
+    pub fn try_reserve(
+        &self,
+        agent: Uuid,
+        capacity: &Capacity,
+        demand: &Demand,
+    ) -> Result<Option<Usage>, StoreError> {
+        self.update_usage(agent, |usage| {
+            usage.has_room(capacity, demand).then(|| usage.plus(demand))
+        })
+    }
+
+    /// Give back what a session of `demand` reserved on `agent`.
+    pub fn release(&self, agent: Uuid, demand: &Demand) -> Result<Usage, StoreError> {
+        Ok(self
+            .update_usage(agent, |usage| Some(usage.minus(demand)))?
+            .unwrap_or_default())
+    }
+
+    fn update_usage(
+        &self,
+        agent: Uuid,
+        change: impl Fn(Usage) -> Option<Usage>,
+    ) -> Result<Option<Usage>, StoreError> {
+        let key = agent.as_bytes();
+        let mut current = self.usage.get(key)?;
+        loop {
+            let usage = match &current {
+                Some(raw) => decode("usage", raw)?,
+                None => Usage::default(),
+            };
+            let Some(next) = change(usage) else {
+                return Ok(None);
+            };
+            let encoded = encode(&next);
+            match self.usage.compare_and_swap(key, current, Some(encoded))? {
+                Ok(()) => return Ok(Some(next)),
+                Err(conflict) => current = conflict.current,
+            }
+        }
+    }
+
+    pub fn put_session(&self, session: &Session) -> Result<(), StoreError> {
+        put(&self.sessions, session.id.as_bytes(), session)
+    }
+
+    /// Remove a session record; answers it if it existed.
+    pub fn remove_session(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
+        match self.sessions.remove(id.as_bytes())? {
+            Some(raw) => Ok(Some(decode("sessions", &raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Recompute every agent's usage from the sessions on disk: what a crash between a
+    /// reservation and its session record (or a deletion and its release) left is mended.
+    fn rebuild_usage(&self) -> Result<(), StoreError> {
+        let mut usage: HashMap<Uuid, Usage> = HashMap::new();
+        for session in self.sessions()? {
+            let entry = usage.entry(session.agent).or_default();
+            *entry = entry.plus(&session.demand);
+        }
+        let stored = self.usage()?;
+        for id in stored.keys().filter(|id| !usage.contains_key(id)) {
+            self.usage.remove(id.as_bytes())?;
+        }
+        for (id, usage) in &usage {
+            if stored.get(id) != Some(usage) {
+                tracing::warn!(agent = %id, "usage rebuilt from sessions after an unclean stop");
+                self.usage.insert(id.as_bytes(), encode(usage))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_schema(meta: &sled::Tree) -> Result<(), StoreError> {
+    match meta.get(SCHEMA_KEY)? {
+        None => {
+            meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+        }
+        Some(raw) => {
+            let found = <[u8; 4]>::try_from(raw.as_ref())
+                .map(u32::from_be_bytes)
+                .map_err(|_| corrupt("meta", "schema version is not 4 bytes"))?;
+            if found > SCHEMA_VERSION {
+                return Err(StoreError::NewerSchema {
+                    found,
+                    known: SCHEMA_VERSION,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn user_key_secret(meta: &sled::Tree) -> Result<[u8; 32], StoreError> {
+    if let Some(raw) = meta.get(USER_KEY_SECRET)? {
+        return <[u8; 32]>::try_from(raw.as_ref())
+            .map_err(|_| corrupt("meta", "bad user key secret"));
+    }
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| corrupt("meta", e))?;
+    meta.insert(USER_KEY_SECRET, &secret)?;
+    Ok(secret)
+}
+
+fn corrupt(tree: &'static str, message: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        tree,
+        message: message.to_string(),
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("domain records serialize")
+}
+
+fn decode<T: DeserializeOwned>(tree: &'static str, raw: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(raw).map_err(|e| corrupt(tree, e))
+}
+
+fn put<T: Serialize>(tree: &sled::Tree, key: &[u8], value: &T) -> Result<(), StoreError> {
+    tree.insert(key, encode(value))?;
+    Ok(())
+}
+
+fn scan<T: DeserializeOwned>(tree: &sled::Tree, name: &'static str) -> Result<Vec<T>, StoreError> {
+    tree.iter()
+        .map(|entry| {
+            let (_, value) = entry?;
+            decode(name, &value)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

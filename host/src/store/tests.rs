@@ -1,0 +1,132 @@
+use std::sync::Arc;
+
+use super::*;
+use crate::domain::zone::{Connection, Zone};
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+const CAP: Capacity = Capacity {
+    millicores: 4000,
+    memory: 1 << 40,
+    gpus: 0,
+    max_sessions: 100,
+};
+const ONE: Demand = Demand {
+    millicores: 1000,
+    memory: 1,
+    gpus: 0,
+};
+
+fn session(agent: Uuid) -> Session {
+    Session {
+        id: Uuid::new_v4(),
+        user: "ada".into(),
+        image: "desktop".into(),
+        zone: "default".into(),
+        agent,
+        agent_hostname: "a".into(),
+        connection: Connection {
+            url: "https://x/".into(),
+            allow_origin_domain: "x".into(),
+            upstream_auth_address: "proxy".into(),
+        },
+        demand: ONE,
+        created_at_ms: 1,
+    }
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempdir();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .db
+            .open_tree("meta")
+            .unwrap()
+            .insert(SCHEMA_KEY, &(SCHEMA_VERSION + 1).to_be_bytes())
+            .unwrap();
+        store.db.flush().unwrap();
+    }
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(StoreError::NewerSchema { .. })
+    ));
+}
+
+#[test]
+fn concurrent_reservations_never_overcommit() {
+    let dir = tempdir();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let agent = Uuid::new_v4();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                (0..50)
+                    .filter(|_| store.try_reserve(agent, &CAP, &ONE).unwrap().is_some())
+                    .count()
+            })
+        })
+        .collect();
+    let reserved: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(reserved, 4);
+    assert_eq!(store.usage().unwrap()[&agent].millicores, 4000);
+    assert_eq!(store.release(agent, &ONE).unwrap().millicores, 3000);
+}
+
+#[test]
+fn records_survive_a_reopen_and_usage_is_rebuilt_from_sessions() {
+    let dir = tempdir();
+    let (agent, kept, lost) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let user_key;
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.put_zone(&Zone::with_defaults("east")).unwrap();
+        store.try_reserve(agent, &CAP, &ONE).unwrap().unwrap();
+        let s = session(agent);
+        store.put_session(&s).unwrap();
+        // A crash between a reservation and its session record:
+        store.try_reserve(lost, &CAP, &ONE).unwrap().unwrap();
+        store.try_reserve(kept, &CAP, &ONE).unwrap().unwrap();
+        store.put_session(&session(kept)).unwrap();
+        store.try_reserve(kept, &CAP, &ONE).unwrap().unwrap();
+        user_key = store.user_key("ada");
+        store.db.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.zones().unwrap(), [Zone::with_defaults("east")]);
+    assert_eq!(store.sessions().unwrap().len(), 2);
+    let usage = store.usage().unwrap();
+    assert_eq!(usage[&agent].sessions, 1);
+    assert_eq!(
+        usage[&kept].sessions, 1,
+        "the unrecorded reservation is given back"
+    );
+    assert!(!usage.contains_key(&lost));
+    assert_eq!(store.user_key("ada"), user_key, "user keys are stable");
+    assert_ne!(store.user_key("bob"), user_key);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_complete_and_are_shared() {
+    let dir = tempdir();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .put_zone(&Zone::with_defaults(&format!("z{i}")))
+                    .unwrap();
+                store.commit().await.unwrap();
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(store.zones().unwrap().len(), 64);
+}
