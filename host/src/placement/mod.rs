@@ -93,8 +93,13 @@ pub fn candidates<'a>(
             found.other_zones.push(candidate);
         }
     }
-    found.same_zone.sort_by_key(|c| c.agent);
-    found.other_zones.sort_by_key(|c| c.agent);
+    // Agents usually arrive in id order already (the broker keeps them in a BTreeMap);
+    // checking is linear, sorting is not.
+    for group in [&mut found.same_zone, &mut found.other_zones] {
+        if !group.is_sorted_by_key(|c| c.agent) {
+            group.sort_by_key(|c| c.agent);
+        }
+    }
     found
 }
 

@@ -13,6 +13,9 @@ pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// How much of each linear memory stays resident between calls.
 const KEEP_RESIDENT_BYTES: usize = 2 << 20;
 
+/// Tables are small; keeping them resident saves an `madvise` per call.
+const KEEP_RESIDENT_TABLE_BYTES: usize = 64 << 10;
+
 /// Deadline `d` in epoch ticks (at least one).
 pub(crate) fn deadline_ticks(d: Duration) -> u64 {
     (d.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
@@ -38,7 +41,8 @@ pub(crate) fn build_engine(
         // decommitting them: the next call into that slot then takes no page faults. Half of
         // a fresh strategy call's cost was page faults before this (see BENCHMARKS.md); it
         // pays off fully for guests linked with a small stack (`.cargo/config.toml`).
-        .linear_memory_keep_resident(KEEP_RESIDENT_BYTES);
+        .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+        .table_keep_resident(KEEP_RESIDENT_TABLE_BYTES);
 
     let mut config = Config::new();
     config

@@ -21,6 +21,9 @@ struct Flushed {
 struct Pending {
     /// The number of the latest write that asked to be committed.
     written: u64,
+    /// Whether the flusher sleeps on the condvar (only then does a commit wake it: a
+    /// busy flusher looks at `written` again before it sleeps).
+    idle: bool,
     stop: bool,
 }
 
@@ -47,6 +50,7 @@ impl GroupCommit {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
                 written: 0,
+                idle: false,
                 stop: false,
             }),
             wake: Condvar::new(),
@@ -94,7 +98,9 @@ fn flusher(db: sled::Db, shared: &Shared) {
         let target = {
             let mut pending = shared.pending.lock().unwrap_or_else(|p| p.into_inner());
             while pending.written == done && !pending.stop {
+                pending.idle = true;
                 pending = shared.wake.wait(pending).unwrap_or_else(|p| p.into_inner());
+                pending.idle = false;
             }
             if pending.stop && pending.written == done {
                 break;
