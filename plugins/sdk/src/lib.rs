@@ -78,7 +78,7 @@
 //!
 //! ```toml
 //! [target.wasm32-wasip2]
-//! rustflags = ["-C", "link-arg=-zstack-size=65536", "-C", "target-feature=+simd128"]
+//! rustflags = ["-C", "link-arg=-zstack-size=65536", "-C", "link-arg=--initial-memory=262144", "-C", "target-feature=+simd128"]
 //! ```
 //!
 //! Build the component:
