@@ -4,7 +4,8 @@
 //! - `cargo xtask run [ARGS...]`: set up, then build and start the server
 //!   (`zonebroker serve --data-dir ./data` unless ARGS are given).
 //! - `cargo xtask test [ARGS...]`: set up, then run the whole test suite.
-//! - `cargo xtask setup`: only the set-up (idempotent): the `wasm32-wasip2` target.
+//! - `cargo xtask setup`: only the set-up (idempotent): the `wasm32-wasip2` target, and a
+//!   Python virtual environment with the test peers (`target/tools/venv`: schemathesis).
 //!
 //! Every step is idempotent, so the commands work the same on a fresh machine (with only the
 //! Rust toolchain) and on a warm one.
@@ -12,6 +13,9 @@
 use std::process::{Command, ExitCode};
 
 const GUEST_TARGET: &str = "wasm32-wasip2";
+
+/// Python tools the tests run, pinned: (package spec, command, expected `--version` output).
+const PYTHON_TOOLS: &[(&str, &str, &str)] = &[("schemathesis==4.32.5", "st", "4.32.5")];
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -35,9 +39,51 @@ fn main() -> ExitCode {
     }
 }
 
-/// Install what the build needs beyond the Rust toolchain.
+/// Install what the build and the tests need beyond the Rust toolchain.
 fn setup() -> Result<(), String> {
-    ensure_guest_target()
+    ensure_guest_target()?;
+    ensure_python_tools()
+}
+
+/// `<target>/tools/venv`: where the tests look for their Python tools.
+fn venv_dir() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("tools")
+        .join("venv")
+}
+
+fn ensure_python_tools() -> Result<(), String> {
+    let venv = venv_dir();
+    let bin = venv.join("bin");
+    let installed = |command: &str, version: &str| {
+        Command::new(bin.join(command))
+            .arg("--version")
+            .output()
+            .is_ok_and(|out| {
+                out.status.success() && String::from_utf8_lossy(&out.stdout).contains(version)
+            })
+    };
+    if PYTHON_TOOLS
+        .iter()
+        .all(|(_, command, version)| installed(command, version))
+    {
+        return Ok(());
+    }
+    if !bin.join("pip").exists() {
+        eprintln!("xtask: creating the Python environment {}", venv.display());
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    let packages: Vec<&str> = PYTHON_TOOLS.iter().map(|(spec, _, _)| *spec).collect();
+    eprintln!("xtask: installing {packages:?}");
+    run(Command::new(bin.join("pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(&packages))
 }
 
 fn ensure_guest_target() -> Result<(), String> {

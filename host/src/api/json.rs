@@ -40,16 +40,44 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// Parse `bytes` as a `T`, with the failing field's path on a type error.
+/// Parse `bytes` (a JSON object) as a `T`, with the failing field's path on a type error.
+///
+/// A number with a zero fraction (`2.0`) is accepted where an integer is expected, as JSON
+/// Schema's `integer` (and so the OpenAPI document) allows.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| body_error(&e, "."))?;
+    // Every request body is an object (serde would also read a struct from an array).
+    if !value.is_object() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
+    }
+    integral_floats_to_integers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
         body_error(&inner, &path)
-    })?;
-    deserializer.end().map_err(|e| body_error(&e, "."))?;
-    Ok(value)
+    })
+}
+
+fn integral_floats_to_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f.fract() == 0.0 && f >= 0.0 && f < u64::MAX as f64 {
+                *value = Value::from(f as u64);
+            } else if f.fract() == 0.0 && f < 0.0 && f > i64::MIN as f64 {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
+    }
 }
 
 fn body_error(error: &serde_json::Error, path: &str) -> ApiError {
@@ -115,5 +143,15 @@ mod tests {
         assert_eq!(e.code, "invalid_json");
         let e = error("[]");
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let e = error(r#"["north", null]"#);
+        assert_eq!(e.code, "invalid_body", "a struct is not read from an array");
+        let spec = parse::<ZoneSpec>(br#"{"name":"a","proxy_port":8443.0}"#).unwrap();
+        assert_eq!(
+            spec.proxy_port,
+            Some(8443),
+            "an integral float is an integer"
+        );
+        let e = error(r#"{"name":"a","proxy_port":1.5}"#);
+        assert_eq!(e.field.as_deref(), Some("proxy_port"));
     }
 }

@@ -40,7 +40,43 @@ pub fn base() -> OpenApi {
 /// The complete document.
 pub fn openapi() -> &'static OpenApi {
     static DOC: OnceLock<OpenApi> = OnceLock::new();
-    DOC.get_or_init(|| super::routes().split_for_parts().1)
+    DOC.get_or_init(|| {
+        let mut doc = super::routes().split_for_parts().1;
+        document_body_errors(&mut doc);
+        doc
+    })
+}
+
+/// Every operation that takes a JSON body can also answer 413 (too large) and 415 (not
+/// JSON), from the body extractor rather than the handler.
+fn document_body_errors(doc: &mut OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = || {
+        ResponseBuilder::new()
+            .description("The body is too large or not JSON")
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    for item in doc.paths.paths.values_mut() {
+        for operation in [&mut item.post, &mut item.patch, &mut item.put]
+            .into_iter()
+            .flatten()
+        {
+            if operation.request_body.is_some() {
+                for status in ["413", "415"] {
+                    operation
+                        .responses
+                        .responses
+                        .insert(status.to_string(), error().into());
+                }
+            }
+        }
+    }
 }
 
 pub fn routes() -> OpenApiRouter<AppState> {

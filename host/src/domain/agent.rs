@@ -83,8 +83,9 @@ impl Agent {
         self.memory = checkin.memory;
         self.max_sessions = checkin.max_sessions;
         self.gpus = checkin.gpus.unwrap_or(0);
-        self.cpu_load = checkin.cpu_load.unwrap_or(0.0);
-        self.memory_load = checkin.memory_load.unwrap_or(0.0);
+        // Read as f64 so that the range check is exact; kept as f32, as strategies see it.
+        self.cpu_load = checkin.cpu_load.unwrap_or(0.0) as f32;
+        self.memory_load = checkin.memory_load.unwrap_or(0.0) as f32;
         self.zone = zone.to_string();
         self.last_heartbeat_ms = now_ms;
     }
@@ -119,6 +120,9 @@ impl Agent {
         if let Some(Some(cores)) = patch.cores_override {
             validation::cores("cores_override", cores)?;
         }
+        if let Some(Some(memory)) = patch.memory_override {
+            validation::int64("memory_override", memory)?;
+        }
         if let Some(enabled) = patch.enabled {
             self.enabled = enabled;
         }
@@ -136,11 +140,15 @@ impl Agent {
 #[derive(Clone, Debug, PartialEq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentCheckin {
+    #[schema(pattern = r"^[A-Za-z0-9._-]+$", max_length = 253)]
     /// The agent's host name: its identity across check-ins.
     pub hostname: String,
+    #[schema(pattern = r"^[A-Za-z0-9._-]+$", max_length = 253)]
     /// Where users (without the proxy) and the proxy reach the agent.
     pub address: String,
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: u16,
+    #[schema(minimum = 0.0, maximum = 100000.0)]
     /// CPU cores.
     pub cores: f64,
     /// Memory, bytes.
@@ -148,10 +156,12 @@ pub struct AgentCheckin {
     /// The most sessions the agent runs at once.
     pub max_sessions: u32,
     pub gpus: Option<u32>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     /// Current CPU load, 0 to 1.
-    pub cpu_load: Option<f32>,
+    pub cpu_load: Option<f64>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     /// Current memory load, 0 to 1.
-    pub memory_load: Option<f32>,
+    pub memory_load: Option<f64>,
 }
 
 impl AgentCheckin {
@@ -162,6 +172,9 @@ impl AgentCheckin {
             return Err(FieldError::new("port", "a port from 1 to 65535"));
         }
         validation::cores("cores", self.cores)?;
+        validation::int64("memory", self.memory)?;
+        validation::int32("max_sessions", self.max_sessions)?;
+        validation::int32("gpus", self.gpus.unwrap_or(0))?;
         if let Some(load) = self.cpu_load {
             validation::fraction("cpu_load", load)?;
         }
@@ -179,7 +192,7 @@ pub struct AgentPatch {
     pub enabled: Option<bool>,
     /// Cores to use instead of the reported ones; `null` to clear.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<f64>)]
+    #[schema(value_type = Option<f64>, minimum = 0.0, maximum = 100000.0)]
     pub cores_override: Option<Option<f64>>,
     /// Memory (bytes) to use instead of the reported amount; `null` to clear.
     #[serde(default, deserialize_with = "present")]

@@ -10,9 +10,12 @@ use super::validation::{self, FieldError};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Image {
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
+    #[schema(exclusive_minimum = 0.0, maximum = 100000.0)]
     /// Cores a session reserves (fractions allowed).
     pub cores: f64,
+    #[schema(minimum = 1)]
     /// Memory a session reserves, bytes.
     pub memory: u64,
     /// GPUs a session reserves.
@@ -23,6 +26,7 @@ pub struct Image {
     pub enabled: bool,
     /// When set, sessions of this image run only on agents of this zone.
     #[serde(default)]
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub zone: Option<String>,
 }
 
@@ -46,6 +50,8 @@ impl Image {
                 "an image reserves more than 0 bytes",
             ));
         }
+        validation::int64("memory", self.memory)?;
+        validation::int32("gpus", self.gpus)?;
         if let Some(zone) = &self.zone {
             validation::name("zone", zone)?;
         }
@@ -88,12 +94,14 @@ impl Image {
 #[derive(Clone, Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImagePatch {
+    #[schema(exclusive_minimum = 0.0, maximum = 100000.0)]
     pub cores: Option<f64>,
+    #[schema(minimum = 1)]
     pub memory: Option<u64>,
     pub gpus: Option<u32>,
     pub enabled: Option<bool>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub zone: Option<Option<String>>,
 }
 

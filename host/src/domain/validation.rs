@@ -66,20 +66,43 @@ pub fn host(field: &str, value: &str) -> Result<(), FieldError> {
     }
 }
 
-/// A non-negative, finite number of cores (fractions allowed), at most a million.
+/// The most cores any one agent or session may have. (Kept where a float still resolves
+/// 1e-10: the API promises exact bounds, and a larger bound would round.)
+pub const MAX_CORES: f64 = 100_000.0;
+
+/// A non-negative, finite number of cores (fractions allowed), at most [`MAX_CORES`].
 pub fn cores(field: &str, value: f64) -> Result<(), FieldError> {
-    if value.is_finite() && (0.0..=1_000_000.0).contains(&value) {
+    if value.is_finite() && (0.0..=MAX_CORES).contains(&value) {
         Ok(())
     } else {
         Err(FieldError::new(
             field,
-            "cores must be a number from 0 to 1000000",
+            "cores must be a number from 0 to 100000",
         ))
     }
 }
 
+/// A count or size that fits the API's documented integer formats: `int64` for bytes,
+/// `int32` for counts (the OpenAPI document promises no more).
+pub fn int64(field: &str, value: u64) -> Result<(), FieldError> {
+    if value <= i64::MAX as u64 {
+        Ok(())
+    } else {
+        Err(FieldError::new(field, format!("at most {}", i64::MAX)))
+    }
+}
+
+/// See [`int64`].
+pub fn int32(field: &str, value: u32) -> Result<(), FieldError> {
+    if value <= i32::MAX as u32 {
+        Ok(())
+    } else {
+        Err(FieldError::new(field, format!("at most {}", i32::MAX)))
+    }
+}
+
 /// A fraction from 0 to 1.
-pub fn fraction(field: &str, value: f32) -> Result<(), FieldError> {
+pub fn fraction(field: &str, value: f64) -> Result<(), FieldError> {
     if value.is_finite() && (0.0..=1.0).contains(&value) {
         Ok(())
     } else {

@@ -158,14 +158,21 @@ fn bracket_ipv6(host: &str) -> String {
 #[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneSpec {
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
+    #[schema(pattern = r"^([A-Za-z0-9._-]|\$request_host\$)+$", max_length = 200)]
     pub allow_origin_domain: Option<String>,
+    #[schema(pattern = r"^([A-Za-z0-9._-]|\$request_host\$)+$", max_length = 200)]
     pub upstream_auth_address: Option<String>,
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub load_balance_strategy: Option<String>,
     pub search_alternate_zones: Option<bool>,
     pub proxy_connections: Option<bool>,
+    #[schema(pattern = r"^([A-Za-z0-9._-]|\$request_host\$)+$", max_length = 200)]
     pub proxy_hostname: Option<String>,
+    #[schema(pattern = r"^/[A-Za-z0-9/._~-]*$", max_length = 256)]
     pub proxy_path: Option<String>,
+    #[schema(maximum = 65535)]
     pub proxy_port: Option<u16>,
 }
 
@@ -191,13 +198,19 @@ impl ZoneSpec {
 #[derive(Clone, Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ZonePatch {
+    #[schema(pattern = r"^([A-Za-z0-9._-]|\$request_host\$)+$", max_length = 200)]
     pub allow_origin_domain: Option<String>,
+    #[schema(pattern = r"^([A-Za-z0-9._-]|\$request_host\$)+$", max_length = 200)]
     pub upstream_auth_address: Option<String>,
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub load_balance_strategy: Option<String>,
     pub search_alternate_zones: Option<bool>,
     pub proxy_connections: Option<bool>,
+    #[schema(pattern = r"^([A-Za-z0-9._-]|\$request_host\$)+$", max_length = 200)]
     pub proxy_hostname: Option<String>,
+    #[schema(pattern = r"^/[A-Za-z0-9/._~-]*$", max_length = 256)]
     pub proxy_path: Option<String>,
+    #[schema(maximum = 65535)]
     pub proxy_port: Option<u16>,
 }
 

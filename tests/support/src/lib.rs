@@ -59,6 +59,22 @@ pub fn example_strategy() -> Vec<u8> {
     std::fs::read(dir.join(component_file(PACKAGE))).expect("example component")
 }
 
+/// A command from the Python environment `cargo xtask setup` prepares
+/// (`<target>/tools/venv/bin/NAME`).
+pub fn python_tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("tools/venv/bin")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask setup` (or `cargo xtask test`)",
+        path.display()
+    );
+    path
+}
+
 /// The admin token test servers are started with.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// The agent registration token test servers are started with.
