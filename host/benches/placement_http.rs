@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{delete, post};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonebroker");
 const ADMIN: &str = "bench-admin-token";
@@ -115,7 +115,7 @@ impl Connection {
 
     /// Send one request, read one response: its status and body.
     async fn exchange(&mut self, request: &[u8]) -> (u16, Vec<u8>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         self.stream.write_all(request).await.unwrap();
         self.buffer.clear();
         loop {
