@@ -788,6 +788,11 @@ fn the_openapi_document_covers_every_route() {
         ("get", "/metrics"),
         ("get", "/api/v1/openapi.json"),
         ("get", "/api/v1/plugins"),
+        ("get", "/api/v1/plugins/{name}"),
+        ("delete", "/api/v1/plugins/{name}"),
+        ("post", "/api/v1/plugins/{name}/versions"),
+        ("post", "/api/v1/plugins/{name}/activate"),
+        ("delete", "/api/v1/plugins/{name}/versions/{version}"),
         ("get", "/api/v1/zones"),
         ("post", "/api/v1/zones"),
         ("get", "/api/v1/zones/{name}"),
@@ -825,7 +830,8 @@ fn the_openapi_document_covers_every_route() {
     for (method, path) in &expected {
         let path = path
             .replace("{name}", "east")
-            .replace("{id}", "00000000-0000-0000-0000-000000000000");
+            .replace("{id}", "00000000-0000-0000-0000-000000000000")
+            .replace("{version}", "0000");
         let (status, answer) = server.call("east", &method.to_uppercase(), &path, None);
         assert!(
             !(status == 404 && answer["error"]["message"] == "no such route") && status != 405,

@@ -56,6 +56,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::ImageCommand,
     },
+    /// Plugins: scaffold, check locally, upload, activate, roll back (admin API).
+    Plugin {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(subcommand)]
+        command: cli::PluginCommand,
+    },
     /// Sessions (admin API).
     Session {
         #[command(flatten)]
@@ -77,6 +84,9 @@ struct ServeArgs {
     /// Seconds an agent may stay silent and remain a placement candidate.
     #[arg(long, env = "ZONEBROKER_AGENT_TIMEOUT", default_value_t = 60)]
     agent_timeout: u64,
+    /// The largest plugin component an upload may carry, in bytes (or with a suffix: 16MiB).
+    #[arg(long, default_value = "16MiB", value_parser = cli::parse_bytes)]
+    max_plugin_size: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -106,6 +116,10 @@ fn run(command: Command) -> anyhow::Result<()> {
             connection,
             command,
         } => cli::image(&cli::Client::new(&connection), command),
+        Command::Plugin {
+            connection,
+            command,
+        } => cli::plugin(&connection, command),
         Command::Session {
             connection,
             command,
@@ -120,6 +134,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_token: std::env::var("ZONEBROKER_ADMIN_TOKEN").ok(),
         agent_token: std::env::var("ZONEBROKER_AGENT_TOKEN").ok(),
         agent_timeout: std::time::Duration::from_secs(args.agent_timeout),
+        max_plugin_size: args.max_plugin_size as usize,
         runtime: RuntimeConfig::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -73,6 +73,8 @@ pub struct ServeConfig {
     pub agent_token: Option<String>,
     /// An agent silent for longer is not a placement candidate.
     pub agent_timeout: std::time::Duration,
+    /// The largest plugin component an upload may carry, in bytes.
+    pub max_plugin_size: usize,
     pub runtime: RuntimeConfig,
 }
 
@@ -129,28 +131,34 @@ pub async fn serve(
         AGENT_TOKEN_FILE,
     )?;
 
-    // Compiling the built-in components is CPU work: keep it off the async workers.
-    let runtime_config = config.runtime.clone();
-    let registry = tokio::task::spawn_blocking(move || -> Result<Registry, ServeError> {
-        let runtime = Arc::new(PluginRuntime::new(runtime_config)?);
-        let registry = Registry::new(runtime);
-        plugins::install_builtins(&registry)?;
-        Ok(registry)
-    })
-    .await
-    .map_err(|e| ServeError::Task(e.to_string()))??;
-    tracing::info!(plugins = registry.list().len(), "plugin runtime ready");
-
+    // Loading plugins (compiling any whose artifact is not cached) is CPU work: keep it off
+    // the async workers.
     let listeners = listeners_or_default(&config.listeners);
     let broker_config = BrokerConfig {
         agent_timeout: config.agent_timeout,
         listener_zones: listeners.iter().map(|l| l.zone.clone()).collect(),
     };
-    let broker = Arc::new(Broker::open(store, Arc::new(registry), broker_config)?);
+    let runtime_config = config.runtime.clone();
+    let started = std::time::Instant::now();
+    let broker = tokio::task::spawn_blocking(move || -> Result<Broker, ServeError> {
+        let runtime = Arc::new(PluginRuntime::new(runtime_config)?);
+        let registry = Registry::new(runtime);
+        plugins::install_builtins(&registry, &store)?;
+        Ok(Broker::open(store, Arc::new(registry), broker_config)?)
+    })
+    .await
+    .map_err(|e| ServeError::Task(e.to_string()))??;
+    let broker = Arc::new(broker);
+    tracing::info!(
+        plugins = broker.registry().list().len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "state and plugins loaded"
+    );
     let state = AppState {
         broker: broker.clone(),
         admin_token,
         agent_token,
+        max_plugin_size: config.max_plugin_size,
     };
 
     let mut bound = Vec::new();
@@ -175,12 +183,15 @@ pub async fn serve(
         let app = api::router(state.clone(), &zone);
         let mut stop = stop_rx.clone();
         servers.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|stop| *stop).await;
-                })
-                .await
-                .map_err(|source| ServeError::Serve { addr, source })
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+            .await
+            .map_err(|source| ServeError::Serve { addr, source })
         });
     }
 

@@ -121,6 +121,14 @@ impl From<BrokerError> for ApiError {
             BrokerError::NoCapacity { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_capacity", message)
             }
+            BrokerError::Upload(error) => {
+                let code = match &error {
+                    crate::broker::UploadError::Load(load) => load.code(),
+                    crate::broker::UploadError::Smoke(_) => "smoke_test_failed",
+                    crate::broker::UploadError::KindMismatch { .. } => "wrong_kind",
+                };
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
             BrokerError::Store(_) => ApiError::internal(message),
         }
     }

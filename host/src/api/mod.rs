@@ -45,6 +45,8 @@ pub struct AppState {
     pub admin_token: Token,
     /// Agent check-ins; compared in constant time by [`auth::AgentAuth`].
     pub agent_token: Token,
+    /// The largest plugin component an upload may carry, in bytes.
+    pub max_plugin_size: usize,
 }
 
 /// The deployment zone a listener manages: every request through it belongs to that zone.

@@ -47,13 +47,14 @@ pub fn openapi() -> &'static OpenApi {
     })
 }
 
-/// Every operation that takes a JSON body can also answer 413 (too large) and 415 (not
-/// JSON), from the body extractor rather than the handler.
+/// Every operation that takes a body can also answer 413 (too large) and 415 (wrong content
+/// type), and one with a JSON body 400 (not valid JSON), from the body extractor rather than
+/// the handler.
 fn document_body_errors(doc: &mut OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     let error = || {
         ResponseBuilder::new()
-            .description("The body is too large or not JSON")
+            .description("The body is too large, of the wrong content type, or not valid JSON")
             .content(
                 "application/json",
                 ContentBuilder::new()
@@ -67,13 +68,19 @@ fn document_body_errors(doc: &mut OpenApi) {
             .into_iter()
             .flatten()
         {
-            if operation.request_body.is_some() {
-                for status in ["413", "415"] {
-                    operation
-                        .responses
-                        .responses
-                        .insert(status.to_string(), error().into());
-                }
+            let Some(body) = &operation.request_body else {
+                continue;
+            };
+            let json = match body {
+                utoipa::openapi::RefOr::T(body) => body.content.contains_key("application/json"),
+                utoipa::openapi::RefOr::Ref(_) => true,
+            };
+            for status in ["413", "415"].into_iter().chain(json.then_some("400")) {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| error().into());
             }
         }
     }

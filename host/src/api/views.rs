@@ -1,8 +1,6 @@
 //! What the API shows of stored records: computed fields added, timestamps in RFC 3339.
 
 use serde::Serialize;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -12,13 +10,7 @@ use crate::domain::capacity::cores;
 use crate::domain::session::Session;
 use crate::domain::zone::Connection;
 
-/// Unix milliseconds as RFC 3339.
-pub fn rfc3339(ms: u64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
-}
+use crate::domain::timestamp::rfc3339;
 
 /// An agent: what it reported, what the operator set, what its sessions reserve.
 #[derive(Serialize, ToSchema)]

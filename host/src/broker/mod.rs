@@ -9,6 +9,7 @@
 
 mod agents;
 mod images;
+mod plugins;
 mod sessions;
 mod zones;
 
@@ -19,9 +20,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 pub use agents::AgentState;
+pub use plugins::{ActivationView, PluginView, UploadError, UploadView, UsedBy, VersionView};
 
 use crate::domain::capacity::Usage;
 use crate::domain::image::Image;
+use crate::domain::plugin::PluginRecord;
 use crate::domain::session::Session;
 use crate::domain::validation::FieldError;
 use crate::domain::zone::Zone;
@@ -61,6 +64,8 @@ pub enum BrokerError {
     #[error("no agent has room for a session of `{image}`")]
     NoCapacity { image: String },
     #[error(transparent)]
+    Upload(#[from] UploadError),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -72,6 +77,8 @@ struct Inventory {
     agents: BTreeMap<Uuid, AgentState>,
     agent_by_hostname: HashMap<String, Uuid>,
     sessions: HashMap<Uuid, Session>,
+    /// Uploaded plugins (built-ins live only in the registry).
+    plugins: BTreeMap<String, PluginRecord>,
     /// Sessions per user per agent, for strategies that spread a user's sessions.
     user_sessions: HashMap<String, HashMap<Uuid, u32>>,
 }
@@ -88,7 +95,9 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Load everything from `store`, create the default and listener zones if missing.
+    /// Load everything from `store`, create the default and listener zones if missing, and
+    /// activate the uploaded plugins (CPU work when a compiled artifact is missing: call it
+    /// off the async runtime).
     pub fn open(
         store: Store,
         registry: Arc<Registry>,
@@ -114,6 +123,9 @@ impl Broker {
         for session in store.sessions()? {
             inventory.add_session(session);
         }
+        for record in store.plugins()? {
+            inventory.plugins.insert(record.name.clone(), record);
+        }
         let mut required: BTreeSet<String> = config.listener_zones.clone();
         required.insert(crate::domain::zone::DEFAULT_ZONE.to_string());
         for name in required {
@@ -124,18 +136,25 @@ impl Broker {
                 inventory.zones.insert(name, zone);
             }
         }
-        Ok(Broker {
+        let broker = Broker {
             store,
             registry,
             inventory: RwLock::new(inventory),
             config,
             metrics: Metrics::default(),
-        })
+        };
+        broker.load_uploaded_plugins();
+        Ok(broker)
     }
 
     /// The plugin registry.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// The store (as the compiled-artifact cache of plugin loads).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The metrics.

@@ -20,7 +20,7 @@ fn broker(dir: &std::path::Path) -> Broker {
     })
     .unwrap();
     let registry = Registry::new(Arc::new(runtime));
-    install_builtins(&registry).unwrap();
+    install_builtins(&registry, &crate::plugins::NoCache).unwrap();
     for fixture in ["infinite_loop", "panics", "out_of_range"] {
         let plugin = registry
             .runtime()

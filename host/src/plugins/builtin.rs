@@ -5,19 +5,31 @@ use std::sync::Arc;
 
 use super::error::LoadError;
 use super::registry::{Registry, RegistryError};
+use super::runtime::{ArtifactCache, Compiled};
 
 include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
 
-/// Compile every built-in strategy and register it, marked built-in, as the active version
-/// of its name.
-pub fn install_builtins(registry: &Registry) -> Result<(), RegistryError> {
+/// Load every built-in strategy (compiled, or from `cache`) and register it, marked
+/// built-in, as the active version of its name.
+pub fn install_builtins(
+    registry: &Registry,
+    cache: &dyn ArtifactCache,
+) -> Result<(), RegistryError> {
     for (name, bytes) in BUILTIN_STRATEGIES {
-        let plugin = registry.runtime().load(bytes).map_err(|e: LoadError| {
-            tracing::error!(plugin = name, "built-in plugin does not load: {e}");
-            e
-        })?;
+        let (plugin, compiled) =
+            registry
+                .runtime()
+                .load_cached(bytes, cache)
+                .map_err(|e: LoadError| {
+                    tracing::error!(plugin = name, "built-in plugin does not load: {e}");
+                    e
+                })?;
         registry.activate(name, Arc::new(plugin), true)?;
-        tracing::debug!(plugin = name, "built-in plugin registered");
+        tracing::debug!(
+            plugin = name,
+            compiled = compiled == Compiled::Now,
+            "built-in plugin registered"
+        );
     }
     Ok(())
 }

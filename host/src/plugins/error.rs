@@ -31,6 +31,8 @@ pub enum LoadError {
     ForbiddenImport { kind: PluginKind, import: String },
     #[error("the component cannot be linked: {0}")]
     Link(String),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl LoadError {
@@ -45,6 +47,7 @@ impl LoadError {
             LoadError::WrongKind { .. } => "wrong_kind",
             LoadError::ForbiddenImport { .. } => "forbidden_import",
             LoadError::Link(_) => "link_failed",
+            LoadError::Unsupported(_) => "unsupported_kind",
         }
     }
 }

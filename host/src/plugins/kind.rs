@@ -1,32 +1,6 @@
 //! Plugin kinds, one per WIT world, and what each may import.
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-
-/// What a plugin is for; detected from the interface its component exports.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum PluginKind {
-    /// World `strategy`: ranks placement candidates.
-    Strategy,
-    /// World `vm-provider`: creates and destroys VMs.
-    VmProvider,
-    /// World `script-generator`: renders startup scripts.
-    ScriptGenerator,
-}
+pub use crate::domain::plugin::PluginKind;
 
 /// Our WIT package and the versions of it this host implements (semver-compatible `0.1.x`).
 const PACKAGE: &str = "zonebroker:plugin";
@@ -58,21 +32,6 @@ const SANDBOXED_WASI: &[&str] = &[
 ];
 
 impl PluginKind {
-    pub const ALL: [PluginKind; 3] = [
-        PluginKind::Strategy,
-        PluginKind::VmProvider,
-        PluginKind::ScriptGenerator,
-    ];
-
-    /// The kind's name, as in the API and the WIT world.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PluginKind::Strategy => "strategy",
-            PluginKind::VmProvider => "vm-provider",
-            PluginKind::ScriptGenerator => "script-generator",
-        }
-    }
-
     /// The interface (without package and version) a component of this kind exports.
     fn exported_interface(self) -> &'static str {
         match self {
@@ -131,12 +90,6 @@ fn split_version(name: &str) -> (&str, Option<&str>) {
     match name.split_once('@') {
         Some((name, version)) => (name, Some(version)),
         None => (name, None),
-    }
-}
-
-impl fmt::Display for PluginKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -23,5 +23,8 @@ pub use builtin::{BUILTIN_STRATEGIES, install_builtins};
 pub use error::{CallError, LoadError};
 pub use kind::PluginKind;
 pub use registry::{PluginSlot, PluginSummary, Registry, RegistryError, StrategyCallError};
-pub use runtime::{LoadedPlugin, PluginRuntime, RuntimeConfig, RuntimeInitError};
+pub use runtime::{
+    ArtifactCache, Compiled, LoadedPlugin, NoCache, PluginRuntime, RuntimeConfig, RuntimeInitError,
+    SmokeReport,
+};
 pub use sandbox::{CallLimits, CallOutput, LogLevel, LogLine};

@@ -138,6 +138,12 @@ impl Registry {
         }
     }
 
+    /// Forget plugin `name` (its calls in flight finish on the version they hold).
+    pub fn remove(&self, name: &str) -> Option<Arc<PluginSlot>> {
+        let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+        slots.remove(name)
+    }
+
     /// The plugin called `name`.
     pub fn get(&self, name: &str) -> Option<Arc<PluginSlot>> {
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());

@@ -83,9 +83,48 @@ impl std::fmt::Debug for LoadedPlugin {
     }
 }
 
+/// Where compiled components are kept between runs, keyed by content hash and engine
+/// configuration (`{sha256}-{engine fingerprint}`).
+pub trait ArtifactCache {
+    fn get(&self, key: &str) -> Option<Vec<u8>>;
+    fn put(&self, key: &str, artifact: Vec<u8>);
+}
+
+/// No cache: always compile.
+pub struct NoCache;
+
+impl ArtifactCache for NoCache {
+    fn get(&self, _: &str) -> Option<Vec<u8>> {
+        None
+    }
+    fn put(&self, _: &str, _: Vec<u8>) {}
+}
+
+/// Whether a load compiled the component or took it from the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compiled {
+    Now,
+    FromCache,
+}
+
+/// What a smoke call produced.
+#[derive(Debug)]
+pub enum SmokeReport {
+    /// A strategy's ranking of the synthetic candidates.
+    Ranking {
+        candidates: CandidateColumns,
+        ranking: Ranking,
+        output: CallOutput,
+    },
+    /// A generator's rendering of the smoke template.
+    Script(String),
+}
+
 /// The engine, one linker per plugin kind and the epoch ticker: everything calls share.
 pub struct PluginRuntime {
     engine: Engine,
+    /// Changes whenever compiled artifacts of another engine would not load in this one.
+    engine_fingerprint: u64,
     strategy_linker: Linker<CallState>,
     generator_linker: Linker<CallState>,
     config: RuntimeConfig,
@@ -118,8 +157,15 @@ impl PluginRuntime {
         sandboxed_wasi::add_to_linker(&mut generator_linker).map_err(init)?;
 
         let ticker = EpochTicker::start(&engine).map_err(|e| RuntimeInitError(e.to_string()))?;
+        let engine_fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::hash::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut hasher);
+            hasher.finish()
+        };
         Ok(PluginRuntime {
             engine,
+            engine_fingerprint,
             strategy_linker,
             generator_linker,
             config,
@@ -135,9 +181,49 @@ impl PluginRuntime {
     /// Check, compile and link a component. CPU-heavy (tens of milliseconds in an
     /// optimised build): call it off the async runtime.
     pub fn load(&self, bytes: &[u8]) -> Result<LoadedPlugin, LoadError> {
+        self.load_cached(bytes, &NoCache).map(|(plugin, _)| plugin)
+    }
+
+    /// [`load`](Self::load), taking the compiled component from `cache` when it holds one
+    /// for these bytes and this engine, and filling it otherwise. Answers whether it
+    /// compiled.
+    pub fn load_cached(
+        &self,
+        bytes: &[u8],
+        cache: &dyn ArtifactCache,
+    ) -> Result<(LoadedPlugin, Compiled), LoadError> {
         check_header(bytes)?;
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let key = format!("{sha256}-{:016x}", self.engine_fingerprint);
+        let cached = cache.get(&key).and_then(|artifact| {
+            // SAFETY: artifacts come only from `Component::serialize` of this engine
+            // configuration (the key carries its fingerprint), stored by the broker in its own
+            // database, never from a client. A stale or damaged one fails to deserialize and is
+            // compiled afresh.
+            unsafe { Component::deserialize(&self.engine, &artifact) }.ok()
+        });
+        let (component, compiled) = match cached {
+            Some(component) => (component, Compiled::FromCache),
+            None => {
+                let component = Component::new(&self.engine, bytes)
+                    .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+                if let Ok(artifact) = component.serialize() {
+                    cache.put(&key, artifact);
+                }
+                (component, Compiled::Now)
+            }
+        };
+        let plugin = self.link(component, sha256, bytes.len())?;
+        Ok((plugin, compiled))
+    }
+
+    /// Detect the kind, refuse forbidden imports, pre-instantiate.
+    fn link(
+        &self,
+        component: Component,
+        sha256: String,
+        size: usize,
+    ) -> Result<LoadedPlugin, LoadError> {
         let kind = detect_kind(&self.engine, &component)?;
         let ty = component.component_type();
         if let Some((import, _)) = ty
@@ -168,17 +254,49 @@ impl PluginRuntime {
                 .map_err(link)?,
             ),
             PluginKind::VmProvider => {
-                return Err(LoadError::Link(
+                return Err(LoadError::Unsupported(
                     "vm-provider plugins cannot be run by this version of zonebroker yet".into(),
                 ));
             }
         };
         Ok(LoadedPlugin {
             kind,
-            sha256: hex::encode(Sha256::digest(bytes)),
-            size: bytes.len(),
+            sha256,
+            size,
             instance,
         })
+    }
+
+    /// The call every upload must pass before it is stored: a strategy ranks a synthetic
+    /// candidate list validly; a generator renders a template that uses every variable.
+    /// Answers what the plugin produced, for `zonebroker plugin check`.
+    pub fn smoke_test(&self, plugin: &LoadedPlugin) -> Result<SmokeReport, CallError> {
+        match plugin.kind {
+            PluginKind::Strategy => {
+                let mut candidates = smoke::candidates();
+                let (result, output) =
+                    self.rank_with_output(plugin, &smoke::request(), &mut candidates);
+                Ok(SmokeReport::Ranking {
+                    candidates,
+                    ranking: result?,
+                    output,
+                })
+            }
+            PluginKind::ScriptGenerator => {
+                let rendered =
+                    self.render(plugin, Os::Linux, smoke::TEMPLATE, &smoke::variables())?;
+                match rendered {
+                    Ok(script) => Ok(SmokeReport::Script(script)),
+                    Err(error) => Err(CallError::Guest(format!(
+                        "the smoke template did not render: {error}"
+                    ))),
+                }
+            }
+            PluginKind::VmProvider => Err(CallError::WrongKind {
+                expected: PluginKind::Strategy,
+                actual: plugin.kind,
+            }),
+        }
     }
 
     /// Rank `candidates` for `request` with a strategy plugin, and check the answer.
@@ -282,6 +400,63 @@ impl PluginRuntime {
             .expect("the engine is configured with fuel");
         store.set_epoch_deadline(deadline_ticks(limits.deadline));
         store
+    }
+}
+
+/// The synthetic inputs of [`PluginRuntime::smoke_test`].
+mod smoke {
+    use crate::domain::ranking::{CandidateColumns, CandidateRow, PlacementRequest};
+
+    pub fn request() -> PlacementRequest {
+        PlacementRequest {
+            cores: 1.0,
+            memory: 2 << 30,
+            gpus: 0,
+            user_key: 0x5eed,
+            same_zone: true,
+        }
+    }
+
+    /// Eight agents with varied sizes, loads and sessions (one with nothing known).
+    pub fn candidates() -> CandidateColumns {
+        (0..8u32)
+            .map(|i| CandidateRow {
+                cores_total: if i == 7 { 0.0 } else { f64::from(4 << (i % 3)) },
+                cores_reserved: f64::from(i % 4),
+                memory_total: if i == 7 {
+                    0
+                } else {
+                    (16u64 << 30) * u64::from(1 + i % 2)
+                },
+                memory_reserved: u64::from(i) << 30,
+                gpus_total: i % 2,
+                gpus_reserved: 0,
+                sessions: i % 5,
+                max_sessions: 10,
+                user_sessions: i % 2,
+                cpu_load: (i as f32) / 10.0,
+                memory_load: ((7 - i) as f32) / 10.0,
+            })
+            .collect()
+    }
+
+    /// Every variable, and both kinds of literal brace.
+    pub const TEMPLATE: &str = "#!/bin/sh\n# {{smoke}}\n\
+        echo {ad_join_credential} {checkin_jwt} {connection_username} {connection_password} \
+        {domain} {upstream_auth_address}\n";
+
+    pub fn variables() -> Vec<(String, String)> {
+        [
+            ("ad_join_credential", "Pa55word"),
+            ("checkin_jwt", "eyJ0eXAiOiJKV1QifQ.e30.c2ln"),
+            ("connection_username", "kasm"),
+            ("connection_password", "secret"),
+            ("domain", "example.test"),
+            ("upstream_auth_address", "broker.example.test"),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect()
     }
 }
 

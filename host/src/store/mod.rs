@@ -28,6 +28,7 @@ use commit::GroupCommit;
 use crate::domain::agent::Agent;
 use crate::domain::capacity::{Capacity, Demand, Usage};
 use crate::domain::image::Image;
+use crate::domain::plugin::PluginRecord;
 use crate::domain::session::Session;
 use crate::domain::zone::Zone;
 
@@ -61,6 +62,11 @@ pub struct Store {
     images: sled::Tree,
     sessions: sled::Tree,
     usage: sled::Tree,
+    plugins: sled::Tree,
+    /// Uploaded components by sha256.
+    plugin_blobs: sled::Tree,
+    /// Compiled components by `{sha256}-{engine fingerprint}`.
+    plugin_artifacts: sled::Tree,
     commit: GroupCommit,
     /// Keys the hash that shows strategies a user without naming them.
     user_key_secret: [u8; 32],
@@ -84,6 +90,9 @@ impl Store {
             images: db.open_tree("images")?,
             sessions: db.open_tree("sessions")?,
             usage: db.open_tree("usage")?,
+            plugins: db.open_tree("plugins")?,
+            plugin_blobs: db.open_tree("plugin_blobs")?,
+            plugin_artifacts: db.open_tree("plugin_artifacts")?,
             commit: GroupCommit::start(db.clone()).map_err(StoreError::Flusher)?,
             user_key_secret,
             db,
@@ -155,6 +164,46 @@ impl Store {
     pub fn delete_agent(&self, id: Uuid) -> Result<(), StoreError> {
         self.agents.remove(id.as_bytes())?;
         self.usage.remove(id.as_bytes())?;
+        Ok(())
+    }
+
+    // Plugins: records by name, components by sha256, compiled artifacts by key.
+
+    pub fn plugins(&self) -> Result<Vec<PluginRecord>, StoreError> {
+        scan(&self.plugins, "plugins")
+    }
+
+    pub fn put_plugin(&self, record: &PluginRecord) -> Result<(), StoreError> {
+        put(&self.plugins, record.name.as_bytes(), record)
+    }
+
+    pub fn delete_plugin(&self, name: &str) -> Result<(), StoreError> {
+        self.plugins.remove(name.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn put_blob(&self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.plugin_blobs.insert(sha256.as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    pub fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .plugin_blobs
+            .get(sha256.as_bytes())?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Forget a component and every artifact compiled from it.
+    pub fn delete_blob(&self, sha256: &str) -> Result<(), StoreError> {
+        self.plugin_blobs.remove(sha256.as_bytes())?;
+        for key in self
+            .plugin_artifacts
+            .scan_prefix(format!("{sha256}-").as_bytes())
+            .keys()
+        {
+            self.plugin_artifacts.remove(key?)?;
+        }
         Ok(())
     }
 
@@ -250,6 +299,24 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+/// Compiled components survive restarts in the store. A failed write only costs a compile
+/// at the next start, so it is logged, not raised.
+impl crate::plugins::ArtifactCache for Store {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.plugin_artifacts
+            .get(key.as_bytes())
+            .ok()
+            .flatten()
+            .map(|v| v.to_vec())
+    }
+
+    fn put(&self, key: &str, artifact: Vec<u8>) {
+        if let Err(error) = self.plugin_artifacts.insert(key.as_bytes(), artifact) {
+            tracing::warn!(key, "cannot cache a compiled plugin: {error}");
+        }
     }
 }
 

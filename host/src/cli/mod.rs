@@ -1,6 +1,8 @@
 //! The operator's command line: each subcommand is one admin API call against a running
 //! server, printed as JSON.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
@@ -157,6 +159,46 @@ pub enum SessionCommand {
     Delete { id: String },
 }
 
+#[derive(Subcommand)]
+pub enum PluginCommand {
+    /// Scaffold a strategy crate to edit, test and build.
+    New {
+        /// The plugin's name (a DNS label); also the crate's name and directory.
+        name: String,
+        /// Where to create the crate [default: ./NAME].
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// The zonebroker-plugin-sdk crate to depend on [default: the SDK this binary was
+        /// built with].
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Validate a component and make the smoke call, exactly as an upload would, locally.
+    Check { file: PathBuf },
+    /// Upload a component as a new version of plugin NAME.
+    Upload {
+        name: String,
+        file: PathBuf,
+        /// Also make it the active version.
+        #[arg(long)]
+        activate: bool,
+    },
+    /// List plugins.
+    List,
+    /// Show a plugin: versions, active version, history, users.
+    Show { name: String },
+    /// Make a version active.
+    Activate { name: String, version: String },
+    /// Re-activate the version that was active before the current one.
+    Rollback { name: String },
+    /// Delete a plugin, or one of its versions.
+    Delete {
+        name: String,
+        #[arg(long)]
+        version: Option<String>,
+    },
+}
+
 /// `512`, `512KiB`, `512MiB`, `2GiB`, `1TiB` (also KB/MB/GB/TB as powers of 1000).
 pub fn parse_bytes(value: &str) -> Result<u64, String> {
     let value = value.trim();
@@ -208,6 +250,20 @@ impl Client {
     /// Call `method path` with an optional JSON body; answer the JSON reply or fail with the
     /// server's error message.
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let body = match body {
+            Some(body) => Some(("application/json", serde_json::to_vec(&body)?)),
+            None => None,
+        };
+        self.send(method, path, body)
+    }
+
+    /// Call `method path` with an optional body of the given content type.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}/api/v1{path}", self.base);
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let request = ureq::http::Request::builder().method(method).uri(&url);
@@ -216,11 +272,9 @@ impl Client {
             None => request,
         };
         let mut response = match body {
-            Some(body) => self.agent.run(
-                request
-                    .header("Content-Type", "application/json")
-                    .body(serde_json::to_vec(&body)?)?,
-            ),
+            Some((content_type, bytes)) => self
+                .agent
+                .run(request.header("Content-Type", content_type).body(bytes)?),
             None => self.agent.run(request.body(())?),
         }
         .with_context(|| format!("{method} {url}"))?;
@@ -312,6 +366,115 @@ pub fn session(client: &Client, command: SessionCommand) -> anyhow::Result<()> {
     };
     print(value)
 }
+
+pub fn plugin(connection: &Connection, command: PluginCommand) -> anyhow::Result<()> {
+    let client = || Client::new(connection);
+    let value = match command {
+        PluginCommand::New { name, path, sdk } => return scaffold::new_strategy(&name, path, sdk),
+        PluginCommand::Check { file } => return check(&file),
+        PluginCommand::Upload {
+            name,
+            file,
+            activate,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let path = format!("/plugins/{name}/versions?activate={activate}");
+            client().send("POST", &path, Some(("application/wasm", bytes)))?
+        }
+        PluginCommand::List => client().call("GET", "/plugins", None)?,
+        PluginCommand::Show { name } => client().call("GET", &format!("/plugins/{name}"), None)?,
+        PluginCommand::Activate { name, version } => client().call(
+            "POST",
+            &format!("/plugins/{name}/activate"),
+            Some(json!({ "version": version })),
+        )?,
+        PluginCommand::Rollback { name } => {
+            let client = client();
+            let plugin = client.call("GET", &format!("/plugins/{name}"), None)?;
+            let Some(previous) = plugin["history"]
+                .as_array()
+                .and_then(|history| history.last())
+                .and_then(|last| last["from"].as_str())
+            else {
+                bail!("plugin `{name}` has no earlier active version to roll back to");
+            };
+            client.call(
+                "POST",
+                &format!("/plugins/{name}/activate"),
+                Some(json!({ "version": previous })),
+            )?
+        }
+        PluginCommand::Delete { name, version } => match version {
+            Some(version) => client().call(
+                "DELETE",
+                &format!("/plugins/{name}/versions/{version}"),
+                None,
+            )?,
+            None => client().call("DELETE", &format!("/plugins/{name}"), None)?,
+        },
+    };
+    print(value)
+}
+
+/// `zonebroker plugin check`: the server's own validation and smoke call, run here.
+fn check(file: &Path) -> anyhow::Result<()> {
+    use zonebroker::plugins::{PluginRuntime, RuntimeConfig, SmokeReport};
+
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let runtime = PluginRuntime::new(RuntimeConfig::default())?;
+    let plugin = runtime.load(&bytes).context("the component is refused")?;
+    println!("component: {}", file.display());
+    println!("kind:      {}", plugin.kind());
+    println!("version:   {}", plugin.sha256());
+    println!("size:      {} bytes", plugin.size());
+    println!("imports:   only what a {} plugin may use", plugin.kind());
+    match runtime
+        .smoke_test(&plugin)
+        .context("the smoke call failed")?
+    {
+        SmokeReport::Ranking {
+            candidates,
+            ranking,
+            output,
+        } => {
+            println!(
+                "smoke call: ranked {} sample candidates, best first:",
+                candidates.len()
+            );
+            println!(
+                "  rank  candidate  cores used/total  memory used/total (GiB)  sessions  this user's"
+            );
+            for (rank, &index) in ranking.indices().iter().enumerate() {
+                let c = candidates.row(index as usize);
+                println!(
+                    "  {:>4}  {:>9}  {:>7.1}/{:<8.1}  {:>10.1}/{:<12.1}  {:>4}/{:<3}  {:>11}",
+                    rank + 1,
+                    index,
+                    c.cores_reserved,
+                    c.cores_total,
+                    c.memory_reserved as f64 / f64::from(1 << 30),
+                    c.memory_total as f64 / f64::from(1 << 30),
+                    c.sessions,
+                    c.max_sessions,
+                    c.user_sessions,
+                );
+            }
+            let left_out = candidates.len() - ranking.indices().len();
+            if left_out > 0 {
+                println!("  ({left_out} candidate(s) left out)");
+            }
+            for line in &output.log {
+                println!("  log {:?}: {}", line.level, line.message);
+            }
+        }
+        SmokeReport::Script(script) => println!("smoke call: rendered\n{script}"),
+    }
+    println!("ok: the server would accept this component");
+    Ok(())
+}
+
+mod scaffold;
 
 #[cfg(test)]
 mod tests {

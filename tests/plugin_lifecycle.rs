@@ -1,0 +1,525 @@
+//! Bringing your own strategy, end to end over HTTP: upload the example from `examples/`, put
+//! it to work in a zone, hot-swap it under load, roll back, restart, and every refusal.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use serde_json::{Value, json};
+use zonebroker::plugins::BUILTIN_STRATEGIES;
+use zonebroker_test_support::{ADMIN_TOKEN, Server, ServerOptions, example_strategy, fixture};
+
+const BIN: &str = env!("CARGO_BIN_EXE_zonebroker");
+const GIB: u64 = 1 << 30;
+
+fn builtin(name: &str) -> Vec<u8> {
+    BUILTIN_STRATEGIES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap()
+        .1
+        .to_vec()
+}
+
+/// POST the component as a version of `name`.
+fn upload(server: &Server, name: &str, bytes: Vec<u8>, activate: bool) -> (u16, Value) {
+    upload_as(server, name, bytes, activate, "application/wasm")
+}
+
+fn upload_as(
+    server: &Server,
+    name: &str,
+    bytes: Vec<u8>,
+    activate: bool,
+    content_type: &str,
+) -> (u16, Value) {
+    let response = server
+        .http()
+        .post(server.url(
+            "east",
+            &format!("/api/v1/plugins/{name}/versions?activate={activate}"),
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", content_type)
+        .body(bytes)
+        .send()
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+fn agent(server: &Server, zone: &str, hostname: &str, cores: f64) -> String {
+    let body = json!({ "hostname": hostname, "address": "10.0.0.1", "port": 4902, "cores": cores,
+                       "memory": 512 * GIB, "max_sessions": 100 });
+    server.check_in(zone, body)["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn image(server: &Server, name: &str, zone: &str) {
+    let body = json!({ "name": name, "cores": 1, "memory": GIB, "zone": zone });
+    assert_eq!(
+        server.call("east", "POST", "/api/v1/images", Some(&body)).0,
+        201
+    );
+}
+
+fn session(server: &Server, zone: &str, image: &str, user: &str) -> Value {
+    let (status, session) = server.call(
+        zone,
+        "POST",
+        "/api/v1/sessions",
+        Some(&json!({ "image": image, "user": user })),
+    );
+    assert_eq!(status, 201, "{session}");
+    session
+}
+
+fn end(server: &Server, session: &Value) {
+    let path = format!("/api/v1/sessions/{}", session["id"].as_str().unwrap());
+    assert_eq!(server.call("east", "DELETE", &path, None).0, 204);
+}
+
+fn set_strategy(server: &Server, zone: &str, strategy: &str) {
+    let patch = json!({ "load_balance_strategy": strategy });
+    let (status, answer) = server.call(
+        "east",
+        "PATCH",
+        &format!("/api/v1/zones/{zone}"),
+        Some(&patch),
+    );
+    assert_eq!(status, 200, "{answer}");
+}
+
+fn activate(server: &Server, name: &str, version: &str) -> Value {
+    let (status, plugin) = server.call(
+        "east",
+        "POST",
+        &format!("/api/v1/plugins/{name}/activate"),
+        Some(&json!({ "version": version })),
+    );
+    assert_eq!(status, 200, "{plugin}");
+    plugin
+}
+
+fn east_west(data_dir: Option<Arc<tempfile::TempDir>>) -> Server {
+    Server::start(
+        BIN,
+        ServerOptions {
+            zones: vec!["east".into(), "west".into()],
+            data_dir,
+            ..ServerOptions::default()
+        },
+    )
+}
+
+/// West: `w-busy` runs three of bob's sessions, `w-idle` none. For ada's next session,
+/// `spread-users` (she has none anywhere; then the least loaded) picks `w-idle`;
+/// `most-kasms` picks `w-busy`; `least-load` would pick `w-idle` again.
+fn west_scenario(server: &Server) {
+    let busy = agent(server, "west", "w-busy", 8.0);
+    let idle = agent(server, "west", "w-idle", 64.0);
+    image(server, "west-desktop", "west");
+    let disable = |id: &str, enabled: bool| {
+        let (status, _) = server.call(
+            "east",
+            "PATCH",
+            &format!("/api/v1/agents/{id}"),
+            Some(&json!({ "enabled": enabled })),
+        );
+        assert_eq!(status, 200);
+    };
+    disable(&idle, false);
+    for _ in 0..3 {
+        assert_eq!(
+            session(server, "west", "west-desktop", "bob")["agent_hostname"],
+            "w-busy"
+        );
+    }
+    disable(&idle, true);
+    let _ = busy;
+}
+
+/// Ada's next west session lands here (the session is ended again).
+fn adas_next_west_agent(server: &Server) -> String {
+    let placed = session(server, "west", "west-desktop", "ada");
+    end(server, &placed);
+    placed["agent_hostname"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn an_uploaded_strategy_places_sessions_and_swaps_and_rolls_back_under_load() {
+    let server = Arc::new(east_west(None));
+    west_scenario(&server);
+
+    // Upload the example and put it to work in west: ada's sessions spread over agents.
+    let (status, v1) = upload(&server, "spread", example_strategy(), true);
+    assert_eq!(status, 201, "{v1}");
+    assert_eq!(
+        (v1["kind"].as_str(), v1["active"].as_bool()),
+        (Some("strategy"), Some(true))
+    );
+    let v1 = v1["version"].as_str().unwrap().to_string();
+    set_strategy(&server, "west", "spread");
+    let first = session(&server, "west", "west-desktop", "ada");
+    assert_eq!(first["agent_hostname"], "w-idle");
+    let second = session(&server, "west", "west-desktop", "ada");
+    assert_eq!(
+        second["agent_hostname"], "w-busy",
+        "spread over agents, unlike least-load"
+    );
+    end(&server, &first);
+    end(&server, &second);
+
+    // East churns sessions with the same plugin while its versions are swapped.
+    set_strategy(&server, "east", "spread");
+    for i in 0..4 {
+        agent(&server, "east", &format!("e{i}"), 64.0);
+    }
+    image(&server, "east-desktop", "east");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (placed, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            let (server, stop, placed, failed) =
+                (server.clone(), stop.clone(), placed.clone(), failed.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let body = json!({ "image": "east-desktop", "user": format!("user{i}") });
+                    let (status, session) =
+                        server.call("east", "POST", "/api/v1/sessions", Some(&body));
+                    if status != 201 {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    placed.fetch_add(1, Ordering::Relaxed);
+                    let path = format!("/api/v1/sessions/{}", session["id"].as_str().unwrap());
+                    if server.call("east", "DELETE", &path, None).0 != 204 {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // Upload version 2 (most-kasms' rule) and activate it: the next placement follows it.
+    let (status, v2) = upload(&server, "spread", builtin("most-kasms"), false);
+    assert_eq!(status, 201, "{v2}");
+    assert_eq!(v2["active"], false);
+    let v2 = v2["version"].as_str().unwrap().to_string();
+    assert_eq!(adas_next_west_agent(&server), "w-idle", "not active yet");
+    activate(&server, "spread", &v2);
+    assert_eq!(
+        adas_next_west_agent(&server),
+        "w-busy",
+        "the new rule, right after activation"
+    );
+
+    // Roll back, still under load.
+    let plugin = activate(&server, "spread", &v1);
+    assert_eq!(
+        adas_next_west_agent(&server),
+        "w-idle",
+        "the old rule again"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "of {} placements",
+        placed.load(Ordering::Relaxed)
+    );
+    assert!(placed.load(Ordering::Relaxed) > 50);
+
+    // The history says who did what, when, from and to.
+    assert_eq!(plugin["active_version"], v1.as_str());
+    let history: Vec<(Value, Value)> = plugin["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["from"].clone(), a["to"].clone()))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (Value::Null, json!(v1)),
+            (json!(v1), json!(v2)),
+            (json!(v2), json!(v1)),
+        ]
+    );
+    assert!(
+        plugin["history"][2]["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("admin@127.0.0.1")
+    );
+    assert!(plugin["history"][2]["at"].as_str().unwrap().ends_with('Z'));
+    let mut zones: Vec<&str> = plugin["used_by"]["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| z.as_str().unwrap())
+        .collect();
+    zones.sort();
+    assert_eq!(zones, ["east", "west"]);
+    assert_eq!(plugin["versions"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn the_active_version_survives_a_restart_without_recompiling() {
+    let server = east_west(None);
+    let (_, v1) = upload(&server, "spread", example_strategy(), true);
+    let (_, v2) = upload(&server, "spread", builtin("most-kasms"), true);
+    activate(&server, "spread", v1["version"].as_str().unwrap());
+    set_strategy(&server, "west", "spread");
+    let before = server.call("east", "GET", "/api/v1/plugins/spread", None).1;
+
+    let data_dir = server.data_dir();
+    drop(server);
+    let restarted = east_west(Some(data_dir));
+    let after = restarted
+        .call("east", "GET", "/api/v1/plugins/spread", None)
+        .1;
+    assert_eq!(after, before);
+    assert_eq!(after["active_version"], v1["version"]);
+    assert_ne!(after["active_version"], v2["version"]);
+    let loaded: Vec<String> = restarted
+        .logs()
+        .into_iter()
+        .filter(|line| line.contains("\"plugin loaded\""))
+        .collect();
+    assert_eq!(loaded.len(), 1, "{loaded:?}");
+    assert!(
+        loaded[0].contains("\"compiled\":false"),
+        "taken from the artifact cache: {}",
+        loaded[0]
+    );
+    // And it works.
+    agent(&restarted, "west", "w1", 8.0);
+    image(&restarted, "west-desktop", "west");
+    session(&restarted, "west", "west-desktop", "ada");
+}
+
+#[test]
+fn uploads_are_validated_and_idempotent() {
+    let server = Server::start(
+        BIN,
+        ServerOptions {
+            zones: vec!["east".into()],
+            args: vec!["--max-plugin-size".into(), "256KiB".into()],
+            ..ServerOptions::default()
+        },
+    );
+    let refused = |name: &str, bytes: Vec<u8>| {
+        let (status, answer) = upload(&server, name, bytes, true);
+        (
+            status,
+            answer["error"]["code"].as_str().unwrap_or("").to_string(),
+            answer,
+        )
+    };
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("big", vec![0u8; 300 << 10], 413, "too_large"),
+        ("text", b"#!/bin/sh\necho hi\n".to_vec(), 422, "not_wasm"),
+        ("core", b"\0asm\x01\0\0\0".to_vec(), 422, "not_a_component"),
+        ("command", fixture("plain_command"), 422, "unknown_world"),
+        ("snoop", fixture("reads_files"), 422, "forbidden_import"),
+        ("panics", fixture("panics"), 422, "smoke_test_failed"),
+        ("spins", fixture("infinite_loop"), 422, "smoke_test_failed"),
+        ("bad", fixture("out_of_range"), 422, "smoke_test_failed"),
+        ("least-load", example_strategy(), 409, "builtin_plugin"),
+        ("Bad_Name", example_strategy(), 422, "invalid_field"),
+    ];
+    for (name, bytes, status, code) in cases {
+        let (got, got_code, answer) = refused(name, bytes);
+        assert_eq!((got, got_code.as_str()), (status, code), "{name}: {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{name}"
+        );
+    }
+    let (status, answer) = upload_as(
+        &server,
+        "spread",
+        example_strategy(),
+        true,
+        "application/octet-stream",
+    );
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
+
+    // Nothing of the refusals was kept.
+    let (_, plugins) = server.call("east", "GET", "/api/v1/plugins", None);
+    let names: Vec<&str> = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["least-kasms", "least-load", "most-kasms", "most-load"]
+    );
+
+    // The same bytes twice: one version.
+    let (status, first) = upload(&server, "spread", example_strategy(), false);
+    assert_eq!((status, first["created"].as_bool()), (201, Some(true)));
+    let (status, again) = upload(&server, "spread", example_strategy(), false);
+    assert_eq!((status, again["created"].as_bool()), (200, Some(false)));
+    assert_eq!(again["version"], first["version"]);
+    let (_, plugin) = server.call("east", "GET", "/api/v1/plugins/spread", None);
+    assert_eq!(plugin["versions"].as_array().unwrap().len(), 1);
+    assert_eq!(plugin["active_version"], Value::Null);
+
+    // A plugin without an active version cannot serve a zone yet.
+    let patch = json!({ "load_balance_strategy": "spread" });
+    assert_eq!(
+        server
+            .call("east", "PATCH", "/api/v1/zones/east", Some(&patch))
+            .0,
+        422
+    );
+
+    // Another world under the same name is refused.
+    let (status, answer) = upload(&server, "spread", fixture("echo_generator"), false);
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("wrong_kind")),
+        "{answer}"
+    );
+}
+
+#[test]
+fn plugins_in_use_and_active_versions_cannot_be_deleted() {
+    let server = east_west(None);
+    let (_, v1) = upload(&server, "spread", example_strategy(), true);
+    let (_, v2) = upload(&server, "spread", builtin("most-kasms"), false);
+    let (v1, v2) = (
+        v1["version"].as_str().unwrap(),
+        v2["version"].as_str().unwrap(),
+    );
+    set_strategy(&server, "east", "spread");
+
+    let delete = |path: &str| {
+        let (status, answer) = server.call("east", "DELETE", path, None);
+        (
+            status,
+            answer["error"]["code"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    assert_eq!(
+        delete("/api/v1/plugins/spread"),
+        (409, "plugin_in_use".to_string())
+    );
+    assert_eq!(
+        delete(&format!("/api/v1/plugins/spread/versions/{v1}")),
+        (409, "version_active".to_string())
+    );
+    assert_eq!(
+        delete("/api/v1/plugins/least-load"),
+        (409, "builtin_plugin".to_string())
+    );
+    assert_eq!(
+        delete(&format!("/api/v1/plugins/spread/versions/{v2}")).0,
+        204
+    );
+    assert_eq!(
+        delete(&format!("/api/v1/plugins/spread/versions/{v2}")).0,
+        404
+    );
+
+    set_strategy(&server, "east", "least-load");
+    assert_eq!(delete("/api/v1/plugins/spread").0, 204);
+    assert_eq!(
+        server.call("east", "GET", "/api/v1/plugins/spread", None).0,
+        404
+    );
+    assert_eq!(
+        server
+            .call(
+                "east",
+                "PATCH",
+                "/api/v1/zones/east",
+                Some(&json!({ "load_balance_strategy": "spread" }))
+            )
+            .0,
+        422
+    );
+}
+
+#[test]
+fn the_cli_scaffolds_checks_uploads_and_rolls_back() {
+    let server = east_west(None);
+    let dir = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(BIN)
+            .args(args)
+            .args(["--server", &server.url("east", "")])
+            .env("ZONEBROKER_ADMIN_TOKEN", ADMIN_TOKEN)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&output.stdout).to_string();
+        let err = String::from_utf8_lossy(&output.stderr).to_string();
+        assert!(output.status.success(), "{args:?}: {out}\n{err}");
+        out
+    };
+
+    let out = cli(&["plugin", "new", "fresh-strategy"]);
+    assert!(
+        out.contains("cargo build --release --target wasm32-wasip2"),
+        "{out}"
+    );
+    for file in [
+        "Cargo.toml",
+        "src/lib.rs",
+        ".cargo/config.toml",
+        "README.md",
+    ] {
+        assert!(
+            dir.path().join("fresh-strategy").join(file).exists(),
+            "{file}"
+        );
+    }
+
+    let example = dir.path().join("spread.wasm");
+    std::fs::write(&example, example_strategy()).unwrap();
+    let out = cli(&["plugin", "check", example.to_str().unwrap()]);
+    assert!(
+        out.contains("kind:      strategy") && out.contains("ok: the server would accept"),
+        "{out}"
+    );
+    assert!(out.contains("ranked 8 sample candidates"), "{out}");
+
+    let v1: Value = serde_json::from_str(&cli(&[
+        "plugin",
+        "upload",
+        "spread",
+        example.to_str().unwrap(),
+        "--activate",
+    ]))
+    .unwrap();
+    let other = dir.path().join("other.wasm");
+    std::fs::write(&other, builtin("most-kasms")).unwrap();
+    let v2: Value = serde_json::from_str(&cli(&[
+        "plugin",
+        "upload",
+        "spread",
+        other.to_str().unwrap(),
+        "--activate",
+    ]))
+    .unwrap();
+    assert_eq!(v2["active"], true);
+    let rolled: Value = serde_json::from_str(&cli(&["plugin", "rollback", "spread"])).unwrap();
+    assert_eq!(rolled["active_version"], v1["version"]);
+    let listed: Value = serde_json::from_str(&cli(&["plugin", "list"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 5);
+}
