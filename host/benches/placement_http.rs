@@ -12,145 +12,12 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use serde_json::json;
+use zonebroker_test_support::load;
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonebroker");
 const ADMIN: &str = "bench-admin-token";
 const AGENT: &str = "bench-agent-token";
 const AGENTS: usize = 1000;
-
-struct Run {
-    placements: usize,
-    seconds: f64,
-    latencies_us: Vec<u64>,
-    errors: usize,
-}
-
-impl Run {
-    fn rate(&self) -> f64 {
-        self.placements as f64 / self.seconds
-    }
-    fn percentile(&self, p: f64) -> f64 {
-        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies_us[i] as f64 / 1000.0
-    }
-}
-
-/// `concurrency` keep-alive connections, each: POST a session, DELETE it, repeat, for
-/// `seconds`. A minimal HTTP/1.1 client, so that the load generator (which shares the two
-/// cores with the server) costs as little as possible.
-async fn load(addr: &str, seconds: f64, concurrency: usize) -> Run {
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|worker| {
-            let addr = addr.to_string();
-            tokio::spawn(async move {
-                let mut connection = Connection::open(&addr).await;
-                let (mut latencies, mut errors) = (Vec::new(), 0);
-                let body = format!(r#"{{"image":"desktop","user":"user{worker}"}}"#);
-                let post = format!(
-                    "POST /api/v1/sessions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN}\r\n\
-                     Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                while Instant::now() < deadline {
-                    let sent = Instant::now();
-                    let (status, answer) = connection.exchange(post.as_bytes()).await;
-                    if status != 201 {
-                        errors += 1;
-                        continue;
-                    }
-                    latencies.push(sent.elapsed().as_micros() as u64);
-                    let id = session_id(&answer);
-                    let delete = format!(
-                        "DELETE /api/v1/sessions/{id} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN}\r\n\r\n"
-                    );
-                    if connection.exchange(delete.as_bytes()).await.0 != 204 {
-                        errors += 1;
-                    }
-                }
-                (latencies, errors)
-            })
-        })
-        .collect();
-    let mut run = Run {
-        placements: 0,
-        seconds: 0.0,
-        latencies_us: Vec::new(),
-        errors: 0,
-    };
-    for task in tasks {
-        let (latencies, errors) = task.await.unwrap();
-        run.placements += latencies.len();
-        run.latencies_us.extend(latencies);
-        run.errors += errors;
-    }
-    run.seconds = start.elapsed().as_secs_f64();
-    run.latencies_us.sort_unstable();
-    run
-}
-
-/// The `"id"` of a session answer.
-fn session_id(body: &[u8]) -> String {
-    let text = std::str::from_utf8(body).unwrap();
-    let start = text.find(r#""id":""#).expect("an id") + 6;
-    text[start..start + 36].to_string()
-}
-
-/// One keep-alive HTTP/1.1 connection.
-struct Connection {
-    stream: tokio::net::TcpStream,
-    buffer: Vec<u8>,
-}
-
-impl Connection {
-    async fn open(addr: &str) -> Connection {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        Connection {
-            stream,
-            buffer: Vec::with_capacity(4096),
-        }
-    }
-
-    /// Send one request, read one response: its status and body.
-    async fn exchange(&mut self, request: &[u8]) -> (u16, Vec<u8>) {
-        use tokio::io::AsyncWriteExt;
-        self.stream.write_all(request).await.unwrap();
-        self.buffer.clear();
-        loop {
-            if let Some(end) = find(&self.buffer, b"\r\n\r\n") {
-                let head = std::str::from_utf8(&self.buffer[..end])
-                    .unwrap()
-                    .to_ascii_lowercase();
-                let status: u16 = head[9..12].parse().unwrap();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .map(|v| v.trim().parse().unwrap())
-                    .unwrap_or(0);
-                let total = end + 4 + length;
-                while self.buffer.len() < total {
-                    self.read_more().await;
-                }
-                return (status, self.buffer[end + 4..total].to_vec());
-            }
-            self.read_more().await;
-        }
-
-        fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-            haystack.windows(needle.len()).position(|w| w == needle)
-        }
-    }
-
-    async fn read_more(&mut self) {
-        use tokio::io::AsyncReadExt;
-        let mut chunk = [0u8; 4096];
-        let n = self.stream.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "the server closed the connection");
-        self.buffer.extend_from_slice(&chunk[..n]);
-    }
-}
 
 /// The baseline: an axum server whose handlers do nothing but answer like the real ones.
 fn bare_axum() -> String {
@@ -243,10 +110,10 @@ fn main() {
     let addr = format!("127.0.0.1:{port}");
     let (zonebroker, baseline) = runtime.block_on(async {
         // Warm both up, then measure.
-        load(&addr, 1.0, concurrency).await;
-        load(&baseline_addr, 1.0, concurrency).await;
-        let zonebroker = load(&addr, seconds, concurrency).await;
-        let baseline = load(&baseline_addr, seconds, concurrency).await;
+        load::run(&addr, ADMIN, "desktop", 1.0, concurrency).await;
+        load::run(&baseline_addr, ADMIN, "desktop", 1.0, concurrency).await;
+        let zonebroker = load::run(&addr, ADMIN, "desktop", seconds, concurrency).await;
+        let baseline = load::run(&baseline_addr, ADMIN, "desktop", seconds, concurrency).await;
         (zonebroker, baseline)
     });
     let _ = server.kill();

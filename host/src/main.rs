@@ -142,7 +142,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime
-        .block_on(server::serve(config, server::shutdown_signal()))
+        .block_on(async {
+            let shutdown = server::shutdown_signal()?;
+            anyhow::Ok(server::serve(config, shutdown).await?)
+        })
         .context("zonebroker serve")
 }
 

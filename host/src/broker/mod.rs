@@ -144,6 +144,8 @@ impl Broker {
             metrics: Metrics::default(),
         };
         broker.load_uploaded_plugins();
+        // Zones created above and plugin artifacts compiled at start-up: on disk now.
+        broker.store.flush_now()?;
         Ok(broker)
     }
 

@@ -106,6 +106,12 @@ impl Store {
         Ok(self.commit.commit().await?)
     }
 
+    /// Flush everything now, blocking (start-up).
+    pub fn flush_now(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Flush everything now (shutdown).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;

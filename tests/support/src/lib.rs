@@ -11,6 +11,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod load;
+
 use serde_json::Value;
 use zonebroker_guest_build::{GuestBuild, component_file};
 
@@ -263,6 +265,16 @@ impl Server {
         );
         assert_eq!(status, 200, "check-in of {body}: {agent}");
         agent
+    }
+
+    /// Stop the server gracefully (SIGTERM) and wait for it to exit.
+    pub fn stop(mut self) {
+        self.signal("TERM");
+        let status = self.wait(Duration::from_secs(30));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the server did not stop cleanly: {status:?}"
+        );
     }
 
     /// Kill the process without letting it clean up (SIGKILL) and wait for it.
