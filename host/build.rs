@@ -14,6 +14,9 @@ const BUILTIN_STRATEGIES: &[(&str, &str)] = &[
     ("most-kasms", "zonebroker-strategy-most-kasms"),
 ];
 
+/// Built-in script generators.
+const BUILTIN_GENERATORS: &[(&str, &str)] = &[("default-generator", "zonebroker-script-generator")];
+
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap();
@@ -30,22 +33,35 @@ fn main() {
 
     let build = BUILTIN_STRATEGIES
         .iter()
+        .chain(BUILTIN_GENERATORS)
         .fold(GuestBuild::new(), |build, (_, package)| {
             build.package(package)
         });
     let artifacts = build.run(root).unwrap_or_else(|e| panic!("{e}"));
 
-    let mut table = String::from(
-        "/// The built-in strategies: (plugin name, component bytes).\n\
-         pub const BUILTIN_STRATEGIES: &[(&str, &[u8])] = &[\n",
-    );
-    for (name, package) in BUILTIN_STRATEGIES {
-        let wasm = artifacts.join(component_file(package));
-        assert!(wasm.exists(), "missing built plugin {}", wasm.display());
-        let path = wasm.to_str().expect("target directory path is UTF-8");
-        writeln!(table, "    ({name:?}, include_bytes!({path:?})),").unwrap();
+    let mut table = String::new();
+    for (constant, what, plugins) in [
+        ("BUILTIN_STRATEGIES", "strategies", BUILTIN_STRATEGIES),
+        (
+            "BUILTIN_GENERATORS",
+            "script generators",
+            BUILTIN_GENERATORS,
+        ),
+    ] {
+        writeln!(
+            table,
+            "/// The built-in {what}: (plugin name, component bytes)."
+        )
+        .unwrap();
+        writeln!(table, "pub const {constant}: &[(&str, &[u8])] = &[").unwrap();
+        for (name, package) in plugins {
+            let wasm = artifacts.join(component_file(package));
+            assert!(wasm.exists(), "missing built plugin {}", wasm.display());
+            let path = wasm.to_str().expect("target directory path is UTF-8");
+            writeln!(table, "    ({name:?}, include_bytes!({path:?})),").unwrap();
+        }
+        table.push_str("];\n");
     }
-    table.push_str("];\n");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap()).join("builtin_plugins.rs");
     std::fs::write(out, table).unwrap();
 }

@@ -366,7 +366,13 @@ fn uploads_are_validated_and_idempotent() {
         .collect();
     assert_eq!(
         names,
-        ["least-kasms", "least-load", "most-kasms", "most-load"]
+        [
+            "default-generator",
+            "least-kasms",
+            "least-load",
+            "most-kasms",
+            "most-load"
+        ]
     );
 
     // The same bytes twice: one version.
@@ -521,5 +527,5 @@ fn the_cli_scaffolds_checks_uploads_and_rolls_back() {
     let rolled: Value = serde_json::from_str(&cli(&["plugin", "rollback", "spread"])).unwrap();
     assert_eq!(rolled["active_version"], v1["version"]);
     let listed: Value = serde_json::from_str(&cli(&["plugin", "list"])).unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 5);
+    assert_eq!(listed.as_array().unwrap().len(), 6);
 }

@@ -248,3 +248,39 @@ fn the_example_strategy_builds_into_a_component_that_ranks() {
         .unwrap();
     assert_eq!(ranking.indices(), [1, 2, 0]);
 }
+
+#[test]
+fn the_builtin_generator_renders_templates_and_points_at_mistakes() {
+    use zonebroker::domain::script::TemplateErrorKind;
+    use zonebroker::plugins::BUILTIN_GENERATORS;
+    let runtime = runtime();
+    let generator = runtime.load(BUILTIN_GENERATORS[0].1).unwrap();
+    assert_eq!(generator.kind(), PluginKind::ScriptGenerator);
+    let variables = [
+        ("server_id".to_string(), "0f5c".to_string()),
+        ("connection_password".to_string(), "it's".to_string()),
+    ];
+    let script = runtime
+        .render(
+            &generator,
+            Os::Windows,
+            "$id = '{server_id}'; $p = {connection_password|ps}",
+            &variables,
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(script, "$id = '0f5c'; $p = 'it''s'");
+    let error = runtime
+        .render(
+            &generator,
+            Os::Linux,
+            "#!/bin/sh\necho {server_hostname}",
+            &variables,
+        )
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        (error.kind, error.line, error.column),
+        (TemplateErrorKind::UnknownVariable, 2, 6)
+    );
+}

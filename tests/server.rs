@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sha2_check::sha256_hex;
-use zonebroker::plugins::BUILTIN_STRATEGIES;
+use zonebroker::plugins::{BUILTIN_GENERATORS, BUILTIN_STRATEGIES};
 use zonebroker_test_support::{ADMIN_TOKEN, Server, ServerOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonebroker");
@@ -84,14 +84,23 @@ fn the_builtin_strategies_are_registered_with_their_versions() {
     names.sort();
     assert_eq!(
         names,
-        ["least-kasms", "least-load", "most-kasms", "most-load"]
+        [
+            "default-generator",
+            "least-kasms",
+            "least-load",
+            "most-kasms",
+            "most-load"
+        ]
     );
     for plugin in &plugins {
-        let (_, bytes) = BUILTIN_STRATEGIES
+        let (kind, bytes) = match BUILTIN_STRATEGIES
             .iter()
             .find(|(name, _)| *name == plugin["name"])
-            .unwrap();
-        assert_eq!(plugin["kind"], "strategy");
+        {
+            Some((_, bytes)) => ("strategy", *bytes),
+            None => ("script-generator", BUILTIN_GENERATORS[0].1),
+        };
+        assert_eq!(plugin["kind"], kind);
         assert_eq!(plugin["builtin"], true);
         assert_eq!(plugin["active_version"], sha256_hex(bytes));
     }

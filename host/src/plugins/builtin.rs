@@ -9,13 +9,16 @@ use super::runtime::{ArtifactCache, Compiled};
 
 include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
 
-/// Load every built-in strategy (compiled, or from `cache`) and register it, marked
-/// built-in, as the active version of its name.
+/// The name of the built-in script generator: the default of every AutoScale config.
+pub const DEFAULT_GENERATOR: &str = "default-generator";
+
+/// Load every built-in plugin (compiled, or from `cache`) and register it, marked built-in,
+/// as the active version of its name.
 pub fn install_builtins(
     registry: &Registry,
     cache: &dyn ArtifactCache,
 ) -> Result<(), RegistryError> {
-    for (name, bytes) in BUILTIN_STRATEGIES {
+    for (name, bytes) in BUILTIN_STRATEGIES.iter().chain(BUILTIN_GENERATORS) {
         let (plugin, compiled) =
             registry
                 .runtime()

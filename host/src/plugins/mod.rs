@@ -19,7 +19,7 @@ mod runtime;
 mod sandbox;
 mod wit;
 
-pub use builtin::{BUILTIN_STRATEGIES, install_builtins};
+pub use builtin::{BUILTIN_GENERATORS, BUILTIN_STRATEGIES, DEFAULT_GENERATOR, install_builtins};
 pub use error::{CallError, LoadError};
 pub use kind::PluginKind;
 pub use registry::{PluginSlot, PluginSummary, Registry, RegistryError, StrategyCallError};

@@ -1,0 +1,36 @@
+//! The built-in startup-script generator (`default-generator`): Kasm's templates.
+//!
+//! - `{name}` is replaced by the variable `name`; `{{` and `}}` are literal braces (so a bash
+//!   `${HOME}` is written `${{HOME}}`).
+//! - A value must never break out of the script. `{name|sh}` quotes it for bash (single
+//!   quotes, `'` written `'\''`), `{name|ps}` for PowerShell (single quotes, every kind of
+//!   single quote doubled), `{name|b64}` writes it in base64.
+//! - Unquoted, `{name}` is allowed only for values made of characters no shell interprets:
+//!   letters, digits and `._:/-` (and, for Linux, `@+=,` too). Any other value is refused
+//!   with the variable's position: quote it with a filter.
+//! - A name the host does not offer for the OS, a filter that does not exist, or a lone brace
+//!   is an error at its position (line and column).
+
+pub mod template;
+
+use zonebroker_plugin_sdk::generator::{Os, RenderError, ScriptGenerator, Variables};
+
+pub struct DefaultGenerator;
+
+impl ScriptGenerator for DefaultGenerator {
+    fn render(os: Os, template: &str, variables: &Variables) -> Result<String, RenderError> {
+        let shell = match os {
+            Os::Linux => template::Shell::Bash,
+            Os::Windows => template::Shell::PowerShell,
+        };
+        template::render(shell, template, |name| variables.get(name)).map_err(|e| RenderError {
+            kind: e.kind,
+            offset: e.offset as u32,
+            line: e.line,
+            column: e.column,
+            message: e.message,
+        })
+    }
+}
+
+zonebroker_plugin_sdk::export_generator!(DefaultGenerator);
