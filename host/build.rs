@@ -17,6 +17,9 @@ const BUILTIN_STRATEGIES: &[(&str, &str)] = &[
 /// Built-in script generators.
 const BUILTIN_GENERATORS: &[(&str, &str)] = &[("default-generator", "zonebroker-script-generator")];
 
+/// Built-in VM providers.
+const BUILTIN_PROVIDERS: &[(&str, &str)] = &[("aws-ec2", "zonebroker-provider-aws-ec2")];
+
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap();
@@ -34,6 +37,7 @@ fn main() {
     let build = BUILTIN_STRATEGIES
         .iter()
         .chain(BUILTIN_GENERATORS)
+        .chain(BUILTIN_PROVIDERS)
         .fold(GuestBuild::new(), |build, (_, package)| {
             build.package(package)
         });
@@ -47,6 +51,7 @@ fn main() {
             "script generators",
             BUILTIN_GENERATORS,
         ),
+        ("BUILTIN_PROVIDERS", "VM providers", BUILTIN_PROVIDERS),
     ] {
         writeln!(
             table,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sha2_check::sha256_hex;
-use zonebroker::plugins::{BUILTIN_GENERATORS, BUILTIN_STRATEGIES};
+use zonebroker::plugins::{BUILTIN_GENERATORS, BUILTIN_PROVIDERS, BUILTIN_STRATEGIES};
 use zonebroker_test_support::{ADMIN_TOKEN, Server, ServerOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonebroker");
@@ -77,30 +77,27 @@ fn the_builtin_strategies_are_registered_with_their_versions() {
         .admin_get("default", "/api/v1/plugins")
         .json()
         .unwrap();
-    let mut names: Vec<&str> = plugins
+    let builtins: Vec<(&str, &[u8], &str)> = BUILTIN_STRATEGIES
         .iter()
-        .map(|p| p["name"].as_str().unwrap())
+        .map(|(name, bytes)| (*name, *bytes, "strategy"))
+        .chain(
+            BUILTIN_GENERATORS
+                .iter()
+                .map(|(name, bytes)| (*name, *bytes, "script-generator")),
+        )
+        .chain(
+            BUILTIN_PROVIDERS
+                .iter()
+                .map(|(name, bytes)| (*name, *bytes, "vm-provider")),
+        )
         .collect();
-    names.sort();
-    assert_eq!(
-        names,
-        [
-            "default-generator",
-            "least-kasms",
-            "least-load",
-            "most-kasms",
-            "most-load"
-        ]
-    );
+    assert_eq!(plugins.len(), builtins.len());
     for plugin in &plugins {
-        let (kind, bytes) = match BUILTIN_STRATEGIES
+        let (_, bytes, kind) = builtins
             .iter()
-            .find(|(name, _)| *name == plugin["name"])
-        {
-            Some((_, bytes)) => ("strategy", *bytes),
-            None => ("script-generator", BUILTIN_GENERATORS[0].1),
-        };
-        assert_eq!(plugin["kind"], kind);
+            .find(|(name, _, _)| *name == plugin["name"])
+            .unwrap_or_else(|| panic!("unexpected plugin {plugin}"));
+        assert_eq!(plugin["kind"], *kind);
         assert_eq!(plugin["builtin"], true);
         assert_eq!(plugin["active_version"], sha256_hex(bytes));
     }

@@ -5,7 +5,8 @@
 //!   (`zonebroker serve --data-dir ./data` unless ARGS are given).
 //! - `cargo xtask test [ARGS...]`: set up, then run the whole test suite.
 //! - `cargo xtask setup`: only the set-up (idempotent): the `wasm32-wasip2` target, and a
-//!   Python virtual environment with the test peers (`target/tools/venv`: schemathesis).
+//!   Python virtual environment with the test peers (`target/tools/venv`: schemathesis,
+//!   moto).
 //!
 //! Every step is idempotent, so the commands work the same on a fresh machine (with only the
 //! Rust toolchain) and on a warm one.
@@ -14,8 +15,12 @@ use std::process::{Command, ExitCode};
 
 const GUEST_TARGET: &str = "wasm32-wasip2";
 
-/// Python tools the tests run, pinned: (package spec, command, expected `--version` output).
-const PYTHON_TOOLS: &[(&str, &str, &str)] = &[("schemathesis==4.32.5", "st", "4.32.5")];
+/// Python tools the tests run, pinned: (package, extras, version). schemathesis checks the
+/// API against its OpenAPI document; moto's server is the EC2 the AutoScale tests talk to.
+const PYTHON_TOOLS: &[(&str, &str, &str)] = &[
+    ("schemathesis", "", "4.32.5"),
+    ("moto", "[server]", "5.2.5"),
+];
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -61,17 +66,20 @@ fn venv_dir() -> std::path::PathBuf {
 fn ensure_python_tools() -> Result<(), String> {
     let venv = venv_dir();
     let bin = venv.join("bin");
-    let installed = |command: &str, version: &str| {
-        Command::new(bin.join(command))
-            .arg("--version")
+    let installed = |package: &str, version: &str| {
+        Command::new(bin.join("pip"))
+            .args(["show", package])
             .output()
             .is_ok_and(|out| {
-                out.status.success() && String::from_utf8_lossy(&out.stdout).contains(version)
+                out.status.success()
+                    && String::from_utf8_lossy(&out.stdout)
+                        .lines()
+                        .any(|l| l == format!("Version: {version}"))
             })
     };
     if PYTHON_TOOLS
         .iter()
-        .all(|(_, command, version)| installed(command, version))
+        .all(|(package, _, version)| installed(package, version))
     {
         return Ok(());
     }
@@ -79,7 +87,10 @@ fn ensure_python_tools() -> Result<(), String> {
         eprintln!("xtask: creating the Python environment {}", venv.display());
         run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
     }
-    let packages: Vec<&str> = PYTHON_TOOLS.iter().map(|(spec, _, _)| *spec).collect();
+    let packages: Vec<String> = PYTHON_TOOLS
+        .iter()
+        .map(|(package, extras, version)| format!("{package}{extras}=={version}"))
+        .collect();
     eprintln!("xtask: installing {packages:?}");
     run(Command::new(bin.join("pip"))
         .args(["install", "--quiet", "--disable-pip-version-check"])

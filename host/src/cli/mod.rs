@@ -469,6 +469,18 @@ fn check(file: &Path) -> anyhow::Result<()> {
             }
         }
         SmokeReport::Script(script) => println!("smoke call: rendered\n{script}"),
+        SmokeReport::Provider(info) => {
+            println!("smoke call: describe: {} ({})", info.name, info.description);
+            for setting in &info.settings {
+                let flags = match (setting.required, setting.secret) {
+                    (true, true) => " (required, secret)",
+                    (true, false) => " (required)",
+                    (false, true) => " (secret)",
+                    (false, false) => "",
+                };
+                println!("  {}{flags}: {}", setting.name, setting.description);
+            }
+        }
     }
     println!("ok: the server would accept this component");
     Ok(())

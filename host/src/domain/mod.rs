@@ -11,6 +11,7 @@ pub mod capacity;
 pub mod image;
 pub mod names;
 pub mod plugin;
+pub mod provider;
 pub mod ranking;
 pub mod script;
 pub mod session;

@@ -18,7 +18,11 @@ pub fn install_builtins(
     registry: &Registry,
     cache: &dyn ArtifactCache,
 ) -> Result<(), RegistryError> {
-    for (name, bytes) in BUILTIN_STRATEGIES.iter().chain(BUILTIN_GENERATORS) {
+    for (name, bytes) in BUILTIN_STRATEGIES
+        .iter()
+        .chain(BUILTIN_GENERATORS)
+        .chain(BUILTIN_PROVIDERS)
+    {
         let (plugin, compiled) =
             registry
                 .runtime()

@@ -13,18 +13,21 @@
 mod builtin;
 mod engine;
 mod error;
+mod http;
 mod kind;
 mod registry;
 mod runtime;
 mod sandbox;
 mod wit;
 
-pub use builtin::{BUILTIN_GENERATORS, BUILTIN_STRATEGIES, DEFAULT_GENERATOR, install_builtins};
+pub use builtin::{
+    BUILTIN_GENERATORS, BUILTIN_PROVIDERS, BUILTIN_STRATEGIES, DEFAULT_GENERATOR, install_builtins,
+};
 pub use error::{CallError, LoadError};
 pub use kind::PluginKind;
 pub use registry::{PluginSlot, PluginSummary, Registry, RegistryError, StrategyCallError};
 pub use runtime::{
-    ArtifactCache, Compiled, LoadedPlugin, NoCache, PluginRuntime, RuntimeConfig, RuntimeInitError,
-    SmokeReport,
+    ArtifactCache, Compiled, LoadedPlugin, NoCache, PluginRuntime, ProviderAnswer, ProviderCall,
+    RuntimeConfig, RuntimeInitError, SmokeReport,
 };
 pub use sandbox::{CallLimits, CallOutput, LogLevel, LogLine};

@@ -20,6 +20,8 @@ pub struct RuntimeConfig {
     pub strategy_limits: CallLimits,
     /// Limits of every script-generator call.
     pub generator_limits: CallLimits,
+    /// Limits of every VM-provider call (network round trips included).
+    pub provider_limits: CallLimits,
     /// How many plugin calls may run at once (pre-reserved sandboxes); one more is refused
     /// as [`CallError::Busy`] rather than allocated.
     pub max_concurrent_calls: u32,
@@ -33,6 +35,7 @@ impl Default for RuntimeConfig {
                 deadline: std::time::Duration::from_secs(1),
                 ..CallLimits::STRATEGY
             },
+            provider_limits: CallLimits::PROVIDER,
             max_concurrent_calls: 256,
         }
     }
@@ -54,6 +57,7 @@ pub struct LoadedPlugin {
 enum Instantiator {
     Strategy(wit::strategy::StrategyPre<CallState>),
     ScriptGenerator(wit::generator::ScriptGeneratorPre<CallState>),
+    VmProvider(wit::provider::VmProviderPre<CallState>),
 }
 
 impl LoadedPlugin {
@@ -118,6 +122,45 @@ pub enum SmokeReport {
     },
     /// A generator's rendering of the smoke template.
     Script(String),
+    /// A provider's description of itself.
+    Provider(crate::domain::provider::ProviderInfo),
+}
+
+/// One call into a VM provider.
+#[derive(Clone, Debug)]
+pub enum ProviderCall {
+    Describe,
+    Validate {
+        settings: Vec<(String, String)>,
+    },
+    Create {
+        settings: Vec<(String, String)>,
+        spec: crate::domain::provider::VmSpec,
+    },
+    Get {
+        settings: Vec<(String, String)>,
+        instance_id: String,
+    },
+    Destroy {
+        settings: Vec<(String, String)>,
+        instance_id: String,
+    },
+    List {
+        settings: Vec<(String, String)>,
+        tag: (String, String),
+    },
+}
+
+/// What a provider answered.
+#[derive(Clone, Debug)]
+pub enum ProviderAnswer {
+    Info(crate::domain::provider::ProviderInfo),
+    Validated(
+        Result<crate::domain::provider::ValidatedSettings, crate::domain::provider::ProviderError>,
+    ),
+    Vm(Result<crate::domain::provider::Vm, crate::domain::provider::ProviderError>),
+    Destroyed(Result<(), crate::domain::provider::ProviderError>),
+    Vms(Result<Vec<crate::domain::provider::Vm>, crate::domain::provider::ProviderError>),
 }
 
 /// The engine, one linker per plugin kind and the epoch ticker: everything calls share.
@@ -127,6 +170,7 @@ pub struct PluginRuntime {
     engine_fingerprint: u64,
     strategy_linker: Linker<CallState>,
     generator_linker: Linker<CallState>,
+    provider_linker: Linker<CallState>,
     config: RuntimeConfig,
     _ticker: EpochTicker,
 }
@@ -134,10 +178,15 @@ pub struct PluginRuntime {
 impl PluginRuntime {
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeInitError> {
         let init = |e: wasmtime::Error| RuntimeInitError(format!("{e:#}"));
-        let max_memory = config
-            .strategy_limits
-            .memory_bytes
-            .max(config.generator_limits.memory_bytes);
+        let max_memory = [
+            &config.strategy_limits,
+            &config.generator_limits,
+            &config.provider_limits,
+        ]
+        .iter()
+        .map(|limits| limits.memory_bytes)
+        .max()
+        .unwrap_or(0);
         let engine = build_engine(config.max_concurrent_calls, max_memory).map_err(init)?;
 
         let mut strategy_linker = Linker::new(&engine);
@@ -156,6 +205,22 @@ impl PluginRuntime {
         .map_err(init)?;
         sandboxed_wasi::add_to_linker(&mut generator_linker).map_err(init)?;
 
+        let mut provider_linker = Linker::new(&engine);
+        // Our own imports one by one: the world's `add_to_linker` would also want the WASI
+        // interfaces, which come from wasmtime-wasi(-http) below.
+        {
+            use wit::provider::zonebroker::plugin::{log, provider_types, types};
+            let l = &mut provider_linker;
+            log::add_to_linker::<CallState, HasSelf<CallState>>(l, |state| state).map_err(init)?;
+            types::add_to_linker::<CallState, HasSelf<CallState>>(l, |state| state)
+                .map_err(init)?;
+            provider_types::add_to_linker::<CallState, HasSelf<CallState>>(l, |state| state)
+                .map_err(init)?;
+        }
+        sandboxed_wasi::add_async_to_linker(&mut provider_linker).map_err(init)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut provider_linker)
+            .map_err(init)?;
+
         let ticker = EpochTicker::start(&engine).map_err(|e| RuntimeInitError(e.to_string()))?;
         let engine_fingerprint = {
             use std::hash::{Hash, Hasher};
@@ -168,6 +233,7 @@ impl PluginRuntime {
             engine_fingerprint,
             strategy_linker,
             generator_linker,
+            provider_linker,
             config,
             _ticker: ticker,
         })
@@ -253,11 +319,14 @@ impl PluginRuntime {
                 )
                 .map_err(link)?,
             ),
-            PluginKind::VmProvider => {
-                return Err(LoadError::Unsupported(
-                    "vm-provider plugins cannot be run by this version of zonebroker yet".into(),
-                ));
-            }
+            PluginKind::VmProvider => Instantiator::VmProvider(
+                wit::provider::VmProviderPre::new(
+                    self.provider_linker
+                        .instantiate_pre(&component)
+                        .map_err(link)?,
+                )
+                .map_err(link)?,
+            ),
         };
         Ok(LoadedPlugin {
             kind,
@@ -292,10 +361,18 @@ impl PluginRuntime {
                     ))),
                 }
             }
-            PluginKind::VmProvider => Err(CallError::WrongKind {
-                expected: PluginKind::Strategy,
-                actual: plugin.kind,
-            }),
+            PluginKind::VmProvider => {
+                // Providers are async: their smoke call (`describe`, no network) runs on a
+                // small runtime of its own, as this is called off the async workers.
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| CallError::Host(e.to_string()))?;
+                match runtime.block_on(self.provider_call(plugin, &[], ProviderCall::Describe))? {
+                    ProviderAnswer::Info(info) => Ok(SmokeReport::Provider(info)),
+                    _ => Err(CallError::Host("describe answered something else".into())),
+                }
+            }
         }
     }
 
@@ -388,6 +465,95 @@ impl PluginRuntime {
         match result {
             Ok(rendered) => Ok(rendered.map_err(TemplateError::from)),
             Err(error) => Err(classify(error, limits, &output)),
+        }
+    }
+
+    /// Call a VM-provider plugin. Network calls are allowed to `endpoints` only (origins,
+    /// as validated settings name them); the whole call, network included, ends at the
+    /// provider deadline.
+    pub async fn provider_call(
+        &self,
+        plugin: &LoadedPlugin,
+        endpoints: &[String],
+        call: ProviderCall,
+    ) -> Result<ProviderAnswer, CallError> {
+        use super::wit::provider_convert as convert;
+        let Instantiator::VmProvider(pre) = &plugin.instance else {
+            return Err(CallError::WrongKind {
+                expected: PluginKind::VmProvider,
+                actual: plugin.kind,
+            });
+        };
+        let limits = &self.config.provider_limits;
+        let mut store = Store::new(&self.engine, CallState::provider(limits, endpoints));
+        store.limiter(|state| state.limiter());
+        store
+            .set_fuel(limits.fuel)
+            .expect("the engine is configured with fuel");
+        store.set_epoch_deadline(deadline_ticks(limits.deadline));
+        let run = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let provider = instance.zonebroker_plugin_provider();
+            let settings = |s: &[(String, String)]| convert::pairs(s);
+            Ok::<_, wasmtime::Error>(match &call {
+                ProviderCall::Describe => {
+                    ProviderAnswer::Info(convert::info(provider.call_describe(&mut store).await?))
+                }
+                ProviderCall::Validate { settings: s } => ProviderAnswer::Validated(
+                    provider
+                        .call_validate(&mut store, &settings(s))
+                        .await?
+                        .map(convert::validated)
+                        .map_err(convert::error),
+                ),
+                ProviderCall::Create { settings: s, spec } => ProviderAnswer::Vm(
+                    provider
+                        .call_create_vm(&mut store, &settings(s), &convert::spec(spec))
+                        .await?
+                        .map(convert::vm)
+                        .map_err(convert::error),
+                ),
+                ProviderCall::Get {
+                    settings: s,
+                    instance_id,
+                } => ProviderAnswer::Vm(
+                    provider
+                        .call_get_vm(&mut store, &settings(s), instance_id)
+                        .await?
+                        .map(convert::vm)
+                        .map_err(convert::error),
+                ),
+                ProviderCall::Destroy {
+                    settings: s,
+                    instance_id,
+                } => ProviderAnswer::Destroyed(
+                    provider
+                        .call_destroy_vm(&mut store, &settings(s), instance_id)
+                        .await?
+                        .map_err(convert::error),
+                ),
+                ProviderCall::List { settings: s, tag } => ProviderAnswer::Vms(
+                    provider
+                        .call_list_vms(
+                            &mut store,
+                            &settings(s),
+                            &convert::pairs(std::slice::from_ref(tag))[0],
+                        )
+                        .await?
+                        .map(|vms| vms.into_iter().map(convert::vm).collect())
+                        .map_err(convert::error),
+                ),
+            })
+        };
+        let result = tokio::time::timeout(limits.deadline, run).await;
+        let output = store.data_mut().take_output();
+        output.emit();
+        match result {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(error)) => Err(classify(error, limits, &output)),
+            Err(_) => Err(CallError::DeadlineExceeded {
+                deadline: limits.deadline,
+            }),
         }
     }
 
@@ -586,6 +752,22 @@ mod sandboxed_wasi {
 
     fn table(state: &mut CallState) -> &mut ResourceTable {
         state.ctx().table
+    }
+
+    /// For providers, whose calls are async: the async I/O (waiting on an HTTP response
+    /// yields to the runtime) and the same non-blocking rest.
+    pub fn add_async_to_linker(l: &mut Linker<CallState>) -> wasmtime::Result<()> {
+        wasmtime_wasi::p2::add_to_linker_proxy_interfaces_async(l)?;
+        random::insecure::add_to_linker::<_, WasiRandom>(l, |s| s.ctx().ctx.random())?;
+        random::insecure_seed::add_to_linker::<_, WasiRandom>(l, |s| s.ctx().ctx.random())?;
+        cli::exit::add_to_linker::<_, WasiCli>(l, CallState::cli)?;
+        cli::environment::add_to_linker::<_, WasiCli>(l, CallState::cli)?;
+        cli::terminal_input::add_to_linker::<_, WasiCli>(l, CallState::cli)?;
+        cli::terminal_output::add_to_linker::<_, WasiCli>(l, CallState::cli)?;
+        cli::terminal_stdin::add_to_linker::<_, WasiCli>(l, CallState::cli)?;
+        cli::terminal_stdout::add_to_linker::<_, WasiCli>(l, CallState::cli)?;
+        cli::terminal_stderr::add_to_linker::<_, WasiCli>(l, CallState::cli)?;
+        Ok(())
     }
 
     pub fn add_to_linker(l: &mut Linker<CallState>) -> wasmtime::Result<()> {

@@ -33,6 +33,14 @@ impl CallLimits {
         deadline: Duration::from_millis(100),
         output_bytes: 16 << 10,
     };
+
+    /// Limits for a VM-provider call: seconds, network round trips to the cloud included.
+    pub const PROVIDER: CallLimits = CallLimits {
+        memory_bytes: 96 << 20,
+        fuel: 20_000_000_000,
+        deadline: Duration::from_secs(60),
+        output_bytes: 64 << 10,
+    };
 }
 
 /// A memory or table growth over the call's cap; carried through wasmtime's error so the
@@ -126,25 +134,31 @@ struct WasiState {
 }
 
 impl WasiState {
-    /// No arguments, no environment, no files, no network, closed stdin; stdout and stderr
-    /// captured up to `capacity` bytes each; stopped clocks and a fixed random seed.
-    fn deterministic(capacity: usize) -> Self {
+    /// No arguments, no environment, no files, no sockets, closed stdin; stdout and stderr
+    /// captured up to `capacity` bytes each. Deterministic: stopped clocks and a fixed random
+    /// seed. Otherwise (providers, which sign requests with the time): the real clocks and
+    /// randomness.
+    fn build(capacity: usize, deterministic: bool) -> Self {
         let stdout = MemoryOutputPipe::new(capacity);
         let stderr = MemoryOutputPipe::new(capacity);
-        let ctx = WasiCtx::builder()
+        let mut builder = WasiCtx::builder();
+        builder
             .stdout(stdout.clone())
             .stderr(stderr.clone())
-            .wall_clock(StoppedWallClock)
-            .monotonic_clock(StoppedMonotonicClock)
-            .secure_random(wasmtime_wasi::Deterministic::new(vec![
-                0x5a, 0x42, 0x17, 0x99,
-            ]))
-            .insecure_random(wasmtime_wasi::Deterministic::new(vec![0x42, 0x17]))
-            .insecure_random_seed(0x7a6f_6e65_6272_6f6b_6572)
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+            .allow_ip_name_lookup(false);
+        if deterministic {
+            builder
+                .wall_clock(StoppedWallClock)
+                .monotonic_clock(StoppedMonotonicClock)
+                .secure_random(wasmtime_wasi::Deterministic::new(vec![
+                    0x5a, 0x42, 0x17, 0x99,
+                ]))
+                .insecure_random(wasmtime_wasi::Deterministic::new(vec![0x42, 0x17]))
+                .insecure_random_seed(0x7a6f_6e65_6272_6f6b_6572);
+        }
+        let ctx = builder.build();
         WasiState {
             ctx,
             table: ResourceTable::new(),
@@ -185,7 +199,11 @@ pub struct CallOutput {
 pub(crate) struct CallState {
     limiter: CallLimiter,
     output_cap: usize,
+    /// Stopped clocks and seeded randomness (strategies, generators), or real ones (providers).
+    deterministic: bool,
     wasi: Option<WasiState>,
+    /// Outgoing HTTP, for providers only.
+    http: Option<super::http::HttpState>,
     log: Vec<LogLine>,
     log_bytes: usize,
     log_truncated: bool,
@@ -198,10 +216,21 @@ impl CallState {
                 memory_cap: limits.memory_bytes,
             },
             output_cap: limits.output_bytes,
+            deterministic: true,
             wasi: None,
+            http: None,
             log: Vec::new(),
             log_bytes: 0,
             log_truncated: false,
+        }
+    }
+
+    /// The state of a provider call: real clocks, and outgoing HTTP to `endpoints` only.
+    pub fn provider(limits: &CallLimits, endpoints: &[String]) -> Self {
+        CallState {
+            deterministic: false,
+            http: Some(super::http::HttpState::new(endpoints)),
+            ..CallState::new(limits)
         }
     }
 
@@ -244,15 +273,32 @@ impl CallState {
     }
 }
 
+impl CallState {
+    fn wasi_state(&mut self) -> &mut WasiState {
+        let (cap, deterministic) = (self.output_cap, self.deterministic);
+        self.wasi
+            .get_or_insert_with(|| WasiState::build(cap, deterministic))
+    }
+}
+
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        let cap = self.output_cap;
-        let wasi = self
-            .wasi
-            .get_or_insert_with(|| WasiState::deterministic(cap));
+        let wasi = self.wasi_state();
         WasiCtxView {
             ctx: &mut wasi.ctx,
             table: &mut wasi.table,
         }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for CallState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        self.wasi_state();
+        let CallState { wasi, http, .. } = self;
+        let wasi = wasi.as_mut().expect("built above");
+        let http = http
+            .as_mut()
+            .expect("only provider calls link wasi:http, and they have an HTTP state");
+        http.view(&mut wasi.table)
     }
 }

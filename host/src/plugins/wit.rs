@@ -118,3 +118,112 @@ impl From<generator::zonebroker::plugin::script_types::RenderError> for Template
         }
     }
 }
+
+pub(crate) mod provider {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "zonebroker:plugin/vm-provider",
+        exports: { default: async },
+        require_store_data_send: true,
+        with: {
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+        },
+    });
+}
+
+impl_log_host!(provider);
+impl provider::zonebroker::plugin::types::Host for CallState {}
+impl provider::zonebroker::plugin::provider_types::Host for CallState {}
+
+/// Conversions between the provider world's records and the domain's.
+pub(crate) mod provider_convert {
+    use super::provider::zonebroker::plugin::{provider_types as wit, types::Pair};
+    use crate::domain::provider as domain;
+    use crate::domain::script::Os;
+
+    pub fn pairs(pairs: &[(String, String)]) -> Vec<Pair> {
+        pairs
+            .iter()
+            .map(|(name, value)| Pair {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect()
+    }
+
+    fn unpairs(pairs: Vec<Pair>) -> Vec<(String, String)> {
+        pairs.into_iter().map(|p| (p.name, p.value)).collect()
+    }
+
+    pub fn info(info: wit::ProviderInfo) -> domain::ProviderInfo {
+        domain::ProviderInfo {
+            name: info.name,
+            description: info.description,
+            settings: info
+                .settings
+                .into_iter()
+                .map(|s| domain::SettingSpec {
+                    name: s.name,
+                    description: s.description,
+                    required: s.required,
+                    secret: s.secret,
+                    default_value: s.default_value,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn validated(v: wit::ValidatedSettings) -> domain::ValidatedSettings {
+        domain::ValidatedSettings {
+            endpoints: v.endpoints,
+            max_instances: v.max_instances,
+        }
+    }
+
+    pub fn spec(spec: &domain::VmSpec) -> wit::VmSpec {
+        wit::VmSpec {
+            server_id: spec.server_id.clone(),
+            hostname: spec.hostname.clone(),
+            idempotency_key: spec.idempotency_key.clone(),
+            os: match spec.os {
+                Os::Linux => super::provider::zonebroker::plugin::types::Os::Linux,
+                Os::Windows => super::provider::zonebroker::plugin::types::Os::Windows,
+            },
+            startup_script: spec.startup_script.clone(),
+            tags: pairs(&spec.tags),
+        }
+    }
+
+    pub fn vm(vm: wit::Vm) -> domain::Vm {
+        domain::Vm {
+            instance_id: vm.instance_id,
+            state: match vm.state {
+                wit::VmState::Pending => domain::VmState::Pending,
+                wit::VmState::Running => domain::VmState::Running,
+                wit::VmState::Stopping => domain::VmState::Stopping,
+                wit::VmState::Stopped => domain::VmState::Stopped,
+                wit::VmState::Terminating => domain::VmState::Terminating,
+                wit::VmState::Terminated => domain::VmState::Terminated,
+                wit::VmState::Unknown => domain::VmState::Unknown,
+            },
+            private_address: vm.private_address,
+            public_address: vm.public_address,
+            tags: unpairs(vm.tags),
+        }
+    }
+
+    pub fn error(e: wit::ProviderError) -> domain::ProviderError {
+        match e {
+            wit::ProviderError::InvalidConfig(s) => domain::ProviderError::InvalidConfig {
+                setting: s.setting,
+                message: s.message,
+            },
+            wit::ProviderError::Auth(m) => domain::ProviderError::Auth(m),
+            wit::ProviderError::Quota(m) => domain::ProviderError::Quota(m),
+            wit::ProviderError::Transient(m) => domain::ProviderError::Transient(m),
+            wit::ProviderError::NotFound(m) => domain::ProviderError::NotFound(m),
+            wit::ProviderError::Other(m) => domain::ProviderError::Other(m),
+        }
+    }
+}

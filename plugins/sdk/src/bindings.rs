@@ -21,7 +21,7 @@ pub mod provider {
     wit_bindgen::generate!({
         path: "../../wit",
         world: "zonebroker:plugin/vm-provider",
-        additional_derives: [PartialEq],
+        // (No extra derives: the WASI resources this world pulls in cannot compare.)
         pub_export_macro: true,
         export_macro_name: "__export_provider_world",
         default_bindings_module: "zonebroker_plugin_sdk::__bindings::provider",

@@ -104,10 +104,13 @@ extern crate self as zonebroker_plugin_sdk;
 
 #[doc(hidden)]
 pub mod bindings;
+pub mod encoding;
 pub mod log;
 
 #[cfg(feature = "generator")]
 pub mod generator;
+#[cfg(feature = "provider")]
+pub mod http;
 #[cfg(feature = "provider")]
 pub mod provider;
 #[cfg(feature = "strategy")]

@@ -10,7 +10,7 @@ pub use crate::__bindings::provider::zonebroker::plugin::provider_types::{
 pub use crate::__bindings::provider::zonebroker::plugin::types::{Os, Pair};
 
 /// A provider config's settings, by name (secrets included: never log them).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct Settings(pub Vec<Pair>);
 
 impl Settings {

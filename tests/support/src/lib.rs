@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod load;
+pub mod moto;
 
 use serde_json::Value;
 use zonebroker_guest_build::{GuestBuild, component_file};
@@ -27,9 +28,11 @@ pub fn workspace_root() -> PathBuf {
 
 const HOSTILE_PACKAGE: &str = "zonebroker-hostile-fixtures";
 const ECHO_GENERATOR_PACKAGE: &str = "zonebroker-fixture-echo-generator";
+const ROGUE_PROVIDER_PACKAGE: &str = "zonebroker-fixture-rogue-provider";
 
 /// The component of test fixture `name`: an example of `tests/fixtures/hostile`
-/// (`infinite_loop`, `panics`, ...), or `echo_generator`. Built once per test process.
+/// (`infinite_loop`, `panics`, ...), `echo_generator` or `rogue_provider`. Built once per
+/// test process.
 pub fn fixture(name: &str) -> Vec<u8> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let dir = BUILT
@@ -37,6 +40,7 @@ pub fn fixture(name: &str) -> Vec<u8> {
             GuestBuild::new()
                 .package(HOSTILE_PACKAGE)
                 .package(ECHO_GENERATOR_PACKAGE)
+                .package(ROGUE_PROVIDER_PACKAGE)
                 .with_examples()
                 .run(&workspace_root())
         })
@@ -44,6 +48,8 @@ pub fn fixture(name: &str) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("{e}"));
     let path = if name == "echo_generator" {
         dir.join(component_file(ECHO_GENERATOR_PACKAGE))
+    } else if name == "rogue_provider" {
+        dir.join(component_file(ROGUE_PROVIDER_PACKAGE))
     } else {
         dir.join("examples").join(format!("{name}.wasm"))
     };
