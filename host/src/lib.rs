@@ -5,6 +5,7 @@
 //! The map of this crate is in `ARCHITECTURE.md` at the repository root.
 
 pub mod api;
+pub mod autoscale;
 pub mod broker;
 pub mod domain;
 pub mod metrics;

@@ -7,6 +7,7 @@
 //! `crate::plugins`, or any I/O crate; everything here is unit-tested without a server.
 
 pub mod agent;
+pub mod autoscale;
 pub mod capacity;
 pub mod image;
 pub mod names;

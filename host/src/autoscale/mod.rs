@@ -1,0 +1,3 @@
+//! AutoScale: keeping server pools sized through VM-provider plugins.
+
+pub mod checkin;

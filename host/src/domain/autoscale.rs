@@ -1,0 +1,655 @@
+//! Server pools and AutoScale (Kasm's *Auto Scaled* servers): pools, VM provider configs,
+//! AutoScale configs, servers, workspaces, and the reconcile arithmetic.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::script::Os;
+use super::validation::{self, FieldError};
+
+/// A pool of servers that pool workspaces place sessions on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub name: String,
+    #[serde(rename = "type", default)]
+    pub pool_type: PoolType,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoolType {
+    /// RDP/VNC/SSH servers.
+    #[default]
+    Server,
+    /// Reserved for pools of container agents.
+    DockerAgent,
+}
+
+impl Pool {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validation::name("name", &self.name)?;
+        if self.pool_type != PoolType::Server {
+            return Err(FieldError::new("type", "only `server` pools are supported so far"));
+        }
+        Ok(())
+    }
+}
+
+/// A VM provider config: which provider plugin, with which settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmProviderConfig {
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub name: String,
+    /// An installed `vm-provider` plugin, e.g. `aws-ec2`.
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub provider: String,
+    /// The provider's settings, by name (see its `describe`). Secret settings are write-only.
+    #[serde(default)]
+    pub settings: std::collections::BTreeMap<String, String>,
+}
+
+impl VmProviderConfig {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validation::name("name", &self.name)?;
+        validation::name("provider", &self.provider)
+    }
+
+    /// The settings as the plugin takes them.
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        self.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// How users connect to a server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectionType {
+    Rdp,
+    Vnc,
+    Ssh,
+    Kasmvnc,
+}
+
+impl ConnectionType {
+    /// The protocol's usual port.
+    pub fn default_port(self) -> u16 {
+        match self {
+            ConnectionType::Rdp => 3389,
+            ConnectionType::Vnc => 5900,
+            ConnectionType::Ssh => 22,
+            ConnectionType::Kasmvnc => 6901,
+        }
+    }
+}
+
+/// Where session credentials come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialType {
+    /// `connection_username` / `connection_password`, the same for every session.
+    Static,
+    /// The user's own (single sign-on).
+    Sso,
+}
+
+/// An AutoScale config: keep a pool's servers sized through a VM provider.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AutoScaleConfig {
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub name: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The pool its servers join.
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub pool: String,
+    /// The deployment zone of its servers.
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub zone: String,
+    pub connection_type: ConnectionType,
+    /// Default: the connection type's port (RDP 3389).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub connection_port: Option<u16>,
+    pub credential_type: CredentialType,
+    #[serde(default)]
+    pub connection_username: Option<String>,
+    /// Write-only.
+    #[serde(default)]
+    pub connection_password: Option<String>,
+    /// Extra connection settings (RemoteApp and the like), passed through.
+    #[serde(default)]
+    pub connection_info: Option<String>,
+    /// Whether a server takes another session after one ends (else it is destroyed).
+    #[serde(default)]
+    pub reusable: bool,
+    /// Free session slots to keep available across the config's servers.
+    #[schema(maximum = 100000)]
+    pub minimum_available_sessions: u32,
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_sessions_per_server: u32,
+    /// The VM provider config that creates its VMs.
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub vm_provider_config: String,
+    pub os: Os,
+    /// The startup-script template (see the script generator's documentation).
+    pub startup_script: String,
+    /// The script-generator plugin. Default `default-generator`.
+    #[serde(default = "default_generator")]
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub script_generator: String,
+    /// Host names are `{prefix}-{random}`, at most 15 characters in all.
+    #[serde(default = "default_prefix")]
+    #[schema(pattern = r"^[a-z][a-z0-9]{0,7}$")]
+    pub server_name_prefix: String,
+    /// Seconds a VM may take to check in before it is destroyed and replaced.
+    #[serde(default = "default_provision_timeout")]
+    #[schema(minimum = 1, maximum = 86400)]
+    pub provision_timeout: u64,
+    /// Seconds a surplus server must stay idle before it is destroyed.
+    #[serde(default = "default_downscale_backoff")]
+    #[schema(maximum = 86400)]
+    pub downscale_backoff: u64,
+    #[serde(default)]
+    pub create_ad_computer_record: bool,
+    #[serde(default)]
+    pub ldap_config: Option<String>,
+    #[serde(default)]
+    pub ad_computer_ou_dn: Option<String>,
+    #[serde(default)]
+    pub recursive_ad_cleanup: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_generator() -> String {
+    "default-generator".into()
+}
+fn default_prefix() -> String {
+    "zb".into()
+}
+fn default_provision_timeout() -> u64 {
+    600
+}
+fn default_downscale_backoff() -> u64 {
+    300
+}
+
+impl AutoScaleConfig {
+    /// Check the fields on their own (references to pools, zones, plugins and the template
+    /// are checked by the broker).
+    pub fn validate(&self) -> Result<(), FieldError> {
+        for (field, value) in [
+            ("name", &self.name),
+            ("pool", &self.pool),
+            ("zone", &self.zone),
+            ("vm_provider_config", &self.vm_provider_config),
+            ("script_generator", &self.script_generator),
+        ] {
+            validation::name(field, value)?;
+        }
+        let prefix = &self.server_name_prefix;
+        if prefix.is_empty()
+            || prefix.len() > 8
+            || !prefix.starts_with(|c: char| c.is_ascii_lowercase())
+            || !prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        {
+            return Err(FieldError::new(
+                "server_name_prefix",
+                "1 to 8 lowercase letters and digits, starting with a letter (host names must fit 15 characters)",
+            ));
+        }
+        if self.max_sessions_per_server == 0 || self.max_sessions_per_server > 1000 {
+            return Err(FieldError::new("max_sessions_per_server", "from 1 to 1000"));
+        }
+        if self.minimum_available_sessions > 100_000 {
+            return Err(FieldError::new("minimum_available_sessions", "at most 100000"));
+        }
+        if self.connection_port == Some(0) {
+            return Err(FieldError::new("connection_port", "from 1 to 65535"));
+        }
+        if !(1..=86_400).contains(&self.provision_timeout) {
+            return Err(FieldError::new("provision_timeout", "from 1 to 86400 seconds"));
+        }
+        if self.downscale_backoff > 86_400 {
+            return Err(FieldError::new("downscale_backoff", "at most 86400 seconds"));
+        }
+        if self.credential_type == CredentialType::Static
+            && self.connection_username.as_deref().unwrap_or("").is_empty()
+        {
+            return Err(FieldError::new("connection_username", "static credentials need a username"));
+        }
+        if self.create_ad_computer_record {
+            if self.ldap_config.is_none() {
+                return Err(FieldError::new("ldap_config", "needed to create AD computer records"));
+            }
+            if self.ad_computer_ou_dn.as_deref().unwrap_or("").is_empty() {
+                return Err(FieldError::new("ad_computer_ou_dn", "needed to create AD computer records"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn port(&self) -> u16 {
+        self.connection_port.unwrap_or(self.connection_type.default_port())
+    }
+
+    /// The names of the variables a startup script of this OS may use (per the seed:
+    /// `server_id` and `server_hostname` only for Windows).
+    pub fn script_variables(os: Os) -> &'static [&'static str] {
+        match os {
+            Os::Windows => &[
+                "ad_join_credential",
+                "checkin_jwt",
+                "connection_username",
+                "connection_password",
+                "domain",
+                "server_id",
+                "server_hostname",
+                "upstream_auth_address",
+            ],
+            Os::Linux => &[
+                "ad_join_credential",
+                "checkin_jwt",
+                "connection_username",
+                "connection_password",
+                "domain",
+                "upstream_auth_address",
+            ],
+        }
+    }
+}
+
+/// A server's lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerStatus {
+    /// Created (or being created); waits for its check-in.
+    Provisioning,
+    /// Checked in: takes sessions.
+    Running,
+    /// Takes no new sessions; destroyed when its sessions end.
+    Draining,
+    /// Being destroyed.
+    Destroying,
+    /// Could not be created.
+    Failed,
+}
+
+/// A server: a VM an AutoScale config created, or a static one an operator added.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Server {
+    pub id: Uuid,
+    pub pool: String,
+    pub zone: String,
+    /// The AutoScale config that owns it; `None` for a static server.
+    pub config: Option<String>,
+    pub hostname: String,
+    pub address: Option<String>,
+    pub port: u16,
+    pub connection_type: ConnectionType,
+    pub max_sessions: u32,
+    pub status: ServerStatus,
+    /// The provider's id of the VM, once created.
+    pub instance_id: Option<String>,
+    /// Sent with the create call (EC2 `ClientToken`): the same server never creates twice.
+    pub idempotency_key: String,
+    /// The check-in token's id; cleared once used (a token works once).
+    pub checkin_token_id: Option<String>,
+    /// Not reusable and has had a session: destroy once idle.
+    pub spent: bool,
+    pub created_at_ms: u64,
+    pub status_changed_at_ms: u64,
+    /// Since when it has had no session (running servers).
+    pub idle_since_ms: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+/// The body of `POST /servers`: a static server.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StaticServer {
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub pool: String,
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub zone: String,
+    #[schema(pattern = r"^[A-Za-z0-9._-]+$", max_length = 253)]
+    pub hostname: String,
+    #[schema(pattern = r"^[A-Za-z0-9._-]+$", max_length = 253)]
+    pub address: String,
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub port: Option<u16>,
+    pub connection_type: ConnectionType,
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_sessions: u32,
+}
+
+impl StaticServer {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validation::name("pool", &self.pool)?;
+        validation::name("zone", &self.zone)?;
+        validation::host("hostname", &self.hostname)?;
+        validation::host("address", &self.address)?;
+        if self.port == Some(0) {
+            return Err(FieldError::new("port", "from 1 to 65535"));
+        }
+        if !(1..=1000).contains(&self.max_sessions) {
+            return Err(FieldError::new("max_sessions", "from 1 to 1000"));
+        }
+        Ok(())
+    }
+}
+
+/// What a workspace launches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkspaceType {
+    Container,
+    Pool,
+}
+
+/// How users of a pool workspace connect.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RdpClient {
+    /// In the browser, through the zone's proxy.
+    #[default]
+    WebNative,
+    /// The user's own RDP client, through the RDP gateway (an `.rdp` file).
+    LocalClient,
+}
+
+/// A workspace users request sessions of.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Workspace {
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub name: String,
+    #[serde(default)]
+    pub friendly_name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(rename = "type")]
+    pub workspace_type: WorkspaceType,
+    /// For `container` workspaces: the image.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// For `pool` workspaces: the pool.
+    #[serde(default)]
+    pub pool: Option<String>,
+    #[serde(default)]
+    pub rdp_client: RdpClient,
+}
+
+impl Workspace {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validation::name("name", &self.name)?;
+        for (field, value) in [("friendly_name", &self.friendly_name), ("description", &self.description)] {
+            if let Some(value) = value {
+                validation::text(field, value, 1000)?;
+            }
+        }
+        match self.workspace_type {
+            WorkspaceType::Container => match &self.image {
+                Some(image) => validation::name("image", image),
+                None => Err(FieldError::new("image", "a container workspace names an image")),
+            },
+            WorkspaceType::Pool => match &self.pool {
+                Some(pool) => validation::name("pool", pool),
+                None => Err(FieldError::new("pool", "a pool workspace names a pool")),
+            },
+        }
+    }
+}
+
+/// One server as the planner sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerState {
+    pub id: Uuid,
+    pub status: ServerStatus,
+    pub sessions: u32,
+    pub max_sessions: u32,
+    pub spent: bool,
+    pub created_at_ms: u64,
+    pub idle_since_ms: Option<u64>,
+}
+
+/// What the reconcile loop should do for one config now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// VMs to create.
+    pub create: u32,
+    /// Servers to destroy, and why.
+    pub destroy: Vec<(Uuid, DestroyReason)>,
+    /// Free session slots counted (provisioning servers included).
+    pub available: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DestroyReason {
+    /// Did not check in within `provision_timeout`.
+    ProvisionTimeout,
+    /// Not reusable, and its session ended.
+    Spent,
+    /// Idle beyond `downscale_backoff` while the minimum holds without it.
+    Surplus,
+}
+
+impl DestroyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestroyReason::ProvisionTimeout => "provision_timeout",
+            DestroyReason::Spent => "spent",
+            DestroyReason::Surplus => "surplus",
+        }
+    }
+}
+
+/// The reconcile arithmetic for one config (pure).
+///
+/// Available sessions are the free slots of the config's live servers, provisioning ones
+/// included. Below `minimum_available_sessions`, create `ceil(deficit / per server)` VMs,
+/// capped so that live servers never exceed `max_instances`. Destroy VMs that have not
+/// checked in by `provision_timeout` (and count them out, so they are replaced at once),
+/// spent non-reusable servers once idle, and idle surplus servers after `downscale_backoff`
+/// while the minimum still holds without them.
+pub fn plan(config: &AutoScaleConfig, servers: &[ServerState], now_ms: u64, max_instances: Option<u32>) -> Plan {
+    let mut destroy = Vec::new();
+    let timeout_ms = config.provision_timeout * 1000;
+    let mut live: Vec<&ServerState> = Vec::new();
+    for server in servers {
+        match server.status {
+            ServerStatus::Provisioning if now_ms.saturating_sub(server.created_at_ms) > timeout_ms => {
+                destroy.push((server.id, DestroyReason::ProvisionTimeout));
+            }
+            ServerStatus::Provisioning => live.push(server),
+            ServerStatus::Running if server.spent && server.sessions == 0 => {
+                destroy.push((server.id, DestroyReason::Spent));
+            }
+            ServerStatus::Running if !server.spent => live.push(server),
+            _ => {}
+        }
+    }
+    let free = |s: &ServerState| s.max_sessions.saturating_sub(s.sessions);
+    let mut available: u32 = live.iter().map(|s| free(s)).sum();
+    let minimum = config.minimum_available_sessions;
+    let per_server = config.max_sessions_per_server.max(1);
+    let running_or_spent = servers
+        .iter()
+        .filter(|s| !matches!(s.status, ServerStatus::Destroying | ServerStatus::Failed))
+        .count() as u32
+        - destroy.len() as u32;
+
+    let mut create = 0;
+    if available < minimum {
+        create = (minimum - available).div_ceil(per_server);
+        if let Some(max) = max_instances {
+            create = create.min(max.saturating_sub(running_or_spent));
+        }
+    } else {
+        // Scale down: the idle servers that have waited out the back-off, longest idle
+        // first, as long as the minimum holds without each.
+        let backoff_ms = config.downscale_backoff * 1000;
+        let mut idle: Vec<&&ServerState> = live
+            .iter()
+            .filter(|s| s.status == ServerStatus::Running && s.sessions == 0)
+            .filter(|s| s.idle_since_ms.is_some_and(|since| now_ms.saturating_sub(since) >= backoff_ms))
+            .collect();
+        idle.sort_by_key(|s| (s.idle_since_ms, s.id));
+        for server in idle {
+            if available - free(server) >= minimum {
+                available -= free(server);
+                destroy.push((server.id, DestroyReason::Surplus));
+            }
+        }
+    }
+    Plan { create, destroy, available }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(minimum: u32, per_server: u32) -> AutoScaleConfig {
+        AutoScaleConfig {
+            name: "pool-a".into(),
+            enabled: true,
+            pool: "pool".into(),
+            zone: "default".into(),
+            connection_type: ConnectionType::Rdp,
+            connection_port: None,
+            credential_type: CredentialType::Static,
+            connection_username: Some("kasm".into()),
+            connection_password: Some("secret".into()),
+            connection_info: None,
+            reusable: false,
+            minimum_available_sessions: minimum,
+            max_sessions_per_server: per_server,
+            vm_provider_config: "aws".into(),
+            os: Os::Linux,
+            startup_script: "#!/bin/sh".into(),
+            script_generator: default_generator(),
+            server_name_prefix: default_prefix(),
+            provision_timeout: 600,
+            downscale_backoff: 300,
+            create_ad_computer_record: false,
+            ldap_config: None,
+            ad_computer_ou_dn: None,
+            recursive_ad_cleanup: false,
+        }
+    }
+
+    fn server(n: u128, status: ServerStatus, sessions: u32) -> ServerState {
+        ServerState {
+            id: Uuid::from_u128(n),
+            status,
+            sessions,
+            max_sessions: 4,
+            spent: false,
+            created_at_ms: 1_000_000,
+            idle_since_ms: None,
+        }
+    }
+
+    const NOW: u64 = 1_100_000;
+
+    #[test]
+    fn an_empty_pool_gets_enough_vms_for_the_minimum() {
+        let plan = plan(&config(10, 4), &[], NOW, None);
+        assert_eq!((plan.create, plan.available), (3, 0), "ceil(10 / 4)");
+        let plan = super::plan(&config(8, 4), &[], NOW, None);
+        assert_eq!(plan.create, 2);
+        let plan = super::plan(&config(0, 4), &[], NOW, None);
+        assert_eq!(plan.create, 0);
+    }
+
+    #[test]
+    fn provisioning_servers_count_as_available() {
+        let servers = [server(1, ServerStatus::Provisioning, 0), server(2, ServerStatus::Running, 3)];
+        let plan = plan(&config(10, 4), &servers, NOW, None);
+        assert_eq!(plan.available, 5);
+        assert_eq!(plan.create, 2, "deficit 5: two more servers of 4");
+    }
+
+    #[test]
+    fn max_instances_caps_creation() {
+        let servers = [server(1, ServerStatus::Running, 4), server(2, ServerStatus::Running, 4)];
+        assert_eq!(plan(&config(10, 4), &servers, NOW, Some(3)).create, 1);
+        assert_eq!(plan(&config(10, 4), &servers, NOW, Some(2)).create, 0);
+        assert_eq!(plan(&config(10, 4), &servers, NOW, Some(1)).create, 0);
+    }
+
+    #[test]
+    fn a_vm_that_never_checks_in_is_destroyed_and_replaced() {
+        let mut late = server(1, ServerStatus::Provisioning, 0);
+        late.created_at_ms = NOW - 600_001;
+        let plan = plan(&config(4, 4), &[late], NOW, None);
+        assert_eq!(plan.destroy, [(Uuid::from_u128(1), DestroyReason::ProvisionTimeout)]);
+        assert_eq!(plan.create, 1, "its replacement, in the same pass");
+    }
+
+    #[test]
+    fn spent_servers_go_once_idle_and_do_not_count() {
+        let mut spent = server(1, ServerStatus::Running, 0);
+        spent.spent = true;
+        let mut busy_spent = server(2, ServerStatus::Running, 1);
+        busy_spent.spent = true;
+        let plan = plan(&config(4, 4), &[spent, busy_spent], NOW, None);
+        assert_eq!(plan.destroy, [(Uuid::from_u128(1), DestroyReason::Spent)]);
+        assert_eq!((plan.available, plan.create), (0, 1));
+    }
+
+    #[test]
+    fn idle_surplus_goes_after_the_backoff_while_the_minimum_holds() {
+        let idle = |n, since| ServerState { idle_since_ms: Some(since), ..server(n, ServerStatus::Running, 0) };
+        let servers = [idle(1, NOW - 400_000), idle(2, NOW - 500_000), idle(3, NOW - 100_000)];
+        // 12 free, minimum 4: two may go, but server 3 has not waited out the back-off.
+        let plan = plan(&config(4, 4), &servers, NOW, None);
+        assert_eq!(
+            plan.destroy,
+            [(Uuid::from_u128(2), DestroyReason::Surplus), (Uuid::from_u128(1), DestroyReason::Surplus)]
+        );
+        assert_eq!(plan.create, 0);
+        // With a minimum of 9, only one may go.
+        let plan = super::plan(&config(9, 4), &servers, NOW, None);
+        assert_eq!(plan.destroy.len(), 0, "12 - 4 = 8 < 9");
+        let plan = super::plan(&config(8, 4), &servers, NOW, None);
+        assert_eq!(plan.destroy, [(Uuid::from_u128(2), DestroyReason::Surplus)]);
+    }
+
+    #[test]
+    fn busy_draining_and_destroying_servers_are_left_alone() {
+        let servers = [
+            server(1, ServerStatus::Running, 4),
+            server(2, ServerStatus::Draining, 1),
+            server(3, ServerStatus::Destroying, 0),
+        ];
+        let plan = plan(&config(4, 4), &servers, NOW, None);
+        assert!(plan.destroy.is_empty());
+        assert_eq!((plan.available, plan.create), (0, 1));
+    }
+
+    #[test]
+    fn configs_validate_their_own_fields() {
+        assert_eq!(config(1, 1).validate(), Ok(()));
+        let bad = AutoScaleConfig { server_name_prefix: "much-too-long".into(), ..config(1, 1) };
+        assert_eq!(bad.validate().unwrap_err().field, "server_name_prefix");
+        let bad = AutoScaleConfig { max_sessions_per_server: 0, ..config(1, 1) };
+        assert_eq!(bad.validate().unwrap_err().field, "max_sessions_per_server");
+        let bad = AutoScaleConfig { connection_username: None, ..config(1, 1) };
+        assert_eq!(bad.validate().unwrap_err().field, "connection_username");
+        let bad = AutoScaleConfig { create_ad_computer_record: true, ..config(1, 1) };
+        assert_eq!(bad.validate().unwrap_err().field, "ldap_config");
+        assert_eq!(config(1, 1).port(), 3389);
+        assert_eq!(AutoScaleConfig::script_variables(Os::Linux).len(), 6);
+        assert!(AutoScaleConfig::script_variables(Os::Windows).contains(&"server_hostname"));
+    }
+}
