@@ -87,6 +87,16 @@ struct ServeArgs {
     /// The largest plugin component an upload may carry, in bytes (or with a suffix: 16MiB).
     #[arg(long, default_value = "16MiB", value_parser = cli::parse_bytes)]
     max_plugin_size: u64,
+    /// Seconds between AutoScale reconcile passes (demand changes also start one at once).
+    #[arg(long, env = "ZONEBROKER_AUTOSCALE_INTERVAL", default_value_t = 10.0, value_parser = parse_interval)]
+    autoscale_interval: f64,
+}
+
+fn parse_interval(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && (0.05..=3600.0).contains(&seconds) => Ok(seconds),
+        _ => Err("seconds from 0.05 to 3600".into()),
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -136,6 +146,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         agent_timeout: std::time::Duration::from_secs(args.agent_timeout),
         max_plugin_size: args.max_plugin_size as usize,
         runtime: RuntimeConfig::default(),
+        autoscale_interval: std::time::Duration::from_secs_f64(args.autoscale_interval),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -16,6 +17,11 @@ pub struct Metrics {
     fallbacks: Family<Labels, Counter>,
     strategy_faults: Family<Labels, Counter>,
     placement_seconds: Family<Labels, Histogram>,
+    vms_created: Family<Labels, Counter>,
+    vms_destroyed: Family<Labels, Counter>,
+    provider_errors: Family<Labels, Counter>,
+    available_sessions: Family<Labels, Gauge>,
+    config_failing: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -53,7 +59,42 @@ impl Default for Metrics {
             "Time to place a session (ranking and reserving, before the durable commit), by zone",
             placement_seconds.clone(),
         );
+        let vms_created = Family::default();
+        let vms_destroyed = Family::default();
+        let provider_errors = Family::default();
+        let available_sessions = Family::default();
+        let config_failing = Family::default();
+        registry.register(
+            "autoscale_vms_created",
+            "VMs created through a provider, by AutoScale config",
+            vms_created.clone(),
+        );
+        registry.register(
+            "autoscale_vms_destroyed",
+            "VMs destroyed, by AutoScale config and reason (surplus, spent, provision_timeout, orphan)",
+            vms_destroyed.clone(),
+        );
+        registry.register(
+            "autoscale_provider_errors",
+            "Failed provider or script-generator calls, by AutoScale config and call",
+            provider_errors.clone(),
+        );
+        registry.register(
+            "autoscale_available_sessions",
+            "Free session slots over an AutoScale config's live servers at its last pass",
+            available_sessions.clone(),
+        );
+        registry.register(
+            "autoscale_config_failing",
+            "1 while an AutoScale config's last pass failed (see its `last_error`), else 0",
+            config_failing.clone(),
+        );
         Metrics {
+            vms_created,
+            vms_destroyed,
+            provider_errors,
+            available_sessions,
+            config_failing,
             registry,
             placements,
             no_capacity,
@@ -104,6 +145,41 @@ impl Metrics {
         self.placement_seconds
             .get_or_create(&vec![("zone", zone.to_string())])
             .observe(seconds);
+    }
+
+    pub fn vm_created(&self, config: &str) {
+        self.vms_created
+            .get_or_create(&vec![("config", config.to_string())])
+            .inc();
+    }
+
+    pub fn vm_destroyed(&self, config: &str, reason: &str) {
+        self.vms_destroyed
+            .get_or_create(&vec![
+                ("config", config.to_string()),
+                ("reason", reason.to_string()),
+            ])
+            .inc();
+    }
+
+    pub fn provider_error(&self, config: &str, call: &str) {
+        self.provider_errors
+            .get_or_create(&vec![
+                ("config", config.to_string()),
+                ("call", call.to_string()),
+            ])
+            .inc();
+    }
+
+    /// What one reconcile pass of `config` found.
+    pub fn autoscale_pass(&self, config: &str, available: u32, failing: bool) {
+        let labels = vec![("config", config.to_string())];
+        self.available_sessions
+            .get_or_create(&labels)
+            .set(i64::from(available));
+        self.config_failing
+            .get_or_create(&labels)
+            .set(i64::from(failing));
     }
 
     /// The Prometheus text exposition.

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::api::auth::{ADMIN_TOKEN_FILE, AGENT_TOKEN_FILE, Token, TokenError, TokenSource};
 use crate::api::{self, AppState};
+use crate::autoscale;
 use crate::broker::{Broker, BrokerConfig, BrokerError};
 use crate::domain::names::{self, NameError};
 use crate::plugins::{
@@ -76,6 +77,8 @@ pub struct ServeConfig {
     /// The largest plugin component an upload may carry, in bytes.
     pub max_plugin_size: usize,
     pub runtime: RuntimeConfig,
+    /// Time between reconcile passes when nothing wakes the loop sooner.
+    pub autoscale_interval: std::time::Duration,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -178,6 +181,23 @@ pub async fn serve(
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let reconciler = autoscale::Reconciler::new(
+        broker.clone(),
+        Arc::new(autoscale::PluginCloud(broker.registry().clone())),
+        autoscale::ReconcilerSettings {
+            interval: config.autoscale_interval,
+            broker_addresses: bound
+                .iter()
+                .rev()
+                .map(|(_, addr, zone)| (zone.clone(), addr.to_string()))
+                .collect(),
+            default_broker_address: bound
+                .first()
+                .map(|(_, addr, _)| addr.to_string())
+                .unwrap_or_default(),
+        },
+    )
+    .spawn(stop_rx.clone());
     let mut servers = tokio::task::JoinSet::new();
     for (listener, addr, zone) in bound {
         let app = api::router(state.clone(), &zone);
@@ -211,6 +231,9 @@ pub async fn serve(
         {
             tracing::error!("{e}");
         }
+    }
+    if let Err(error) = reconciler.await {
+        tracing::error!("the reconcile loop failed: {error}");
     }
     broker.flush().await?;
     tracing::info!("stopped");

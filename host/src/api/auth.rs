@@ -141,18 +141,33 @@ impl FromRequestParts<AppState> for AgentAuth {
     }
 }
 
-fn check_bearer(parts: &Parts, token: &Token, what: &str) -> Result<(), ApiError> {
+/// The bearer token a new server presents to check in (its `checkin_jwt`), not yet
+/// verified: the broker verifies it against the server it names.
+pub struct CheckinToken(pub String);
+
+impl FromRequestParts<AppState> for CheckinToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        bearer(parts, "checkin_jwt").map(|token| CheckinToken(token.to_string()))
+    }
+}
+
+fn bearer<'a>(parts: &'a Parts, what: &str) -> Result<&'a str, ApiError> {
     let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
         ApiError::unauthorized(format!("missing `Authorization: Bearer <{what}>`"))
     })?;
-    let offered = header
+    header
         .to_str()
         .ok()
         .and_then(|value| value.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            ApiError::unauthorized("the Authorization header is not `Bearer <token>`")
-        })?;
-    if token.matches(offered.trim()) {
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header is not `Bearer <token>`"))
+}
+
+fn check_bearer(parts: &Parts, token: &Token, what: &str) -> Result<(), ApiError> {
+    let offered = bearer(parts, what)?;
+    if token.matches(offered) {
         Ok(())
     } else {
         Err(ApiError::unauthorized(format!("wrong {what}")))

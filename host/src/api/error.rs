@@ -129,6 +129,7 @@ impl From<BrokerError> for ApiError {
                 };
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
             }
+            BrokerError::Unauthorized(_) => ApiError::unauthorized(message),
             BrokerError::Store(_) => ApiError::internal(message),
         }
     }

@@ -8,6 +8,7 @@
 
 mod agents;
 pub mod auth;
+mod autoscale_configs;
 pub mod error;
 mod health;
 mod images;
@@ -15,8 +16,12 @@ pub mod json;
 mod metrics;
 mod openapi;
 mod plugins;
+mod pools;
+mod provider_configs;
+mod servers;
 mod sessions;
 mod views;
+mod workspaces;
 mod zones;
 
 use std::sync::Arc;
@@ -61,6 +66,11 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(images::routes())
         .merge(sessions::routes())
         .merge(plugins::routes())
+        .merge(pools::routes())
+        .merge(provider_configs::routes())
+        .merge(autoscale_configs::routes())
+        .merge(servers::routes())
+        .merge(workspaces::routes())
         .merge(openapi::routes());
     OpenApiRouter::with_openapi(openapi::base())
         .merge(health::routes())

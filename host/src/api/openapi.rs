@@ -22,13 +22,13 @@ pub fn base() -> OpenApi {
                 .description(Some(
                     "Broker sessions across deployment zones. Admin calls take \
                      `Authorization: Bearer <admin token>`; agent check-ins take the agent \
-                     registration token. Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`.",
+                     registration token; servers check in with their `checkin_jwt`. Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`.",
                 ))
                 .build(),
         )
         .build();
     let components = doc.components.get_or_insert_with(Default::default);
-    for name in ["admin", "agent"] {
+    for name in ["admin", "agent", "checkin"] {
         components.add_security_scheme(
             name,
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),

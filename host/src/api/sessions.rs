@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -19,6 +20,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(get, delete))
+        .routes(routes!(rdp_file))
 }
 
 fn session_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -81,6 +83,36 @@ async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<SessionView>, ApiError> {
     Ok(Json(state.broker.session(session_id(&id)?)?.into()))
+}
+
+/// The `.rdp` file of a `local-client` pool session: the server's address, the user name
+/// and the zone's RDP gateway, for the user's own RDP client.
+#[utoipa::path(get, path = "/sessions/{id}/rdp", tag = "sessions", security(("admin" = [])),
+    params(("id" = Uuid, Path, description = "The session's id")),
+    responses((status = OK, description = "The RDP connection file", content_type = "application/x-rdp", body = String),
+        (status = NOT_FOUND, description = "No such session, or not a `local-client` session", body = ErrorBody),
+        (status = UNAUTHORIZED, body = ErrorBody)))]
+async fn rdp_file(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let session = state.broker.session(session_id(&id)?)?;
+    let rdp = session.rdp.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "session `{id}` is not a `local-client` session: it has no .rdp file"
+        ))
+    })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-rdp".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{}.rdp\"", session.id),
+            ),
+        ],
+        rdp.render(),
+    ))
 }
 
 /// End a session and free what it reserved.

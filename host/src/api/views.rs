@@ -7,7 +7,7 @@ use uuid::Uuid;
 use crate::broker::AgentState;
 use crate::domain::agent::AgentStatus;
 use crate::domain::capacity::cores;
-use crate::domain::session::Session;
+use crate::domain::session::{HostKind, Session};
 use crate::domain::zone::Connection;
 
 use crate::domain::timestamp::rfc3339;
@@ -77,13 +77,20 @@ impl AgentView {
 pub struct SessionView {
     pub id: Uuid,
     pub user: String,
-    pub image: String,
-    /// The zone of the agent it runs on.
+    /// The image (container sessions).
+    pub image: Option<String>,
+    /// The workspace it was requested as.
+    pub workspace: Option<String>,
+    /// Whether it runs on an agent or a pool server.
+    pub host_kind: HostKind,
+    /// The zone of the agent or server it runs on.
     pub zone: String,
-    /// The agent's id.
+    /// The agent's (or server's) id.
     pub agent: Uuid,
     pub agent_hostname: String,
     pub connection: Connection,
+    /// For `local-client` workspaces: where to fetch the `.rdp` file.
+    pub rdp_file: Option<String>,
     /// Cores it reserves.
     pub cores: f64,
     /// Memory it reserves, bytes.
@@ -98,6 +105,12 @@ impl From<Session> for SessionView {
             id: s.id,
             user: s.user,
             image: s.image,
+            workspace: s.workspace,
+            host_kind: s.host_kind,
+            rdp_file: s
+                .rdp
+                .as_ref()
+                .map(|_| format!("/api/v1/sessions/{}/rdp", s.id)),
             zone: s.zone,
             agent: s.agent,
             agent_hostname: s.agent_hostname,

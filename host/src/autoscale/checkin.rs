@@ -41,7 +41,11 @@ fn b64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
             if i <= chunk.len() {
@@ -108,12 +112,14 @@ pub fn issue(key: &[u8], server: &str, jti: &str, now_secs: u64, lifetime_secs: 
 /// `now_secs`. (Whether its server still expects it is the caller's question.)
 pub fn verify(key: &[u8], token: &str, now_secs: u64) -> Result<Claims, TokenError> {
     let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(TokenError::Malformed);
     };
     let header_json = unb64url(header).ok_or(TokenError::Malformed)?;
-    let header: serde_json::Value = serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
     // Only our algorithm: never `none`, never something the token chooses.
     if header["alg"] != "HS256" {
         return Err(TokenError::BadSignature);
@@ -121,9 +127,10 @@ pub fn verify(key: &[u8], token: &str, now_secs: u64) -> Result<Claims, TokenErr
     let signature = unb64url(signature).ok_or(TokenError::Malformed)?;
     let mut mac = mac(key);
     mac.update(header_part(token).as_bytes());
-    mac.verify_slice(&signature).map_err(|_| TokenError::BadSignature)?;
-    let claims: Claims =
-        serde_json::from_slice(&unb64url(payload).ok_or(TokenError::Malformed)?).map_err(|_| TokenError::Malformed)?;
+    mac.verify_slice(&signature)
+        .map_err(|_| TokenError::BadSignature)?;
+    let claims: Claims = serde_json::from_slice(&unb64url(payload).ok_or(TokenError::Malformed)?)
+        .map_err(|_| TokenError::Malformed)?;
     if claims.aud != AUDIENCE {
         return Err(TokenError::WrongAudience);
     }
@@ -148,15 +155,26 @@ mod tests {
     fn a_token_verifies_until_it_expires() {
         let token = issue(KEY, "server-1", "jti-1", 1000, 600);
         let claims = verify(KEY, &token, 1599).unwrap();
-        assert_eq!((claims.sub.as_str(), claims.jti.as_str(), claims.exp), ("server-1", "jti-1", 1600));
+        assert_eq!(
+            (claims.sub.as_str(), claims.jti.as_str(), claims.exp),
+            ("server-1", "jti-1", 1600)
+        );
         assert_eq!(verify(KEY, &token, 1600), Err(TokenError::Expired));
-        assert!(token.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)), "URL- and shell-safe");
+        assert!(
+            token
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+            "URL- and shell-safe"
+        );
     }
 
     #[test]
     fn forged_tampered_and_malformed_tokens_are_refused() {
         let token = issue(KEY, "server-1", "jti-1", 1000, 600);
-        assert_eq!(verify(b"another key", &token, 1001), Err(TokenError::BadSignature));
+        assert_eq!(
+            verify(b"another key", &token, 1001),
+            Err(TokenError::BadSignature)
+        );
         // Another server's id in the payload, the old signature.
         let forged_payload = b64url(br#"{"sub":"server-2","jti":"jti-1","aud":"zonebroker:server-checkin","iat":1000,"exp":9999}"#);
         let parts: Vec<&str> = token.split('.').collect();
@@ -172,7 +190,14 @@ mod tests {
 
     #[test]
     fn base64url_round_trips() {
-        for bytes in [&b""[..], b"f", b"fo", b"foo", b"foob", &[0xff, 0xfe, 0x00, 0x10]] {
+        for bytes in [
+            &b""[..],
+            b"f",
+            b"fo",
+            b"foo",
+            b"foob",
+            &[0xff, 0xfe, 0x00, 0x10],
+        ] {
             assert_eq!(unb64url(&b64url(bytes)).unwrap(), bytes);
         }
     }

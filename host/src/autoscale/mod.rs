@@ -1,3 +1,8 @@
 //! AutoScale: keeping server pools sized through VM-provider plugins.
 
 pub mod checkin;
+pub mod cloud;
+pub mod reconciler;
+
+pub use cloud::{Cloud, PluginCloud};
+pub use reconciler::{PassReport, Reconciler, ReconcilerSettings};

@@ -59,7 +59,7 @@ impl Broker {
             let running = inventory
                 .sessions
                 .values()
-                .filter(|s| s.image == name)
+                .filter(|s| s.image.as_deref() == Some(name))
                 .count();
             if running > 0 {
                 return Err(BrokerError::Conflict {

@@ -8,8 +8,10 @@
 //! store's compare-and-swap, so the lock is never held across a strategy call.
 
 mod agents;
+mod autoscale;
 mod images;
 mod plugins;
+mod servers;
 mod sessions;
 mod zones;
 
@@ -20,8 +22,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 pub use agents::AgentState;
+pub use autoscale::{AutoScaleConfigView, ConfigStatus};
 pub use plugins::{ActivationView, PluginView, UploadError, UploadView, UsedBy, VersionView};
+pub use servers::{ServerCheckin, ServerEntry, ServerView};
 
+use crate::domain::autoscale::{AutoScaleConfig, Pool, StoredProviderConfig, Workspace};
 use crate::domain::capacity::Usage;
 use crate::domain::image::Image;
 use crate::domain::plugin::PluginRecord;
@@ -61,8 +66,10 @@ pub enum BrokerError {
     Conflict { code: &'static str, message: String },
     #[error(transparent)]
     Invalid(#[from] FieldError),
-    #[error("no agent has room for a session of `{image}`")]
-    NoCapacity { image: String },
+    #[error("no host has room for {what}")]
+    NoCapacity { what: String },
+    #[error("{0}")]
+    Unauthorized(String),
     #[error(transparent)]
     Upload(#[from] UploadError),
     #[error(transparent)]
@@ -79,8 +86,16 @@ struct Inventory {
     sessions: HashMap<Uuid, Session>,
     /// Uploaded plugins (built-ins live only in the registry).
     plugins: BTreeMap<String, PluginRecord>,
-    /// Sessions per user per agent, for strategies that spread a user's sessions.
+    /// Sessions per user per agent or server, for strategies that spread a user's sessions.
     user_sessions: HashMap<String, HashMap<Uuid, u32>>,
+    pools: BTreeMap<String, Pool>,
+    provider_configs: BTreeMap<String, StoredProviderConfig>,
+    autoscale_configs: BTreeMap<String, AutoScaleConfig>,
+    /// What the reconcile loop last found per AutoScale config (not persisted: a restart
+    /// starts every config afresh).
+    config_status: HashMap<String, ConfigStatus>,
+    servers: BTreeMap<Uuid, ServerEntry>,
+    workspaces: BTreeMap<String, Workspace>,
 }
 
 /// The server's state and operations.
@@ -92,6 +107,9 @@ pub struct Broker {
     inventory: RwLock<Inventory>,
     config: BrokerConfig,
     metrics: Metrics,
+    /// Wakes the reconcile loop when demand changes (a session placed or ended, a server
+    /// checked in, a config saved), so it need not wait for its next tick.
+    autoscale_wake: tokio::sync::Notify,
 }
 
 impl Broker {
@@ -126,6 +144,30 @@ impl Broker {
         for record in store.plugins()? {
             inventory.plugins.insert(record.name.clone(), record);
         }
+        for pool in store.pools()? {
+            inventory.pools.insert(pool.name.clone(), pool);
+        }
+        for stored in store.provider_configs()? {
+            inventory
+                .provider_configs
+                .insert(stored.config.name.clone(), stored);
+        }
+        for config in store.autoscale_configs()? {
+            inventory
+                .autoscale_configs
+                .insert(config.name.clone(), config);
+        }
+        for workspace in store.workspaces()? {
+            inventory
+                .workspaces
+                .insert(workspace.name.clone(), workspace);
+        }
+        for server in store.servers()? {
+            let usage = usage.get(&server.id).copied().unwrap_or_default();
+            inventory
+                .servers
+                .insert(server.id, ServerEntry { server, usage });
+        }
         let mut required: BTreeSet<String> = config.listener_zones.clone();
         required.insert(crate::domain::zone::DEFAULT_ZONE.to_string());
         for name in required {
@@ -142,6 +184,7 @@ impl Broker {
             inventory: RwLock::new(inventory),
             config,
             metrics: Metrics::default(),
+            autoscale_wake: tokio::sync::Notify::new(),
         };
         broker.load_uploaded_plugins();
         // Zones created above and plugin artifacts compiled at start-up: on disk now.
@@ -162,6 +205,11 @@ impl Broker {
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Resolves when demand may have changed since the last call (the reconcile loop).
+    pub fn autoscale_wake(&self) -> &tokio::sync::Notify {
+        &self.autoscale_wake
     }
 
     /// Flush everything to disk (shutdown).
@@ -206,6 +254,16 @@ impl Broker {
 }
 
 impl Inventory {
+    fn zone_or_not_found(&self, name: &str) -> Result<Zone, BrokerError> {
+        self.zones
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::NotFound {
+                kind: "zone",
+                key: name.to_string(),
+            })
+    }
+
     fn add_session(&mut self, session: Session) {
         *self
             .user_sessions
@@ -236,6 +294,18 @@ impl Inventory {
         if let Some(state) = self.agents.get_mut(&agent) {
             state.usage = usage;
         }
+    }
+}
+
+/// Run CPU-bound, synchronous work (a strategy or generator call) from async code without
+/// starving the runtime: on a multi-threaded runtime the worker hands its other tasks off
+/// first.
+fn run_blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 

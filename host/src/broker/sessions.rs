@@ -4,18 +4,24 @@ use std::time::Instant;
 
 use uuid::Uuid;
 
-use super::{Broker, BrokerError, now_ms};
-use crate::domain::capacity::{Capacity, Demand};
+use super::{Broker, BrokerError, now_ms, run_blocking};
+use crate::domain::autoscale::{CredentialType, RdpClient, Workspace, WorkspaceType};
+use crate::domain::capacity::{Capacity, Demand, Usage};
 use crate::domain::ranking::{CandidateColumns, PlacementRequest, Ranking};
+use crate::domain::session::{HostKind, RdpFile};
 use crate::domain::session::{Session, SessionRequest};
 use crate::domain::zone::RequestOrigin;
-use crate::placement::{self, AgentSnapshot, Candidate, Ranker, Reserver, StrategyFault};
+use crate::domain::zone::Zone;
+use crate::placement::{
+    self, AgentSnapshot, Candidate, Candidates, Ranker, Reserver, Scope, StrategyFault,
+};
 use crate::plugins::{Registry, StrategyCallError};
 use crate::store::{Store, StoreError};
 
 impl Broker {
-    /// Place a session of `request.image` for `request.user`, who came in through a
-    /// listener of `user_zone` at `origin`. Answers once the session is on disk.
+    /// Place a session of `request.image` (or `request.workspace`) for `request.user`, who
+    /// came in through a listener of `user_zone` at `origin`. Answers once the session is on
+    /// disk.
     pub async fn request_session(
         &self,
         user_zone: &str,
@@ -23,27 +29,45 @@ impl Broker {
         request: SessionRequest,
     ) -> Result<Session, BrokerError> {
         request.validate()?;
+        let (image_name, workspace) = match (&request.image, &request.workspace) {
+            (Some(image), _) => (image.clone(), None),
+            (None, Some(name)) => {
+                let workspace = self
+                    .read()
+                    .workspaces
+                    .get(name)
+                    .filter(|w| w.enabled)
+                    .cloned()
+                    .ok_or_else(|| BrokerError::NotFound {
+                        kind: "enabled workspace",
+                        key: name.clone(),
+                    })?;
+                match workspace.workspace_type {
+                    WorkspaceType::Pool => {
+                        return self
+                            .place_on_pool(user_zone, origin, &request.user, &workspace)
+                            .await;
+                    }
+                    WorkspaceType::Container => {
+                        (workspace.image.clone().unwrap_or_default(), Some(workspace))
+                    }
+                }
+            }
+            (None, None) => unreachable!("validated"),
+        };
         let started = Instant::now();
         let (zone, image, candidates) = {
             let inventory = self.read();
             let image = inventory
                 .images
-                .get(&request.image)
+                .get(&image_name)
                 .filter(|image| image.enabled)
                 .cloned()
                 .ok_or_else(|| BrokerError::NotFound {
                     kind: "enabled image",
-                    key: request.image.clone(),
+                    key: image_name.clone(),
                 })?;
-            let zone =
-                inventory
-                    .zones
-                    .get(user_zone)
-                    .cloned()
-                    .ok_or_else(|| BrokerError::NotFound {
-                        kind: "zone",
-                        key: user_zone.to_string(),
-                    })?;
+            let zone = inventory.zone_or_not_found(user_zone)?;
             let user_sessions = inventory.user_sessions.get(&request.user);
             let agents = inventory.agents.values().map(|state| AgentSnapshot {
                 agent: &state.agent,
@@ -59,38 +83,13 @@ impl Broker {
         };
 
         let demand = image.demand();
-        let user_key = self.store.user_key(&request.user);
-        let mut ranker = RegistryRanker(&self.registry);
-        let mut reserver = StoreReserver {
-            store: &self.store,
-            reserved: None,
+        let Some((agent_id, scope, usage)) =
+            self.rank_and_reserve(user_zone, &zone, &demand, &request.user, candidates)?
+        else {
+            return Err(BrokerError::NoCapacity {
+                what: format!("a session of `{}`", image.name),
+            });
         };
-        let report = run_blocking(|| {
-            placement::place(
-                &zone,
-                &demand,
-                user_key,
-                candidates,
-                &mut ranker,
-                &mut reserver,
-            )
-        })?;
-        for fault in &report.faults {
-            self.metrics
-                .fell_back(user_zone, &zone.load_balance_strategy, fault.code);
-            tracing::warn!(
-                zone = user_zone,
-                strategy = zone.load_balance_strategy,
-                code = fault.code,
-                "strategy failed, ranked by the built-in least-load: {}",
-                fault.message
-            );
-        }
-        let Some((agent_id, scope)) = report.placed else {
-            self.metrics.no_capacity(user_zone);
-            return Err(BrokerError::NoCapacity { image: image.name });
-        };
-        let usage = reserver.reserved.expect("a placement reserved");
 
         let session = {
             let mut inventory = self.write();
@@ -101,7 +100,9 @@ impl Broker {
                     // Deleted while we placed: give the reservation back.
                     drop(inventory);
                     self.store.release(agent_id, &demand)?;
-                    return Err(BrokerError::NoCapacity { image: image.name });
+                    return Err(BrokerError::NoCapacity {
+                        what: format!("a session of `{}`", image.name),
+                    });
                 }
             };
             // The proxy of the agent's zone fronts its sessions.
@@ -109,7 +110,9 @@ impl Broker {
             let session = Session {
                 id: session_id,
                 user: request.user,
-                image: image.name.clone(),
+                image: Some(image.name.clone()),
+                workspace: workspace.map(|w| w.name),
+                host_kind: HostKind::Agent,
                 zone: agent.zone.clone(),
                 agent: agent.id,
                 agent_hostname: agent.hostname.clone(),
@@ -121,6 +124,7 @@ impl Broker {
                 ),
                 demand,
                 created_at_ms: now_ms(),
+                rdp: None,
             };
             if let Err(error) = self.store.put_session(&session) {
                 drop(inventory);
@@ -146,6 +150,200 @@ impl Broker {
         Ok(session)
     }
 
+    /// Place a session of pool workspace `workspace` on a running server of its pool with a
+    /// free slot: same zone first, other zones as for agents, ranked by the zone's strategy,
+    /// reserved atomically. A non-reusable server is spent by its first session.
+    async fn place_on_pool(
+        &self,
+        user_zone: &str,
+        origin: &RequestOrigin,
+        user: &str,
+        workspace: &Workspace,
+    ) -> Result<Session, BrokerError> {
+        let pool = workspace.pool.clone().unwrap_or_default();
+        let demand = SERVER_SESSION;
+        let (zone, candidates) = {
+            let inventory = self.read();
+            let zone = inventory.zone_or_not_found(user_zone)?;
+            let user_sessions = inventory.user_sessions.get(user);
+            let mut candidates = Candidates::default();
+            for entry in inventory.servers.values() {
+                let server = &entry.server;
+                let capacity = server_capacity(server.max_sessions);
+                if server.pool != pool
+                    || !server.takes_sessions()
+                    || server.address.is_none()
+                    || !entry.usage.has_room(&capacity, &demand)
+                {
+                    continue;
+                }
+                let candidate = Candidate {
+                    agent: server.id,
+                    capacity,
+                    usage: entry.usage,
+                    cpu_load: 0.0,
+                    memory_load: 0.0,
+                    user_sessions: user_sessions
+                        .and_then(|per_host| per_host.get(&server.id))
+                        .copied()
+                        .unwrap_or(0),
+                };
+                if server.zone == user_zone {
+                    candidates.same_zone.push(candidate);
+                } else {
+                    candidates.other_zones.push(candidate);
+                }
+            }
+            (zone, candidates)
+        };
+        let Some((server_id, scope, usage)) =
+            self.rank_and_reserve(user_zone, &zone, &demand, user, candidates)?
+        else {
+            // Demand the pool cannot meet: let the reconcile loop look now.
+            self.autoscale_wake.notify_one();
+            return Err(BrokerError::NoCapacity {
+                what: format!(
+                    "a session of workspace `{}` (pool `{pool}`)",
+                    workspace.name
+                ),
+            });
+        };
+        let session = {
+            let mut inventory = self.write();
+            let Some(entry) = inventory.servers.get(&server_id) else {
+                drop(inventory);
+                self.store.release(server_id, &demand)?;
+                return Err(BrokerError::NoCapacity {
+                    what: format!("a session of pool `{pool}`"),
+                });
+            };
+            let mut server = entry.server.clone();
+            let config = server
+                .config
+                .as_ref()
+                .and_then(|name| inventory.autoscale_configs.get(name));
+            let server_zone = inventory.zones.get(&server.zone).unwrap_or(&zone);
+            let session_id = Uuid::new_v4();
+            let address = server.address.clone().unwrap_or_default();
+            let rdp = (workspace.rdp_client == RdpClient::LocalClient).then(|| RdpFile {
+                full_address: format!("{}:{}", bracket_ipv6(&address), server.port),
+                username: match config {
+                    Some(c) if c.credential_type == CredentialType::Static => {
+                        c.connection_username.clone()
+                    }
+                    _ => Some(user.to_string()),
+                },
+                gateway_hostname: {
+                    let host = origin.substitute(&server_zone.proxy_hostname);
+                    match server_zone.proxy_port {
+                        0 => format!("{}:{}", bracket_ipv6(&host), origin.port_or_https()),
+                        port => format!("{}:{port}", bracket_ipv6(&host)),
+                    }
+                },
+            });
+            let session = Session {
+                id: session_id,
+                user: user.to_string(),
+                image: None,
+                workspace: Some(workspace.name.clone()),
+                host_kind: HostKind::Server,
+                zone: server.zone.clone(),
+                agent: server.id,
+                agent_hostname: server.hostname.clone(),
+                connection: server_zone.connection(
+                    origin,
+                    &session_id.to_string(),
+                    &address,
+                    server.port,
+                ),
+                demand,
+                created_at_ms: now_ms(),
+                rdp,
+            };
+            server.idle_since_ms = None;
+            let written = self
+                .store
+                .put_session(&session)
+                .and_then(|()| self.store.put_server(&server));
+            if let Err(error) = written {
+                drop(inventory);
+                self.store.release(server_id, &demand)?;
+                return Err(error.into());
+            }
+            let entry = inventory
+                .servers
+                .get_mut(&server_id)
+                .expect("checked above");
+            entry.server = server;
+            entry.usage = usage;
+            inventory.add_session(session.clone());
+            session
+        };
+        self.metrics
+            .placed(user_zone, &zone.load_balance_strategy, scope.as_str());
+        self.commit().await?;
+        self.autoscale_wake.notify_one();
+        tracing::info!(
+            session = %session.id,
+            server = %session.agent,
+            zone = session.zone,
+            pool,
+            scope = scope.as_str(),
+            "session placed on a pool server"
+        );
+        Ok(session)
+    }
+
+    /// Rank `candidates` with the zone's strategy and reserve `demand` on the first that
+    /// still has room; strategy faults are logged and counted.
+    fn rank_and_reserve(
+        &self,
+        user_zone: &str,
+        zone: &Zone,
+        demand: &Demand,
+        user: &str,
+        candidates: Candidates,
+    ) -> Result<Option<(Uuid, Scope, Usage)>, BrokerError> {
+        let user_key = self.store.user_key(user);
+        let mut ranker = RegistryRanker(&self.registry);
+        let mut reserver = StoreReserver {
+            store: &self.store,
+            reserved: None,
+        };
+        let report = run_blocking(|| {
+            placement::place(
+                zone,
+                demand,
+                user_key,
+                candidates,
+                &mut ranker,
+                &mut reserver,
+            )
+        })?;
+        for fault in &report.faults {
+            self.metrics
+                .fell_back(user_zone, &zone.load_balance_strategy, fault.code);
+            tracing::warn!(
+                zone = user_zone,
+                strategy = zone.load_balance_strategy,
+                code = fault.code,
+                "strategy failed, ranked by the built-in least-load: {}",
+                fault.message
+            );
+        }
+        match report.placed {
+            Some((host, scope)) => Ok(Some((
+                host,
+                scope,
+                reserver.reserved.expect("a placement reserved"),
+            ))),
+            None => {
+                self.metrics.no_capacity(user_zone);
+                Ok(None)
+            }
+        }
+    }
+
     pub fn sessions(&self) -> Vec<Session> {
         let mut sessions: Vec<Session> = self.read().sessions.values().cloned().collect();
         sessions.sort_by_key(|s| (s.created_at_ms, s.id));
@@ -160,7 +358,8 @@ impl Broker {
             .ok_or_else(|| not_found(id))
     }
 
-    /// End a session and free what it reserved.
+    /// End a session and free what it reserved. A pool server left without sessions
+    /// starts its idle time (or, if spent, waits for the reconcile loop to destroy it).
     pub async fn delete_session(&self, id: Uuid) -> Result<Session, BrokerError> {
         let session = {
             let mut inventory = self.write();
@@ -170,11 +369,37 @@ impl Broker {
             self.store.remove_session(id)?;
             let session = inventory.remove_session(id).expect("checked above");
             let usage = self.store.release(session.agent, &session.demand)?;
-            inventory.set_usage(session.agent, usage);
+            match session.host_kind {
+                HostKind::Agent => inventory.set_usage(session.agent, usage),
+                HostKind::Server => {
+                    let reusable = inventory
+                        .servers
+                        .get(&session.agent)
+                        .and_then(|e| e.server.config.as_ref())
+                        .and_then(|name| inventory.autoscale_configs.get(name))
+                        .is_none_or(|config| config.reusable);
+                    if let Some(entry) = inventory.servers.get_mut(&session.agent) {
+                        entry.usage = usage;
+                        let mut server = entry.server.clone();
+                        // A server that is not reusable is spent once a session ends on it.
+                        server.spent |= !reusable;
+                        if usage.sessions == 0 {
+                            server.idle_since_ms = Some(now_ms());
+                        }
+                        if server != entry.server {
+                            self.store.put_server(&server)?;
+                            entry.server = server;
+                        }
+                    }
+                }
+            }
             session
         };
         self.commit().await?;
-        tracing::info!(session = %id, agent = %session.agent, "session ended");
+        if session.host_kind == HostKind::Server {
+            self.autoscale_wake.notify_one();
+        }
+        tracing::info!(session = %id, host = %session.agent, "session ended");
         Ok(session)
     }
 }
@@ -186,14 +411,29 @@ fn not_found(id: Uuid) -> BrokerError {
     }
 }
 
-/// Run CPU-bound, synchronous work (a strategy call) from async code without starving the
-/// runtime: on a multi-threaded runtime the worker hands its other tasks off first.
-fn run_blocking<R>(f: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
+/// What one session takes of a pool server: a slot. (Counted as a core and a GiB as well,
+/// so that load-based strategies rank servers by the share of their slots in use.)
+pub(crate) const SERVER_SESSION: Demand = Demand {
+    millicores: 1000,
+    memory: 1 << 30,
+    gpus: 0,
+};
+
+/// What a pool server of `max_sessions` slots offers, in [`SERVER_SESSION`]s.
+pub(crate) fn server_capacity(max_sessions: u32) -> Capacity {
+    Capacity {
+        millicores: u64::from(max_sessions) * SERVER_SESSION.millicores,
+        memory: u64::from(max_sessions) * SERVER_SESSION.memory,
+        gpus: 0,
+        max_sessions,
+    }
+}
+
+fn bracket_ipv6(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
     }
 }
 

@@ -72,7 +72,8 @@ async fn a_failing_strategy_never_fails_the_request() {
     // "busy" gets a session while it is alone: half its cores are reserved.
     broker.check_in("east", checkin("busy", 4.0)).await.unwrap();
     let first = SessionRequest {
-        image: "desktop".into(),
+        image: Some("desktop".into()),
+        workspace: None,
         user: "bob".into(),
     };
     broker
@@ -95,7 +96,8 @@ async fn a_failing_strategy_never_fails_the_request() {
         };
         broker.update_zone("east", patch).await.unwrap();
         let request = SessionRequest {
-            image: "desktop".into(),
+            image: Some("desktop".into()),
+            workspace: None,
             user: "ada".into(),
         };
         let session = broker

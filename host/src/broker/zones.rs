@@ -91,6 +91,24 @@ impl Broker {
                     image.name
                 ));
             }
+            if let Some(config) = inventory
+                .autoscale_configs
+                .values()
+                .find(|c| c.zone == name)
+            {
+                return refuse(format!(
+                    "AutoScale config `{}` creates servers in zone `{name}`",
+                    config.name
+                ));
+            }
+            let servers = inventory
+                .servers
+                .values()
+                .filter(|s| s.server.zone == name)
+                .count();
+            if servers > 0 {
+                return refuse(format!("zone `{name}` has {servers} server(s)"));
+            }
             self.store.delete_zone(name)?;
             inventory.zones.remove(name);
         }

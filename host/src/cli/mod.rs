@@ -146,10 +146,17 @@ pub enum ImageCommand {
 
 #[derive(Subcommand)]
 pub enum SessionCommand {
-    /// Request a session (placed in the zone of the server URL's listener).
+    /// Request a session of an image or a workspace (placed in the zone of the server
+    /// URL's listener).
     Request {
+        #[arg(
+            long,
+            conflicts_with = "workspace",
+            required_unless_present = "workspace"
+        )]
+        image: Option<String>,
         #[arg(long)]
-        image: String,
+        workspace: Option<String>,
         #[arg(long)]
         user: String,
     },
@@ -356,10 +363,14 @@ pub fn image(client: &Client, command: ImageCommand) -> anyhow::Result<()> {
 
 pub fn session(client: &Client, command: SessionCommand) -> anyhow::Result<()> {
     let value = match command {
-        SessionCommand::Request { image, user } => client.call(
+        SessionCommand::Request {
+            image,
+            workspace,
+            user,
+        } => client.call(
             "POST",
             "/sessions",
-            Some(json!({ "image": image, "user": user })),
+            Some(json!({ "image": image, "workspace": workspace, "user": user })),
         )?,
         SessionCommand::List => client.call("GET", "/sessions", None)?,
         SessionCommand::Delete { id } => client.call("DELETE", &format!("/sessions/{id}"), None)?,

@@ -32,7 +32,10 @@ impl Pool {
     pub fn validate(&self) -> Result<(), FieldError> {
         validation::name("name", &self.name)?;
         if self.pool_type != PoolType::Server {
-            return Err(FieldError::new("type", "only `server` pools are supported so far"));
+            return Err(FieldError::new(
+                "type",
+                "only `server` pools are supported so far",
+            ));
         }
         Ok(())
     }
@@ -60,8 +63,21 @@ impl VmProviderConfig {
 
     /// The settings as the plugin takes them.
     pub fn pairs(&self) -> Vec<(String, String)> {
-        self.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.settings
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
+}
+
+/// A provider config as stored: with what its plugin said about it when it was saved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredProviderConfig {
+    pub config: VmProviderConfig,
+    /// The settings the plugin's `describe` marks secret (write-only).
+    pub secret_settings: std::collections::BTreeSet<String>,
+    /// The plugin's `validate` answer: the endpoints it may reach, its instance cap.
+    pub validated: super::provider::ValidatedSettings,
 }
 
 /// How users connect to a server.
@@ -197,7 +213,9 @@ impl AutoScaleConfig {
         if prefix.is_empty()
             || prefix.len() > 8
             || !prefix.starts_with(|c: char| c.is_ascii_lowercase())
-            || !prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         {
             return Err(FieldError::new(
                 "server_name_prefix",
@@ -208,35 +226,54 @@ impl AutoScaleConfig {
             return Err(FieldError::new("max_sessions_per_server", "from 1 to 1000"));
         }
         if self.minimum_available_sessions > 100_000 {
-            return Err(FieldError::new("minimum_available_sessions", "at most 100000"));
+            return Err(FieldError::new(
+                "minimum_available_sessions",
+                "at most 100000",
+            ));
         }
         if self.connection_port == Some(0) {
             return Err(FieldError::new("connection_port", "from 1 to 65535"));
         }
         if !(1..=86_400).contains(&self.provision_timeout) {
-            return Err(FieldError::new("provision_timeout", "from 1 to 86400 seconds"));
+            return Err(FieldError::new(
+                "provision_timeout",
+                "from 1 to 86400 seconds",
+            ));
         }
         if self.downscale_backoff > 86_400 {
-            return Err(FieldError::new("downscale_backoff", "at most 86400 seconds"));
+            return Err(FieldError::new(
+                "downscale_backoff",
+                "at most 86400 seconds",
+            ));
         }
         if self.credential_type == CredentialType::Static
             && self.connection_username.as_deref().unwrap_or("").is_empty()
         {
-            return Err(FieldError::new("connection_username", "static credentials need a username"));
+            return Err(FieldError::new(
+                "connection_username",
+                "static credentials need a username",
+            ));
         }
         if self.create_ad_computer_record {
             if self.ldap_config.is_none() {
-                return Err(FieldError::new("ldap_config", "needed to create AD computer records"));
+                return Err(FieldError::new(
+                    "ldap_config",
+                    "needed to create AD computer records",
+                ));
             }
             if self.ad_computer_ou_dn.as_deref().unwrap_or("").is_empty() {
-                return Err(FieldError::new("ad_computer_ou_dn", "needed to create AD computer records"));
+                return Err(FieldError::new(
+                    "ad_computer_ou_dn",
+                    "needed to create AD computer records",
+                ));
             }
         }
         Ok(())
     }
 
     pub fn port(&self) -> u16 {
-        self.connection_port.unwrap_or(self.connection_type.default_port())
+        self.connection_port
+            .unwrap_or(self.connection_type.default_port())
     }
 
     /// The names of the variables a startup script of this OS may use (per the seed:
@@ -263,6 +300,65 @@ impl AutoScaleConfig {
             ],
         }
     }
+}
+
+/// The values a template is rendered with when a config is saved, for every variable of
+/// `os`. Values an operator or a directory supplies (credentials) get characters every shell
+/// interprets, so a template that uses them unquoted is refused at save time rather than
+/// at boot; values the broker makes (token, ids, addresses) have their real shape, which no
+/// shell interprets.
+pub fn sample_variables(os: Os) -> Vec<(String, String)> {
+    let value = |name: &str| -> String {
+        match name {
+            "checkin_jwt" => "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzYW1wbGUifQ.c2lnbmF0dXJl".into(),
+            "domain" => "corp.example.com".into(),
+            "server_id" => "00000000-0000-4000-8000-000000000000".into(),
+            "server_hostname" => "zb-00000000".into(),
+            "upstream_auth_address" => "broker.example.com:443".into(),
+            other => format!("sample {other} 'with' \"quotes\" $(x) `y` ;&|<>"),
+        }
+    };
+    AutoScaleConfig::script_variables(os)
+        .iter()
+        .map(|name| (name.to_string(), value(name)))
+        .collect()
+}
+
+/// A server's host name: `{prefix}-{the first hex digits of its id}`, at most 15 characters
+/// (the NetBIOS limit Windows and Active Directory impose).
+pub fn hostname(prefix: &str, id: Uuid) -> String {
+    let digits = 15usize.saturating_sub(prefix.len() + 1).min(8);
+    format!("{prefix}-{}", &id.simple().to_string()[..digits])
+}
+
+/// The values of a server's startup-script variables (only those its OS allows).
+/// `ad_join_credential` and `domain` stay empty until the config creates AD computer records.
+pub fn script_values(
+    config: &AutoScaleConfig,
+    server: &Server,
+    checkin_jwt: &str,
+    upstream_auth_address: &str,
+) -> Vec<(String, String)> {
+    let (username, password) = match config.credential_type {
+        CredentialType::Static => (
+            config.connection_username.clone().unwrap_or_default(),
+            config.connection_password.clone().unwrap_or_default(),
+        ),
+        CredentialType::Sso => (String::new(), String::new()),
+    };
+    let value = |name: &str| match name {
+        "checkin_jwt" => checkin_jwt.to_string(),
+        "connection_username" => username.clone(),
+        "connection_password" => password.clone(),
+        "server_id" => server.id.to_string(),
+        "server_hostname" => server.hostname.clone(),
+        "upstream_auth_address" => upstream_auth_address.to_string(),
+        _ => String::new(),
+    };
+    AutoScaleConfig::script_variables(config.os)
+        .iter()
+        .map(|name| (name.to_string(), value(name)))
+        .collect()
 }
 
 /// A server's lifecycle.
@@ -301,13 +397,34 @@ pub struct Server {
     pub idempotency_key: String,
     /// The check-in token's id; cleared once used (a token works once).
     pub checkin_token_id: Option<String>,
-    /// Not reusable and has had a session: destroy once idle.
+    /// Not reusable and a session has ended on it: takes no new sessions, destroyed once
+    /// idle.
     pub spent: bool,
     pub created_at_ms: u64,
     pub status_changed_at_ms: u64,
     /// Since when it has had no session (running servers).
     pub idle_since_ms: Option<u64>,
     pub last_error: Option<String>,
+}
+
+impl Server {
+    /// Whether placement may put a session on it.
+    pub fn takes_sessions(&self) -> bool {
+        self.status == ServerStatus::Running && !self.spent
+    }
+
+    /// What the planner needs of it, with `sessions` running.
+    pub fn planner_state(&self, sessions: u32) -> ServerState {
+        ServerState {
+            id: self.id,
+            status: self.status,
+            sessions,
+            max_sessions: self.max_sessions,
+            spent: self.spent,
+            created_at_ms: self.created_at_ms,
+            idle_since_ms: self.idle_since_ms,
+        }
+    }
 }
 
 /// The body of `POST /servers`: a static server.
@@ -392,7 +509,10 @@ pub struct Workspace {
 impl Workspace {
     pub fn validate(&self) -> Result<(), FieldError> {
         validation::name("name", &self.name)?;
-        for (field, value) in [("friendly_name", &self.friendly_name), ("description", &self.description)] {
+        for (field, value) in [
+            ("friendly_name", &self.friendly_name),
+            ("description", &self.description),
+        ] {
             if let Some(value) = value {
                 validation::text(field, value, 1000)?;
             }
@@ -400,7 +520,10 @@ impl Workspace {
         match self.workspace_type {
             WorkspaceType::Container => match &self.image {
                 Some(image) => validation::name("image", image),
-                None => Err(FieldError::new("image", "a container workspace names an image")),
+                None => Err(FieldError::new(
+                    "image",
+                    "a container workspace names an image",
+                )),
             },
             WorkspaceType::Pool => match &self.pool {
                 Some(pool) => validation::name("pool", pool),
@@ -461,13 +584,20 @@ impl DestroyReason {
 /// checked in by `provision_timeout` (and count them out, so they are replaced at once),
 /// spent non-reusable servers once idle, and idle surplus servers after `downscale_backoff`
 /// while the minimum still holds without them.
-pub fn plan(config: &AutoScaleConfig, servers: &[ServerState], now_ms: u64, max_instances: Option<u32>) -> Plan {
+pub fn plan(
+    config: &AutoScaleConfig,
+    servers: &[ServerState],
+    now_ms: u64,
+    max_instances: Option<u32>,
+) -> Plan {
     let mut destroy = Vec::new();
     let timeout_ms = config.provision_timeout * 1000;
     let mut live: Vec<&ServerState> = Vec::new();
     for server in servers {
         match server.status {
-            ServerStatus::Provisioning if now_ms.saturating_sub(server.created_at_ms) > timeout_ms => {
+            ServerStatus::Provisioning
+                if now_ms.saturating_sub(server.created_at_ms) > timeout_ms =>
+            {
                 destroy.push((server.id, DestroyReason::ProvisionTimeout));
             }
             ServerStatus::Provisioning => live.push(server),
@@ -501,7 +631,10 @@ pub fn plan(config: &AutoScaleConfig, servers: &[ServerState], now_ms: u64, max_
         let mut idle: Vec<&&ServerState> = live
             .iter()
             .filter(|s| s.status == ServerStatus::Running && s.sessions == 0)
-            .filter(|s| s.idle_since_ms.is_some_and(|since| now_ms.saturating_sub(since) >= backoff_ms))
+            .filter(|s| {
+                s.idle_since_ms
+                    .is_some_and(|since| now_ms.saturating_sub(since) >= backoff_ms)
+            })
             .collect();
         idle.sort_by_key(|s| (s.idle_since_ms, s.id));
         for server in idle {
@@ -511,7 +644,11 @@ pub fn plan(config: &AutoScaleConfig, servers: &[ServerState], now_ms: u64, max_
             }
         }
     }
-    Plan { create, destroy, available }
+    Plan {
+        create,
+        destroy,
+        available,
+    }
 }
 
 #[cfg(test)]
@@ -573,7 +710,10 @@ mod tests {
 
     #[test]
     fn provisioning_servers_count_as_available() {
-        let servers = [server(1, ServerStatus::Provisioning, 0), server(2, ServerStatus::Running, 3)];
+        let servers = [
+            server(1, ServerStatus::Provisioning, 0),
+            server(2, ServerStatus::Running, 3),
+        ];
         let plan = plan(&config(10, 4), &servers, NOW, None);
         assert_eq!(plan.available, 5);
         assert_eq!(plan.create, 2, "deficit 5: two more servers of 4");
@@ -581,7 +721,10 @@ mod tests {
 
     #[test]
     fn max_instances_caps_creation() {
-        let servers = [server(1, ServerStatus::Running, 4), server(2, ServerStatus::Running, 4)];
+        let servers = [
+            server(1, ServerStatus::Running, 4),
+            server(2, ServerStatus::Running, 4),
+        ];
         assert_eq!(plan(&config(10, 4), &servers, NOW, Some(3)).create, 1);
         assert_eq!(plan(&config(10, 4), &servers, NOW, Some(2)).create, 0);
         assert_eq!(plan(&config(10, 4), &servers, NOW, Some(1)).create, 0);
@@ -592,7 +735,10 @@ mod tests {
         let mut late = server(1, ServerStatus::Provisioning, 0);
         late.created_at_ms = NOW - 600_001;
         let plan = plan(&config(4, 4), &[late], NOW, None);
-        assert_eq!(plan.destroy, [(Uuid::from_u128(1), DestroyReason::ProvisionTimeout)]);
+        assert_eq!(
+            plan.destroy,
+            [(Uuid::from_u128(1), DestroyReason::ProvisionTimeout)]
+        );
         assert_eq!(plan.create, 1, "its replacement, in the same pass");
     }
 
@@ -609,13 +755,23 @@ mod tests {
 
     #[test]
     fn idle_surplus_goes_after_the_backoff_while_the_minimum_holds() {
-        let idle = |n, since| ServerState { idle_since_ms: Some(since), ..server(n, ServerStatus::Running, 0) };
-        let servers = [idle(1, NOW - 400_000), idle(2, NOW - 500_000), idle(3, NOW - 100_000)];
+        let idle = |n, since| ServerState {
+            idle_since_ms: Some(since),
+            ..server(n, ServerStatus::Running, 0)
+        };
+        let servers = [
+            idle(1, NOW - 400_000),
+            idle(2, NOW - 500_000),
+            idle(3, NOW - 100_000),
+        ];
         // 12 free, minimum 4: two may go, but server 3 has not waited out the back-off.
         let plan = plan(&config(4, 4), &servers, NOW, None);
         assert_eq!(
             plan.destroy,
-            [(Uuid::from_u128(2), DestroyReason::Surplus), (Uuid::from_u128(1), DestroyReason::Surplus)]
+            [
+                (Uuid::from_u128(2), DestroyReason::Surplus),
+                (Uuid::from_u128(1), DestroyReason::Surplus)
+            ]
         );
         assert_eq!(plan.create, 0);
         // With a minimum of 9, only one may go.
@@ -640,16 +796,97 @@ mod tests {
     #[test]
     fn configs_validate_their_own_fields() {
         assert_eq!(config(1, 1).validate(), Ok(()));
-        let bad = AutoScaleConfig { server_name_prefix: "much-too-long".into(), ..config(1, 1) };
+        let bad = AutoScaleConfig {
+            server_name_prefix: "much-too-long".into(),
+            ..config(1, 1)
+        };
         assert_eq!(bad.validate().unwrap_err().field, "server_name_prefix");
-        let bad = AutoScaleConfig { max_sessions_per_server: 0, ..config(1, 1) };
+        let bad = AutoScaleConfig {
+            max_sessions_per_server: 0,
+            ..config(1, 1)
+        };
         assert_eq!(bad.validate().unwrap_err().field, "max_sessions_per_server");
-        let bad = AutoScaleConfig { connection_username: None, ..config(1, 1) };
+        let bad = AutoScaleConfig {
+            connection_username: None,
+            ..config(1, 1)
+        };
         assert_eq!(bad.validate().unwrap_err().field, "connection_username");
-        let bad = AutoScaleConfig { create_ad_computer_record: true, ..config(1, 1) };
+        let bad = AutoScaleConfig {
+            create_ad_computer_record: true,
+            ..config(1, 1)
+        };
         assert_eq!(bad.validate().unwrap_err().field, "ldap_config");
         assert_eq!(config(1, 1).port(), 3389);
         assert_eq!(AutoScaleConfig::script_variables(Os::Linux).len(), 6);
         assert!(AutoScaleConfig::script_variables(Os::Windows).contains(&"server_hostname"));
+    }
+
+    #[test]
+    fn script_values_follow_the_os_and_the_credential_type() {
+        let config = config(4, 4);
+        let server = Server {
+            id: Uuid::from_u128(7),
+            pool: "pool".into(),
+            zone: "default".into(),
+            config: Some("pool-a".into()),
+            hostname: "zb-00000000".into(),
+            address: None,
+            port: 3389,
+            connection_type: ConnectionType::Rdp,
+            max_sessions: 4,
+            status: ServerStatus::Provisioning,
+            instance_id: None,
+            idempotency_key: "k".into(),
+            checkin_token_id: Some("j".into()),
+            spent: false,
+            created_at_ms: 0,
+            status_changed_at_ms: 0,
+            idle_since_ms: None,
+            last_error: None,
+        };
+        let linux = script_values(&config, &server, "tok", "broker:443");
+        let get = |values: &[(String, String)], name: &str| {
+            values
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(get(&linux, "checkin_jwt").as_deref(), Some("tok"));
+        assert_eq!(
+            get(&linux, "connection_password").as_deref(),
+            Some("secret")
+        );
+        assert_eq!(
+            get(&linux, "upstream_auth_address").as_deref(),
+            Some("broker:443")
+        );
+        assert_eq!(get(&linux, "server_id"), None, "Windows only, per the seed");
+        let windows = AutoScaleConfig {
+            os: Os::Windows,
+            credential_type: CredentialType::Sso,
+            ..config
+        };
+        let values = script_values(&windows, &server, "tok", "broker:443");
+        assert_eq!(
+            get(&values, "server_id").as_deref(),
+            Some("00000000-0000-0000-0000-000000000007")
+        );
+        assert_eq!(
+            get(&values, "server_hostname").as_deref(),
+            Some("zb-00000000")
+        );
+        assert_eq!(
+            get(&values, "connection_password").as_deref(),
+            Some(""),
+            "SSO"
+        );
+    }
+
+    #[test]
+    fn host_names_fit_netbios() {
+        let id = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        assert_eq!(hostname("zb", id), "zb-01234567");
+        assert_eq!(hostname("winpool1", id), "winpool1-012345");
+        assert_eq!(hostname("winpool1", id).len(), 15);
     }
 }

@@ -45,6 +45,14 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// The usage of a host closed to new sessions (being destroyed): no capacity check passes.
+    pub const CLOSED: Usage = Usage {
+        sessions: u32::MAX,
+        millicores: u64::MAX,
+        memory: u64::MAX,
+        gpus: u32::MAX,
+    };
+
     /// Whether `demand` fits beside what is reserved: cores, memory, GPUs and a session slot.
     pub fn has_room(&self, capacity: &Capacity, demand: &Demand) -> bool {
         self.sessions < capacity.max_sessions

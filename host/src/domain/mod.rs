@@ -11,6 +11,7 @@ pub mod autoscale;
 pub mod capacity;
 pub mod image;
 pub mod names;
+pub mod patch;
 pub mod plugin;
 pub mod provider;
 pub mod ranking;

@@ -13,9 +13,18 @@ use super::zone::Connection;
 pub struct Session {
     pub id: Uuid,
     pub user: String,
-    pub image: String,
+    /// The image it runs (container sessions).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// The workspace it was requested as, if any.
+    #[serde(default)]
+    pub workspace: Option<String>,
+    /// Whether it runs on an agent or on a pool's server.
+    #[serde(default)]
+    pub host_kind: HostKind,
     /// The zone of the agent it runs on.
     pub zone: String,
+    /// The agent or server it runs on.
     pub agent: Uuid,
     pub agent_hostname: String,
     pub connection: Connection,
@@ -23,15 +32,63 @@ pub struct Session {
     pub demand: Demand,
     /// Unix time, milliseconds.
     pub created_at_ms: u64,
+    /// For `local-client` pool workspaces: what the `.rdp` file says.
+    #[serde(default)]
+    pub rdp: Option<RdpFile>,
 }
 
+/// What a session runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HostKind {
+    /// A container agent.
+    #[default]
+    Agent,
+    /// A server of a pool.
+    Server,
+}
+
+/// An RDP connection file for the user's own client, through the zone's RDP gateway.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RdpFile {
+    /// `host:port` of the server.
+    pub full_address: String,
+    pub username: Option<String>,
+    /// The RDP gateway (the zone's proxy host), `host[:port]`.
+    pub gateway_hostname: String,
+}
+
+impl RdpFile {
+    /// The file's text (`.rdp` settings, one `name:type:value` per line, CRLF).
+    pub fn render(&self) -> String {
+        let mut lines = vec![
+            format!("full address:s:{}", self.full_address),
+            "prompt for credentials:i:1".to_string(),
+            "gatewayusagemethod:i:1".to_string(),
+            "gatewayprofileusagemethod:i:1".to_string(),
+            "gatewaycredentialssource:i:0".to_string(),
+            format!("gatewayhostname:s:{}", self.gateway_hostname),
+            "authentication level:i:2".to_string(),
+        ];
+        if let Some(user) = &self.username {
+            lines.push(format!("username:s:{user}"));
+        }
+        lines.push(String::new());
+        lines.join("\r\n")
+    }
+}
 /// The body of `POST /sessions`.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionRequest {
+    /// The image to run (or name a workspace instead).
+    #[serde(default)]
     #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
-    /// The image to run.
-    pub image: String,
+    pub image: Option<String>,
+    /// The workspace to launch (or name an image instead).
+    #[serde(default)]
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub workspace: Option<String>,
     #[schema(
         min_length = 1,
         max_length = 256,
@@ -43,7 +100,62 @@ pub struct SessionRequest {
 
 impl SessionRequest {
     pub fn validate(&self) -> Result<(), FieldError> {
-        validation::name("image", &self.image)?;
+        match (&self.image, &self.workspace) {
+            (Some(image), None) => validation::name("image", image)?,
+            (None, Some(workspace)) => validation::name("workspace", workspace)?,
+            (Some(_), Some(_)) => {
+                return Err(FieldError::new(
+                    "workspace",
+                    "name an image or a workspace, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(FieldError::new(
+                    "workspace",
+                    "name a workspace (or an image) to launch",
+                ));
+            }
+        }
         validation::text("user", &self.user, 256)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_rdp_file_names_the_server_and_the_gateway() {
+        let file = RdpFile {
+            full_address: "10.0.0.5:3389".into(),
+            username: Some("kasm".into()),
+            gateway_hostname: "broker.example.com:443".into(),
+        }
+        .render();
+        assert!(
+            file.starts_with("full address:s:10.0.0.5:3389\r\n"),
+            "{file}"
+        );
+        assert!(file.contains("gatewayhostname:s:broker.example.com:443\r\n"));
+        assert!(file.contains("username:s:kasm\r\n"));
+    }
+
+    #[test]
+    fn a_request_names_an_image_or_a_workspace() {
+        let request = |image: Option<&str>, workspace: Option<&str>| SessionRequest {
+            image: image.map(Into::into),
+            workspace: workspace.map(Into::into),
+            user: "ann".into(),
+        };
+        assert!(request(Some("a"), None).validate().is_ok());
+        assert!(request(None, Some("w")).validate().is_ok());
+        assert_eq!(
+            request(None, None).validate().unwrap_err().field,
+            "workspace"
+        );
+        assert_eq!(
+            request(Some("a"), Some("w")).validate().unwrap_err().field,
+            "workspace"
+        );
     }
 }

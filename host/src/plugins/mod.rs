@@ -25,7 +25,9 @@ pub use builtin::{
 };
 pub use error::{CallError, LoadError};
 pub use kind::PluginKind;
-pub use registry::{PluginSlot, PluginSummary, Registry, RegistryError, StrategyCallError};
+pub use registry::{
+    NamedCallError, PluginSlot, PluginSummary, Registry, RegistryError, StrategyCallError,
+};
 pub use runtime::{
     ArtifactCache, Compiled, LoadedPlugin, NoCache, PluginRuntime, ProviderAnswer, ProviderCall,
     RuntimeConfig, RuntimeInitError, SmokeReport,

@@ -14,9 +14,11 @@ use tracing::info_span;
 
 use super::error::{CallError, LoadError};
 use super::kind::PluginKind;
-use super::runtime::{LoadedPlugin, PluginRuntime};
+use super::runtime::{LoadedPlugin, PluginRuntime, ProviderAnswer, ProviderCall};
 use crate::domain::names::{self, NameError};
 use crate::domain::ranking::{CandidateColumns, PlacementRequest, Ranking};
+use crate::domain::script::{Os, TemplateError};
+use tracing::Instrument;
 
 /// One plugin: its name, kind and active version.
 pub struct PluginSlot {
@@ -194,6 +196,92 @@ impl Registry {
         }
         result.map_err(StrategyCallError::Call)
     }
+}
+
+impl Registry {
+    /// The active version of `name` if it is a plugin of `kind`.
+    fn active_of(&self, name: &str, kind: PluginKind) -> Result<Arc<LoadedPlugin>, NamedCallError> {
+        match self.get(name) {
+            Some(slot) if slot.kind() == kind => Ok(slot.active()),
+            _ => Err(NamedCallError::NotFound {
+                kind,
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    /// Call VM provider `name` (its active version), in a `plugin_call` span.
+    pub async fn provider_call(
+        &self,
+        name: &str,
+        endpoints: &[String],
+        call: ProviderCall,
+    ) -> Result<ProviderAnswer, NamedCallError> {
+        let plugin = self.active_of(name, PluginKind::VmProvider)?;
+        let function = call.function();
+        let span = info_span!(
+            "plugin_call",
+            plugin = name,
+            version = &plugin.sha256()[..12],
+            function,
+        );
+        let start = Instant::now();
+        let result = self
+            .runtime
+            .provider_call(&plugin, endpoints, call)
+            .instrument(span.clone())
+            .await;
+        let _entered = span.enter();
+        match &result {
+            Ok(_) => tracing::debug!(
+                elapsed_ms = start.elapsed().as_millis() as u64,
+                "provider call done"
+            ),
+            Err(error) => tracing::warn!(
+                elapsed_ms = start.elapsed().as_millis() as u64,
+                code = error.code(),
+                "provider call failed: {error}"
+            ),
+        }
+        result.map_err(|error| NamedCallError::Call {
+            name: name.to_string(),
+            error,
+        })
+    }
+
+    /// Render `template` with script generator `name` (its active version), in a
+    /// `plugin_call` span. The inner error is the template's.
+    pub fn render(
+        &self,
+        name: &str,
+        os: Os,
+        template: &str,
+        variables: &[(String, String)],
+    ) -> Result<Result<String, TemplateError>, NamedCallError> {
+        let plugin = self.active_of(name, PluginKind::ScriptGenerator)?;
+        let span = info_span!(
+            "plugin_call",
+            plugin = name,
+            version = &plugin.sha256()[..12],
+            function = "render",
+        );
+        let _entered = span.enter();
+        self.runtime
+            .render(&plugin, os, template, variables)
+            .map_err(|error| NamedCallError::Call {
+                name: name.to_string(),
+                error,
+            })
+    }
+}
+
+/// Why a call to a named plugin failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NamedCallError {
+    #[error("no {kind} plugin named `{name}` is installed")]
+    NotFound { kind: PluginKind, name: String },
+    #[error("plugin `{name}` failed: {error}")]
+    Call { name: String, error: CallError },
 }
 
 /// Why ranking with a named strategy failed.

@@ -151,6 +151,20 @@ pub enum ProviderCall {
     },
 }
 
+impl ProviderCall {
+    /// The WIT function it calls.
+    pub fn function(&self) -> &'static str {
+        match self {
+            ProviderCall::Describe => "describe",
+            ProviderCall::Validate { .. } => "validate",
+            ProviderCall::Create { .. } => "create-vm",
+            ProviderCall::Get { .. } => "get-vm",
+            ProviderCall::Destroy { .. } => "destroy-vm",
+            ProviderCall::List { .. } => "list-vms",
+        }
+    }
+}
+
 /// What a provider answered.
 #[derive(Clone, Debug)]
 pub enum ProviderAnswer {

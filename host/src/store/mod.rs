@@ -26,6 +26,7 @@ pub use commit::CommitError;
 use commit::GroupCommit;
 
 use crate::domain::agent::Agent;
+use crate::domain::autoscale::{AutoScaleConfig, Pool, Server, StoredProviderConfig, Workspace};
 use crate::domain::capacity::{Capacity, Demand, Usage};
 use crate::domain::image::Image;
 use crate::domain::plugin::PluginRecord;
@@ -36,6 +37,7 @@ use crate::domain::zone::Zone;
 const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const USER_KEY_SECRET: &[u8] = b"user_key_secret";
+const CHECKIN_KEY: &[u8] = b"checkin_key";
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,9 +69,16 @@ pub struct Store {
     plugin_blobs: sled::Tree,
     /// Compiled components by `{sha256}-{engine fingerprint}`.
     plugin_artifacts: sled::Tree,
+    pools: sled::Tree,
+    provider_configs: sled::Tree,
+    autoscale_configs: sled::Tree,
+    servers: sled::Tree,
+    workspaces: sled::Tree,
     commit: GroupCommit,
     /// Keys the hash that shows strategies a user without naming them.
     user_key_secret: [u8; 32],
+    /// Signs check-in tokens.
+    checkin_key: [u8; 32],
 }
 
 impl Store {
@@ -82,7 +91,8 @@ impl Store {
             .open()?;
         let meta = db.open_tree("meta")?;
         check_schema(&meta)?;
-        let user_key_secret = user_key_secret(&meta)?;
+        let user_key_secret = random_secret(&meta, USER_KEY_SECRET)?;
+        let checkin_key = random_secret(&meta, CHECKIN_KEY)?;
         db.flush()?;
         let store = Store {
             zones: db.open_tree("zones")?,
@@ -93,8 +103,14 @@ impl Store {
             plugins: db.open_tree("plugins")?,
             plugin_blobs: db.open_tree("plugin_blobs")?,
             plugin_artifacts: db.open_tree("plugin_artifacts")?,
+            pools: db.open_tree("pools")?,
+            provider_configs: db.open_tree("provider_configs")?,
+            autoscale_configs: db.open_tree("autoscale_configs")?,
+            servers: db.open_tree("servers")?,
+            workspaces: db.open_tree("workspaces")?,
             commit: GroupCommit::start(db.clone()).map_err(StoreError::Flusher)?,
             user_key_secret,
+            checkin_key,
             db,
         };
         store.rebuild_usage()?;
@@ -211,6 +227,92 @@ impl Store {
             self.plugin_artifacts.remove(key?)?;
         }
         Ok(())
+    }
+
+    /// The key that signs check-in tokens.
+    pub fn checkin_key(&self) -> &[u8; 32] {
+        &self.checkin_key
+    }
+
+    // Pools, provider configs, AutoScale configs and workspaces, by name; servers by id.
+
+    pub fn pools(&self) -> Result<Vec<Pool>, StoreError> {
+        scan(&self.pools, "pools")
+    }
+
+    pub fn put_pool(&self, pool: &Pool) -> Result<(), StoreError> {
+        put(&self.pools, pool.name.as_bytes(), pool)
+    }
+
+    pub fn delete_pool(&self, name: &str) -> Result<(), StoreError> {
+        self.pools.remove(name.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn provider_configs(&self) -> Result<Vec<StoredProviderConfig>, StoreError> {
+        scan(&self.provider_configs, "provider_configs")
+    }
+
+    pub fn put_provider_config(&self, stored: &StoredProviderConfig) -> Result<(), StoreError> {
+        put(
+            &self.provider_configs,
+            stored.config.name.as_bytes(),
+            stored,
+        )
+    }
+
+    pub fn delete_provider_config(&self, name: &str) -> Result<(), StoreError> {
+        self.provider_configs.remove(name.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn autoscale_configs(&self) -> Result<Vec<AutoScaleConfig>, StoreError> {
+        scan(&self.autoscale_configs, "autoscale_configs")
+    }
+
+    pub fn put_autoscale_config(&self, config: &AutoScaleConfig) -> Result<(), StoreError> {
+        put(&self.autoscale_configs, config.name.as_bytes(), config)
+    }
+
+    pub fn delete_autoscale_config(&self, name: &str) -> Result<(), StoreError> {
+        self.autoscale_configs.remove(name.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn workspaces(&self) -> Result<Vec<Workspace>, StoreError> {
+        scan(&self.workspaces, "workspaces")
+    }
+
+    pub fn put_workspace(&self, workspace: &Workspace) -> Result<(), StoreError> {
+        put(&self.workspaces, workspace.name.as_bytes(), workspace)
+    }
+
+    pub fn delete_workspace(&self, name: &str) -> Result<(), StoreError> {
+        self.workspaces.remove(name.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn servers(&self) -> Result<Vec<Server>, StoreError> {
+        scan(&self.servers, "servers")
+    }
+
+    pub fn put_server(&self, server: &Server) -> Result<(), StoreError> {
+        put(&self.servers, server.id.as_bytes(), server)
+    }
+
+    pub fn delete_server(&self, id: Uuid) -> Result<(), StoreError> {
+        self.servers.remove(id.as_bytes())?;
+        self.usage.remove(id.as_bytes())?;
+        Ok(())
+    }
+
+    /// Close `host` to new sessions if it has none: its usage becomes a marker no capacity
+    /// check passes, atomically, so a placement racing with the close cannot land on it.
+    /// Answers whether it closed (false: a session got there first).
+    pub fn close_if_idle(&self, host: Uuid) -> Result<bool, StoreError> {
+        Ok(self
+            .update_usage(host, |usage| (usage.sessions == 0).then_some(Usage::CLOSED))?
+            .is_some())
     }
 
     // Sessions and the usage they reserve.
@@ -346,14 +448,15 @@ fn check_schema(meta: &sled::Tree) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn user_key_secret(meta: &sled::Tree) -> Result<[u8; 32], StoreError> {
-    if let Some(raw) = meta.get(USER_KEY_SECRET)? {
+/// A random secret kept in `meta` under `key`, made on first use.
+fn random_secret(meta: &sled::Tree, key: &[u8]) -> Result<[u8; 32], StoreError> {
+    if let Some(raw) = meta.get(key)? {
         return <[u8; 32]>::try_from(raw.as_ref())
-            .map_err(|_| corrupt("meta", "bad user key secret"));
+            .map_err(|_| corrupt("meta", "a secret is not 32 bytes"));
     }
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| corrupt("meta", e))?;
-    meta.insert(USER_KEY_SECRET, &secret)?;
+    meta.insert(key, &secret)?;
     Ok(secret)
 }
 

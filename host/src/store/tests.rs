@@ -23,7 +23,9 @@ fn session(agent: Uuid) -> Session {
     Session {
         id: Uuid::new_v4(),
         user: "ada".into(),
-        image: "desktop".into(),
+        image: Some("desktop".into()),
+        workspace: None,
+        host_kind: Default::default(),
         zone: "default".into(),
         agent,
         agent_hostname: "a".into(),
@@ -34,6 +36,7 @@ fn session(agent: Uuid) -> Session {
         },
         demand: ONE,
         created_at_ms: 1,
+        rdp: None,
     }
 }
 

@@ -1,0 +1,636 @@
+//! Pools, VM provider configs, AutoScale configs and workspaces: what an operator sets up so
+//! that pools keep themselves sized. Every save checks references, and plugin-backed fields
+//! with the plugin itself (a provider's `validate`, a generator's render of the template with
+//! sample values), so a mistake shows when the config is saved, not when a VM boots.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::{Broker, BrokerError, Inventory, run_blocking};
+use crate::domain::autoscale::{
+    AutoScaleConfig, Pool, ServerStatus, StoredProviderConfig, VmProviderConfig, Workspace,
+    WorkspaceType, sample_variables,
+};
+use crate::domain::patch;
+use crate::domain::provider::{ProviderError, ProviderInfo, ValidatedSettings};
+use crate::domain::validation::FieldError;
+use crate::plugins::{NamedCallError, ProviderAnswer, ProviderCall};
+
+/// What the reconcile loop last found for one AutoScale config (kept in memory).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ConfigStatus {
+    /// The last provider or render failure, until a pass succeeds.
+    pub last_error: Option<String>,
+    /// Failures in a row (the back-off doubles with each).
+    pub consecutive_failures: u32,
+    /// Unix time (ms) before which no VM is created or destroyed for it.
+    pub backoff_until_ms: Option<u64>,
+    /// Free session slots over its live servers at the last pass.
+    pub available_sessions: u32,
+    /// Its servers that are not being destroyed.
+    pub servers: u32,
+}
+
+/// An AutoScale config as the API shows it: secrets blanked, with its status.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct AutoScaleConfigView {
+    /// The config (`connection_password` always `null`: it is write-only).
+    pub config: AutoScaleConfig,
+    /// Whether a connection password is set.
+    pub connection_password_set: bool,
+    pub status: ConfigStatus,
+}
+
+impl Broker {
+    // Pools.
+
+    pub fn pools(&self) -> Vec<Pool> {
+        self.read().pools.values().cloned().collect()
+    }
+
+    pub fn pool(&self, name: &str) -> Result<Pool, BrokerError> {
+        self.read()
+            .pools
+            .get(name)
+            .cloned()
+            .ok_or_else(|| not_found("pool", name))
+    }
+
+    pub async fn create_pool(&self, pool: Pool) -> Result<Pool, BrokerError> {
+        pool.validate()?;
+        {
+            let mut inventory = self.write();
+            refuse_existing(inventory.pools.contains_key(&pool.name), "pool", &pool.name)?;
+            self.store.put_pool(&pool)?;
+            inventory.pools.insert(pool.name.clone(), pool.clone());
+        }
+        self.commit().await?;
+        tracing::info!(pool = pool.name, "pool created");
+        Ok(pool)
+    }
+
+    /// Delete a pool no config, workspace or server uses.
+    pub async fn delete_pool(&self, name: &str) -> Result<(), BrokerError> {
+        {
+            let mut inventory = self.write();
+            if !inventory.pools.contains_key(name) {
+                return Err(not_found("pool", name));
+            }
+            let users = inventory
+                .autoscale_configs
+                .values()
+                .filter(|c| c.pool == name)
+                .map(|c| format!("AutoScale config `{}`", c.name))
+                .chain(
+                    inventory
+                        .workspaces
+                        .values()
+                        .filter(|w| w.pool.as_deref() == Some(name))
+                        .map(|w| format!("workspace `{}`", w.name)),
+                )
+                .chain(
+                    inventory
+                        .servers
+                        .values()
+                        .filter(|s| s.server.pool == name)
+                        .map(|s| format!("server `{}`", s.server.hostname)),
+                )
+                .collect::<Vec<_>>();
+            in_use("pool", name, &users)?;
+            self.store.delete_pool(name)?;
+            inventory.pools.remove(name);
+        }
+        self.commit().await?;
+        tracing::info!(pool = name, "pool deleted");
+        Ok(())
+    }
+
+    // VM provider configs.
+
+    /// Every provider config, secret settings left out.
+    pub fn provider_configs(&self) -> Vec<VmProviderConfig> {
+        self.read()
+            .provider_configs
+            .values()
+            .map(StoredProviderConfig::public)
+            .collect()
+    }
+
+    pub fn provider_config(&self, name: &str) -> Result<VmProviderConfig, BrokerError> {
+        self.read()
+            .provider_configs
+            .get(name)
+            .map(StoredProviderConfig::public)
+            .ok_or_else(|| not_found("VM provider config", name))
+    }
+
+    /// The stored config, secrets included (for provider calls).
+    pub(crate) fn stored_provider_config(&self, name: &str) -> Option<StoredProviderConfig> {
+        self.read().provider_configs.get(name).cloned()
+    }
+
+    pub async fn create_provider_config(
+        &self,
+        config: VmProviderConfig,
+    ) -> Result<VmProviderConfig, BrokerError> {
+        if self.read().provider_configs.contains_key(&config.name) {
+            return Err(BrokerError::AlreadyExists {
+                kind: "VM provider config",
+                key: config.name,
+            });
+        }
+        let stored = self.check_provider_config(config).await?;
+        {
+            let mut inventory = self.write();
+            refuse_existing(
+                inventory.provider_configs.contains_key(&stored.config.name),
+                "VM provider config",
+                &stored.config.name,
+            )?;
+            self.store.put_provider_config(&stored)?;
+            inventory
+                .provider_configs
+                .insert(stored.config.name.clone(), stored.clone());
+        }
+        self.commit().await?;
+        tracing::info!(
+            config = stored.config.name,
+            provider = stored.config.provider,
+            "VM provider config created"
+        );
+        Ok(stored.public())
+    }
+
+    /// Change a provider config by JSON merge patch: secret settings left out of the patch
+    /// keep their values. Every AutoScale config that uses it sees the change.
+    pub async fn update_provider_config(
+        &self,
+        name: &str,
+        changes: &Value,
+    ) -> Result<VmProviderConfig, BrokerError> {
+        let current = self
+            .stored_provider_config(name)
+            .ok_or_else(|| not_found("VM provider config", name))?;
+        let config: VmProviderConfig = patch::apply(&current.config, changes)?;
+        if config.name != name {
+            return Err(FieldError::new("name", "a config cannot be renamed").into());
+        }
+        let stored = self.check_provider_config(config).await?;
+        {
+            let mut inventory = self.write();
+            if !inventory.provider_configs.contains_key(name) {
+                return Err(not_found("VM provider config", name));
+            }
+            self.store.put_provider_config(&stored)?;
+            inventory
+                .provider_configs
+                .insert(name.to_string(), stored.clone());
+        }
+        self.commit().await?;
+        self.autoscale_wake.notify_one();
+        tracing::info!(config = name, "VM provider config updated");
+        Ok(stored.public())
+    }
+
+    /// Delete a provider config no AutoScale config uses.
+    pub async fn delete_provider_config(&self, name: &str) -> Result<(), BrokerError> {
+        {
+            let mut inventory = self.write();
+            if !inventory.provider_configs.contains_key(name) {
+                return Err(not_found("VM provider config", name));
+            }
+            let users = inventory
+                .autoscale_configs
+                .values()
+                .filter(|c| c.vm_provider_config == name)
+                .map(|c| format!("AutoScale config `{}`", c.name))
+                .collect::<Vec<_>>();
+            in_use("VM provider config", name, &users)?;
+            self.store.delete_provider_config(name)?;
+            inventory.provider_configs.remove(name);
+        }
+        self.commit().await?;
+        tracing::info!(config = name, "VM provider config deleted");
+        Ok(())
+    }
+
+    /// Ask the config's plugin what it takes (`describe`) and whether these settings do
+    /// (`validate`). Unknown settings are refused here; the plugin judges the values.
+    async fn check_provider_config(
+        &self,
+        config: VmProviderConfig,
+    ) -> Result<StoredProviderConfig, BrokerError> {
+        config.validate()?;
+        let plugin_error = |error: NamedCallError| match error {
+            NamedCallError::NotFound { .. } => FieldError::new("provider", error.to_string()),
+            NamedCallError::Call { .. } => FieldError::new("provider", error.to_string()),
+        };
+        let info: ProviderInfo = match self
+            .registry
+            .provider_call(&config.provider, &[], ProviderCall::Describe)
+            .await
+            .map_err(plugin_error)?
+        {
+            ProviderAnswer::Info(info) => info,
+            other => unreachable!("describe answered {other:?}"),
+        };
+        if let Some(unknown) = config
+            .settings
+            .keys()
+            .find(|name| !info.settings.iter().any(|s| &s.name == *name))
+        {
+            let known: Vec<&str> = info.settings.iter().map(|s| s.name.as_str()).collect();
+            return Err(FieldError::new(
+                format!("settings.{unknown}"),
+                format!(
+                    "`{}` takes no setting `{unknown}` (it takes: {})",
+                    config.provider,
+                    known.join(", ")
+                ),
+            )
+            .into());
+        }
+        let validated: ValidatedSettings = match self
+            .registry
+            .provider_call(
+                &config.provider,
+                &[],
+                ProviderCall::Validate {
+                    settings: config.pairs(),
+                },
+            )
+            .await
+            .map_err(plugin_error)?
+        {
+            ProviderAnswer::Validated(Ok(validated)) => validated,
+            ProviderAnswer::Validated(Err(ProviderError::InvalidConfig { setting, message })) => {
+                return Err(FieldError::new(format!("settings.{setting}"), message).into());
+            }
+            ProviderAnswer::Validated(Err(error)) => {
+                return Err(FieldError::new("settings", error.to_string()).into());
+            }
+            other => unreachable!("validate answered {other:?}"),
+        };
+        let secret_settings: BTreeSet<String> = info
+            .settings
+            .iter()
+            .filter(|s| s.secret)
+            .map(|s| s.name.clone())
+            .collect();
+        Ok(StoredProviderConfig {
+            config,
+            secret_settings,
+            validated,
+        })
+    }
+
+    // AutoScale configs.
+
+    pub fn autoscale_configs(&self) -> Vec<AutoScaleConfigView> {
+        let inventory = self.read();
+        inventory
+            .autoscale_configs
+            .values()
+            .map(|config| inventory.autoscale_view(config))
+            .collect()
+    }
+
+    pub fn autoscale_config(&self, name: &str) -> Result<AutoScaleConfigView, BrokerError> {
+        let inventory = self.read();
+        inventory
+            .autoscale_configs
+            .get(name)
+            .map(|config| inventory.autoscale_view(config))
+            .ok_or_else(|| not_found("AutoScale config", name))
+    }
+
+    pub async fn create_autoscale_config(
+        &self,
+        config: AutoScaleConfig,
+    ) -> Result<AutoScaleConfigView, BrokerError> {
+        self.check_autoscale_config(&config)?;
+        let view = {
+            let mut inventory = self.write();
+            refuse_existing(
+                inventory.autoscale_configs.contains_key(&config.name),
+                "AutoScale config",
+                &config.name,
+            )?;
+            inventory.check_autoscale_references(&config)?;
+            self.store.put_autoscale_config(&config)?;
+            inventory
+                .autoscale_configs
+                .insert(config.name.clone(), config.clone());
+            inventory.autoscale_view(&config)
+        };
+        self.commit().await?;
+        self.autoscale_wake.notify_one();
+        tracing::info!(
+            config = config.name,
+            pool = config.pool,
+            "AutoScale config created"
+        );
+        Ok(view)
+    }
+
+    /// Change an AutoScale config by JSON merge patch (a password left out keeps its value).
+    pub async fn update_autoscale_config(
+        &self,
+        name: &str,
+        changes: &Value,
+    ) -> Result<AutoScaleConfigView, BrokerError> {
+        let current = self
+            .read()
+            .autoscale_configs
+            .get(name)
+            .cloned()
+            .ok_or_else(|| not_found("AutoScale config", name))?;
+        let config: AutoScaleConfig = patch::apply(&current, changes)?;
+        if config.name != name {
+            return Err(FieldError::new("name", "a config cannot be renamed").into());
+        }
+        self.check_autoscale_config(&config)?;
+        let view = {
+            let mut inventory = self.write();
+            if !inventory.autoscale_configs.contains_key(name) {
+                return Err(not_found("AutoScale config", name));
+            }
+            inventory.check_autoscale_references(&config)?;
+            self.store.put_autoscale_config(&config)?;
+            inventory
+                .autoscale_configs
+                .insert(name.to_string(), config.clone());
+            inventory.autoscale_view(&config)
+        };
+        self.commit().await?;
+        self.autoscale_wake.notify_one();
+        tracing::info!(config = name, "AutoScale config updated");
+        Ok(view)
+    }
+
+    /// Delete an AutoScale config whose servers are all gone (disable it first and let the
+    /// reconcile loop drain them, or delete them).
+    pub async fn delete_autoscale_config(&self, name: &str) -> Result<(), BrokerError> {
+        {
+            let mut inventory = self.write();
+            if !inventory.autoscale_configs.contains_key(name) {
+                return Err(not_found("AutoScale config", name));
+            }
+            let users = inventory
+                .servers
+                .values()
+                .filter(|s| s.server.config.as_deref() == Some(name))
+                .map(|s| format!("server `{}` ({:?})", s.server.hostname, s.server.status))
+                .collect::<Vec<_>>();
+            in_use("AutoScale config", name, &users)?;
+            self.store.delete_autoscale_config(name)?;
+            inventory.autoscale_configs.remove(name);
+            inventory.config_status.remove(name);
+        }
+        self.commit().await?;
+        tracing::info!(config = name, "AutoScale config deleted");
+        Ok(())
+    }
+
+    /// The fields and plugin-backed checks (the template renders with sample values).
+    fn check_autoscale_config(&self, config: &AutoScaleConfig) -> Result<(), BrokerError> {
+        config.validate()?;
+        let rendered = run_blocking(|| {
+            self.registry.render(
+                &config.script_generator,
+                config.os,
+                &config.startup_script,
+                &sample_variables(config.os),
+            )
+        });
+        match rendered {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(template)) => {
+                Err(FieldError::new("startup_script", template.to_string()).into())
+            }
+            Err(error) => Err(FieldError::new("script_generator", error.to_string()).into()),
+        }
+    }
+
+    /// Every AutoScale config's name (the reconcile loop).
+    pub(crate) fn autoscale_config_names(&self) -> Vec<String> {
+        self.read().autoscale_configs.keys().cloned().collect()
+    }
+
+    /// The stored config, secrets included (the reconcile loop).
+    pub(crate) fn autoscale_config_stored(&self, name: &str) -> Option<AutoScaleConfig> {
+        self.read().autoscale_configs.get(name).cloned()
+    }
+
+    /// Set an AutoScale config's status (the reconcile loop).
+    pub(crate) fn set_config_status(&self, name: &str, status: ConfigStatus) {
+        let mut inventory = self.write();
+        if inventory.autoscale_configs.contains_key(name) {
+            inventory.config_status.insert(name.to_string(), status);
+        }
+    }
+
+    pub(crate) fn config_status(&self, name: &str) -> ConfigStatus {
+        self.read()
+            .config_status
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    // Workspaces.
+
+    pub fn workspaces(&self) -> Vec<Workspace> {
+        self.read().workspaces.values().cloned().collect()
+    }
+
+    pub fn workspace(&self, name: &str) -> Result<Workspace, BrokerError> {
+        self.read()
+            .workspaces
+            .get(name)
+            .cloned()
+            .ok_or_else(|| not_found("workspace", name))
+    }
+
+    pub async fn create_workspace(&self, workspace: Workspace) -> Result<Workspace, BrokerError> {
+        workspace.validate()?;
+        {
+            let mut inventory = self.write();
+            refuse_existing(
+                inventory.workspaces.contains_key(&workspace.name),
+                "workspace",
+                &workspace.name,
+            )?;
+            inventory.check_workspace_references(&workspace)?;
+            self.store.put_workspace(&workspace)?;
+            inventory
+                .workspaces
+                .insert(workspace.name.clone(), workspace.clone());
+        }
+        self.commit().await?;
+        tracing::info!(workspace = workspace.name, "workspace created");
+        Ok(workspace)
+    }
+
+    /// Change a workspace by JSON merge patch.
+    pub async fn update_workspace(
+        &self,
+        name: &str,
+        changes: &Value,
+    ) -> Result<Workspace, BrokerError> {
+        let workspace = {
+            let mut inventory = self.write();
+            let current = inventory
+                .workspaces
+                .get(name)
+                .ok_or_else(|| not_found("workspace", name))?;
+            let workspace: Workspace = patch::apply(current, changes)?;
+            if workspace.name != name {
+                return Err(FieldError::new("name", "a workspace cannot be renamed").into());
+            }
+            workspace.validate()?;
+            inventory.check_workspace_references(&workspace)?;
+            self.store.put_workspace(&workspace)?;
+            inventory
+                .workspaces
+                .insert(name.to_string(), workspace.clone());
+            workspace
+        };
+        self.commit().await?;
+        Ok(workspace)
+    }
+
+    /// Delete a workspace no session runs.
+    pub async fn delete_workspace(&self, name: &str) -> Result<(), BrokerError> {
+        {
+            let mut inventory = self.write();
+            if !inventory.workspaces.contains_key(name) {
+                return Err(not_found("workspace", name));
+            }
+            let running = inventory
+                .sessions
+                .values()
+                .filter(|s| s.workspace.as_deref() == Some(name))
+                .count();
+            if running > 0 {
+                return Err(BrokerError::Conflict {
+                    code: "workspace_in_use",
+                    message: format!("{running} session(s) run workspace `{name}`"),
+                });
+            }
+            self.store.delete_workspace(name)?;
+            inventory.workspaces.remove(name);
+        }
+        self.commit().await?;
+        Ok(())
+    }
+}
+
+impl StoredProviderConfig {
+    /// The config with its secret settings left out.
+    pub fn public(&self) -> VmProviderConfig {
+        let mut config = self.config.clone();
+        config
+            .settings
+            .retain(|name, _| !self.secret_settings.contains(name));
+        config
+    }
+}
+
+impl Inventory {
+    fn autoscale_view(&self, config: &AutoScaleConfig) -> AutoScaleConfigView {
+        let mut status = self
+            .config_status
+            .get(&config.name)
+            .cloned()
+            .unwrap_or_default();
+        status.servers = self
+            .servers
+            .values()
+            .filter(|s| s.server.config.as_deref() == Some(&config.name))
+            .filter(|s| !matches!(s.server.status, ServerStatus::Destroying))
+            .count() as u32;
+        AutoScaleConfigView {
+            connection_password_set: config.connection_password.is_some(),
+            config: AutoScaleConfig {
+                connection_password: None,
+                ..config.clone()
+            },
+            status,
+        }
+    }
+
+    fn check_autoscale_references(&self, config: &AutoScaleConfig) -> Result<(), FieldError> {
+        if !self.pools.contains_key(&config.pool) {
+            return Err(FieldError::new(
+                "pool",
+                format!("no pool `{}`", config.pool),
+            ));
+        }
+        if !self.zones.contains_key(&config.zone) {
+            return Err(FieldError::new(
+                "zone",
+                format!("no zone `{}`", config.zone),
+            ));
+        }
+        if !self
+            .provider_configs
+            .contains_key(&config.vm_provider_config)
+        {
+            return Err(FieldError::new(
+                "vm_provider_config",
+                format!("no VM provider config `{}`", config.vm_provider_config),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_workspace_references(&self, workspace: &Workspace) -> Result<(), FieldError> {
+        match workspace.workspace_type {
+            WorkspaceType::Container => {
+                let image = workspace.image.as_deref().unwrap_or_default();
+                if !self.images.contains_key(image) {
+                    return Err(FieldError::new("image", format!("no image `{image}`")));
+                }
+            }
+            WorkspaceType::Pool => {
+                let pool = workspace.pool.as_deref().unwrap_or_default();
+                if !self.pools.contains_key(pool) {
+                    return Err(FieldError::new("pool", format!("no pool `{pool}`")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn not_found(kind: &'static str, name: &str) -> BrokerError {
+    BrokerError::NotFound {
+        kind,
+        key: name.to_string(),
+    }
+}
+
+fn refuse_existing(exists: bool, kind: &'static str, name: &str) -> Result<(), BrokerError> {
+    if exists {
+        return Err(BrokerError::AlreadyExists {
+            kind,
+            key: name.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuse to delete `kind` `name` while `users` depend on it.
+fn in_use(kind: &'static str, name: &str, users: &[String]) -> Result<(), BrokerError> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    Err(BrokerError::Conflict {
+        code: "in_use",
+        message: format!("{kind} `{name}` is used by {}", users.join(", ")),
+    })
+}

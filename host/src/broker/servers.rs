@@ -1,0 +1,375 @@
+//! Servers: the hosts of pool sessions. Static ones an operator adds; auto-scaled ones the
+//! reconcile loop records before it asks the provider for the VM, and that check in with
+//! their single-use `checkin_jwt` once booted.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{Broker, BrokerError, Inventory, now_ms};
+use crate::autoscale::checkin;
+use crate::domain::autoscale::{Server, ServerStatus, StaticServer, hostname};
+use crate::domain::capacity::Usage;
+use crate::domain::timestamp::rfc3339;
+use crate::domain::validation::{self, FieldError};
+
+/// A server and what its sessions reserve.
+#[derive(Clone, Debug)]
+pub struct ServerEntry {
+    pub server: Server,
+    pub usage: Usage,
+}
+
+/// The body of `POST /servers/checkin`: where the server takes connections.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerCheckin {
+    #[schema(pattern = r"^[A-Za-z0-9._:\[\]-]+$", max_length = 253)]
+    pub address: String,
+    /// Default: the config's connection port.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub port: Option<u16>,
+}
+
+/// A server as the API shows it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ServerView {
+    pub id: Uuid,
+    pub pool: String,
+    pub zone: String,
+    /// The AutoScale config that owns it; `null` for a static server.
+    pub config: Option<String>,
+    pub hostname: String,
+    pub address: Option<String>,
+    pub port: u16,
+    pub connection_type: crate::domain::autoscale::ConnectionType,
+    pub status: ServerStatus,
+    pub instance_id: Option<String>,
+    pub sessions: u32,
+    pub max_sessions: u32,
+    /// Not reusable and has had its session: destroyed once idle.
+    pub spent: bool,
+    pub created_at: String,
+    pub status_changed_at: String,
+    pub idle_since: Option<String>,
+    pub last_error: Option<String>,
+}
+
+impl ServerEntry {
+    pub fn view(&self) -> ServerView {
+        let s = &self.server;
+        ServerView {
+            id: s.id,
+            pool: s.pool.clone(),
+            zone: s.zone.clone(),
+            config: s.config.clone(),
+            hostname: s.hostname.clone(),
+            address: s.address.clone(),
+            port: s.port,
+            connection_type: s.connection_type,
+            status: s.status,
+            instance_id: s.instance_id.clone(),
+            sessions: self.sessions(),
+            max_sessions: s.max_sessions,
+            spent: s.spent,
+            created_at: rfc3339(s.created_at_ms),
+            status_changed_at: rfc3339(s.status_changed_at_ms),
+            idle_since: s.idle_since_ms.map(rfc3339),
+            last_error: s.last_error.clone(),
+        }
+    }
+
+    /// Sessions running on it (a closed server's marker counts as none).
+    pub fn sessions(&self) -> u32 {
+        if self.usage == Usage::CLOSED {
+            0
+        } else {
+            self.usage.sessions
+        }
+    }
+}
+
+impl Broker {
+    pub fn servers(&self) -> Vec<ServerView> {
+        self.read()
+            .servers
+            .values()
+            .map(ServerEntry::view)
+            .collect()
+    }
+
+    pub fn server(&self, id: Uuid) -> Result<ServerView, BrokerError> {
+        self.read()
+            .servers
+            .get(&id)
+            .map(ServerEntry::view)
+            .ok_or_else(|| not_found(id))
+    }
+
+    /// The servers of AutoScale config `name` (the reconcile loop).
+    pub(crate) fn servers_of(&self, config: &str) -> Vec<ServerEntry> {
+        self.read()
+            .servers
+            .values()
+            .filter(|e| e.server.config.as_deref() == Some(config))
+            .cloned()
+            .collect()
+    }
+
+    /// Add a static server: running at once, never destroyed by AutoScale.
+    pub async fn create_static_server(
+        &self,
+        spec: StaticServer,
+    ) -> Result<ServerView, BrokerError> {
+        spec.validate()?;
+        let now = now_ms();
+        let id = Uuid::new_v4();
+        let server = Server {
+            id,
+            pool: spec.pool,
+            zone: spec.zone,
+            config: None,
+            hostname: spec.hostname,
+            address: Some(spec.address),
+            port: spec.port.unwrap_or(spec.connection_type.default_port()),
+            connection_type: spec.connection_type,
+            max_sessions: spec.max_sessions,
+            status: ServerStatus::Running,
+            instance_id: None,
+            idempotency_key: id.to_string(),
+            checkin_token_id: None,
+            spent: false,
+            created_at_ms: now,
+            status_changed_at_ms: now,
+            idle_since_ms: Some(now),
+            last_error: None,
+        };
+        let view = {
+            let mut inventory = self.write();
+            if !inventory.pools.contains_key(&server.pool) {
+                return Err(FieldError::new("pool", format!("no pool `{}`", server.pool)).into());
+            }
+            if !inventory.zones.contains_key(&server.zone) {
+                return Err(FieldError::new("zone", format!("no zone `{}`", server.zone)).into());
+            }
+            self.store.put_server(&server)?;
+            inventory.put_server(server)
+        };
+        self.commit().await?;
+        tracing::info!(server = %id, hostname = view.hostname, "static server added");
+        Ok(view)
+    }
+
+    /// Remove a static server without sessions. (Auto-scaled servers belong to their
+    /// config: the reconcile loop destroys them.)
+    pub async fn delete_static_server(&self, id: Uuid) -> Result<(), BrokerError> {
+        {
+            let mut inventory = self.write();
+            let entry = inventory.servers.get(&id).ok_or_else(|| not_found(id))?;
+            if let Some(config) = &entry.server.config {
+                return Err(BrokerError::Conflict {
+                    code: "autoscaled_server",
+                    message: format!(
+                        "server `{id}` belongs to AutoScale config `{config}`: lower its minimum or disable it"
+                    ),
+                });
+            }
+            if !self.store.close_if_idle(id)? {
+                return Err(BrokerError::Conflict {
+                    code: "server_in_use",
+                    message: format!("server `{id}` runs sessions"),
+                });
+            }
+            self.store.delete_server(id)?;
+            inventory.servers.remove(&id);
+        }
+        self.commit().await?;
+        Ok(())
+    }
+
+    /// A booted VM presents its `checkin_jwt`: if it is ours, unexpired, names a server that
+    /// waits for exactly this token, the server records its address and starts taking
+    /// sessions. The token is spent by its first use.
+    pub async fn server_checkin(
+        &self,
+        token: &str,
+        checkin: ServerCheckin,
+    ) -> Result<ServerView, BrokerError> {
+        let claims = checkin::verify(self.store.checkin_key(), token, now_ms() / 1000)
+            .map_err(|e| BrokerError::Unauthorized(format!("check-in token refused: {e}")))?;
+        let address = checkin
+            .address
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        validation::host("address", address)?;
+        if checkin.port == Some(0) {
+            return Err(FieldError::new("port", "from 1 to 65535").into());
+        }
+        let refused = || {
+            BrokerError::Unauthorized(
+                "check-in token refused: it was used already or its server no longer waits for it"
+                    .into(),
+            )
+        };
+        let id = Uuid::parse_str(&claims.sub).map_err(|_| refused())?;
+        let view = {
+            let mut inventory = self.write();
+            let entry = inventory.servers.get(&id).ok_or_else(refused)?;
+            if entry.server.status != ServerStatus::Provisioning
+                || entry.server.checkin_token_id.as_deref() != Some(claims.jti.as_str())
+            {
+                return Err(refused());
+            }
+            let now = now_ms();
+            let mut server = entry.server.clone();
+            server.address = Some(address.to_string());
+            if let Some(port) = checkin.port {
+                server.port = port;
+            }
+            server.status = ServerStatus::Running;
+            server.checkin_token_id = None;
+            server.status_changed_at_ms = now;
+            server.idle_since_ms = Some(now);
+            server.last_error = None;
+            self.store.put_server(&server)?;
+            inventory.put_server(server)
+        };
+        self.commit().await?;
+        self.autoscale_wake.notify_one();
+        tracing::info!(server = %id, hostname = view.hostname, address = view.address, "server checked in");
+        Ok(view)
+    }
+
+    /// Record a server an AutoScale config is about to create, with its idempotency key and
+    /// check-in token id, durably, before the provider is asked for the VM. Answers the
+    /// server and its check-in token.
+    pub(crate) async fn record_new_server(
+        &self,
+        config_name: &str,
+        token_lifetime_secs: u64,
+    ) -> Result<(Server, String), BrokerError> {
+        let id = Uuid::new_v4();
+        let jti = Uuid::new_v4().to_string();
+        let now = now_ms();
+        let server = {
+            let mut inventory = self.write();
+            let config = inventory
+                .autoscale_configs
+                .get(config_name)
+                .ok_or_else(|| BrokerError::NotFound {
+                    kind: "AutoScale config",
+                    key: config_name.to_string(),
+                })?;
+            let server = Server {
+                id,
+                pool: config.pool.clone(),
+                zone: config.zone.clone(),
+                config: Some(config.name.clone()),
+                hostname: hostname(&config.server_name_prefix, id),
+                address: None,
+                port: config.port(),
+                connection_type: config.connection_type,
+                max_sessions: config.max_sessions_per_server,
+                status: ServerStatus::Provisioning,
+                instance_id: None,
+                idempotency_key: format!("zb-{}", id.simple()),
+                checkin_token_id: Some(jti.clone()),
+                spent: false,
+                created_at_ms: now,
+                status_changed_at_ms: now,
+                idle_since_ms: None,
+                last_error: None,
+            };
+            self.store.put_server(&server)?;
+            inventory.put_server(server.clone());
+            server
+        };
+        self.commit().await?;
+        let token = checkin::issue(
+            self.store.checkin_key(),
+            &id.to_string(),
+            &jti,
+            now / 1000,
+            token_lifetime_secs,
+        );
+        Ok((server, token))
+    }
+
+    /// Change a server record with `change` (the reconcile loop), durably. Answers the
+    /// server as changed, or `None` if it is gone.
+    pub(crate) async fn update_server(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut Server),
+    ) -> Result<Option<Server>, BrokerError> {
+        let server = {
+            let mut inventory = self.write();
+            let Some(entry) = inventory.servers.get_mut(&id) else {
+                return Ok(None);
+            };
+            let mut server = entry.server.clone();
+            let status = server.status;
+            change(&mut server);
+            if server.status != status {
+                server.status_changed_at_ms = now_ms();
+            }
+            self.store.put_server(&server)?;
+            entry.server = server.clone();
+            server
+        };
+        self.commit().await?;
+        Ok(Some(server))
+    }
+
+    /// Close an idle server to new sessions and mark it destroying, atomically against
+    /// placement. Answers false (and changes nothing) if a session got there first.
+    pub(crate) async fn begin_destroy(&self, id: Uuid) -> Result<bool, BrokerError> {
+        {
+            let mut inventory = self.write();
+            let Some(entry) = inventory.servers.get_mut(&id) else {
+                return Ok(false);
+            };
+            if entry.server.status != ServerStatus::Destroying {
+                if !self.store.close_if_idle(id)? {
+                    return Ok(false);
+                }
+                entry.usage = Usage::CLOSED;
+                entry.server.status = ServerStatus::Destroying;
+                entry.server.status_changed_at_ms = now_ms();
+                self.store.put_server(&entry.server)?;
+            }
+        }
+        self.commit().await?;
+        Ok(true)
+    }
+
+    /// Forget a destroyed server.
+    pub(crate) async fn forget_server(&self, id: Uuid) -> Result<(), BrokerError> {
+        {
+            let mut inventory = self.write();
+            self.store.delete_server(id)?;
+            inventory.servers.remove(&id);
+        }
+        self.commit().await
+    }
+}
+
+impl Inventory {
+    /// Insert or replace a server record, keeping its usage. Answers its view.
+    fn put_server(&mut self, server: Server) -> ServerView {
+        let entry = self.servers.entry(server.id).or_insert(ServerEntry {
+            server: server.clone(),
+            usage: Usage::default(),
+        });
+        entry.server = server;
+        entry.view()
+    }
+}
+
+fn not_found(id: Uuid) -> BrokerError {
+    BrokerError::NotFound {
+        kind: "server",
+        key: id.to_string(),
+    }
+}

@@ -1,0 +1,486 @@
+//! AutoScale end to end: the real binary, the built-in `aws-ec2` provider against moto's
+//! EC2, the built-in generator rendering `examples/startup-scripts/linux.sh`, and the test
+//! playing each VM's boot by running the user data moto holds, which checks in over HTTP.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use zonebroker_test_support::moto::Moto;
+use zonebroker_test_support::{Server, ServerOptions, workspace_root};
+
+const BIN: &str = env!("CARGO_BIN_EXE_zonebroker");
+const CONFIG_TAG: &str = "zonebroker:config";
+const SERVER_TAG: &str = "zonebroker:server-id";
+
+fn start(data_dir: Option<std::sync::Arc<tempfile::TempDir>>) -> Server {
+    Server::start(
+        BIN,
+        ServerOptions {
+            args: vec!["--autoscale-interval".into(), "0.3".into()],
+            data_dir,
+            ..ServerOptions::default()
+        },
+    )
+}
+
+fn linux_template() -> String {
+    std::fs::read_to_string(workspace_root().join("examples/startup-scripts/linux.sh")).unwrap()
+}
+
+fn call(server: &Server, method: &str, path: &str, body: Option<Value>) -> Value {
+    let (status, answer) = server.call("default", method, path, body.as_ref());
+    assert!(
+        (200..300).contains(&status),
+        "{method} {path}: {status} {answer}"
+    );
+    answer
+}
+
+/// A pool, a provider config pointed at `moto`, and the zone's check-in address set to the
+/// broker's own listener (`$request_host$` stands for it in scripts).
+fn setup(server: &Server, moto: &Moto) {
+    call(
+        server,
+        "PATCH",
+        "/api/v1/zones/default",
+        Some(json!({"upstream_auth_address": "$request_host$"})),
+    );
+    call(
+        server,
+        "POST",
+        "/api/v1/pools",
+        Some(json!({"name": "desktops"})),
+    );
+    let settings: serde_json::Map<String, Value> = moto
+        .settings()
+        .into_iter()
+        .map(|(k, v)| (k, Value::from(v)))
+        .collect();
+    call(
+        server,
+        "POST",
+        "/api/v1/vm-provider-configs",
+        Some(json!({"name": "moto", "provider": "aws-ec2", "settings": settings})),
+    );
+}
+
+fn autoscale_config(name: &str, minimum: u32, per_server: u32) -> Value {
+    json!({
+        "name": name,
+        "pool": "desktops",
+        "zone": "default",
+        "connection_type": "rdp",
+        "credential_type": "static",
+        "connection_username": "kasm",
+        "connection_password": "p@ss 'w0rd' $(reboot)",
+        "reusable": true,
+        "minimum_available_sessions": minimum,
+        "max_sessions_per_server": per_server,
+        "vm_provider_config": "moto",
+        "os": "linux",
+        "startup_script": linux_template(),
+        "provision_timeout": 600,
+        "downscale_backoff": 1,
+    })
+}
+
+/// moto's live instances of AutoScale config `config`: (instance id, server id).
+fn instances_of(moto: &Moto, config: &str) -> Vec<(String, String)> {
+    moto.live_instances()
+        .into_iter()
+        .filter(|(_, _, tags)| tags.iter().any(|(k, v)| k == CONFIG_TAG && v == config))
+        .map(|(id, _, tags)| {
+            let server = tags
+                .iter()
+                .find(|(k, _)| k == SERVER_TAG)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            (id, server)
+        })
+        .collect()
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn servers(server: &Server) -> Vec<Value> {
+    call(server, "GET", "/api/v1/servers", None)
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn servers_of<'a>(all: &'a [Value], config: &str) -> Vec<&'a Value> {
+    all.iter().filter(|s| s["config"] == config).collect()
+}
+
+/// Play instance `instance_id`'s boot: run the startup script moto holds as its user data,
+/// reaching the broker over plain HTTP on loopback. Answers whether the script succeeded.
+fn boot(moto: &Moto, instance_id: &str) -> (bool, String) {
+    let script = moto.user_data(instance_id);
+    assert!(script.starts_with("#!/bin/bash"), "{script}");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &script).unwrap();
+    let output = Command::new("bash")
+        .arg(file.path())
+        .env("ZONEBROKER_SCHEME", "http")
+        .env("ZONEBROKER_ADDRESS", "127.0.0.1")
+        .output()
+        .expect("run bash");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), log)
+}
+
+fn request_session(server: &Server, user: &str) -> Value {
+    let (status, session) = server.call(
+        "default",
+        "POST",
+        "/api/v1/sessions",
+        Some(&json!({"workspace": "desktop", "user": user})),
+    );
+    assert_eq!(status, 201, "{session}");
+    session
+}
+
+#[test]
+fn pools_scale_up_fill_drain_and_replace_vms_in_moto() {
+    let moto = Moto::start();
+    let server = start(None);
+    setup(&server, &moto);
+
+    // Secrets are write-only.
+    let provider = call(&server, "GET", "/api/v1/vm-provider-configs/moto", None);
+    assert!(
+        provider["settings"].get("secret_access_key").is_none(),
+        "{provider}"
+    );
+    assert_eq!(provider["settings"]["region"], "us-east-1");
+
+    // Minimum 10, 4 per server: three VMs.
+    let created = call(
+        &server,
+        "POST",
+        "/api/v1/autoscale-configs",
+        Some(autoscale_config("linux", 10, 4)),
+    );
+    assert_eq!(created["config"]["connection_password"], Value::Null);
+    assert_eq!(created["connection_password_set"], true);
+    let vms = wait_for("three instances", Duration::from_secs(30), || {
+        let vms = instances_of(&moto, "linux");
+        (vms.len() >= 3).then_some(vms)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        instances_of(&moto, "linux").len(),
+        3,
+        "no more than ceil(10 / 4)"
+    );
+    let all = servers(&server);
+    let linux = servers_of(&all, "linux");
+    assert_eq!(linux.len(), 3);
+    assert!(
+        linux.iter().all(|s| s["status"] == "provisioning"),
+        "{all:?}"
+    );
+    let logs = server.logs().join("\n");
+    assert!(!logs.contains("w0rd"), "the password never reaches the log");
+
+    // Each VM boots: its script checks in with its own token, and its server runs.
+    for (instance, _) in &vms {
+        let (ok, log) = boot(&moto, instance);
+        assert!(ok, "boot of {instance}: {log}");
+    }
+    let all = servers(&server);
+    assert!(
+        servers_of(&all, "linux")
+            .iter()
+            .all(|s| s["status"] == "running" && s["address"] == "127.0.0.1"),
+        "{all:?}"
+    );
+    // A token works once.
+    let (ok, log) = boot(&moto, &vms[0].0);
+    assert!(
+        !ok && log.contains("401"),
+        "a replayed token is refused: {log}"
+    );
+    let (status, answer) = server.call_as(
+        "default",
+        "POST",
+        "/api/v1/servers/checkin",
+        Some(&json!({"address": "10.0.0.9"})),
+        Some("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.Zm9yZ2Vk"),
+        None,
+    );
+    assert_eq!(status, 401, "a forged token: {answer}");
+
+    // Sessions fill the servers; the pool scales up to keep 10 free.
+    call(
+        &server,
+        "POST",
+        "/api/v1/workspaces",
+        Some(
+            json!({"name": "desktop", "type": "pool", "pool": "desktops", "rdp_client": "local-client"}),
+        ),
+    );
+    let sessions: Vec<Value> = (0..4)
+        .map(|i| request_session(&server, &format!("user{i}")))
+        .collect();
+    assert!(sessions.iter().all(|s| s["host_kind"] == "server"));
+    let vms = wait_for("a fourth instance", Duration::from_secs(30), || {
+        let vms = instances_of(&moto, "linux");
+        (vms.len() >= 4).then_some(vms)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        instances_of(&moto, "linux").len(),
+        4,
+        "12 - 4 = 8 free: one more server"
+    );
+
+    // A local-client session answers with an .rdp file.
+    let rdp = server
+        .admin_get("default", sessions[0]["rdp_file"].as_str().unwrap())
+        .text()
+        .unwrap();
+    assert!(rdp.contains("full address:s:127.0.0.1:3389"), "{rdp}");
+    assert!(rdp.contains("username:s:kasm"), "{rdp}");
+    assert!(rdp.contains("gatewayhostname:s:"), "{rdp}");
+
+    // Boot the fourth; lower the minimum: idle surplus goes after the back-off.
+    let fourth = vms
+        .iter()
+        .find(|(id, _)| !all_contains(&all, id))
+        .unwrap()
+        .0
+        .clone();
+    let (ok, log) = boot(&moto, &fourth);
+    assert!(ok, "{log}");
+    call(
+        &server,
+        "PATCH",
+        "/api/v1/autoscale-configs/linux",
+        Some(json!({"minimum_available_sessions": 4})),
+    );
+    let busy: std::collections::HashSet<String> = sessions
+        .iter()
+        .map(|s| s["agent"].as_str().unwrap().to_string())
+        .collect();
+    wait_for("idle servers to go", Duration::from_secs(30), || {
+        let all = servers(&server);
+        let linux = servers_of(&all, "linux");
+        let free: u64 = linux
+            .iter()
+            .map(|s| s["max_sessions"].as_u64().unwrap() - s["sessions"].as_u64().unwrap())
+            .sum();
+        (linux.len() == busy.len() && free >= 4).then_some(())
+    });
+    wait_for(
+        "their instances to terminate",
+        Duration::from_secs(30),
+        || (instances_of(&moto, "linux").len() == busy.len()).then_some(()),
+    );
+
+    // Not reusable: a server whose session ends is destroyed (once its sessions are over).
+    call(
+        &server,
+        "PATCH",
+        "/api/v1/autoscale-configs/linux",
+        Some(json!({"reusable": false, "minimum_available_sessions": 0})),
+    );
+    for session in &sessions {
+        call(
+            &server,
+            "DELETE",
+            &format!("/api/v1/sessions/{}", session["id"].as_str().unwrap()),
+            None,
+        );
+    }
+    wait_for("spent servers to go", Duration::from_secs(30), || {
+        servers_of(&servers(&server), "linux")
+            .is_empty()
+            .then_some(())
+    });
+    wait_for(
+        "every instance to terminate",
+        Duration::from_secs(30),
+        || instances_of(&moto, "linux").is_empty().then_some(()),
+    );
+    let metrics = server.admin_get("default", "/metrics").text().unwrap();
+    assert!(
+        metrics.contains(r#"zonebroker_autoscale_vms_created_total{config="linux"} 4"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"zonebroker_autoscale_vms_destroyed_total{config="linux",reason="spent"}"#)
+    );
+    assert!(
+        metrics.contains(
+            r#"zonebroker_autoscale_vms_destroyed_total{config="linux",reason="surplus"}"#
+        )
+    );
+    server.stop();
+}
+
+fn all_contains(all: &[Value], instance: &str) -> bool {
+    all.iter().any(|s| s["instance_id"] == instance)
+}
+
+#[test]
+fn a_vm_that_never_checks_in_is_replaced_and_provider_errors_show_on_their_config() {
+    let moto = Moto::start();
+    let server = start(None);
+    setup(&server, &moto);
+    let mut config = autoscale_config("silent", 1, 1);
+    config["provision_timeout"] = json!(2);
+    call(&server, "POST", "/api/v1/autoscale-configs", Some(config));
+    let first = wait_for("an instance", Duration::from_secs(30), || {
+        instances_of(&moto, "silent").into_iter().next()
+    });
+    // It never boots: after 2 s it is terminated and another VM, for another server,
+    // takes its place.
+    let second = wait_for("a replacement", Duration::from_secs(30), || {
+        instances_of(&moto, "silent")
+            .into_iter()
+            .find(|vm| vm.0 != first.0)
+    });
+    assert_ne!(second.1, first.1, "a new server record");
+    wait_for(
+        "the silent VM to be terminated",
+        Duration::from_secs(30),
+        || {
+            (!instances_of(&moto, "silent")
+                .iter()
+                .any(|vm| vm.0 == first.0))
+            .then_some(())
+        },
+    );
+    let metrics = server.admin_get("default", "/metrics").text().unwrap();
+    assert!(
+        metrics.contains(r#"reason="provision_timeout""#),
+        "{metrics}"
+    );
+
+    // A config whose cloud is unreachable fails on its own, visibly; the other goes on.
+    let mut settings: serde_json::Map<String, Value> = moto
+        .settings()
+        .into_iter()
+        .map(|(k, v)| (k, Value::from(v)))
+        .collect();
+    settings.insert("endpoint".into(), json!("http://127.0.0.1:9"));
+    call(
+        &server,
+        "POST",
+        "/api/v1/vm-provider-configs",
+        Some(json!({"name": "dead", "provider": "aws-ec2", "settings": settings})),
+    );
+    let mut broken = autoscale_config("broken", 1, 1);
+    broken["vm_provider_config"] = json!("dead");
+    call(&server, "POST", "/api/v1/autoscale-configs", Some(broken));
+    let status = wait_for("last_error", Duration::from_secs(30), || {
+        let view = call(&server, "GET", "/api/v1/autoscale-configs/broken", None);
+        view["status"]["last_error"]
+            .as_str()
+            .map(|_| view["status"].clone())
+    });
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("list-vms"),
+        "{status}"
+    );
+    let metrics = server.admin_get("default", "/metrics").text().unwrap();
+    assert!(
+        metrics.contains(r#"zonebroker_autoscale_config_failing{config="broken"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"zonebroker_autoscale_config_failing{config="silent"} 0"#),
+        "{metrics}"
+    );
+    let healthy = call(&server, "GET", "/api/v1/autoscale-configs/silent", None);
+    assert_eq!(healthy["status"]["last_error"], Value::Null, "{healthy}");
+    server.stop();
+}
+
+#[test]
+fn a_crash_mid_scale_up_ends_with_exactly_the_needed_instances() {
+    let moto = Moto::start();
+    let mut server = start(None);
+    setup(&server, &moto);
+    // An orphan: our tags, but no server record knows it.
+    moto.ec2(&[
+        ("Action", "RunInstances"),
+        ("ImageId", "ami-760aaa0f"),
+        ("MinCount", "1"),
+        ("MaxCount", "1"),
+        ("TagSpecification.1.ResourceType", "instance"),
+        ("TagSpecification.1.Tag.1.Key", CONFIG_TAG),
+        ("TagSpecification.1.Tag.1.Value", "big"),
+        ("TagSpecification.1.Tag.2.Key", SERVER_TAG),
+        (
+            "TagSpecification.1.Tag.2.Value",
+            "7d0c3a52-0000-4000-8000-000000000000",
+        ),
+    ]);
+    assert_eq!(instances_of(&moto, "big").len(), 1);
+
+    // 40 sessions, 4 per server: ten VMs. Kill the broker while it creates them.
+    call(
+        &server,
+        "POST",
+        "/api/v1/autoscale-configs",
+        Some(autoscale_config("big", 40, 4)),
+    );
+    wait_for("the scale-up to start", Duration::from_secs(30), || {
+        (instances_of(&moto, "big").len() >= 3).then_some(())
+    });
+    server.kill9();
+    let at_crash = instances_of(&moto, "big").len();
+    eprintln!("live instances at the crash: {at_crash}");
+
+    let server = start(Some(server.data_dir()));
+    let vms = wait_for("exactly ten instances", Duration::from_secs(60), || {
+        let vms = instances_of(&moto, "big");
+        let all = servers(&server);
+        let records = servers_of(&all, "big");
+        let recorded = records
+            .iter()
+            .filter(|s| s["instance_id"].is_string())
+            .count();
+        (vms.len() == 10 && records.len() == 10 && recorded == 10).then_some(vms)
+    });
+    // A few more passes change nothing.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        instances_of(&moto, "big").len(),
+        10,
+        "crashed with {at_crash} live"
+    );
+    let all = servers(&server);
+    let records: std::collections::HashSet<String> = servers_of(&all, "big")
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    for (instance, server_id) in &vms {
+        assert!(
+            records.contains(server_id),
+            "{instance} belongs to a record"
+        );
+    }
+    server.stop();
+}
