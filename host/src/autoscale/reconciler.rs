@@ -98,18 +98,26 @@ impl<C: Cloud> Reconciler<C> {
         })
     }
 
-    /// Run passes until `stop` turns true: one per interval, and one right after each
-    /// wake-up from the broker.
+    /// Run passes until `stop` turns true: a full pass every interval, and in between, as
+    /// soon as the broker reports a demand change, a pass over the configs it names.
     pub fn spawn(self: Arc<Self>, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
+            let mut next_full = tokio::time::Instant::now();
             loop {
-                let report = self.pass().await;
+                let names = if tokio::time::Instant::now() >= next_full {
+                    next_full = tokio::time::Instant::now() + self.settings.interval;
+                    self.broker.take_demand_changes();
+                    self.broker.autoscale_config_names()
+                } else {
+                    self.broker.take_demand_changes().into_iter().collect()
+                };
+                let report = self.pass_over(names).await;
                 if report.created + report.destroyed + report.adopted + report.orphans_destroyed > 0
                 {
                     tracing::info!(?report, "autoscale pass");
                 }
                 tokio::select! {
-                    () = tokio::time::sleep(self.settings.interval) => {}
+                    () = tokio::time::sleep_until(next_full) => {}
                     () = self.broker.autoscale_wake().notified() => {}
                     _ = stop.wait_for(|stop| *stop) => break,
                 }
@@ -120,7 +128,11 @@ impl<C: Cloud> Reconciler<C> {
 
     /// One pass over every AutoScale config, concurrently.
     pub async fn pass(self: &Arc<Self>) -> PassReport {
-        let names = self.broker.autoscale_config_names();
+        self.pass_over(self.broker.autoscale_config_names()).await
+    }
+
+    /// One pass over AutoScale configs `names`, concurrently.
+    pub async fn pass_over(self: &Arc<Self>, names: Vec<String>) -> PassReport {
         let mut tasks = JoinSet::new();
         for name in names {
             let this = self.clone();

@@ -190,7 +190,14 @@ impl Broker {
                 .insert(name.to_string(), stored.clone());
         }
         self.commit().await?;
-        self.autoscale_wake.notify_one();
+        self.demand_changed(
+            self.read()
+                .autoscale_configs
+                .values()
+                .filter(|c| c.vm_provider_config == name)
+                .map(|c| c.name.clone())
+                .collect::<Vec<_>>(),
+        );
         tracing::info!(config = name, "VM provider config updated");
         Ok(stored.public())
     }
@@ -327,7 +334,7 @@ impl Broker {
             inventory.autoscale_view(&config)
         };
         self.commit().await?;
-        self.autoscale_wake.notify_one();
+        self.demand_changed([config.name.clone()]);
         tracing::info!(
             config = config.name,
             pool = config.pool,
@@ -366,7 +373,7 @@ impl Broker {
             inventory.autoscale_view(&config)
         };
         self.commit().await?;
-        self.autoscale_wake.notify_one();
+        self.demand_changed([name.to_string()]);
         tracing::info!(config = name, "AutoScale config updated");
         Ok(view)
     }
@@ -380,10 +387,9 @@ impl Broker {
                 return Err(not_found("AutoScale config", name));
             }
             let users = inventory
-                .servers
-                .values()
-                .filter(|s| s.server.config.as_deref() == Some(name))
-                .map(|s| format!("server `{}` ({:?})", s.server.hostname, s.server.status))
+                .server_ids_of(name)
+                .map(|id| &inventory.servers[id].server)
+                .map(|s| format!("server `{}` ({:?})", s.hostname, s.status))
                 .collect::<Vec<_>>();
             in_use("AutoScale config", name, &users)?;
             self.store.delete_autoscale_config(name)?;
@@ -548,10 +554,8 @@ impl Inventory {
             .cloned()
             .unwrap_or_default();
         status.servers = self
-            .servers
-            .values()
-            .filter(|s| s.server.config.as_deref() == Some(&config.name))
-            .filter(|s| !matches!(s.server.status, ServerStatus::Destroying))
+            .server_ids_of(&config.name)
+            .filter(|id| self.servers[*id].server.status != ServerStatus::Destroying)
             .count() as u32;
         AutoScaleConfigView {
             connection_password_set: config.connection_password.is_some(),

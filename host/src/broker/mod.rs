@@ -95,6 +95,8 @@ struct Inventory {
     /// starts every config afresh).
     config_status: HashMap<String, ConfigStatus>,
     servers: BTreeMap<Uuid, ServerEntry>,
+    /// The servers of each AutoScale config (the reconcile loop asks per config).
+    servers_by_config: HashMap<String, BTreeSet<Uuid>>,
     workspaces: BTreeMap<String, Workspace>,
 }
 
@@ -110,6 +112,9 @@ pub struct Broker {
     /// Wakes the reconcile loop when demand changes (a session placed or ended, a server
     /// checked in, a config saved), so it need not wait for its next tick.
     autoscale_wake: tokio::sync::Notify,
+    /// The AutoScale configs whose demand changed since the loop last took them. A std
+    /// `Mutex`: held for a set insert or swap, never across an `.await`.
+    autoscale_dirty: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl Broker {
@@ -164,9 +169,7 @@ impl Broker {
         }
         for server in store.servers()? {
             let usage = usage.get(&server.id).copied().unwrap_or_default();
-            inventory
-                .servers
-                .insert(server.id, ServerEntry { server, usage });
+            inventory.insert_server(ServerEntry { server, usage });
         }
         let mut required: BTreeSet<String> = config.listener_zones.clone();
         required.insert(crate::domain::zone::DEFAULT_ZONE.to_string());
@@ -185,6 +188,7 @@ impl Broker {
             config,
             metrics: Metrics::default(),
             autoscale_wake: tokio::sync::Notify::new(),
+            autoscale_dirty: Default::default(),
         };
         broker.load_uploaded_plugins();
         // Zones created above and plugin artifacts compiled at start-up: on disk now.
@@ -210,6 +214,47 @@ impl Broker {
     /// Resolves when demand may have changed since the last call (the reconcile loop).
     pub fn autoscale_wake(&self) -> &tokio::sync::Notify {
         &self.autoscale_wake
+    }
+
+    /// The AutoScale configs whose demand changed since the last call, emptied.
+    pub fn take_demand_changes(&self) -> BTreeSet<String> {
+        std::mem::take(
+            &mut *self
+                .autoscale_dirty
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+    }
+
+    /// Mark `configs` for the reconcile loop and wake it.
+    fn demand_changed(&self, configs: impl IntoIterator<Item = String>) {
+        self.autoscale_dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(configs);
+        self.autoscale_wake.notify_one();
+    }
+
+    /// Demand changed on server `id`: its AutoScale config, if any, should look.
+    fn demand_changed_on_server(&self, id: Uuid) {
+        let config = self
+            .read()
+            .servers
+            .get(&id)
+            .and_then(|entry| entry.server.config.clone());
+        self.demand_changed(config);
+    }
+
+    /// A session of `pool` found no room: every AutoScale config of the pool should look.
+    fn demand_changed_in_pool(&self, pool: &str) {
+        let configs: Vec<String> = self
+            .read()
+            .autoscale_configs
+            .values()
+            .filter(|c| c.pool == pool)
+            .map(|c| c.name.clone())
+            .collect();
+        self.demand_changed(configs);
     }
 
     /// Flush everything to disk (shutdown).

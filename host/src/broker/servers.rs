@@ -109,11 +109,10 @@ impl Broker {
 
     /// The servers of AutoScale config `name` (the reconcile loop).
     pub(crate) fn servers_of(&self, config: &str) -> Vec<ServerEntry> {
-        self.read()
-            .servers
-            .values()
-            .filter(|e| e.server.config.as_deref() == Some(config))
-            .cloned()
+        let inventory = self.read();
+        inventory
+            .server_ids_of(config)
+            .map(|id| inventory.servers[id].clone())
             .collect()
     }
 
@@ -182,7 +181,7 @@ impl Broker {
                 });
             }
             self.store.delete_server(id)?;
-            inventory.servers.remove(&id);
+            inventory.remove_server(id);
         }
         self.commit().await?;
         Ok(())
@@ -236,7 +235,7 @@ impl Broker {
             inventory.put_server(server)
         };
         self.commit().await?;
-        self.autoscale_wake.notify_one();
+        self.demand_changed_on_server(id);
         tracing::info!(server = %id, hostname = view.hostname, address = view.address, "server checked in");
         Ok(view)
     }
@@ -349,7 +348,7 @@ impl Broker {
         {
             let mut inventory = self.write();
             self.store.delete_server(id)?;
-            inventory.servers.remove(&id);
+            inventory.remove_server(id);
         }
         self.commit().await
     }
@@ -358,12 +357,50 @@ impl Broker {
 impl Inventory {
     /// Insert or replace a server record, keeping its usage. Answers its view.
     fn put_server(&mut self, server: Server) -> ServerView {
-        let entry = self.servers.entry(server.id).or_insert(ServerEntry {
-            server: server.clone(),
-            usage: Usage::default(),
-        });
-        entry.server = server;
-        entry.view()
+        match self.servers.get_mut(&server.id) {
+            Some(entry) => {
+                entry.server = server;
+                entry.view()
+            }
+            None => {
+                let entry = ServerEntry {
+                    server,
+                    usage: Usage::default(),
+                };
+                let view = entry.view();
+                self.insert_server(entry);
+                view
+            }
+        }
+    }
+
+    pub(super) fn insert_server(&mut self, entry: ServerEntry) {
+        if let Some(config) = &entry.server.config {
+            self.servers_by_config
+                .entry(config.clone())
+                .or_default()
+                .insert(entry.server.id);
+        }
+        self.servers.insert(entry.server.id, entry);
+    }
+
+    fn remove_server(&mut self, id: Uuid) {
+        let Some(entry) = self.servers.remove(&id) else {
+            return;
+        };
+        if let Some(config) = &entry.server.config
+            && let Some(ids) = self.servers_by_config.get_mut(config)
+        {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.servers_by_config.remove(config);
+            }
+        }
+    }
+
+    /// The ids of AutoScale config `config`'s servers.
+    pub(super) fn server_ids_of(&self, config: &str) -> impl Iterator<Item = &Uuid> {
+        self.servers_by_config.get(config).into_iter().flatten()
     }
 }
 

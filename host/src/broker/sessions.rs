@@ -200,7 +200,7 @@ impl Broker {
             self.rank_and_reserve(user_zone, &zone, &demand, user, candidates)?
         else {
             // Demand the pool cannot meet: let the reconcile loop look now.
-            self.autoscale_wake.notify_one();
+            self.demand_changed_in_pool(&pool);
             return Err(BrokerError::NoCapacity {
                 what: format!(
                     "a session of workspace `{}` (pool `{pool}`)",
@@ -282,7 +282,7 @@ impl Broker {
         self.metrics
             .placed(user_zone, &zone.load_balance_strategy, scope.as_str());
         self.commit().await?;
-        self.autoscale_wake.notify_one();
+        self.demand_changed_on_server(session.agent);
         tracing::info!(
             session = %session.id,
             server = %session.agent,
@@ -397,7 +397,7 @@ impl Broker {
         };
         self.commit().await?;
         if session.host_kind == HostKind::Server {
-            self.autoscale_wake.notify_one();
+            self.demand_changed_on_server(session.agent);
         }
         tracing::info!(session = %id, host = %session.agent, "session ended");
         Ok(session)
