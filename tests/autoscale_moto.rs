@@ -484,3 +484,112 @@ fn a_crash_mid_scale_up_ends_with_exactly_the_needed_instances() {
     }
     server.stop();
 }
+
+/// A provider config that needs no cloud to be saved (validation makes no network call).
+fn offline_provider(server: &Server) {
+    call(server, "POST", "/api/v1/pools", Some(json!({"name": "desktops"})));
+    call(
+        server,
+        "POST",
+        "/api/v1/vm-provider-configs",
+        Some(json!({"name": "moto", "provider": "aws-ec2", "settings": {
+            "region": "us-east-1", "access_key_id": "AKIDTESTING",
+            "secret_access_key": "very-secret-key", "ami_id": "ami-760aaa0f",
+            "instance_type": "t3.small", "endpoint": "http://127.0.0.1:9",
+        }})),
+    );
+}
+
+fn refused(server: &Server, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let (status, answer) = server.call("default", method, path, Some(&body));
+    assert!((400..500).contains(&status), "{method} {path} {body}: {status} {answer}");
+    (status, answer["error"].clone())
+}
+
+#[test]
+fn configs_are_checked_when_saved_and_secrets_stay_write_only() {
+    let server = start(None);
+    offline_provider(&server);
+    let path = "/api/v1/autoscale-configs";
+
+    // Templates: an unknown variable, a lone brace, an unquoted credential, a Windows-only
+    // variable in a Linux script: each refused with the field and the position.
+    for (template, expected) in [
+        ("#!/bin/bash\necho {nope}\n", "line 2, column 6"),
+        ("#!/bin/bash\necho {checkin_jwt\n", "line 2, column 6"),
+        ("#!/bin/bash\necho }\n", "line 2, column 6"),
+        ("#!/bin/bash\nPASSWORD={connection_password}\n", "line 2, column 10"),
+        ("#!/bin/bash\nID={server_id}\n", "line 2, column 4"),
+    ] {
+        let mut config = autoscale_config("linux", 1, 1);
+        config["startup_script"] = json!(template);
+        let (status, error) = refused(&server, "POST", path, config);
+        assert_eq!((status, error["field"].as_str()), (422, Some("startup_script")), "{error}");
+        assert!(error["message"].as_str().unwrap().contains(expected), "{template}: {error}");
+    }
+    // The shipped Windows template renders for Windows.
+    let mut windows = autoscale_config("windows", 1, 1);
+    windows["os"] = json!("windows");
+    windows["startup_script"] = json!(
+        std::fs::read_to_string(workspace_root().join("examples/startup-scripts/windows.ps1"))
+            .unwrap()
+    );
+    call(&server, "POST", path, Some(windows));
+    // References.
+    for (field, value) in [
+        ("pool", "nowhere"),
+        ("zone", "nowhere"),
+        ("vm_provider_config", "nowhere"),
+        ("script_generator", "least-load"),
+    ] {
+        let mut config = autoscale_config("linux", 1, 1);
+        config[field] = json!(value);
+        let (status, error) = refused(&server, "POST", path, config);
+        assert_eq!((status, error["field"].as_str()), (422, Some(field)), "{error}");
+    }
+    // Provider settings the plugin does not take, or judges wrong, name the setting.
+    let (status, error) = refused(
+        &server,
+        "PATCH",
+        "/api/v1/vm-provider-configs/moto",
+        json!({"settings": {"colour": "blue"}}),
+    );
+    assert_eq!((status, error["field"].as_str()), (422, Some("settings.colour")), "{error}");
+    let (_, error) = refused(
+        &server,
+        "PATCH",
+        "/api/v1/vm-provider-configs/moto",
+        json!({"settings": {"region": null}}),
+    );
+    assert_eq!(error["field"], "settings.region", "{error}");
+
+    // Through the CLI, from a file; a merge patch keeps the password it leaves out.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("linux.json");
+    std::fs::write(&file, autoscale_config("linux", 0, 2).to_string()).unwrap();
+    let cli = |args: &[&str]| {
+        let output = Command::new(BIN)
+            .args(args)
+            .args(["--server", &server.url("default", "")])
+            .env("ZONEBROKER_ADMIN_TOKEN", zonebroker_test_support::ADMIN_TOKEN)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice::<Value>(&output.stdout).unwrap_or(Value::Null)
+    };
+    cli(&["autoscale", "create", file.to_str().unwrap()]);
+    std::fs::write(&file, r#"{"enabled": false, "connection_info": null}"#).unwrap();
+    let updated = cli(&["autoscale", "update", "linux", file.to_str().unwrap()]);
+    assert_eq!(updated["config"]["enabled"], false);
+    assert_eq!(updated["connection_password_set"], true, "{updated}");
+    let provider = cli(&["provider-config", "get", "moto"]);
+    assert!(provider["settings"].get("secret_access_key").is_none(), "{provider}");
+    // What uses something cannot be deleted.
+    let (status, _) = refused(&server, "DELETE", "/api/v1/vm-provider-configs/moto", Value::Null);
+    assert_eq!(status, 409);
+    let (status, _) = refused(&server, "DELETE", "/api/v1/pools/desktops", Value::Null);
+    assert_eq!(status, 409);
+    let logs = server.logs().join("\n");
+    assert!(!logs.contains("very-secret-key") && !logs.contains("w0rd"), "secrets never logged");
+    server.stop();
+}

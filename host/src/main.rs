@@ -63,6 +63,41 @@ enum Command {
         #[command(subcommand)]
         command: cli::PluginCommand,
     },
+    /// Server pools (admin API).
+    Pool {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(subcommand)]
+        command: cli::ResourceCommand,
+    },
+    /// VM provider configs: a provider plugin and its settings (admin API).
+    ProviderConfig {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(subcommand)]
+        command: cli::ResourceCommand,
+    },
+    /// AutoScale configs, with their status (admin API).
+    Autoscale {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(subcommand)]
+        command: cli::ResourceCommand,
+    },
+    /// Servers: static ones to add, auto-scaled ones to inspect (admin API).
+    Server {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(subcommand)]
+        command: cli::ResourceCommand,
+    },
+    /// Workspaces: what users launch, a container image or a pool (admin API).
+    Workspace {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(subcommand)]
+        command: cli::ResourceCommand,
+    },
     /// Sessions (admin API).
     Session {
         #[command(flatten)]
@@ -134,6 +169,26 @@ fn run(command: Command) -> anyhow::Result<()> {
             connection,
             command,
         } => cli::session(&cli::Client::new(&connection), command),
+        Command::Pool {
+            connection,
+            command,
+        } => cli::resource(&cli::Client::new(&connection), "/pools", command),
+        Command::ProviderConfig {
+            connection,
+            command,
+        } => cli::resource(&cli::Client::new(&connection), "/vm-provider-configs", command),
+        Command::Autoscale {
+            connection,
+            command,
+        } => cli::resource(&cli::Client::new(&connection), "/autoscale-configs", command),
+        Command::Server {
+            connection,
+            command,
+        } => cli::resource(&cli::Client::new(&connection), "/servers", command),
+        Command::Workspace {
+            connection,
+            command,
+        } => cli::resource(&cli::Client::new(&connection), "/workspaces", command),
     }
 }
 

@@ -206,6 +206,52 @@ pub enum PluginCommand {
     },
 }
 
+/// The commands every AutoScale resource takes; bodies are JSON files, as the API takes them.
+#[derive(Subcommand)]
+pub enum ResourceCommand {
+    /// List them.
+    List,
+    /// Show one (by name; servers by id).
+    Get { name: String },
+    /// Create one from a JSON file (`-` reads standard input); the API's body, field for field.
+    Create { file: PathBuf },
+    /// Change one with a JSON merge patch from a file (`-` reads standard input): only the
+    /// fields to change; `null` clears an optional field; secrets left out keep their values.
+    Update { name: String, file: PathBuf },
+    /// Delete one (refused while something uses it).
+    Delete { name: String },
+}
+
+/// Run a [`ResourceCommand`] against the collection at `base` (`/pools`, `/servers`, ...).
+pub fn resource(client: &Client, base: &str, command: ResourceCommand) -> anyhow::Result<()> {
+    let value = match command {
+        ResourceCommand::List => client.call("GET", base, None)?,
+        ResourceCommand::Get { name } => client.call("GET", &format!("{base}/{name}"), None)?,
+        ResourceCommand::Create { file } => client.call("POST", base, Some(read_json(&file)?))?,
+        ResourceCommand::Update { name, file } => {
+            let patch = read_json(&file)?;
+            client.send(
+                "PATCH",
+                &format!("{base}/{name}"),
+                Some(("application/merge-patch+json", serde_json::to_vec(&patch)?)),
+            )?
+        }
+        ResourceCommand::Delete { name } => {
+            client.call("DELETE", &format!("{base}/{name}"), None)?
+        }
+    };
+    print(value)
+}
+
+fn read_json(file: &Path) -> anyhow::Result<Value> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))
+}
+
 /// `512`, `512KiB`, `512MiB`, `2GiB`, `1TiB` (also KB/MB/GB/TB as powers of 1000).
 pub fn parse_bytes(value: &str) -> Result<u64, String> {
     let value = value.trim();
