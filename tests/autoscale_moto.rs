@@ -487,7 +487,12 @@ fn a_crash_mid_scale_up_ends_with_exactly_the_needed_instances() {
 
 /// A provider config that needs no cloud to be saved (validation makes no network call).
 fn offline_provider(server: &Server) {
-    call(server, "POST", "/api/v1/pools", Some(json!({"name": "desktops"})));
+    call(
+        server,
+        "POST",
+        "/api/v1/pools",
+        Some(json!({"name": "desktops"})),
+    );
     call(
         server,
         "POST",
@@ -502,7 +507,10 @@ fn offline_provider(server: &Server) {
 
 fn refused(server: &Server, method: &str, path: &str, body: Value) -> (u16, Value) {
     let (status, answer) = server.call("default", method, path, Some(&body));
-    assert!((400..500).contains(&status), "{method} {path} {body}: {status} {answer}");
+    assert!(
+        (400..500).contains(&status),
+        "{method} {path} {body}: {status} {answer}"
+    );
     (status, answer["error"].clone())
 }
 
@@ -518,14 +526,24 @@ fn configs_are_checked_when_saved_and_secrets_stay_write_only() {
         ("#!/bin/bash\necho {nope}\n", "line 2, column 6"),
         ("#!/bin/bash\necho {checkin_jwt\n", "line 2, column 6"),
         ("#!/bin/bash\necho }\n", "line 2, column 6"),
-        ("#!/bin/bash\nPASSWORD={connection_password}\n", "line 2, column 10"),
+        (
+            "#!/bin/bash\nPASSWORD={connection_password}\n",
+            "line 2, column 10",
+        ),
         ("#!/bin/bash\nID={server_id}\n", "line 2, column 4"),
     ] {
         let mut config = autoscale_config("linux", 1, 1);
         config["startup_script"] = json!(template);
         let (status, error) = refused(&server, "POST", path, config);
-        assert_eq!((status, error["field"].as_str()), (422, Some("startup_script")), "{error}");
-        assert!(error["message"].as_str().unwrap().contains(expected), "{template}: {error}");
+        assert_eq!(
+            (status, error["field"].as_str()),
+            (422, Some("startup_script")),
+            "{error}"
+        );
+        assert!(
+            error["message"].as_str().unwrap().contains(expected),
+            "{template}: {error}"
+        );
     }
     // The shipped Windows template renders for Windows.
     let mut windows = autoscale_config("windows", 1, 1);
@@ -545,7 +563,11 @@ fn configs_are_checked_when_saved_and_secrets_stay_write_only() {
         let mut config = autoscale_config("linux", 1, 1);
         config[field] = json!(value);
         let (status, error) = refused(&server, "POST", path, config);
-        assert_eq!((status, error["field"].as_str()), (422, Some(field)), "{error}");
+        assert_eq!(
+            (status, error["field"].as_str()),
+            (422, Some(field)),
+            "{error}"
+        );
     }
     // Provider settings the plugin does not take, or judges wrong, name the setting.
     let (status, error) = refused(
@@ -554,7 +576,11 @@ fn configs_are_checked_when_saved_and_secrets_stay_write_only() {
         "/api/v1/vm-provider-configs/moto",
         json!({"settings": {"colour": "blue"}}),
     );
-    assert_eq!((status, error["field"].as_str()), (422, Some("settings.colour")), "{error}");
+    assert_eq!(
+        (status, error["field"].as_str()),
+        (422, Some("settings.colour")),
+        "{error}"
+    );
     let (_, error) = refused(
         &server,
         "PATCH",
@@ -571,10 +597,17 @@ fn configs_are_checked_when_saved_and_secrets_stay_write_only() {
         let output = Command::new(BIN)
             .args(args)
             .args(["--server", &server.url("default", "")])
-            .env("ZONEBROKER_ADMIN_TOKEN", zonebroker_test_support::ADMIN_TOKEN)
+            .env(
+                "ZONEBROKER_ADMIN_TOKEN",
+                zonebroker_test_support::ADMIN_TOKEN,
+            )
             .output()
             .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         serde_json::from_slice::<Value>(&output.stdout).unwrap_or(Value::Null)
     };
     cli(&["autoscale", "create", file.to_str().unwrap()]);
@@ -583,13 +616,24 @@ fn configs_are_checked_when_saved_and_secrets_stay_write_only() {
     assert_eq!(updated["config"]["enabled"], false);
     assert_eq!(updated["connection_password_set"], true, "{updated}");
     let provider = cli(&["provider-config", "get", "moto"]);
-    assert!(provider["settings"].get("secret_access_key").is_none(), "{provider}");
+    assert!(
+        provider["settings"].get("secret_access_key").is_none(),
+        "{provider}"
+    );
     // What uses something cannot be deleted.
-    let (status, _) = refused(&server, "DELETE", "/api/v1/vm-provider-configs/moto", Value::Null);
+    let (status, _) = refused(
+        &server,
+        "DELETE",
+        "/api/v1/vm-provider-configs/moto",
+        Value::Null,
+    );
     assert_eq!(status, 409);
     let (status, _) = refused(&server, "DELETE", "/api/v1/pools/desktops", Value::Null);
     assert_eq!(status, 409);
     let logs = server.logs().join("\n");
-    assert!(!logs.contains("very-secret-key") && !logs.contains("w0rd"), "secrets never logged");
+    assert!(
+        !logs.contains("very-secret-key") && !logs.contains("w0rd"),
+        "secrets never logged"
+    );
     server.stop();
 }

@@ -176,11 +176,19 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::ProviderConfig {
             connection,
             command,
-        } => cli::resource(&cli::Client::new(&connection), "/vm-provider-configs", command),
+        } => cli::resource(
+            &cli::Client::new(&connection),
+            "/vm-provider-configs",
+            command,
+        ),
         Command::Autoscale {
             connection,
             command,
-        } => cli::resource(&cli::Client::new(&connection), "/autoscale-configs", command),
+        } => cli::resource(
+            &cli::Client::new(&connection),
+            "/autoscale-configs",
+            command,
+        ),
         Command::Server {
             connection,
             command,

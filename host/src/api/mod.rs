@@ -18,6 +18,7 @@ mod openapi;
 mod plugins;
 mod pools;
 mod provider_configs;
+mod resource;
 mod servers;
 mod sessions;
 mod views;

@@ -27,11 +27,13 @@ fn session_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::not_found(format!("no session `{raw}`")))
 }
 
-/// Place a session for a user in the zone of the listener the request came in on.
+/// Place a session of an image (on an agent) or of a workspace (a container workspace on an
+/// agent, a pool workspace on a server of its pool) for a user, in the zone of the listener
+/// the request came in on.
 #[utoipa::path(post, path = "/sessions", tag = "sessions", security(("admin" = [])), request_body = SessionRequest,
     responses((status = CREATED, body = SessionView), (status = BAD_REQUEST, body = ErrorBody),
-        (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = NOT_FOUND, description = "Unknown or disabled image", body = ErrorBody),
-        (status = SERVICE_UNAVAILABLE, description = "No agent has room (`no_capacity`)", body = ErrorBody),
+        (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = NOT_FOUND, description = "Unknown or disabled image or workspace", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "No agent or server has room (`no_capacity`)", body = ErrorBody),
         (status = UNAUTHORIZED, body = ErrorBody)))]
 async fn create(
     _: Admin,

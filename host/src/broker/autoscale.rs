@@ -231,10 +231,7 @@ impl Broker {
         config: VmProviderConfig,
     ) -> Result<StoredProviderConfig, BrokerError> {
         config.validate()?;
-        let plugin_error = |error: NamedCallError| match error {
-            NamedCallError::NotFound { .. } => FieldError::new("provider", error.to_string()),
-            NamedCallError::Call { .. } => FieldError::new("provider", error.to_string()),
-        };
+        let plugin_error = |error: NamedCallError| FieldError::new("provider", error.to_string());
         let info: ProviderInfo = match self
             .registry
             .provider_call(&config.provider, &[], ProviderCall::Describe)
