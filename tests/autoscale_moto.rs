@@ -637,3 +637,260 @@ fn configs_are_checked_when_saved_and_secrets_stay_write_only() {
     );
     server.stop();
 }
+
+// Active Directory computer records, against a real domain controller (Samba).
+
+use zonebroker_test_support::samba::{self, Samba};
+
+fn ldap_config(server: &Server, samba: &Samba, name: &str, overrides: Value) {
+    let mut config = json!({
+        "name": name,
+        "url": samba.url(),
+        "bind_dn": samba::ADMIN,
+        "bind_password": samba::ADMIN_PASSWORD,
+        "search_base": samba::BASE_DN,
+        "ca_certificate": samba.ca_pem,
+        "connect_timeout": 3,
+        "operation_timeout": 10,
+    });
+    for (key, value) in overrides.as_object().unwrap() {
+        config[key] = value.clone();
+    }
+    call(server, "POST", "/api/v1/ldap-configs", Some(config));
+}
+
+fn windows_config(name: &str, ldap: &str, ou: &str) -> Value {
+    let mut config = autoscale_config(name, 1, 1);
+    config["os"] = json!("windows");
+    config["startup_script"] = json!(
+        std::fs::read_to_string(workspace_root().join("examples/startup-scripts/windows.ps1"))
+            .unwrap()
+    );
+    config["create_ad_computer_record"] = json!(true);
+    config["ldap_config"] = json!(ldap);
+    config["ad_computer_ou_dn"] = json!(ou);
+    config
+}
+
+/// The single-quoted PowerShell value assigned to `$name` in a rendered script.
+fn ps_value(script: &str, name: &str) -> String {
+    let line = script
+        .lines()
+        .find(|l| l.starts_with(&format!("${name} = '")))
+        .unwrap_or_else(|| panic!("no ${name} in {script}"));
+    line.split_once(" = '")
+        .unwrap()
+        .1
+        .trim_end_matches('\'')
+        .replace("''", "'")
+}
+
+/// The live server of config `name` once it has a VM: (server, instance id).
+fn server_with_vm(server: &Server, name: &str) -> (Value, String) {
+    wait_for("a server with a VM", Duration::from_secs(30), || {
+        let all = servers(server);
+        servers_of(&all, name)
+            .into_iter()
+            .find(|s| s["instance_id"].is_string() && s["status"] != "destroying")
+            .map(|s| ((*s).clone(), s["instance_id"].as_str().unwrap().to_string()))
+    })
+}
+
+/// Check the server in with the token its script carries.
+fn check_in_from_script(server: &Server, moto: &Moto, instance: &str) {
+    let script = moto.user_data(instance);
+    let token = script
+        .split("Bearer ")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap()
+        .to_string();
+    let (status, answer) = server.call_as(
+        "default",
+        "POST",
+        "/api/v1/servers/checkin",
+        Some(&json!({"address": "127.0.0.1"})),
+        Some(&token),
+        None,
+    );
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[test]
+fn computer_records_are_created_before_and_deleted_after_their_vms() {
+    let samba = Samba::start();
+    let moto = Moto::start();
+    let server = start(None);
+    setup(&server, &moto);
+    ldap_config(&server, &samba, "corp", json!({}));
+    let ldap = call(&server, "GET", "/api/v1/ldap-configs/corp", None);
+    assert_eq!(ldap["bind_password"], Value::Null, "write-only");
+    call(
+        &server,
+        "POST",
+        "/api/v1/autoscale-configs",
+        Some(windows_config("win", "corp", samba::OU_DN)),
+    );
+
+    // The object is in the OU, with a workstation trust account's attributes.
+    let (record, instance) = server_with_vm(&server, "win");
+    let hostname = record["hostname"].as_str().unwrap().to_string();
+    assert!(hostname.len() <= 15);
+    let dn = record["ad_computer_dn"].as_str().unwrap().to_string();
+    assert_eq!(dn, format!("CN={hostname},{}", samba::OU_DN));
+    let entry = samba.entry(&dn).expect("the computer object exists");
+    for attribute in [
+        "objectClass: computer".to_string(),
+        format!("sAMAccountName: {}$", hostname.to_uppercase()),
+        "userAccountControl: 4096".into(),
+        format!("dNSHostName: {hostname}.example.test"),
+    ] {
+        assert!(entry.contains(&attribute), "{attribute} in\n{entry}");
+    }
+    // The script joins with the account's single-use password: a bind as the machine
+    // account with it succeeds, which proves the credential.
+    let script = moto.user_data(&instance);
+    assert_eq!(ps_value(&script, "Domain"), "example.test");
+    let credential = ps_value(&script, "JoinCredential");
+    assert_eq!(credential.len(), 32);
+    assert!(samba.bind_as(&dn, &credential), "bind as {dn}");
+    assert!(samba.bind_as(
+        &format!("{}$@{}", hostname.to_uppercase(), samba::REALM),
+        &credential
+    ));
+    assert!(!samba.bind_as(&dn, "not-the-password"));
+    let logs = server.logs().join("\n");
+    assert!(
+        !logs.contains(&credential),
+        "the join credential is never logged"
+    );
+
+    // Destroying the server deletes the object (after the VM).
+    check_in_from_script(&server, &moto, &instance);
+    call(
+        &server,
+        "PATCH",
+        "/api/v1/autoscale-configs/win",
+        Some(json!({"minimum_available_sessions": 0})),
+    );
+    wait_for("the object to go", Duration::from_secs(30), || {
+        samba.entry(&dn).is_none().then_some(())
+    });
+    assert!(instances_of(&moto, "win").is_empty());
+
+    // An object with a child: a plain delete fails, is retried and shows on the server and
+    // the config; with recursive cleanup it goes, child and all.
+    call(
+        &server,
+        "PATCH",
+        "/api/v1/autoscale-configs/win",
+        Some(json!({"minimum_available_sessions": 1})),
+    );
+    let (record, instance) = server_with_vm(&server, "win");
+    let dn = record["ad_computer_dn"].as_str().unwrap().to_string();
+    samba.modify(
+        "ldapadd",
+        &format!("dn: CN=child,{dn}\nobjectClass: serviceConnectionPoint\ncn: child\n"),
+    );
+    check_in_from_script(&server, &moto, &instance);
+    call(
+        &server,
+        "PATCH",
+        "/api/v1/autoscale-configs/win",
+        Some(json!({"minimum_available_sessions": 0})),
+    );
+    let error = wait_for("the failed delete to show", Duration::from_secs(30), || {
+        let config = call(&server, "GET", "/api/v1/autoscale-configs/win", None);
+        config["status"]["last_error"]
+            .as_str()
+            .filter(|e| e.starts_with("ad-delete"))
+            .map(str::to_string)
+    });
+    assert!(
+        error.contains("66") || error.to_lowercase().contains("non-leaf"),
+        "{error}"
+    );
+    let all = servers(&server);
+    let stuck = servers_of(&all, "win")[0];
+    assert_eq!(stuck["status"], "destroying");
+    assert!(stuck["last_error"].is_string(), "{stuck}");
+    assert!(samba.entry(&dn).is_some());
+    call(
+        &server,
+        "PATCH",
+        "/api/v1/autoscale-configs/win",
+        Some(json!({"recursive_ad_cleanup": true})),
+    );
+    wait_for(
+        "the object and its child to go",
+        Duration::from_secs(60),
+        || {
+            (samba.entry(&dn).is_none() && servers_of(&servers(&server), "win").is_empty())
+                .then_some(())
+        },
+    );
+    server.stop();
+}
+
+#[test]
+fn directory_failures_show_on_the_config_and_no_vm_is_created() {
+    let samba = Samba::start();
+    let moto = Moto::start();
+    let server = start(None);
+    setup(&server, &moto);
+    ldap_config(&server, &samba, "corp", json!({}));
+    ldap_config(
+        &server,
+        &samba,
+        "wrong-password",
+        json!({"bind_password": "nope"}),
+    );
+    ldap_config(
+        &server,
+        &samba,
+        "unreachable",
+        json!({"url": "ldaps://127.0.0.1:1"}),
+    );
+    for (config, ldap, ou, expected) in [
+        ("badpw", "wrong-password", samba::OU_DN, "refused the bind"),
+        ("down", "unreachable", samba::OU_DN, "cannot reach"),
+        (
+            "noou",
+            "corp",
+            "OU=Nowhere,DC=example,DC=test",
+            "does not exist",
+        ),
+    ] {
+        call(
+            &server,
+            "POST",
+            "/api/v1/autoscale-configs",
+            Some(windows_config(config, ldap, ou)),
+        );
+        let error = wait_for(expected, Duration::from_secs(30), || {
+            let view = call(
+                &server,
+                "GET",
+                &format!("/api/v1/autoscale-configs/{config}"),
+                None,
+            );
+            view["status"]["last_error"].as_str().map(str::to_string)
+        });
+        assert!(
+            error.starts_with("ad-create") && error.contains(expected),
+            "{config}: {error}"
+        );
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    for config in ["badpw", "down", "noou"] {
+        assert!(instances_of(&moto, config).is_empty(), "no VM for {config}");
+        let all = servers(&server);
+        assert!(
+            servers_of(&all, config)
+                .iter()
+                .all(|s| s["instance_id"].is_null() && s["ad_computer_dn"].is_null()),
+            "{all:?}"
+        );
+    }
+    server.stop();
+}

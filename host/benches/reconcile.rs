@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
+use zonebroker::autoscale::directory::LdapDirectory;
 use zonebroker::autoscale::{Cloud, Reconciler, ReconcilerSettings};
 use zonebroker::broker::{Broker, BrokerConfig};
 use zonebroker::domain::autoscale::{
@@ -170,6 +171,7 @@ async fn run() {
     let reconciler = Reconciler::new(
         broker.clone(),
         cloud.clone(),
+        Arc::new(LdapDirectory),
         ReconcilerSettings {
             interval: Duration::from_secs(3600),
             broker_addresses: BTreeMap::new(),

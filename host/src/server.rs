@@ -184,6 +184,7 @@ pub async fn serve(
     let reconciler = autoscale::Reconciler::new(
         broker.clone(),
         Arc::new(autoscale::PluginCloud(broker.registry().clone())),
+        Arc::new(autoscale::directory::LdapDirectory),
         autoscale::ReconcilerSettings {
             interval: config.autoscale_interval,
             broker_addresses: bound

@@ -47,7 +47,65 @@ fn main() -> ExitCode {
 /// Install what the build and the tests need beyond the Rust toolchain.
 fn setup() -> Result<(), String> {
     ensure_guest_target()?;
-    ensure_python_tools()
+    ensure_python_tools()?;
+    ensure_debian_packages()
+}
+
+/// Debian packages the tests use: Samba as a throw-away Active Directory domain controller,
+/// the OpenLDAP client tools to look into it, openssl to make its test certificates.
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("samba-tool", "samba-ad-dc"),
+    ("samba-tool", "samba-ad-provision"),
+    ("ldapsearch", "ldap-utils"),
+    ("ldbsearch", "ldb-tools"),
+    ("openssl", "openssl"),
+];
+
+fn ensure_debian_packages() -> Result<(), String> {
+    let on_path = |program: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+            || ["/usr/sbin", "/usr/bin"]
+                .iter()
+                .any(|dir| std::path::Path::new(dir).join(program).is_file())
+    };
+    let provisioner = std::path::Path::new("/usr/share/samba/setup/provision.ldif").is_file();
+    if DEBIAN_PACKAGES.iter().all(|(program, _)| on_path(program)) && provisioner {
+        return Ok(());
+    }
+    let packages: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .map(|(_, package)| *package)
+        .collect();
+    eprintln!("xtask: installing Debian packages {packages:?}");
+    let sudo = |command: &mut Command| -> Result<(), String> {
+        if is_root() {
+            run(command)
+        } else {
+            let mut elevated = Command::new("sudo");
+            elevated.arg(command.get_program()).args(command.get_args());
+            for (key, value) in command.get_envs() {
+                if let Some(value) = value {
+                    elevated.env(key, value);
+                }
+            }
+            run(&mut elevated)
+        }
+    };
+    sudo(Command::new("apt-get").args(["update", "-qq"]))?;
+    sudo(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 
 /// `<target>/tools/venv`: where the tests look for their Python tools.

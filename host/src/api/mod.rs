@@ -13,6 +13,7 @@ pub mod error;
 mod health;
 mod images;
 pub mod json;
+mod ldap_configs;
 mod metrics;
 mod openapi;
 mod plugins;
@@ -72,6 +73,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(autoscale_configs::routes())
         .merge(servers::routes())
         .merge(workspaces::routes())
+        .merge(ldap_configs::routes())
         .merge(openapi::routes());
     OpenApiRouter::with_openapi(openapi::base())
         .merge(health::routes())

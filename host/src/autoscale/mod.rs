@@ -2,6 +2,7 @@
 
 pub mod checkin;
 pub mod cloud;
+pub mod directory;
 pub mod reconciler;
 
 pub use cloud::{Cloud, PluginCloud};

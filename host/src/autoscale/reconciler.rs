@@ -30,10 +30,13 @@ use uuid::Uuid;
 
 use super::checkin;
 use super::cloud::Cloud;
+use super::directory::{Directory, DirectoryError, LdapDirectory, random_password};
 use crate::broker::{Broker, ConfigStatus, ServerEntry, now_ms};
 use crate::domain::autoscale::{
-    AutoScaleConfig, DestroyReason, Server, ServerStatus, StoredProviderConfig, plan, script_values,
+    AdJoin, AutoScaleConfig, DestroyReason, Server, ServerStatus, StoredProviderConfig, hostname,
+    plan, script_values,
 };
+use crate::domain::ldap::{LdapConfig, dns_domain};
 use crate::domain::provider::{ProviderError, VmSpec};
 
 /// The tag naming the AutoScale config a VM belongs to.
@@ -83,17 +86,24 @@ fn failed(call: &'static str) -> impl FnOnce(ProviderError) -> Failure {
 }
 
 /// The reconcile loop over `broker`'s AutoScale configs, driving clouds through `C`.
-pub struct Reconciler<C: Cloud> {
+pub struct Reconciler<C: Cloud, D: Directory = LdapDirectory> {
     broker: Arc<Broker>,
     cloud: Arc<C>,
+    directory: Arc<D>,
     settings: ReconcilerSettings,
 }
 
-impl<C: Cloud> Reconciler<C> {
-    pub fn new(broker: Arc<Broker>, cloud: Arc<C>, settings: ReconcilerSettings) -> Arc<Self> {
+impl<C: Cloud, D: Directory> Reconciler<C, D> {
+    pub fn new(
+        broker: Arc<Broker>,
+        cloud: Arc<C>,
+        directory: Arc<D>,
+        settings: ReconcilerSettings,
+    ) -> Arc<Self> {
         Arc::new(Reconciler {
             broker,
             cloud,
+            directory,
             settings,
         })
     }
@@ -294,7 +304,7 @@ impl<C: Cloud> Reconciler<C> {
             let reason = reasons
                 .get(&entry.server.id)
                 .map_or("retry", |r| r.as_str());
-            self.destroy(&provider, &entry, reason).await?;
+            self.destroy(&config, &provider, &entry, reason).await?;
             report.destroyed += 1;
         }
 
@@ -316,8 +326,11 @@ impl<C: Cloud> Reconciler<C> {
         Ok(plan.available)
     }
 
+    /// Destroy a server's VM, then its directory object, then forget it. A failure leaves
+    /// it `destroying` (with what is left), for the next pass.
     async fn destroy(
         &self,
+        config: &AutoScaleConfig,
         provider: &StoredProviderConfig,
         entry: &ServerEntry,
         reason: &str,
@@ -330,13 +343,25 @@ impl<C: Cloud> Reconciler<C> {
                 .await
                 .or_else(ignore_not_found);
             if let Err(error) = destroyed {
-                let message = error.to_string();
-                self.broker
-                    .update_server(server.id, |s| s.last_error = Some(message))
-                    .await
-                    .map_err(store_failure)?;
+                self.record_error(server, &error.to_string()).await?;
                 return Err(failed("destroy-vm")(error));
             }
+        }
+        if let Some(dn) = &server.ad_computer_dn {
+            self.broker
+                .update_server(server.id, |s| s.instance_id = None)
+                .await
+                .map_err(store_failure)?;
+            let ldap = self.ldap_config(config)?;
+            let deleted = self
+                .directory
+                .delete_computer(&ldap, dn, config.recursive_ad_cleanup)
+                .await;
+            if let Err(error) = deleted {
+                self.record_error(server, &error.to_string()).await?;
+                return Err(directory_failed("ad-delete")(error));
+            }
+            tracing::info!(server = %server.id, dn, "AD computer object deleted");
         }
         self.broker
             .forget_server(server.id)
@@ -347,6 +372,99 @@ impl<C: Cloud> Reconciler<C> {
         }
         tracing::info!(server = %server.id, hostname = server.hostname, instance = server.instance_id, reason, "server destroyed");
         Ok(())
+    }
+
+    async fn record_error(&self, server: &Server, message: &str) -> Result<(), Failure> {
+        let message = message.to_string();
+        self.broker
+            .update_server(server.id, |s| s.last_error = Some(message))
+            .await
+            .map_err(store_failure)?;
+        Ok(())
+    }
+
+    /// The config's LDAP config, password included.
+    fn ldap_config(&self, config: &AutoScaleConfig) -> Result<LdapConfig, Failure> {
+        let name = config.ldap_config.as_deref().unwrap_or_default();
+        self.broker.ldap_config_stored(name).ok_or_else(|| Failure {
+            call: "ad",
+            message: format!("no LDAP config `{name}`"),
+        })
+    }
+
+    /// Before its VM: the server's AD computer object, with a fresh single-use password.
+    /// Creates it (under another host name if the name is taken by an object that is not
+    /// ours), or, if a crash lost the password of one already made, sets a new one. Answers
+    /// the server as updated and how its script joins the domain.
+    async fn prepare_ad_account(
+        &self,
+        config: &AutoScaleConfig,
+        server: &Server,
+    ) -> Result<(Server, AdJoin), Failure> {
+        let ldap = self.ldap_config(config)?;
+        let ou = config.ad_computer_ou_dn.clone().unwrap_or_default();
+        let join = AdJoin {
+            password: random_password(),
+            domain: dns_domain(&ou).unwrap_or_default(),
+        };
+        if let Some(dn) = &server.ad_computer_dn {
+            self.directory
+                .set_password(&ldap, dn, &join.password)
+                .await
+                .map_err(directory_failed("ad-set-password"))?;
+            return Ok((server.clone(), join));
+        }
+        let owner = format!("zonebroker server {}", server.id);
+        let mut server = server.clone();
+        let mut attempt = 0;
+        let dn = loop {
+            attempt += 1;
+            let created = self
+                .directory
+                .create_computer(&ldap, &ou, &server.hostname, &join.password, &owner)
+                .await;
+            match created {
+                Ok(dn) => break dn,
+                Err(DirectoryError::AlreadyExists { dn }) => {
+                    let description = self
+                        .directory
+                        .description(&ldap, &dn)
+                        .await
+                        .map_err(directory_failed("ad-create"))?;
+                    if description.as_deref() == Some(owner.as_str()) {
+                        // Made by an earlier pass that crashed before recording it.
+                        self.directory
+                            .set_password(&ldap, &dn, &join.password)
+                            .await
+                            .map_err(directory_failed("ad-set-password"))?;
+                        break dn;
+                    }
+                    if attempt >= 4 {
+                        return Err(directory_failed("ad-create")(
+                            DirectoryError::AlreadyExists { dn },
+                        ));
+                    }
+                    let renamed = hostname(&config.server_name_prefix, Uuid::new_v4());
+                    tracing::warn!(server = %server.id, taken = dn, renamed, "the host name is taken in the directory; renaming the server");
+                    server = self
+                        .broker
+                        .update_server(server.id, |s| s.hostname = renamed)
+                        .await
+                        .map_err(store_failure)?
+                        .unwrap_or(server);
+                }
+                Err(error) => return Err(directory_failed("ad-create")(error)),
+            }
+        };
+        tracing::info!(server = %server.id, dn, "AD computer object created");
+        let recorded = Some(dn);
+        server = self
+            .broker
+            .update_server(server.id, |s| s.ad_computer_dn = recorded)
+            .await
+            .map_err(store_failure)?
+            .unwrap_or(server);
+        Ok((server, join))
     }
 
     /// Render `server`'s startup script and ask the provider for its VM.
@@ -366,8 +484,15 @@ impl<C: Cloud> Reconciler<C> {
             now / 1000,
             deadline_ms.saturating_sub(now).div_ceil(1000).max(1),
         );
+        let (server, ad_join) = if config.create_ad_computer_record {
+            let (server, join) = self.prepare_ad_account(config, server).await?;
+            (server, Some(join))
+        } else {
+            (server.clone(), None)
+        };
+        let server = &server;
         let upstream = self.upstream_auth_address(&config.zone);
-        let variables = script_values(config, server, &token, &upstream);
+        let variables = script_values(config, server, &token, &upstream, ad_join.as_ref());
         let registry = self.broker.registry().clone();
         let (generator, os, template) = (
             config.script_generator.clone(),
@@ -424,11 +549,22 @@ impl<C: Cloud> Reconciler<C> {
                 Ok(())
             }
             Err(error) => {
-                let message = error.to_string();
-                self.broker
-                    .update_server(server.id, |s| s.last_error = Some(message))
-                    .await
-                    .map_err(store_failure)?;
+                self.record_error(server, &error.to_string()).await?;
+                // No VM: no directory object either.
+                if let Some(dn) = &server.ad_computer_dn {
+                    let ldap = self.ldap_config(config)?;
+                    match self.directory.delete_computer(&ldap, dn, false).await {
+                        Ok(()) => {
+                            self.broker
+                                .update_server(server.id, |s| s.ad_computer_dn = None)
+                                .await
+                                .map_err(store_failure)?;
+                        }
+                        Err(ad) => {
+                            tracing::warn!(server = %server.id, dn, "the AD object of a VM that failed to create stays until the server is destroyed: {ad}")
+                        }
+                    }
+                }
                 Err(failed("create-vm")(error))
             }
         }
@@ -448,6 +584,13 @@ impl<C: Cloud> Reconciler<C> {
                 .replace(crate::domain::zone::REQUEST_HOST, address),
             Err(_) => address.clone(),
         }
+    }
+}
+
+fn directory_failed(call: &'static str) -> impl FnOnce(DirectoryError) -> Failure {
+    move |error| Failure {
+        call,
+        message: error.to_string(),
     }
 }
 

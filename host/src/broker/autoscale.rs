@@ -14,6 +14,7 @@ use crate::domain::autoscale::{
     AutoScaleConfig, Pool, ServerStatus, StoredProviderConfig, VmProviderConfig, Workspace,
     WorkspaceType, sample_variables,
 };
+use crate::domain::ldap::LdapConfig;
 use crate::domain::patch;
 use crate::domain::provider::{ProviderError, ProviderInfo, ValidatedSettings};
 use crate::domain::validation::FieldError;
@@ -444,6 +445,104 @@ impl Broker {
             .unwrap_or_default()
     }
 
+    // LDAP configs.
+
+    /// Every LDAP config, bind passwords left out.
+    pub fn ldap_configs(&self) -> Vec<LdapConfig> {
+        self.read().ldap_configs.values().map(public_ldap).collect()
+    }
+
+    pub fn ldap_config(&self, name: &str) -> Result<LdapConfig, BrokerError> {
+        self.read()
+            .ldap_configs
+            .get(name)
+            .map(public_ldap)
+            .ok_or_else(|| not_found("LDAP config", name))
+    }
+
+    /// The stored config, password included (the reconcile loop).
+    pub(crate) fn ldap_config_stored(&self, name: &str) -> Option<LdapConfig> {
+        self.read().ldap_configs.get(name).cloned()
+    }
+
+    pub async fn create_ldap_config(&self, config: LdapConfig) -> Result<LdapConfig, BrokerError> {
+        config.validate()?;
+        {
+            let mut inventory = self.write();
+            refuse_existing(
+                inventory.ldap_configs.contains_key(&config.name),
+                "LDAP config",
+                &config.name,
+            )?;
+            self.store.put_ldap_config(&config)?;
+            inventory
+                .ldap_configs
+                .insert(config.name.clone(), config.clone());
+        }
+        self.commit().await?;
+        if config.insecure_skip_tls_verify {
+            tracing::warn!(
+                ldap_config = config.name,
+                "LDAP config created WITHOUT TLS certificate verification"
+            );
+        }
+        tracing::info!(
+            ldap_config = config.name,
+            url = config.url,
+            "LDAP config created"
+        );
+        Ok(public_ldap(&config))
+    }
+
+    /// Change an LDAP config by JSON merge patch (a password left out keeps its value).
+    pub async fn update_ldap_config(
+        &self,
+        name: &str,
+        changes: &Value,
+    ) -> Result<LdapConfig, BrokerError> {
+        let config = {
+            let mut inventory = self.write();
+            let current = inventory
+                .ldap_configs
+                .get(name)
+                .ok_or_else(|| not_found("LDAP config", name))?;
+            let config: LdapConfig = patch::apply(current, changes)?;
+            if config.name != name {
+                return Err(FieldError::new("name", "a config cannot be renamed").into());
+            }
+            config.validate()?;
+            self.store.put_ldap_config(&config)?;
+            inventory
+                .ldap_configs
+                .insert(name.to_string(), config.clone());
+            config
+        };
+        self.commit().await?;
+        tracing::info!(ldap_config = name, "LDAP config updated");
+        Ok(public_ldap(&config))
+    }
+
+    /// Delete an LDAP config no AutoScale config uses.
+    pub async fn delete_ldap_config(&self, name: &str) -> Result<(), BrokerError> {
+        {
+            let mut inventory = self.write();
+            if !inventory.ldap_configs.contains_key(name) {
+                return Err(not_found("LDAP config", name));
+            }
+            let users = inventory
+                .autoscale_configs
+                .values()
+                .filter(|c| c.ldap_config.as_deref() == Some(name))
+                .map(|c| format!("AutoScale config `{}`", c.name))
+                .collect::<Vec<_>>();
+            in_use("LDAP config", name, &users)?;
+            self.store.delete_ldap_config(name)?;
+            inventory.ldap_configs.remove(name);
+        }
+        self.commit().await?;
+        Ok(())
+    }
+
     // Workspaces.
 
     pub fn workspaces(&self) -> Vec<Workspace> {
@@ -532,6 +631,14 @@ impl Broker {
     }
 }
 
+/// An LDAP config without its bind password.
+fn public_ldap(config: &LdapConfig) -> LdapConfig {
+    LdapConfig {
+        bind_password: None,
+        ..config.clone()
+    }
+}
+
 impl StoredProviderConfig {
     /// The config with its secret settings left out.
     pub fn public(&self) -> VmProviderConfig {
@@ -584,6 +691,14 @@ impl Inventory {
             return Err(FieldError::new(
                 "vm_provider_config",
                 format!("no VM provider config `{}`", config.vm_provider_config),
+            ));
+        }
+        if let Some(ldap) = &config.ldap_config
+            && !self.ldap_configs.contains_key(ldap)
+        {
+            return Err(FieldError::new(
+                "ldap_config",
+                format!("no LDAP config `{ldap}`"),
             ));
         }
         Ok(())

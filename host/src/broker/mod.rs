@@ -29,6 +29,7 @@ pub use servers::{ServerCheckin, ServerEntry, ServerView};
 use crate::domain::autoscale::{AutoScaleConfig, Pool, StoredProviderConfig, Workspace};
 use crate::domain::capacity::Usage;
 use crate::domain::image::Image;
+use crate::domain::ldap::LdapConfig;
 use crate::domain::plugin::PluginRecord;
 use crate::domain::session::Session;
 use crate::domain::validation::FieldError;
@@ -98,6 +99,7 @@ struct Inventory {
     /// The servers of each AutoScale config (the reconcile loop asks per config).
     servers_by_config: HashMap<String, BTreeSet<Uuid>>,
     workspaces: BTreeMap<String, Workspace>,
+    ldap_configs: BTreeMap<String, LdapConfig>,
 }
 
 /// The server's state and operations.
@@ -166,6 +168,9 @@ impl Broker {
             inventory
                 .workspaces
                 .insert(workspace.name.clone(), workspace);
+        }
+        for config in store.ldap_configs()? {
+            inventory.ldap_configs.insert(config.name.clone(), config);
         }
         for server in store.servers()? {
             let usage = usage.get(&server.id).copied().unwrap_or_default();

@@ -54,6 +54,8 @@ pub struct ServerView {
     pub status_changed_at: String,
     pub idle_since: Option<String>,
     pub last_error: Option<String>,
+    /// Its Active Directory computer object, if the config creates them.
+    pub ad_computer_dn: Option<String>,
 }
 
 impl ServerEntry {
@@ -77,6 +79,7 @@ impl ServerEntry {
             status_changed_at: rfc3339(s.status_changed_at_ms),
             idle_since: s.idle_since_ms.map(rfc3339),
             last_error: s.last_error.clone(),
+            ad_computer_dn: s.ad_computer_dn.clone(),
         }
     }
 
@@ -143,6 +146,7 @@ impl Broker {
             status_changed_at_ms: now,
             idle_since_ms: Some(now),
             last_error: None,
+            ad_computer_dn: None,
         };
         let view = {
             let mut inventory = self.write();
@@ -265,7 +269,7 @@ impl Broker {
                 pool: config.pool.clone(),
                 zone: config.zone.clone(),
                 config: Some(config.name.clone()),
-                hostname: hostname(&config.server_name_prefix, id),
+                hostname: inventory.unique_hostname(&config.server_name_prefix, id),
                 address: None,
                 port: config.port(),
                 connection_type: config.connection_type,
@@ -279,6 +283,7 @@ impl Broker {
                 status_changed_at_ms: now,
                 idle_since_ms: None,
                 last_error: None,
+                ad_computer_dn: None,
             };
             self.store.put_server(&server)?;
             inventory.put_server(server.clone());
@@ -396,6 +401,20 @@ impl Inventory {
                 self.servers_by_config.remove(config);
             }
         }
+    }
+
+    /// A host name for server `id` that no other server has (host names are short, so a
+    /// collision is possible, if unlikely).
+    fn unique_hostname(&self, prefix: &str, id: Uuid) -> String {
+        let mut candidate = hostname(prefix, id);
+        while self
+            .servers
+            .values()
+            .any(|e| e.server.hostname == candidate)
+        {
+            candidate = hostname(prefix, Uuid::new_v4());
+        }
+        candidate
     }
 
     /// The ids of AutoScale config `config`'s servers.

@@ -261,10 +261,11 @@ impl AutoScaleConfig {
                     "needed to create AD computer records",
                 ));
             }
-            if self.ad_computer_ou_dn.as_deref().unwrap_or("").is_empty() {
+            let ou = self.ad_computer_ou_dn.as_deref().unwrap_or("");
+            if super::ldap::dns_domain(ou).is_none() {
                 return Err(FieldError::new(
                     "ad_computer_ou_dn",
-                    "needed to create AD computer records",
+                    "the DN of the OU computer records go to, e.g. `OU=VDI,DC=example,DC=com`",
                 ));
             }
         }
@@ -331,13 +332,21 @@ pub fn hostname(prefix: &str, id: Uuid) -> String {
     format!("{prefix}-{}", &id.simple().to_string()[..digits])
 }
 
+/// How a server joins Active Directory: its pre-created computer account's single-use
+/// password and the directory's DNS domain.
+pub struct AdJoin {
+    pub password: String,
+    pub domain: String,
+}
+
 /// The values of a server's startup-script variables (only those its OS allows).
-/// `ad_join_credential` and `domain` stay empty until the config creates AD computer records.
+/// `ad_join_credential` and `domain` are empty unless the config creates AD computer records.
 pub fn script_values(
     config: &AutoScaleConfig,
     server: &Server,
     checkin_jwt: &str,
     upstream_auth_address: &str,
+    ad_join: Option<&AdJoin>,
 ) -> Vec<(String, String)> {
     let (username, password) = match config.credential_type {
         CredentialType::Static => (
@@ -353,6 +362,8 @@ pub fn script_values(
         "server_id" => server.id.to_string(),
         "server_hostname" => server.hostname.clone(),
         "upstream_auth_address" => upstream_auth_address.to_string(),
+        "ad_join_credential" => ad_join.map(|j| j.password.clone()).unwrap_or_default(),
+        "domain" => ad_join.map(|j| j.domain.clone()).unwrap_or_default(),
         _ => String::new(),
     };
     AutoScaleConfig::script_variables(config.os)
@@ -405,6 +416,10 @@ pub struct Server {
     /// Since when it has had no session (running servers).
     pub idle_since_ms: Option<u64>,
     pub last_error: Option<String>,
+    /// Its Active Directory computer object, once created (configs with
+    /// `create_ad_computer_record`); deleted after the VM.
+    #[serde(default)]
+    pub ad_computer_dn: Option<String>,
 }
 
 impl Server {
@@ -843,8 +858,9 @@ mod tests {
             status_changed_at_ms: 0,
             idle_since_ms: None,
             last_error: None,
+            ad_computer_dn: None,
         };
-        let linux = script_values(&config, &server, "tok", "broker:443");
+        let linux = script_values(&config, &server, "tok", "broker:443", None);
         let get = |values: &[(String, String)], name: &str| {
             values
                 .iter()
@@ -866,7 +882,13 @@ mod tests {
             credential_type: CredentialType::Sso,
             ..config
         };
-        let values = script_values(&windows, &server, "tok", "broker:443");
+        let join = AdJoin {
+            password: "pw".into(),
+            domain: "example.test".into(),
+        };
+        let values = script_values(&windows, &server, "tok", "broker:443", Some(&join));
+        assert_eq!(get(&values, "ad_join_credential").as_deref(), Some("pw"));
+        assert_eq!(get(&values, "domain").as_deref(), Some("example.test"));
         assert_eq!(
             get(&values, "server_id").as_deref(),
             Some("00000000-0000-0000-0000-000000000007")

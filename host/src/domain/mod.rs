@@ -10,6 +10,7 @@ pub mod agent;
 pub mod autoscale;
 pub mod capacity;
 pub mod image;
+pub mod ldap;
 pub mod names;
 pub mod patch;
 pub mod plugin;

@@ -29,6 +29,7 @@ use crate::domain::agent::Agent;
 use crate::domain::autoscale::{AutoScaleConfig, Pool, Server, StoredProviderConfig, Workspace};
 use crate::domain::capacity::{Capacity, Demand, Usage};
 use crate::domain::image::Image;
+use crate::domain::ldap::LdapConfig;
 use crate::domain::plugin::PluginRecord;
 use crate::domain::session::Session;
 use crate::domain::zone::Zone;
@@ -74,6 +75,7 @@ pub struct Store {
     autoscale_configs: sled::Tree,
     servers: sled::Tree,
     workspaces: sled::Tree,
+    ldap_configs: sled::Tree,
     commit: GroupCommit,
     /// Keys the hash that shows strategies a user without naming them.
     user_key_secret: [u8; 32],
@@ -108,6 +110,7 @@ impl Store {
             autoscale_configs: db.open_tree("autoscale_configs")?,
             servers: db.open_tree("servers")?,
             workspaces: db.open_tree("workspaces")?,
+            ldap_configs: db.open_tree("ldap_configs")?,
             commit: GroupCommit::start(db.clone()).map_err(StoreError::Flusher)?,
             user_key_secret,
             checkin_key,
@@ -289,6 +292,19 @@ impl Store {
 
     pub fn delete_workspace(&self, name: &str) -> Result<(), StoreError> {
         self.workspaces.remove(name.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn ldap_configs(&self) -> Result<Vec<LdapConfig>, StoreError> {
+        scan(&self.ldap_configs, "ldap_configs")
+    }
+
+    pub fn put_ldap_config(&self, config: &LdapConfig) -> Result<(), StoreError> {
+        put(&self.ldap_configs, config.name.as_bytes(), config)
+    }
+
+    pub fn delete_ldap_config(&self, name: &str) -> Result<(), StoreError> {
+        self.ldap_configs.remove(name.as_bytes())?;
         Ok(())
     }
 

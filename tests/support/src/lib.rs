@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub mod load;
 pub mod moto;
+pub mod samba;
 
 use serde_json::Value;
 use zonebroker_guest_build::{GuestBuild, component_file};
