@@ -837,6 +837,11 @@ fn the_openapi_document_covers_every_route() {
         ("get", "/api/v1/servers/{id}"),
         ("delete", "/api/v1/servers/{id}"),
         ("post", "/api/v1/servers/checkin"),
+        ("get", "/api/v1/ldap-configs"),
+        ("post", "/api/v1/ldap-configs"),
+        ("get", "/api/v1/ldap-configs/{name}"),
+        ("patch", "/api/v1/ldap-configs/{name}"),
+        ("delete", "/api/v1/ldap-configs/{name}"),
     ];
     let mut documented = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {

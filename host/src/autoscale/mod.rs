@@ -7,3 +7,6 @@ pub mod reconciler;
 
 pub use cloud::{Cloud, PluginCloud};
 pub use reconciler::{PassReport, Reconciler, ReconcilerSettings};
+
+#[cfg(test)]
+mod tests;
