@@ -91,6 +91,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::ResourceCommand,
     },
+    /// LDAP configs: the directories AutoScale configs create AD computer records in (admin API).
+    LdapConfig {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(subcommand)]
+        command: cli::ResourceCommand,
+    },
     /// Workspaces: what users launch, a container image or a pool (admin API).
     Workspace {
         #[command(flatten)]
@@ -197,6 +204,10 @@ fn run(command: Command) -> anyhow::Result<()> {
             connection,
             command,
         } => cli::resource(&cli::Client::new(&connection), "/workspaces", command),
+        Command::LdapConfig {
+            connection,
+            command,
+        } => cli::resource(&cli::Client::new(&connection), "/ldap-configs", command),
     }
 }
 
