@@ -620,6 +620,49 @@ fn configs_are_checked_when_saved_and_secrets_stay_write_only() {
         provider["settings"].get("secret_access_key").is_none(),
         "{provider}"
     );
+    // Secrets follow a new endpoint only when given again.
+    let (status, error) = refused(
+        &server,
+        "PATCH",
+        "/api/v1/vm-provider-configs/moto",
+        json!({"settings": {"endpoint": "http://127.0.0.1:10"}}),
+    );
+    assert_eq!(
+        (status, error["field"].as_str()),
+        (422, Some("settings.secret_access_key")),
+        "{error}"
+    );
+    call(
+        &server,
+        "PATCH",
+        "/api/v1/vm-provider-configs/moto",
+        Some(
+            json!({"settings": {"endpoint": "http://127.0.0.1:10", "secret_access_key": "very-secret-key"}}),
+        ),
+    );
+    call(
+        &server,
+        "POST",
+        "/api/v1/ldap-configs",
+        Some(
+            json!({"name": "corp", "url": "ldaps://dc1.example.test", "bind_dn": "joiner",
+            "bind_password": "ldap-secret-pw", "search_base": "DC=example,DC=test"}),
+        ),
+    );
+    let (status, error) = refused(
+        &server,
+        "PATCH",
+        "/api/v1/ldap-configs/corp",
+        json!({"url": "ldaps://elsewhere.example.com"}),
+    );
+    assert_eq!(
+        (status, error["field"].as_str()),
+        (422, Some("bind_password")),
+        "{error}"
+    );
+    let ldap = call(&server, "GET", "/api/v1/ldap-configs/corp", None);
+    assert_eq!(ldap["bind_password"], Value::Null);
+    assert_eq!(ldap["url"], "ldaps://dc1.example.test", "unchanged");
     // What uses something cannot be deleted.
     let (status, _) = refused(
         &server,

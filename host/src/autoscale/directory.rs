@@ -180,6 +180,8 @@ impl Directory for LdapDirectory {
         description: &str,
     ) -> Result<String, DirectoryError> {
         let mut handle = connect(ldap).await?;
+        // ldap3's timeout covers the next operation only: set it for each.
+        handle.with_timeout(Duration::from_secs(ldap.operation_timeout));
         let dn = computer_dn(hostname, ou_dn);
         let domain = crate::domain::ldap::dns_domain(ou_dn).unwrap_or_default();
         let attributes: Vec<(Vec<u8>, HashSet<Vec<u8>>)> = vec![
@@ -222,6 +224,8 @@ impl Directory for LdapDirectory {
         dn: &str,
     ) -> Result<Option<String>, DirectoryError> {
         let mut handle = connect(ldap).await?;
+        // ldap3's timeout covers the next operation only: set it for each.
+        handle.with_timeout(Duration::from_secs(ldap.operation_timeout));
         let result = handle
             .search(
                 dn,
@@ -253,6 +257,8 @@ impl Directory for LdapDirectory {
         password: &str,
     ) -> Result<(), DirectoryError> {
         let mut handle = connect(ldap).await?;
+        // ldap3's timeout covers the next operation only: set it for each.
+        handle.with_timeout(Duration::from_secs(ldap.operation_timeout));
         let change = vec![Mod::Replace(
             b"unicodePwd".to_vec(),
             values(unicode_pwd(password)),
@@ -274,6 +280,8 @@ impl Directory for LdapDirectory {
         recursive: bool,
     ) -> Result<(), DirectoryError> {
         let mut handle = connect(ldap).await?;
+        // ldap3's timeout covers the next operation only: set it for each.
+        handle.with_timeout(Duration::from_secs(ldap.operation_timeout));
         if recursive {
             handle.with_controls(ldap3::controls::RawControl {
                 ctype: TREE_DELETE.to_string(),

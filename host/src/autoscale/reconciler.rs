@@ -36,7 +36,7 @@ use crate::domain::autoscale::{
     AdJoin, AutoScaleConfig, DestroyReason, Server, ServerStatus, StoredProviderConfig, hostname,
     plan, script_values,
 };
-use crate::domain::ldap::{LdapConfig, dns_domain};
+use crate::domain::ldap::{LdapConfig, computer_dn, dns_domain};
 use crate::domain::provider::{ProviderError, VmSpec};
 
 /// The tag naming the AutoScale config a VM belongs to.
@@ -238,10 +238,13 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             .map_err(failed("list-vms"))?;
         let servers = self.broker.servers_of(name);
         let known: HashSet<Uuid> = servers.iter().map(|e| e.server.id).collect();
+        let mut adopted: HashSet<Uuid> = HashSet::new();
         for vm in vms.iter().filter(|vm| !vm.state.is_gone()) {
             let server_id = vm.tag(TAG_SERVER).and_then(|id| Uuid::parse_str(id).ok());
             match server_id.and_then(|id| servers.iter().find(|e| e.server.id == id)) {
-                Some(entry) if entry.server.instance_id.is_none() => {
+                Some(entry)
+                    if entry.server.instance_id.is_none() && adopted.insert(entry.server.id) =>
+                {
                     let instance_id = vm.instance_id.clone();
                     self.broker
                         .update_server(entry.server.id, |s| s.instance_id = Some(instance_id))
@@ -250,7 +253,19 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                     report.adopted += 1;
                     tracing::info!(server = %entry.server.id, instance = vm.instance_id, "adopted a VM created before a restart");
                 }
-                Some(_) => {}
+                Some(entry)
+                    if entry.server.instance_id.as_deref() == Some(vm.instance_id.as_str()) => {}
+                Some(entry) => {
+                    // A second VM for one server (a create that timed out but happened).
+                    tracing::warn!(server = %entry.server.id, instance = vm.instance_id, "destroying a duplicate VM of a server");
+                    self.cloud
+                        .destroy(&provider, &vm.instance_id)
+                        .await
+                        .or_else(ignore_not_found)
+                        .map_err(failed("destroy-vm"))?;
+                    self.broker.metrics().vm_destroyed(name, "duplicate");
+                    report.orphans_destroyed += 1;
+                }
                 None => {
                     let reason = match server_id {
                         Some(id) if !known.contains(&id) => "no server record",
@@ -287,6 +302,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
 
         // 3. Destroy: what the plan says, and what an earlier pass could not finish.
         let mut reasons: BTreeMap<Uuid, DestroyReason> = BTreeMap::new();
+        let mut destroy_failure = None;
         for (id, reason) in &plan.destroy {
             if self
                 .broker
@@ -304,8 +320,14 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             let reason = reasons
                 .get(&entry.server.id)
                 .map_or("retry", |r| r.as_str());
-            self.destroy(&config, &provider, &entry, reason).await?;
-            report.destroyed += 1;
+            // A server that cannot be destroyed yet (recorded on it) must not hold up the
+            // creates the pool needs: report the first failure after them.
+            match self.destroy(&config, &provider, &entry, reason).await {
+                Ok(()) => report.destroyed += 1,
+                Err(failure) => {
+                    destroy_failure.get_or_insert(failure);
+                }
+            }
         }
 
         // 4. Create: records first, durably; then the VMs of every record without one.
@@ -318,12 +340,19 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         }
         for entry in self.broker.servers_of(name) {
             let server = &entry.server;
-            if server.status == ServerStatus::Provisioning && server.instance_id.is_none() {
+            // A disabled config creates nothing; its records without a VM time out.
+            if config.enabled
+                && server.status == ServerStatus::Provisioning
+                && server.instance_id.is_none()
+            {
                 self.provision(&config, &provider, server, now).await?;
                 report.created += 1;
             }
         }
-        Ok(plan.available)
+        match destroy_failure {
+            Some(failure) => Err(failure),
+            None => Ok(plan.available),
+        }
     }
 
     /// Destroy a server's VM, then its directory object, then forget it. A failure leaves
@@ -347,12 +376,19 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                 return Err(failed("destroy-vm")(error));
             }
         }
-        if let Some(dn) = &server.ad_computer_dn {
+        let dn = match &server.ad_computer_dn {
+            Some(dn) => Some(dn.clone()),
+            None if config.create_ad_computer_record => {
+                self.unrecorded_object(config, server).await
+            }
+            None => None,
+        };
+        if let Some(dn) = &dn {
             self.broker
                 .update_server(server.id, |s| s.instance_id = None)
                 .await
                 .map_err(store_failure)?;
-            let ldap = self.ldap_config(config)?;
+            let ldap = self.ldap_config_of(config, server)?;
             let deleted = self
                 .directory
                 .delete_computer(&ldap, dn, config.recursive_ad_cleanup)
@@ -383,6 +419,40 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         Ok(())
     }
 
+    /// The LDAP config `server`'s object was made through (else the config's), password
+    /// included.
+    fn ldap_config_of(
+        &self,
+        config: &AutoScaleConfig,
+        server: &Server,
+    ) -> Result<LdapConfig, Failure> {
+        let name = server
+            .ad_ldap_config
+            .as_deref()
+            .or(config.ldap_config.as_deref())
+            .unwrap_or_default();
+        self.broker.ldap_config_stored(name).ok_or_else(|| Failure {
+            call: "ad",
+            message: format!("no LDAP config `{name}`"),
+        })
+    }
+
+    /// The object a crash may have left between creating it and recording it on `server`:
+    /// the computer of its host name in the config's OU, if its description names the
+    /// server. Best effort: a directory that cannot be asked is logged, not waited for.
+    async fn unrecorded_object(&self, config: &AutoScaleConfig, server: &Server) -> Option<String> {
+        let ldap = self.ldap_config(config).ok()?;
+        let dn = computer_dn(&server.hostname, config.ad_computer_ou_dn.as_deref()?);
+        match self.directory.description(&ldap, &dn).await {
+            Ok(Some(description)) if description == object_owner(server) => Some(dn),
+            Ok(_) | Err(DirectoryError::NoSuchObject { .. }) => None,
+            Err(error) => {
+                tracing::warn!(server = %server.id, dn, "cannot check for a computer object left by a crash: {error}");
+                None
+            }
+        }
+    }
+
     /// The config's LDAP config, password included.
     fn ldap_config(&self, config: &AutoScaleConfig) -> Result<LdapConfig, Failure> {
         let name = config.ldap_config.as_deref().unwrap_or_default();
@@ -401,7 +471,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         config: &AutoScaleConfig,
         server: &Server,
     ) -> Result<(Server, AdJoin), Failure> {
-        let ldap = self.ldap_config(config)?;
+        let ldap = self.ldap_config_of(config, server)?;
         let ou = config.ad_computer_ou_dn.clone().unwrap_or_default();
         let join = AdJoin {
             password: random_password(),
@@ -414,7 +484,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                 .map_err(directory_failed("ad-set-password"))?;
             return Ok((server.clone(), join));
         }
-        let owner = format!("zonebroker server {}", server.id);
+        let owner = object_owner(server);
         let mut server = server.clone();
         let mut attempt = 0;
         let dn = loop {
@@ -426,11 +496,13 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             match created {
                 Ok(dn) => break dn,
                 Err(DirectoryError::AlreadyExists { dn }) => {
-                    let description = self
-                        .directory
-                        .description(&ldap, &dn)
-                        .await
-                        .map_err(directory_failed("ad-create"))?;
+                    // The name may be taken elsewhere in the domain (`sAMAccountName`),
+                    // with no object at this DN: that is somebody else's too.
+                    let description = match self.directory.description(&ldap, &dn).await {
+                        Ok(description) => description,
+                        Err(DirectoryError::NoSuchObject { .. }) => None,
+                        Err(error) => return Err(directory_failed("ad-create")(error)),
+                    };
                     if description.as_deref() == Some(owner.as_str()) {
                         // Made by an earlier pass that crashed before recording it.
                         self.directory
@@ -458,9 +530,13 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         };
         tracing::info!(server = %server.id, dn, "AD computer object created");
         let recorded = Some(dn);
+        let through = Some(ldap.name.clone());
         server = self
             .broker
-            .update_server(server.id, |s| s.ad_computer_dn = recorded)
+            .update_server(server.id, |s| {
+                s.ad_computer_dn = recorded;
+                s.ad_ldap_config = through;
+            })
             .await
             .map_err(store_failure)?
             .unwrap_or(server);
@@ -550,13 +626,25 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             }
             Err(error) => {
                 self.record_error(server, &error.to_string()).await?;
-                // No VM: no directory object either.
-                if let Some(dn) = &server.ad_computer_dn {
-                    let ldap = self.ldap_config(config)?;
+                // Surely no VM: no directory object either. (After a timeout or an unknown
+                // failure the VM may exist: the next listing adopts it, and it needs its
+                // object.)
+                let surely_no_vm = matches!(
+                    error,
+                    ProviderError::InvalidConfig { .. }
+                        | ProviderError::Auth(_)
+                        | ProviderError::Quota(_)
+                        | ProviderError::NotFound(_)
+                );
+                if let Some(dn) = server.ad_computer_dn.as_ref().filter(|_| surely_no_vm) {
+                    let ldap = self.ldap_config_of(config, server)?;
                     match self.directory.delete_computer(&ldap, dn, false).await {
                         Ok(()) => {
                             self.broker
-                                .update_server(server.id, |s| s.ad_computer_dn = None)
+                                .update_server(server.id, |s| {
+                                    s.ad_computer_dn = None;
+                                    s.ad_ldap_config = None;
+                                })
                                 .await
                                 .map_err(store_failure)?;
                         }
@@ -585,6 +673,11 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             Err(_) => address.clone(),
         }
     }
+}
+
+/// The `description` of `server`'s computer object: how an object is known to be ours.
+fn object_owner(server: &Server) -> String {
+    format!("zonebroker server {}", server.id)
 }
 
 fn directory_failed(call: &'static str) -> impl FnOnce(DirectoryError) -> Failure {

@@ -180,10 +180,45 @@ impl Broker {
             return Err(FieldError::new("name", "a config cannot be renamed").into());
         }
         let stored = self.check_provider_config(config).await?;
+        let retargeted = stored.config.provider != current.config.provider
+            || stored.validated.endpoints != current.validated.endpoints;
+        if retargeted {
+            // Secrets go to the new endpoint only if the operator gives them again.
+            let given = changes.get("settings").and_then(Value::as_object);
+            if let Some(secret) = current.secret_settings.iter().find(|s| {
+                current.config.settings.contains_key(*s)
+                    && given.is_none_or(|g| !g.contains_key(*s))
+            }) {
+                return Err(FieldError::new(
+                    format!("settings.{secret}"),
+                    "the provider or its endpoint changes: give the secret settings again",
+                )
+                .into());
+            }
+        }
         {
             let mut inventory = self.write();
             if !inventory.provider_configs.contains_key(name) {
                 return Err(not_found("VM provider config", name));
+            }
+            if retargeted {
+                // Its VMs would be asked of another cloud, found missing and leaked.
+                let busy: Vec<String> = inventory
+                    .autoscale_configs
+                    .values()
+                    .filter(|c| c.vm_provider_config == name)
+                    .filter(|c| inventory.server_ids_of(&c.name).next().is_some())
+                    .map(|c| format!("AutoScale config `{}`", c.name))
+                    .collect();
+                if !busy.is_empty() {
+                    return Err(BrokerError::Conflict {
+                        code: "in_use",
+                        message: format!(
+                            "the provider or its endpoint cannot change while {} has servers",
+                            busy.join(", ")
+                        ),
+                    });
+                }
             }
             self.store.put_provider_config(&stored)?;
             inventory
@@ -364,6 +399,15 @@ impl Broker {
                 return Err(not_found("AutoScale config", name));
             }
             inventory.check_autoscale_references(&config)?;
+            let has_servers = inventory.server_ids_of(name).next().is_some();
+            if has_servers && config.vm_provider_config != current.vm_provider_config {
+                return Err(BrokerError::Conflict {
+                    code: "in_use",
+                    message: format!(
+                        "AutoScale config `{name}` has servers: its VM provider config cannot change until they are gone"
+                    ),
+                });
+            }
             self.store.put_autoscale_config(&config)?;
             inventory
                 .autoscale_configs
@@ -510,6 +554,16 @@ impl Broker {
             if config.name != name {
                 return Err(FieldError::new("name", "a config cannot be renamed").into());
             }
+            let retargeted = config.url != current.url
+                || (config.insecure_skip_tls_verify && !current.insecure_skip_tls_verify)
+                || config.ca_certificate != current.ca_certificate;
+            if retargeted && changes.get("bind_password").is_none() {
+                return Err(FieldError::new(
+                    "bind_password",
+                    "the server or its TLS settings change: give the bind password again",
+                )
+                .into());
+            }
             config.validate()?;
             self.store.put_ldap_config(&config)?;
             inventory
@@ -518,6 +572,12 @@ impl Broker {
             config
         };
         self.commit().await?;
+        if config.insecure_skip_tls_verify {
+            tracing::warn!(
+                ldap_config = name,
+                "LDAP config WITHOUT TLS certificate verification"
+            );
+        }
         tracing::info!(ldap_config = name, "LDAP config updated");
         Ok(public_ldap(&config))
     }
@@ -534,6 +594,13 @@ impl Broker {
                 .values()
                 .filter(|c| c.ldap_config.as_deref() == Some(name))
                 .map(|c| format!("AutoScale config `{}`", c.name))
+                .chain(
+                    inventory
+                        .servers
+                        .values()
+                        .filter(|e| e.server.ad_ldap_config.as_deref() == Some(name))
+                        .map(|e| format!("the computer object of server `{}`", e.server.hostname)),
+                )
                 .collect::<Vec<_>>();
             in_use("LDAP config", name, &users)?;
             self.store.delete_ldap_config(name)?;

@@ -147,6 +147,7 @@ impl Broker {
             idle_since_ms: Some(now),
             last_error: None,
             ad_computer_dn: None,
+            ad_ldap_config: None,
         };
         let view = {
             let mut inventory = self.write();
@@ -284,6 +285,7 @@ impl Broker {
                 idle_since_ms: None,
                 last_error: None,
                 ad_computer_dn: None,
+                ad_ldap_config: None,
             };
             self.store.put_server(&server)?;
             inventory.put_server(server.clone());

@@ -420,6 +420,9 @@ pub struct Server {
     /// `create_ad_computer_record`); deleted after the VM.
     #[serde(default)]
     pub ad_computer_dn: Option<String>,
+    /// The LDAP config its computer object was made through (deleted through it too).
+    #[serde(default)]
+    pub ad_ldap_config: Option<String>,
 }
 
 impl Server {
@@ -859,6 +862,7 @@ mod tests {
             idle_since_ms: None,
             last_error: None,
             ad_computer_dn: None,
+            ad_ldap_config: None,
         };
         let linux = script_values(&config, &server, "tok", "broker:443", None);
         let get = |values: &[(String, String)], name: &str| {
