@@ -5,13 +5,16 @@
 //! every config concurrently; each config's pass:
 //! 1. lists the VMs the provider has with the config's tag: a VM whose server record lacks
 //!    its instance id is adopted (the crash fell between the create call and recording its
-//!    answer); a VM no record knows is destroyed (an orphan);
+//!    answer); a VM no record knows is destroyed (an orphan), and so is a second VM of a
+//!    server that has one (a create that timed out but happened);
 //! 2. plans with the pure [`plan`]: VMs to create, servers to destroy and why;
 //! 3. destroys: closes the server to sessions atomically, marks it `destroying`, calls the
-//!    provider, forgets the record; a failure leaves it `destroying` for the next pass;
+//!    provider, deletes its AD computer object, forgets the record; a failure leaves it
+//!    `destroying` for the next pass and does not hold up the creates;
 //! 4. creates: writes each server record (idempotency key, check-in token id) and commits
 //!    it *before* the provider call, then provisions every `provisioning` server that has no
-//!    instance yet: renders its script and calls `create-vm`.
+//!    instance yet: creates its AD computer object if the config asks (recorded first),
+//!    renders its script and calls `create-vm`.
 //!
 //! **Architecture Invariant:** a VM is only ever created for a server record already on
 //! disk, and the record's id travels with the VM as a tag; so a crash at any point neither
