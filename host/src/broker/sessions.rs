@@ -11,7 +11,7 @@ use crate::domain::ranking::{CandidateColumns, PlacementRequest, Ranking};
 use crate::domain::session::{HostKind, RdpFile};
 use crate::domain::session::{Session, SessionRequest};
 use crate::domain::zone::RequestOrigin;
-use crate::domain::zone::Zone;
+use crate::domain::zone::{Zone, host_port};
 use crate::placement::{
     self, AgentSnapshot, Candidate, Candidates, Ranker, Reserver, Scope, StrategyFault,
 };
@@ -226,20 +226,14 @@ impl Broker {
             let session_id = Uuid::new_v4();
             let address = server.address.clone().unwrap_or_default();
             let rdp = (workspace.rdp_client == RdpClient::LocalClient).then(|| RdpFile {
-                full_address: format!("{}:{}", bracket_ipv6(&address), server.port),
+                full_address: host_port(&address, server.port),
                 username: match config {
                     Some(c) if c.credential_type == CredentialType::Static => {
                         c.connection_username.clone()
                     }
                     _ => Some(user.to_string()),
                 },
-                gateway_hostname: {
-                    let host = origin.substitute(&server_zone.proxy_hostname);
-                    match server_zone.proxy_port {
-                        0 => format!("{}:{}", bracket_ipv6(&host), origin.port_or_https()),
-                        port => format!("{}:{port}", bracket_ipv6(&host)),
-                    }
-                },
+                gateway_hostname: server_zone.proxy_authority(origin),
             });
             let session = Session {
                 id: session_id,
@@ -426,14 +420,6 @@ pub(crate) fn server_capacity(max_sessions: u32) -> Capacity {
         memory: u64::from(max_sessions) * SERVER_SESSION.memory,
         gpus: 0,
         max_sessions,
-    }
-}
-
-fn bracket_ipv6(host: &str) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
     }
 }
 

@@ -108,15 +108,13 @@ impl Zone {
         agent_port: u16,
     ) -> Connection {
         let url = if self.proxy_connections {
-            let host = origin.substitute(&self.proxy_hostname);
-            let port = match self.proxy_port {
-                0 => origin.port_or_https(),
-                port => port,
-            };
             let path = self.proxy_path.trim_end_matches('/');
-            format!("https://{}:{port}{path}/{session_id}/", bracket_ipv6(&host))
+            format!(
+                "https://{}{path}/{session_id}/",
+                self.proxy_authority(origin)
+            )
         } else {
-            format!("https://{}:{agent_port}/", bracket_ipv6(agent_address))
+            format!("https://{}/", host_port(agent_address, agent_port))
         };
         Connection {
             url,
@@ -124,6 +122,23 @@ impl Zone {
             upstream_auth_address: origin.substitute(&self.upstream_auth_address),
         }
     }
+}
+
+impl Zone {
+    /// `host:port` of the zone's proxy for a request that arrived at `origin`
+    /// (`$request_host$` substituted; port 0 meaning the request's port).
+    pub fn proxy_authority(&self, origin: &RequestOrigin) -> String {
+        let port = match self.proxy_port {
+            0 => origin.port_or_https(),
+            port => port,
+        };
+        host_port(&origin.substitute(&self.proxy_hostname), port)
+    }
+}
+
+/// `host:port`, an IPv6 host in brackets.
+pub fn host_port(host: &str, port: u16) -> String {
+    format!("{}:{port}", bracket_ipv6(host))
 }
 
 fn set<T>(field: &mut T, value: Option<T>) {
