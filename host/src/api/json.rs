@@ -93,19 +93,7 @@ fn body_error(error: &serde_json::Error, path: &str) -> ApiError {
             format!("the body is not valid JSON: {message}"),
         ),
         Category::Data => {
-            // serde names unknown and missing fields in its message, not in the path.
-            let named = ["unknown field `", "missing field `"]
-                .iter()
-                .find_map(|prefix| message.strip_prefix(prefix))
-                .and_then(|rest| rest.split('`').next());
-            let field = match (named, path) {
-                (Some(name), "." | "") => name.to_string(),
-                (Some(name), path) if path == name || path.ends_with(&format!(".{name}")) => {
-                    path.to_string()
-                }
-                (Some(name), parent) => format!("{parent}.{name}"),
-                (None, path) => path.to_string(),
-            };
+            let field = crate::domain::validation::serde_error_field(&message, path);
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).field(field)
         }
     }

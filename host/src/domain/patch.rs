@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::validation::FieldError;
+use super::validation::{self, FieldError};
 
 /// Apply `patch` to `target` in place (RFC 7396 §2).
 pub fn merge(target: &mut Value, patch: &Value) {
@@ -38,15 +38,7 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, FieldError> {
     serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
         let message = error.into_inner().to_string();
-        let named = ["unknown field `", "missing field `"]
-            .iter()
-            .find_map(|prefix| message.strip_prefix(prefix))
-            .and_then(|rest| rest.split('`').next());
-        let field = match (named, path.as_str()) {
-            (Some(name), "." | "") => name.to_string(),
-            (_, path) => path.to_string(),
-        };
-        FieldError::new(field, message)
+        FieldError::new(validation::serde_error_field(&message, &path), message)
     })
 }
 

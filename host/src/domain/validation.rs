@@ -18,6 +18,23 @@ impl FieldError {
     }
 }
 
+/// The request field a serde data error is about: serde names an unknown or missing field
+/// in its message, not in the path (`path` is where the error arose, `.` at the top).
+pub fn serde_error_field(message: &str, path: &str) -> String {
+    let named = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next());
+    match (named, path) {
+        (Some(name), "." | "") => name.to_string(),
+        (Some(name), path) if path == name || path.ends_with(&format!(".{name}")) => {
+            path.to_string()
+        }
+        (Some(name), parent) => format!("{parent}.{name}"),
+        (None, path) => path.to_string(),
+    }
+}
+
 /// A name that follows [`super::names::validate`].
 pub fn name(field: &str, value: &str) -> Result<(), FieldError> {
     super::names::validate(value).map_err(|e| FieldError::new(field, e.to_string()))
