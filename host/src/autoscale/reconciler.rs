@@ -81,7 +81,8 @@ struct Failure {
     message: String,
 }
 
-fn failed(call: &'static str) -> impl FnOnce(ProviderError) -> Failure {
+/// A failed step `call`, from any error (a provider's, a directory's, ...).
+fn failed<E: std::fmt::Display>(call: &'static str) -> impl FnOnce(E) -> Failure {
     move |error| Failure {
         call,
         message: error.to_string(),
@@ -398,7 +399,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                 .await;
             if let Err(error) = deleted {
                 self.record_error(server, &error.to_string()).await?;
-                return Err(directory_failed("ad-delete")(error));
+                return Err(failed("ad-delete")(error));
             }
             tracing::info!(server = %server.id, dn, "AD computer object deleted");
         }
@@ -484,7 +485,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             self.directory
                 .set_password(&ldap, dn, &join.password)
                 .await
-                .map_err(directory_failed("ad-set-password"))?;
+                .map_err(failed("ad-set-password"))?;
             return Ok((server.clone(), join));
         }
         let owner = object_owner(server);
@@ -504,20 +505,18 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                     let description = match self.directory.description(&ldap, &dn).await {
                         Ok(description) => description,
                         Err(DirectoryError::NoSuchObject { .. }) => None,
-                        Err(error) => return Err(directory_failed("ad-create")(error)),
+                        Err(error) => return Err(failed("ad-create")(error)),
                     };
                     if description.as_deref() == Some(owner.as_str()) {
                         // Made by an earlier pass that crashed before recording it.
                         self.directory
                             .set_password(&ldap, &dn, &join.password)
                             .await
-                            .map_err(directory_failed("ad-set-password"))?;
+                            .map_err(failed("ad-set-password"))?;
                         break dn;
                     }
                     if attempt >= 4 {
-                        return Err(directory_failed("ad-create")(
-                            DirectoryError::AlreadyExists { dn },
-                        ));
+                        return Err(failed("ad-create")(DirectoryError::AlreadyExists { dn }));
                     }
                     let renamed = hostname(&config.server_name_prefix, Uuid::new_v4());
                     tracing::warn!(server = %server.id, taken = dn, renamed, "the host name is taken in the directory; renaming the server");
@@ -528,7 +527,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                         .map_err(store_failure)?
                         .unwrap_or(server);
                 }
-                Err(error) => return Err(directory_failed("ad-create")(error)),
+                Err(error) => return Err(failed("ad-create")(error)),
             }
         };
         tracing::info!(server = %server.id, dn, "AD computer object created");
@@ -582,24 +581,11 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             registry.render(&generator, os, &template, &variables)
         })
         .await
-        .map_err(|e| Failure {
-            call: "render",
-            message: e.to_string(),
-        })?;
+        .map_err(failed("render"))?;
         let script = match rendered {
             Ok(Ok(script)) => script,
-            Ok(Err(template)) => {
-                return Err(Failure {
-                    call: "render",
-                    message: template.to_string(),
-                });
-            }
-            Err(error) => {
-                return Err(Failure {
-                    call: "render",
-                    message: error.to_string(),
-                });
-            }
+            Ok(Err(template)) => return Err(failed("render")(template)),
+            Err(error) => return Err(failed("render")(error)),
         };
         let spec = VmSpec {
             server_id: server.id.to_string(),
@@ -683,13 +669,6 @@ fn object_owner(server: &Server) -> String {
     format!("zonebroker server {}", server.id)
 }
 
-fn directory_failed(call: &'static str) -> impl FnOnce(DirectoryError) -> Failure {
-    move |error| Failure {
-        call,
-        message: error.to_string(),
-    }
-}
-
 fn ignore_not_found(error: ProviderError) -> Result<(), ProviderError> {
     match error {
         ProviderError::NotFound(_) => Ok(()),
@@ -698,8 +677,5 @@ fn ignore_not_found(error: ProviderError) -> Result<(), ProviderError> {
 }
 
 fn store_failure(error: crate::broker::BrokerError) -> Failure {
-    Failure {
-        call: "store",
-        message: error.to_string(),
-    }
+    failed("store")(error)
 }
