@@ -112,6 +112,16 @@ fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<
     }
 }
 
+/// Change AutoScale config `name` (a merge patch).
+fn patch_config(server: &Server, name: &str, patch: Value) -> Value {
+    call(
+        server,
+        "PATCH",
+        &format!("/api/v1/autoscale-configs/{name}"),
+        Some(patch),
+    )
+}
+
 fn servers(server: &Server) -> Vec<Value> {
     call(server, "GET", "/api/v1/servers", None)
         .as_array()
@@ -268,12 +278,7 @@ fn pools_scale_up_fill_drain_and_replace_vms_in_moto() {
         .clone();
     let (ok, log) = boot(&moto, &fourth);
     assert!(ok, "{log}");
-    call(
-        &server,
-        "PATCH",
-        "/api/v1/autoscale-configs/linux",
-        Some(json!({"minimum_available_sessions": 4})),
-    );
+    patch_config(&server, "linux", json!({"minimum_available_sessions": 4}));
     let busy: std::collections::HashSet<String> = sessions
         .iter()
         .map(|s| s["agent"].as_str().unwrap().to_string())
@@ -294,11 +299,10 @@ fn pools_scale_up_fill_drain_and_replace_vms_in_moto() {
     );
 
     // Not reusable: a server whose session ends is destroyed (once its sessions are over).
-    call(
+    patch_config(
         &server,
-        "PATCH",
-        "/api/v1/autoscale-configs/linux",
-        Some(json!({"reusable": false, "minimum_available_sessions": 0})),
+        "linux",
+        json!({"reusable": false, "minimum_available_sessions": 0}),
     );
     for session in &sessions {
         call(
@@ -810,12 +814,7 @@ fn computer_records_are_created_before_and_deleted_after_their_vms() {
 
     // Destroying the server deletes the object (after the VM).
     check_in_from_script(&server, &moto, &instance);
-    call(
-        &server,
-        "PATCH",
-        "/api/v1/autoscale-configs/win",
-        Some(json!({"minimum_available_sessions": 0})),
-    );
+    patch_config(&server, "win", json!({"minimum_available_sessions": 0}));
     wait_for("the object to go", Duration::from_secs(30), || {
         samba.entry(&dn).is_none().then_some(())
     });
@@ -823,12 +822,7 @@ fn computer_records_are_created_before_and_deleted_after_their_vms() {
 
     // An object with a child: a plain delete fails, is retried and shows on the server and
     // the config; with recursive cleanup it goes, child and all.
-    call(
-        &server,
-        "PATCH",
-        "/api/v1/autoscale-configs/win",
-        Some(json!({"minimum_available_sessions": 1})),
-    );
+    patch_config(&server, "win", json!({"minimum_available_sessions": 1}));
     let (record, instance) = server_with_vm(&server, "win");
     let dn = record["ad_computer_dn"].as_str().unwrap().to_string();
     samba.modify(
@@ -836,12 +830,7 @@ fn computer_records_are_created_before_and_deleted_after_their_vms() {
         &format!("dn: CN=child,{dn}\nobjectClass: serviceConnectionPoint\ncn: child\n"),
     );
     check_in_from_script(&server, &moto, &instance);
-    call(
-        &server,
-        "PATCH",
-        "/api/v1/autoscale-configs/win",
-        Some(json!({"minimum_available_sessions": 0})),
-    );
+    patch_config(&server, "win", json!({"minimum_available_sessions": 0}));
     let error = wait_for("the failed delete to show", Duration::from_secs(30), || {
         let config = call(&server, "GET", "/api/v1/autoscale-configs/win", None);
         config["status"]["last_error"]
@@ -858,12 +847,7 @@ fn computer_records_are_created_before_and_deleted_after_their_vms() {
     assert_eq!(stuck["status"], "destroying");
     assert!(stuck["last_error"].is_string(), "{stuck}");
     assert!(samba.entry(&dn).is_some());
-    call(
-        &server,
-        "PATCH",
-        "/api/v1/autoscale-configs/win",
-        Some(json!({"recursive_ad_cleanup": true})),
-    );
+    patch_config(&server, "win", json!({"recursive_ad_cleanup": true}));
     wait_for(
         "the object and its child to go",
         Duration::from_secs(60),
