@@ -12,21 +12,42 @@
 # upstream_auth_address, domain, ad_join_credential (server_id and server_hostname are
 # Windows-only, as in Kasm).
 #
+# Boot is two steps. 1. Fetch: the generator starts the rendered script with a call to
+# `POST /api/v1/servers/bootstrap` (check-in token as bearer), which answers this server's
+# variables once; secrets (connection_password, ad_join_credential) are read from that answer
+# (`{{connection_password|sh}}` renders as `"$(zb_variable connection_password)"`) and are
+# never written into the script, which any user of the VM could read from its user data.
+# 2. Ready: the check-in at the end puts the server into service.
+#
 # Environment overrides (for images and tests): ZONEBROKER_SCHEME (default https),
-# ZONEBROKER_ADDRESS (default: the first address `hostname -I` reports).
+# ZONEBROKER_ADDRESS (default: the first address `hostname -I` reports),
+# ZONEBROKER_SKIP_SYSTEM_SETUP (set: leave accounts and the firewall alone).
 set -euo pipefail
 
 CONNECTION_USERNAME={connection_username|sh}
 CONNECTION_PASSWORD={connection_password|sh}
 BROKER="${{ZONEBROKER_SCHEME:-https}}://{upstream_auth_address}"
 
-# The account RDP sessions log in with (on images that run xrdp and lack it).
-if [ "$(id -u)" = 0 ] && [ -n "$CONNECTION_USERNAME" ] && ! id "$CONNECTION_USERNAME" >/dev/null 2>&1; then
-  useradd --create-home --shell /bin/bash "$CONNECTION_USERNAME"
-  printf '%s:%s\n' "$CONNECTION_USERNAME" "$CONNECTION_PASSWORD" | chpasswd
+if [ "$(id -u)" = 0 ] && [ -z "${{ZONEBROKER_SKIP_SYSTEM_SETUP:-}}" ]; then
+  # Only root reaches the instance metadata service (169.254.169.254): session users cannot
+  # read this server's user data or its instance credentials.
+  if command -v iptables >/dev/null 2>&1; then
+    iptables -C OUTPUT -d 169.254.169.254 -m owner ! --uid-owner 0 -j REJECT 2>/dev/null \
+      || iptables -A OUTPUT -d 169.254.169.254 -m owner ! --uid-owner 0 -j REJECT
+  elif command -v nft >/dev/null 2>&1; then
+    nft add table inet zonebroker
+    nft 'add chain inet zonebroker output {{ type filter hook output priority 0; }}'
+    nft add rule inet zonebroker output ip daddr 169.254.169.254 meta skuid != 0 reject
+  fi
+  # The account RDP sessions log in with (on images that run xrdp and lack it).
+  if [ -n "$CONNECTION_USERNAME" ] && ! id "$CONNECTION_USERNAME" >/dev/null 2>&1; then
+    useradd --create-home --shell /bin/bash "$CONNECTION_USERNAME"
+    printf '%s:%s\n' "$CONNECTION_USERNAME" "$CONNECTION_PASSWORD" | chpasswd
+  fi
 fi
 
-# Check in: the server starts taking sessions. The token works once, for this server only.
+# Check in (ready): the server starts taking sessions. The token works once, for this server
+# only, and only after the variables were fetched.
 ADDRESS="${{ZONEBROKER_ADDRESS:-$(hostname -I | awk '{{print $1}}')}}"
 for attempt in $(seq 1 30); do
   status=$(curl -sS -o /dev/null -w '%{{http_code}}' -X POST "$BROKER/api/v1/servers/checkin" \

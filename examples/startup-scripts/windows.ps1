@@ -10,13 +10,28 @@
 # Windows variables: checkin_jwt, connection_username, connection_password, server_id,
 # server_hostname, upstream_auth_address, domain, ad_join_credential.
 #
+# Boot is two steps. 1. Fetch: the generator starts the rendered script with a call to
+# `POST /api/v1/servers/bootstrap` (check-in token as bearer), which answers this server's
+# variables once; secrets (connection_password, ad_join_credential) are read from that answer
+# (`{{connection_password|ps}}` renders as `(Get-ZbVariable 'connection_password')`) and are
+# never written into the script, which any user of the VM could read from its user data.
+# 2. Ready: the check-in at the end puts the server into service.
+#
 # Active Directory: when the AutoScale config has `create_ad_computer_record`, the broker
-# pre-creates the computer account named by `server_hostname` in the configured OU with a fresh,
-# single-use password, and renders it here as `ad_join_credential` with the directory's DNS
-# `domain`. The machine then joins with an unsecured join of that pre-created account (no
-# domain administrator credentials on the VM). Without AD, both are empty and the join is
-# skipped.
+# pre-creates the computer account named by `server_hostname` in the configured OU before the
+# VM exists; the bootstrap sets its single-use password and answers it as `ad_join_credential`
+# (never stored, never in the user data), with the directory's DNS `domain`. The machine then
+# joins with an unsecured join of that pre-created account (no domain administrator
+# credentials on the VM). Without AD, both are empty and the join is skipped.
 $ErrorActionPreference = 'Stop'
+
+# Only SYSTEM and administrators reach the instance metadata service (169.254.169.254):
+# session users cannot read this server's user data or its instance credentials.
+if (-not (Get-NetFirewallRule -Name 'zonebroker-imds' -ErrorAction SilentlyContinue)) {{
+    New-NetFirewallRule -Name 'zonebroker-imds' -DisplayName 'Instance metadata: SYSTEM and administrators only' `
+        -Direction Outbound -Action Block -RemoteAddress 169.254.169.254 `
+        -LocalUser 'O:LSD:(D;;CC;;;SY)(D;;CC;;;BA)(A;;CC;;;WD)' | Out-Null
+}}
 
 $Username = {connection_username|ps}
 $Password = {connection_password|ps}
@@ -45,7 +60,8 @@ if ($Domain -and $JoinCredential) {{
     Rename-Computer -NewName '{server_hostname}' -Force
 }}
 
-# Check in: server {server_id} starts taking sessions. The token works once.
+# Check in (ready): server {server_id} starts taking sessions. The token works once, and only
+# after the variables were fetched.
 $Address = (Get-NetIPAddress -AddressFamily IPv4 |
     Where-Object {{ $_.InterfaceAlias -notlike 'Loopback*' }} |
     Select-Object -First 1).IPAddress

@@ -15,7 +15,9 @@ pub fn form_encode(params: &[(String, String)]) -> String {
 }
 
 /// `RunInstances` of one instance for `spec`: the script as user data, the tags on the
-/// instance, the idempotency key as `ClientToken`.
+/// instance, the idempotency key as `ClientToken`, and the instance metadata service in
+/// IMDSv2-only mode (a session token per request, one network hop), so that nothing on the
+/// VM's network can read its metadata and user data by a forwarded plain GET.
 pub fn run_instances(config: &Config, spec: &VmSpec) -> Vec<(String, String)> {
     let mut params: Vec<(String, String)> = vec![
         ("ImageId".into(), config.ami_id.into()),
@@ -24,6 +26,9 @@ pub fn run_instances(config: &Config, spec: &VmSpec) -> Vec<(String, String)> {
         ("MaxCount".into(), "1".into()),
         ("ClientToken".into(), spec.idempotency_key.clone()),
         ("UserData".into(), base64(spec.startup_script.as_bytes())),
+        ("MetadataOptions.HttpTokens".into(), "required".into()),
+        ("MetadataOptions.HttpEndpoint".into(), "enabled".into()),
+        ("MetadataOptions.HttpPutResponseHopLimit".into(), "1".into()),
         ("TagSpecification.1.ResourceType".into(), "instance".into()),
     ];
     let tags = std::iter::once(("Name".to_string(), spec.hostname.clone()))
@@ -61,4 +66,46 @@ pub fn live_with_tag(name: &str, value: &str) -> Vec<(String, String)> {
         params.push((format!("Filter.2.Value.{}", i + 1), (*state).to_string()));
     }
     params
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zonebroker_plugin_sdk::provider::{Os, Pair, Settings};
+
+    #[test]
+    fn instances_require_imdsv2_and_carry_every_tag() {
+        let settings = Settings::from_pairs([
+            ("region", "us-east-1"),
+            ("access_key_id", "AKID"),
+            ("secret_access_key", "secret"),
+            ("ami_id", "ami-12345678"),
+        ]);
+        let config = Config::from_settings(&settings).unwrap();
+        let spec = VmSpec {
+            server_id: "s".into(),
+            hostname: "zb-1".into(),
+            idempotency_key: "key".into(),
+            os: Os::Linux,
+            startup_script: "#!/bin/bash".into(),
+            tags: vec![Pair {
+                name: "zonebroker:installation".into(),
+                value: "i-1".into(),
+            }],
+        };
+        let params = run_instances(&config, &spec);
+        let get = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("MetadataOptions.HttpTokens"), Some("required"));
+        assert_eq!(get("MetadataOptions.HttpPutResponseHopLimit"), Some("1"));
+        assert_eq!(
+            get("TagSpecification.1.Tag.2.Key"),
+            Some("zonebroker:installation")
+        );
+        assert_eq!(get("ClientToken"), Some("key"));
+    }
 }

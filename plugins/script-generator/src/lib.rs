@@ -10,6 +10,11 @@
 //!   with the variable's position: quote it with a filter.
 //! - A name the host does not offer for the OS, a filter that does not exist, or a lone brace
 //!   is an error at its position (line and column).
+//! - Secrets (the variables the host names in `zonebroker:boot-secrets`) are never written
+//!   into a script: the rendered script starts by fetching the server's variables from the
+//!   broker with its check-in token (`POST /api/v1/servers/bootstrap`), and `{name|sh}`
+//!   becomes `"$(zb_variable name)"` (bash), `{name|ps}` becomes `(Get-ZbVariable 'name')`
+//!   (PowerShell), `{name|b64}` the same in base64. A secret used unquoted is refused.
 
 pub mod template;
 
@@ -23,7 +28,20 @@ impl ScriptGenerator for DefaultGenerator {
             Os::Linux => template::Shell::Bash,
             Os::Windows => template::Shell::PowerShell,
         };
-        template::render(shell, template, |name| variables.get(name)).map_err(|e| RenderError {
+        let boot = variables.boot_secrets().map(|secrets| template::Boot {
+            secrets,
+            checkin_jwt: variables.variable("checkin_jwt").unwrap_or_default(),
+            broker: variables
+                .variable("upstream_auth_address")
+                .unwrap_or_default(),
+        });
+        template::render(
+            shell,
+            template,
+            |name| variables.variable(name),
+            boot.as_ref(),
+        )
+        .map_err(|e| RenderError {
             kind: e.kind,
             offset: e.offset as u32,
             line: e.line,

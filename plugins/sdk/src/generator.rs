@@ -8,11 +8,35 @@ pub use crate::__bindings::generator::zonebroker::plugin::script_types::{
 };
 pub use crate::__bindings::generator::zonebroker::plugin::types::{Os, Pair};
 
+/// The pair that names (comma-separated) the variables the host offers without their values:
+/// secrets, which a VM fetches when it boots (`POST /api/v1/servers/bootstrap`) and which must
+/// never be written into a script. When the host passes it, every rendered script must start
+/// by fetching the server's variables (the check-in is refused before that), and render each
+/// use of a named variable as code that reads the fetched value. Not a template variable.
+pub const BOOT_SECRETS: &str = "zonebroker:boot-secrets";
+
 /// The variables offered to a template, by name.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Variables(pub Vec<Pair>);
 
 impl Variables {
+    /// The variables the VM fetches at boot instead (see [`BOOT_SECRETS`]), if the host
+    /// asks for a bootstrap.
+    pub fn boot_secrets(&self) -> Option<Vec<&str>> {
+        self.get(BOOT_SECRETS)
+            .map(|names| names.split(',').filter(|n| !n.is_empty()).collect())
+    }
+
+    /// The value of template variable `name`, if offered (the host's own instructions,
+    /// named `zonebroker:...`, are not template variables).
+    pub fn variable(&self, name: &str) -> Option<&str> {
+        if name.starts_with("zonebroker:") {
+            None
+        } else {
+            self.get(name)
+        }
+    }
+
     /// The value of `name`, if offered.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
