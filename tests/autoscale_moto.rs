@@ -12,6 +12,38 @@ use zonebroker_test_support::{Server, ServerOptions, workspace_root};
 const BIN: &str = env!("CARGO_BIN_EXE_zonebroker");
 const CONFIG_TAG: &str = "zonebroker:config";
 const SERVER_TAG: &str = "zonebroker:server-id";
+const INSTALLATION_TAG: &str = "zonebroker:installation";
+
+/// This broker's installation id (the value of its VMs' installation tag).
+fn installation(server: &Server) -> String {
+    let answer = call(server, "GET", "/api/v1/installation", None);
+    assert_eq!(answer["vm_tag"]["name"], INSTALLATION_TAG);
+    answer["id"].as_str().unwrap().to_string()
+}
+
+/// The check-in token a rendered script carries.
+fn token_in(script: &str) -> String {
+    script
+        .split("Bearer ")
+        .nth(1)
+        .and_then(|rest| rest.split(['\'', '"', ' ']).next())
+        .unwrap()
+        .to_string()
+}
+
+/// Fetch a server's variables with its token, as its script does first.
+fn bootstrap(server: &Server, token: &str) -> Value {
+    let (status, answer) = server.call_as(
+        "default",
+        "POST",
+        "/api/v1/servers/bootstrap",
+        None,
+        Some(token),
+        None,
+    );
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
 
 fn start(data_dir: Option<std::sync::Arc<tempfile::TempDir>>) -> Server {
     Server::start(
@@ -144,6 +176,8 @@ fn boot(moto: &Moto, instance_id: &str) -> (bool, String) {
         .arg(file.path())
         .env("ZONEBROKER_SCHEME", "http")
         .env("ZONEBROKER_ADDRESS", "127.0.0.1")
+        // The "VM" is the test machine: leave its accounts and firewall alone.
+        .env("ZONEBROKER_SKIP_SYSTEM_SETUP", "1")
         .output()
         .expect("run bash");
     let log = format!(
@@ -207,8 +241,24 @@ fn pools_scale_up_fill_drain_and_replace_vms_in_moto() {
     );
     let logs = server.logs().join("\n");
     assert!(!logs.contains("w0rd"), "the password never reaches the log");
+    // Nor the user data any user of a VM can read: only the single-use check-in token.
+    for (instance, _) in &vms {
+        let script = moto.user_data(instance);
+        assert!(!script.contains("w0rd"), "{script}");
+        assert!(
+            script.contains("zb_variable 'connection_password'"),
+            "{script}"
+        );
+    }
+    // And the metadata service answers only IMDSv2 (session-token) requests.
+    let tokens = moto.boto3(&format!(
+        "r = ec2.describe_instances(InstanceIds=['{}'])\nprint(r['Reservations'][0]['Instances'][0]['MetadataOptions']['HttpTokens'])",
+        vms[0].0
+    ));
+    assert_eq!(tokens.trim(), "required");
 
-    // Each VM boots: its script checks in with its own token, and its server runs.
+    // Each VM boots: its script fetches its variables, then checks in with its own token,
+    // and its server runs.
     for (instance, _) in &vms {
         let (ok, log) = boot(&moto, instance);
         assert!(ok, "boot of {instance}: {log}");
@@ -220,12 +270,24 @@ fn pools_scale_up_fill_drain_and_replace_vms_in_moto() {
             .all(|s| s["status"] == "running" && s["address"] == "127.0.0.1"),
         "{all:?}"
     );
-    // A token works once.
+    // A token works once: the replayed script's bootstrap is refused, and so is each step.
     let (ok, log) = boot(&moto, &vms[0].0);
     assert!(
         !ok && log.contains("401"),
         "a replayed token is refused: {log}"
     );
+    let token = token_in(&moto.user_data(&vms[0].0));
+    for step in ["bootstrap", "checkin"] {
+        let (status, answer) = server.call_as(
+            "default",
+            "POST",
+            &format!("/api/v1/servers/{step}"),
+            Some(&json!({"address": "10.0.0.9"})),
+            Some(&token),
+            None,
+        );
+        assert_eq!(status, 401, "{step} after the check-in: {answer}");
+    }
     let (status, answer) = server.call_as(
         "default",
         "POST",
@@ -427,6 +489,7 @@ fn a_crash_mid_scale_up_ends_with_exactly_the_needed_instances() {
     let mut server = start(None);
     setup(&server, &moto);
     // An orphan: our tags, but no server record knows it.
+    let installation = installation(&server);
     moto.ec2(&[
         ("Action", "RunInstances"),
         ("ImageId", "ami-760aaa0f"),
@@ -440,6 +503,8 @@ fn a_crash_mid_scale_up_ends_with_exactly_the_needed_instances() {
             "TagSpecification.1.Tag.2.Value",
             "7d0c3a52-0000-4000-8000-000000000000",
         ),
+        ("TagSpecification.1.Tag.3.Key", INSTALLATION_TAG),
+        ("TagSpecification.1.Tag.3.Value", &installation),
     ]);
     assert_eq!(instances_of(&moto, "big").len(), 1);
 
@@ -719,19 +784,6 @@ fn windows_config(name: &str, ldap: &str, ou: &str) -> Value {
     config
 }
 
-/// The single-quoted PowerShell value assigned to `$name` in a rendered script.
-fn ps_value(script: &str, name: &str) -> String {
-    let line = script
-        .lines()
-        .find(|l| l.starts_with(&format!("${name} = '")))
-        .unwrap_or_else(|| panic!("no ${name} in {script}"));
-    line.split_once(" = '")
-        .unwrap()
-        .1
-        .trim_end_matches('\'')
-        .replace("''", "'")
-}
-
 /// The live server of config `name` once it has a VM: (server, instance id).
 fn server_with_vm(server: &Server, name: &str) -> (Value, String) {
     wait_for("a server with a VM", Duration::from_secs(30), || {
@@ -743,15 +795,11 @@ fn server_with_vm(server: &Server, name: &str) -> (Value, String) {
     })
 }
 
-/// Check the server in with the token its script carries.
-fn check_in_from_script(server: &Server, moto: &Moto, instance: &str) {
-    let script = moto.user_data(instance);
-    let token = script
-        .split("Bearer ")
-        .nth(1)
-        .and_then(|rest| rest.split('\'').next())
-        .unwrap()
-        .to_string();
+/// Boot as the script does: fetch the variables with the token the script carries (answered
+/// here), then check in.
+fn check_in_from_script(server: &Server, moto: &Moto, instance: &str) -> Value {
+    let token = token_in(&moto.user_data(instance));
+    let variables = bootstrap(server, &token);
     let (status, answer) = server.call_as(
         "default",
         "POST",
@@ -761,6 +809,7 @@ fn check_in_from_script(server: &Server, moto: &Moto, instance: &str) {
         None,
     );
     assert_eq!(status, 200, "{answer}");
+    variables
 }
 
 #[test]
@@ -794,12 +843,21 @@ fn computer_records_are_created_before_and_deleted_after_their_vms() {
     ] {
         assert!(entry.contains(&attribute), "{attribute} in\n{entry}");
     }
-    // The script joins with the account's single-use password: a bind as the machine
-    // account with it succeeds, which proves the credential.
+    // The script holds no credential; it fetches the account's single-use password when
+    // the VM boots. A bind as the machine account with it succeeds, which proves it.
     let script = moto.user_data(&instance);
-    assert_eq!(ps_value(&script, "Domain"), "example.test");
-    let credential = ps_value(&script, "JoinCredential");
+    assert!(
+        script.contains("$JoinCredential = (Get-ZbVariable 'ad_join_credential')"),
+        "{script}"
+    );
+    let variables = check_in_from_script(&server, &moto, &instance);
+    assert_eq!(variables["domain"], "example.test");
+    let credential = variables["ad_join_credential"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(credential.len(), 32);
+    assert!(!script.contains(&credential));
     assert!(samba.bind_as(&dn, &credential), "bind as {dn}");
     assert!(samba.bind_as(
         &format!("{}$@{}", hostname.to_uppercase(), samba::REALM),
@@ -813,7 +871,6 @@ fn computer_records_are_created_before_and_deleted_after_their_vms() {
     );
 
     // Destroying the server deletes the object (after the VM).
-    check_in_from_script(&server, &moto, &instance);
     patch_config(&server, "win", json!({"minimum_available_sessions": 0}));
     wait_for("the object to go", Duration::from_secs(30), || {
         samba.entry(&dn).is_none().then_some(())
@@ -919,5 +976,435 @@ fn directory_failures_show_on_the_config_and_no_vm_is_created() {
             "{all:?}"
         );
     }
+    server.stop();
+}
+
+/// The unmanaged VMs a config reports: (instance id, problem).
+fn unmanaged(server: &Server, config: &str) -> Vec<(String, String)> {
+    let view = call(
+        server,
+        "GET",
+        &format!("/api/v1/autoscale-configs/{config}"),
+        None,
+    );
+    view["status"]["unmanaged_vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|vm| {
+            (
+                vm["instance_id"].as_str().unwrap().to_string(),
+                vm["problem"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A VM made by hand with boto3 (not through any broker), with `tags`; answers its id.
+fn hand_made(moto: &Moto, tags: &[(&str, &str)], protected: bool) -> String {
+    let tags: Vec<String> = tags
+        .iter()
+        .map(|(k, v)| format!("{{'Key': '{k}', 'Value': '{v}'}}"))
+        .collect();
+    // (moto takes termination protection from ModifyInstanceAttribute, not RunInstances.)
+    moto.boto3(&format!(
+        "r = ec2.run_instances(ImageId='ami-760aaa0f', MinCount=1, MaxCount=1, \
+         TagSpecifications=[{{'ResourceType': 'instance', 'Tags': [{}]}}])\n\
+         i = r['Instances'][0]['InstanceId']\n\
+         ec2.modify_instance_attribute(InstanceId=i, DisableApiTermination={{'Value': {}}})\n\
+         print(i)",
+        tags.join(", "),
+        if protected { "True" } else { "False" },
+    ))
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn two_brokers_in_one_account_never_touch_each_others_vms() {
+    let moto = Moto::start();
+    // Staging and production, one cloud account, a config of the same name in each.
+    let brokers = [start(None), start(None)];
+    for broker in &brokers {
+        setup(broker, &moto);
+        call(
+            broker,
+            "POST",
+            "/api/v1/autoscale-configs",
+            Some(autoscale_config("linux", 1, 1)),
+        );
+    }
+    let ids = [installation(&brokers[0]), installation(&brokers[1])];
+    assert_ne!(ids[0], ids[1]);
+    // Somebody allowed to tag instances puts the config's tag on a VM of theirs.
+    let forged = hand_made(
+        &moto,
+        &[(CONFIG_TAG, "linux"), (SERVER_TAG, "not-a-server")],
+        false,
+    );
+    let vms = wait_for("each broker's VM", Duration::from_secs(30), || {
+        let vms = instances_of(&moto, "linux");
+        (vms.len() == 3).then_some(vms)
+    });
+    // Many passes later, every VM is still there, and each broker's server keeps its own.
+    std::thread::sleep(Duration::from_secs(3));
+    let live: Vec<(String, String)> = instances_of(&moto, "linux");
+    assert_eq!(live, vms, "nobody destroyed anybody's VM");
+    for (broker, id) in brokers.iter().zip(&ids) {
+        let all = servers(broker);
+        let mine = servers_of(&all, "linux");
+        assert_eq!(mine.len(), 1, "{all:?}");
+        let instance = mine[0]["instance_id"].as_str().unwrap();
+        let tags = moto
+            .live_instances()
+            .into_iter()
+            .find(|(i, _, _)| i == instance)
+            .unwrap()
+            .2;
+        assert!(
+            tags.contains(&(INSTALLATION_TAG.to_string(), id.clone())),
+            "{tags:?}"
+        );
+        // The forged VM is reported, never touched; the other broker's is not even reported.
+        assert_eq!(
+            unmanaged(broker, "linux"),
+            [(forged.clone(), "not_ours".to_string())]
+        );
+    }
+    let metrics = brokers[0].admin_get("default", "/metrics").text().unwrap();
+    assert!(
+        !metrics.contains(r#"reason="orphan""#),
+        "nothing was taken for an orphan: {metrics}"
+    );
+    for broker in brokers {
+        broker.stop();
+    }
+}
+
+#[test]
+fn a_vm_the_provider_refuses_to_destroy_is_reported_and_the_pass_goes_on() {
+    let moto = Moto::start();
+    let server = start(None);
+    setup(&server, &moto);
+    // An orphan of ours with termination protection on.
+    let installation = installation(&server);
+    let protected = hand_made(
+        &moto,
+        &[
+            (INSTALLATION_TAG, &installation),
+            (CONFIG_TAG, "linux"),
+            (SERVER_TAG, "7d0c3a52-0000-4000-8000-000000000000"),
+        ],
+        true,
+    );
+    call(
+        &server,
+        "POST",
+        "/api/v1/autoscale-configs",
+        Some(autoscale_config("linux", 1, 1)),
+    );
+    // The pool still gets its VM, pass after pass, while the protected one is reported.
+    let reported = wait_for("the refusal to show", Duration::from_secs(30), || {
+        let reported = unmanaged(&server, "linux");
+        (!reported.is_empty()).then_some(reported)
+    });
+    assert_eq!(
+        reported,
+        [(protected.clone(), "destroy_failed".to_string())]
+    );
+    wait_for("the pool's own VM", Duration::from_secs(30), || {
+        servers_of(&servers(&server), "linux")
+            .iter()
+            .any(|s| s["instance_id"].is_string())
+            .then_some(())
+    });
+    let view = call(&server, "GET", "/api/v1/autoscale-configs/linux", None);
+    assert_eq!(view["status"]["last_error"], Value::Null, "{view}");
+    assert!(
+        moto.live_instances()
+            .iter()
+            .any(|(id, _, _)| id == &protected)
+    );
+    let metrics = server.admin_get("default", "/metrics").text().unwrap();
+    assert!(
+        metrics.contains(r#"zonebroker_autoscale_unmanaged_vms{config="linux"} 1"#),
+        "{metrics}"
+    );
+    // Protection off: the next pass destroys it and the report clears.
+    moto.boto3(&format!(
+        "ec2.modify_instance_attribute(InstanceId='{protected}', DisableApiTermination={{'Value': False}})"
+    ));
+    wait_for("the orphan to go", Duration::from_secs(30), || {
+        unmanaged(&server, "linux").is_empty().then_some(())
+    });
+    assert!(
+        !moto
+            .live_instances()
+            .iter()
+            .any(|(id, _, _)| id == &protected)
+    );
+    server.stop();
+}
+
+/// The reconcile passes config `config` has run so far.
+fn passes(server: &Server, config: &str) -> u64 {
+    let metrics = server.admin_get("default", "/metrics").text().unwrap();
+    let prefix = format!("zonebroker_autoscale_passes_total{{config=\"{config}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[test]
+fn a_vm_terminated_behind_the_brokers_back_is_replaced_within_a_pass() {
+    let moto = Moto::start();
+    let server = start(None);
+    setup(&server, &moto);
+    call(
+        &server,
+        "POST",
+        "/api/v1/autoscale-configs",
+        Some(autoscale_config("linux", 2, 1)),
+    );
+    call(
+        &server,
+        "POST",
+        "/api/v1/workspaces",
+        Some(json!({"name": "desktop", "type": "pool", "pool": "desktops"})),
+    );
+    let vms = wait_for("two instances", Duration::from_secs(30), || {
+        let vms = instances_of(&moto, "linux");
+        (vms.len() == 2).then_some(vms)
+    });
+    for (instance, _) in &vms {
+        let (ok, log) = boot(&moto, instance);
+        assert!(ok, "{log}");
+    }
+    let session = request_session(&server, "ada");
+    let doomed = session["agent"].as_str().unwrap().to_string();
+    let instance = servers(&server)
+        .into_iter()
+        .find(|s| s["id"] == doomed.as_str())
+        .unwrap()["instance_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Older than the listing's grace period, then terminated with AWS's own SDK.
+    std::thread::sleep(Duration::from_secs(1));
+    moto.boto3(&format!(
+        "ec2.terminate_instances(InstanceIds=['{instance}'])"
+    ));
+    let before = passes(&server, "linux");
+    wait_for(
+        "the pool to be back at its minimum",
+        Duration::from_secs(30),
+        || {
+            let all = servers(&server);
+            let linux = servers_of(&all, "linux");
+            (linux.len() == 2 && linux.iter().all(|s| s["id"] != doomed.as_str())).then_some(())
+        },
+    );
+    assert!(
+        passes(&server, "linux") <= before + 2,
+        "the pass in flight, then the one that noticed"
+    );
+    let (status, _) = server.call(
+        "default",
+        "GET",
+        &format!("/api/v1/sessions/{}", session["id"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(status, 404, "its session was ended");
+    assert_eq!(instances_of(&moto, "linux").len(), 2, "a replacement VM");
+    // No session goes to the dead server: one on the survivor, then no room until the
+    // replacement boots.
+    let next = request_session(&server, "bob");
+    assert_ne!(next["agent"], doomed.as_str());
+    let (status, _) = server.call(
+        "default",
+        "POST",
+        "/api/v1/sessions",
+        Some(&json!({"workspace": "desktop", "user": "eve"})),
+    );
+    assert_eq!(status, 503);
+    let logs = server.logs().join("\n");
+    assert!(logs.contains("server lost"), "the log says why");
+    server.stop();
+}
+
+#[test]
+fn an_operator_drains_an_autoscaled_server_and_can_force_it() {
+    let moto = Moto::start();
+    let server = start(None);
+    setup(&server, &moto);
+    call(
+        &server,
+        "POST",
+        "/api/v1/autoscale-configs",
+        Some(autoscale_config("linux", 2, 1)),
+    );
+    call(
+        &server,
+        "POST",
+        "/api/v1/workspaces",
+        Some(json!({"name": "desktop", "type": "pool", "pool": "desktops"})),
+    );
+    let vms = wait_for("two instances", Duration::from_secs(30), || {
+        let vms = instances_of(&moto, "linux");
+        (vms.len() == 2).then_some(vms)
+    });
+    for (instance, _) in &vms {
+        assert!(boot(&moto, instance).0);
+    }
+    let session = request_session(&server, "ada");
+    let busy = session["agent"].as_str().unwrap().to_string();
+
+    // Drained: 202, no new session, destroyed once its session ends.
+    let (status, answer) = server.call(
+        "default",
+        "DELETE",
+        &format!("/api/v1/servers/{busy}"),
+        None,
+    );
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (202, Some("draining")),
+        "{answer}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let drained = call(&server, "GET", &format!("/api/v1/servers/{busy}"), None);
+    assert_eq!(drained["status"], "draining", "kept while its session runs");
+    for user in ["bob", "eve"] {
+        let (status, placed) = server.call(
+            "default",
+            "POST",
+            "/api/v1/sessions",
+            Some(&json!({"workspace": "desktop", "user": user})),
+        );
+        assert!(
+            status == 503 || placed["agent"] != busy.as_str(),
+            "{placed}"
+        );
+    }
+    call(
+        &server,
+        "DELETE",
+        &format!("/api/v1/sessions/{}", session["id"].as_str().unwrap()),
+        None,
+    );
+    wait_for("the drained server to go", Duration::from_secs(30), || {
+        let (status, _) = server.call("default", "GET", &format!("/api/v1/servers/{busy}"), None);
+        (status == 404).then_some(())
+    });
+
+    // Forced: its session ends at once and it goes.
+    let running = wait_for(
+        "a running server with a session",
+        Duration::from_secs(30),
+        || {
+            for (instance, _) in instances_of(&moto, "linux") {
+                let _ = boot(&moto, &instance);
+            }
+            let (status, session) = server.call(
+                "default",
+                "POST",
+                "/api/v1/sessions",
+                Some(&json!({"workspace": "desktop", "user": "mia"})),
+            );
+            (status == 201).then_some(session)
+        },
+    );
+    let target = running["agent"].as_str().unwrap().to_string();
+    let (status, _) = server.call(
+        "default",
+        "DELETE",
+        &format!("/api/v1/servers/{target}?force=true"),
+        None,
+    );
+    assert_eq!(status, 202);
+    let (status, _) = server.call(
+        "default",
+        "GET",
+        &format!("/api/v1/sessions/{}", running["id"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(status, 404, "ended by force");
+    wait_for("the forced server to go", Duration::from_secs(30), || {
+        let (status, _) = server.call("default", "GET", &format!("/api/v1/servers/{target}"), None);
+        (status == 404).then_some(())
+    });
+    let metrics = server.admin_get("default", "/metrics").text().unwrap();
+    assert!(
+        metrics.contains(
+            r#"zonebroker_autoscale_vms_destroyed_total{config="linux",reason="drained"} 2"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        server
+            .logs()
+            .join("\n")
+            .contains("draining on an operator's request")
+    );
+    server.stop();
+}
+
+#[test]
+fn a_config_whose_servers_never_got_a_vm_can_be_deleted() {
+    let moto = Moto::start();
+    let server = start(None);
+    setup(&server, &moto);
+    // Every create fails before its VM: the directory cannot be reached.
+    call(
+        &server,
+        "POST",
+        "/api/v1/ldap-configs",
+        Some(
+            json!({"name": "down", "url": "ldaps://127.0.0.1:1", "bind_dn": "joiner",
+            "bind_password": "pw", "search_base": "DC=example,DC=test", "connect_timeout": 1}),
+        ),
+    );
+    let mut config = autoscale_config("stuck", 2, 1);
+    config["os"] = json!("windows");
+    config["startup_script"] = json!(
+        std::fs::read_to_string(workspace_root().join("examples/startup-scripts/windows.ps1"))
+            .unwrap()
+    );
+    config["create_ad_computer_record"] = json!(true);
+    config["ldap_config"] = json!("down");
+    config["ad_computer_ou_dn"] = json!("OU=VDI,DC=example,DC=test");
+    call(&server, "POST", "/api/v1/autoscale-configs", Some(config));
+    wait_for("the failure", Duration::from_secs(30), || {
+        let view = call(&server, "GET", "/api/v1/autoscale-configs/stuck", None);
+        view["status"]["last_error"].as_str().map(|_| ())
+    });
+    assert_eq!(servers_of(&servers(&server), "stuck").len(), 2);
+    let (status, answer) =
+        server.call("default", "DELETE", "/api/v1/autoscale-configs/stuck", None);
+    assert_eq!(status, 204, "{answer}");
+    assert!(
+        servers_of(&servers(&server), "stuck").is_empty(),
+        "dropped with it"
+    );
+
+    // A config with a VM cannot go: the 409 names the server and says how to drain it.
+    call(
+        &server,
+        "POST",
+        "/api/v1/autoscale-configs",
+        Some(autoscale_config("linux", 1, 1)),
+    );
+    let (record, _) = server_with_vm(&server, "linux");
+    let (status, answer) =
+        server.call("default", "DELETE", "/api/v1/autoscale-configs/linux", None);
+    assert_eq!(status, 409, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(record["id"].as_str().unwrap()),
+        "{message}"
+    );
+    assert!(message.contains("minimum_available_sessions"), "{message}");
+    assert!(message.contains("DELETE /api/v1/servers/"), "{message}");
     server.stop();
 }

@@ -533,3 +533,49 @@ fn the_cli_scaffolds_checks_uploads_and_rolls_back() {
     let listed: Value = serde_json::from_str(&cli(&["plugin", "list"])).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), builtin_names().len() + 1);
 }
+
+#[test]
+fn a_provider_call_that_computes_for_long_never_holds_up_the_listeners() {
+    // One async worker: whatever holds it holds every listener.
+    let server = Server::start(
+        BIN,
+        ServerOptions {
+            zones: vec!["east".into()],
+            args: vec!["--worker-threads".into(), "1".into()],
+            ..ServerOptions::default()
+        },
+    );
+    let (status, answer) = upload(&server, "rogue", fixture("rogue_provider"), true);
+    assert_eq!(status, 201, "{answer}");
+    // Saving a provider config calls its `validate`, which computes for a second or so.
+    let answered = Arc::new(AtomicBool::new(false));
+    let save = std::thread::spawn({
+        let url = server.url("east", "/api/v1/vm-provider-configs");
+        let http = server.http().clone();
+        let answered = answered.clone();
+        move || {
+            let response = http
+                .post(url)
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({"name": "spinner", "provider": "rogue",
+                    "settings": {"endpoint": "http://127.0.0.1:9", "spin": "600000000"}}))
+                .send()
+                .unwrap();
+            answered.store(true, Ordering::SeqCst);
+            response.status().as_u16()
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !answered.load(Ordering::SeqCst),
+        "the call takes longer than this"
+    );
+    let health = server.admin_get("east", "/healthz");
+    assert_eq!(health.status(), 200);
+    assert!(
+        !answered.load(Ordering::SeqCst),
+        "/healthz waited for the provider call to end"
+    );
+    assert_eq!(save.join().unwrap(), 201, "and the call itself completed");
+    server.stop();
+}

@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 use zonebroker::autoscale::directory::LdapDirectory;
-use zonebroker::autoscale::{Cloud, Reconciler, ReconcilerSettings};
+use zonebroker::autoscale::{BrokerAddresses, Cloud, Reconciler, ReconcilerSettings};
 use zonebroker::broker::{Broker, BrokerConfig};
 use zonebroker::domain::autoscale::{
     AutoScaleConfig, ServerState, ServerStatus, StoredProviderConfig, VmProviderConfig, plan,
@@ -32,8 +32,8 @@ const CONFIGS: usize = 1_000;
 const PER_SERVER: u32 = 4;
 const SERVERS_PER_CONFIG: u32 = 10;
 
-/// A cloud in memory: VMs by config tag, then instance id; every create is reported on a
-/// channel.
+/// A cloud in memory: VMs by config tag, then instance id (all of one installation); every
+/// create is reported on a channel.
 struct FakeCloud {
     vms: Mutex<HashMap<String, HashMap<String, Vm>>>,
     created: mpsc::UnboundedSender<(String, Instant)>,
@@ -59,6 +59,15 @@ impl Cloud for FakeCloud {
         Ok(vm)
     }
 
+    async fn get(&self, _: &StoredProviderConfig, instance_id: &str) -> Result<Vm, ProviderError> {
+        self.vms
+            .lock()
+            .unwrap()
+            .values()
+            .find_map(|vms| vms.get(instance_id).cloned())
+            .ok_or_else(|| ProviderError::NotFound(instance_id.to_string()))
+    }
+
     async fn destroy(
         &self,
         _: &StoredProviderConfig,
@@ -75,14 +84,17 @@ impl Cloud for FakeCloud {
         _: &StoredProviderConfig,
         tag: (String, String),
     ) -> Result<Vec<Vm>, ProviderError> {
-        assert_eq!(tag.0, "zonebroker:config");
-        Ok(self
-            .vms
-            .lock()
-            .unwrap()
-            .get(&tag.1)
-            .map(|vms| vms.values().cloned().collect())
-            .unwrap_or_default())
+        let vms = self.vms.lock().unwrap();
+        Ok(match tag.0.as_str() {
+            "zonebroker:config" => vms
+                .get(&tag.1)
+                .map(|vms| vms.values().cloned().collect())
+                .unwrap_or_default(),
+            "zonebroker:installation" => {
+                vms.values().flat_map(|vms| vms.values().cloned()).collect()
+            }
+            other => panic!("listed by {other}"),
+        })
     }
 }
 
@@ -174,8 +186,10 @@ async fn run() {
         Arc::new(LdapDirectory),
         ReconcilerSettings {
             interval: Duration::from_secs(3600),
-            broker_addresses: BTreeMap::new(),
-            default_broker_address: "127.0.0.1:8080".into(),
+            addresses: BrokerAddresses {
+                default: "127.0.0.1:8080".into(),
+                ..BrokerAddresses::default()
+            },
         },
     );
 

@@ -132,6 +132,10 @@ struct ServeArgs {
     /// Seconds between AutoScale reconcile passes (demand changes also start one at once).
     #[arg(long, env = "ZONEBROKER_AUTOSCALE_INTERVAL", default_value_t = 10.0, value_parser = parse_interval)]
     autoscale_interval: f64,
+    /// Threads that run requests, reconcile passes and provider calls. [default: one per
+    /// core]
+    #[arg(long, env = "ZONEBROKER_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    worker_threads: Option<u16>,
 }
 
 fn parse_interval(text: &str) -> Result<f64, String> {
@@ -222,7 +226,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         runtime: RuntimeConfig::default(),
         autoscale_interval: std::time::Duration::from_secs_f64(args.autoscale_interval),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.worker_threads {
+        builder.worker_threads(usize::from(threads));
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -22,6 +22,8 @@ pub struct Metrics {
     provider_errors: Family<Labels, Counter>,
     available_sessions: Family<Labels, Gauge>,
     config_failing: Family<Labels, Gauge>,
+    unmanaged_vms: Family<Labels, Gauge>,
+    autoscale_passes: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -64,6 +66,8 @@ impl Default for Metrics {
         let provider_errors = Family::default();
         let available_sessions = Family::default();
         let config_failing = Family::default();
+        let unmanaged_vms = Family::default();
+        let autoscale_passes = Family::default();
         registry.register(
             "autoscale_vms_created",
             "VMs created through a provider, by AutoScale config",
@@ -71,7 +75,7 @@ impl Default for Metrics {
         );
         registry.register(
             "autoscale_vms_destroyed",
-            "VMs destroyed, by AutoScale config and reason (surplus, spent, provision_timeout, orphan)",
+            "VMs destroyed, by AutoScale config and reason (surplus, spent, drained, provision_timeout, lost, orphan, duplicate)",
             vms_destroyed.clone(),
         );
         registry.register(
@@ -89,7 +93,19 @@ impl Default for Metrics {
             "1 while an AutoScale config's last pass failed (see its `last_error`), else 0",
             config_failing.clone(),
         );
+        registry.register(
+            "autoscale_unmanaged_vms",
+            "VMs an AutoScale config's last pass left alone (not this installation's) or could not destroy",
+            unmanaged_vms.clone(),
+        );
+        registry.register(
+            "autoscale_passes",
+            "Reconcile passes run, by AutoScale config",
+            autoscale_passes.clone(),
+        );
         Metrics {
+            unmanaged_vms,
+            autoscale_passes,
             vms_created,
             vms_destroyed,
             provider_errors,
@@ -172,14 +188,18 @@ impl Metrics {
     }
 
     /// What one reconcile pass of `config` found.
-    pub fn autoscale_pass(&self, config: &str, available: u32, failing: bool) {
+    pub fn autoscale_pass(&self, config: &str, available: u32, failing: bool, unmanaged: usize) {
         let labels = vec![("config", config.to_string())];
+        self.autoscale_passes.get_or_create(&labels).inc();
         self.available_sessions
             .get_or_create(&labels)
             .set(i64::from(available));
         self.config_failing
             .get_or_create(&labels)
             .set(i64::from(failing));
+        self.unmanaged_vms
+            .get_or_create(&labels)
+            .set(unmanaged as i64);
     }
 
     /// The Prometheus text exposition.

@@ -157,13 +157,6 @@ pub async fn serve(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "state and plugins loaded"
     );
-    let state = AppState {
-        broker: broker.clone(),
-        admin_token,
-        agent_token,
-        max_plugin_size: config.max_plugin_size,
-    };
-
     let mut bound = Vec::new();
     for spec in listeners {
         let listener = TcpListener::bind(spec.addr)
@@ -180,22 +173,42 @@ pub async fn serve(
         bound.push((listener, addr, spec.zone));
     }
 
+    // Where VMs reach the broker: `$request_host$` in a zone's `upstream_auth_address`.
+    let addresses = autoscale::BrokerAddresses {
+        by_zone: bound
+            .iter()
+            .rev()
+            .map(|(_, addr, zone)| (zone.clone(), addr.to_string()))
+            .collect(),
+        default: bound
+            .first()
+            .map(|(_, addr, _)| addr.to_string())
+            .unwrap_or_default(),
+    };
+    tracing::info!(
+        installation = %broker.store().installation_id(),
+        "every VM this installation creates carries this id as its `zonebroker:installation` tag"
+    );
+    let directory = Arc::new(autoscale::directory::LdapDirectory);
+    let state = AppState {
+        broker: broker.clone(),
+        admin_token,
+        agent_token,
+        max_plugin_size: config.max_plugin_size,
+        bootstrap: Arc::new(autoscale::Bootstrapper::new(
+            broker.clone(),
+            directory.clone(),
+            addresses.clone(),
+        )),
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let reconciler = autoscale::Reconciler::new(
         broker.clone(),
         Arc::new(autoscale::PluginCloud(broker.registry().clone())),
-        Arc::new(autoscale::directory::LdapDirectory),
+        directory,
         autoscale::ReconcilerSettings {
             interval: config.autoscale_interval,
-            broker_addresses: bound
-                .iter()
-                .rev()
-                .map(|(_, addr, zone)| (zone.clone(), addr.to_string()))
-                .collect(),
-            default_broker_address: bound
-                .first()
-                .map(|(_, addr, _)| addr.to_string())
-                .unwrap_or_default(),
+            addresses,
         },
     )
     .spawn(stop_rx.clone());

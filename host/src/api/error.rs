@@ -130,6 +130,9 @@ impl From<BrokerError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
             }
             BrokerError::Unauthorized(_) => ApiError::unauthorized(message),
+            BrokerError::Unavailable { code, .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+            }
             BrokerError::Store(_) => ApiError::internal(message),
         }
     }

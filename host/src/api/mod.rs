@@ -12,6 +12,7 @@ mod autoscale_configs;
 pub mod error;
 mod health;
 mod images;
+mod installation;
 pub mod json;
 mod ldap_configs;
 mod metrics;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub agent_token: Token,
     /// The largest plugin component an upload may carry, in bytes.
     pub max_plugin_size: usize,
+    /// Answers booting VMs' bootstraps (their variables, secrets included, once).
+    pub bootstrap: Arc<crate::autoscale::Bootstrapper>,
 }
 
 /// The deployment zone a listener manages: every request through it belongs to that zone.
@@ -74,6 +77,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(servers::routes())
         .merge(workspaces::routes())
         .merge(ldap_configs::routes())
+        .merge(installation::routes())
         .merge(openapi::routes());
     OpenApiRouter::with_openapi(openapi::base())
         .merge(health::routes())

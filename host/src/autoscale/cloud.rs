@@ -22,6 +22,13 @@ pub trait Cloud: Send + Sync + 'static {
         instance_id: &str,
     ) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
+    /// The VM with provider id `instance_id` (`ProviderError::NotFound` if none).
+    fn get(
+        &self,
+        provider: &StoredProviderConfig,
+        instance_id: &str,
+    ) -> impl Future<Output = Result<Vm, ProviderError>> + Send;
+
     /// The VMs that carry tag `tag`.
     fn list(
         &self,
@@ -68,6 +75,21 @@ impl Cloud for PluginCloud {
         {
             ProviderAnswer::Vm(vm) => vm,
             other => unreachable!("create-vm answered {other:?}"),
+        }
+    }
+
+    async fn get(
+        &self,
+        provider: &StoredProviderConfig,
+        instance_id: &str,
+    ) -> Result<Vm, ProviderError> {
+        let call = ProviderCall::Get {
+            settings: provider.config.pairs(),
+            instance_id: instance_id.to_string(),
+        };
+        match self.call(provider, call).await? {
+            ProviderAnswer::Vm(vm) => vm,
+            other => unreachable!("get-vm answered {other:?}"),
         }
     }
 

@@ -1,29 +1,35 @@
 //! The reconcile loop: for every AutoScale config, make the cloud match what the pool needs.
 //!
-//! One pass per tick (`--autoscale-interval`) and right after demand changes (the broker's
-//! wake-up: a session placed or ended, a server checked in, a config saved). A pass runs
-//! every config concurrently; each config's pass:
-//! 1. lists the VMs the provider has with the config's tag: a VM whose server record lacks
-//!    its instance id is adopted (the crash fell between the create call and recording its
-//!    answer); a VM no record knows is destroyed (an orphan), and so is a second VM of a
-//!    server that has one (a create that timed out but happened);
-//! 2. plans with the pure [`plan`]: VMs to create, servers to destroy and why;
-//! 3. destroys: closes the server to sessions atomically, marks it `destroying`, calls the
-//!    provider, deletes its AD computer object, forgets the record; a failure leaves it
-//!    `destroying` for the next pass and does not hold up the creates;
-//! 4. creates: writes each server record (idempotency key, check-in token id) and commits
-//!    it *before* the provider call, then provisions every `provisioning` server that has no
-//!    instance yet: creates its AD computer object if the config asks (recorded first),
-//!    renders its script and calls `create-vm`.
+//! Each config has its own pass (see [`PassScheduler`]): on every tick
+//! (`--autoscale-interval`) and right after its demand changes (the broker's wake-up: a
+//! session placed or ended, a server checked in or removed, a config saved). A config's
+//! pass:
+//! 1. lists the VMs of this installation (the `zonebroker:installation` tag) and keeps those
+//!    of the config; now and then (and while servers from before installation tags exist)
+//!    also those carrying the config's tag, to find its older VMs and to report VMs that
+//!    carry the tag without being ours, which it never touches;
+//! 2. adopts a VM whose server record lacks its instance id (the crash fell between the
+//!    create call and recording its answer); destroys a VM of ours that no record knows (an
+//!    orphan), or a second VM of a server (a create that timed out but happened); a VM the
+//!    provider refuses to destroy is reported and the pass goes on;
+//! 3. marks `lost` a server whose VM is gone (missing from the listing and confirmed by
+//!    `get-vm`): its sessions end and it is cleaned up and replaced;
+//! 4. destroys what the pure [`plan`] says (closing each server to sessions atomically first),
+//!    and what an earlier pass could not finish; a failure leaves the server `destroying`;
+//! 5. plans again over what is left and creates: each server record (idempotency key,
+//!    check-in token id) is committed *before* the provider call; then every `provisioning`
+//!    server without an instance gets its AD computer object (recorded first) if the config
+//!    asks, its script and its VM.
 //!
 //! **Architecture Invariant:** a VM is only ever created for a server record already on
-//! disk, and the record's id travels with the VM as a tag; so a crash at any point neither
-//! leaks a VM (the next pass destroys or adopts what carries our tag) nor duplicates one
-//! (a record is provisioned again only if no VM carries its id). Passes never overlap.
-//! A failing config backs off on its own; the others go on.
+//! disk, and the record's id and this installation's id travel with the VM as tags; so a
+//! crash at any point neither leaks a VM (the next pass destroys or adopts what carries our
+//! tags) nor duplicates one (a record is provisioned again only if no VM carries its id),
+//! and a VM without this installation's tag is never destroyed. At most one pass per config
+//! runs at a time; a failing config backs off on its own, and a slow one delays no other.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -31,17 +37,21 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::addresses::BrokerAddresses;
 use super::checkin;
 use super::cloud::Cloud;
 use super::directory::{Directory, DirectoryError, LdapDirectory, random_password};
-use crate::broker::{Broker, ConfigStatus, ServerEntry, now_ms};
+use super::schedule::PassScheduler;
+use crate::broker::{Broker, ConfigStatus, ServerEntry, UnmanagedVm, VmProblem, now_ms};
 use crate::domain::autoscale::{
-    AdJoin, AutoScaleConfig, DestroyReason, Server, ServerStatus, StoredProviderConfig, hostname,
-    plan, script_values,
+    AutoScaleConfig, DestroyReason, Server, ServerStatus, StoredProviderConfig, hostname, plan,
+    script_values,
 };
-use crate::domain::ldap::{LdapConfig, computer_dn, dns_domain};
-use crate::domain::provider::{ProviderError, VmSpec};
+use crate::domain::ldap::{LdapConfig, computer_dn};
+use crate::domain::provider::{ProviderError, Vm, VmSpec, VmState};
 
+/// The tag naming the installation (broker) a VM belongs to.
+pub const TAG_INSTALLATION: &str = "zonebroker:installation";
 /// The tag naming the AutoScale config a VM belongs to.
 pub const TAG_CONFIG: &str = "zonebroker:config";
 /// The tag naming the server record a VM was created for.
@@ -57,11 +67,21 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 pub struct ReconcilerSettings {
     /// Time between passes when nothing wakes the loop.
     pub interval: Duration,
-    /// Where VMs reach the broker (`host:port`) by zone: `$request_host$` in the zone's
-    /// `upstream_auth_address` stands for it in startup scripts.
-    pub broker_addresses: BTreeMap<String, String>,
-    /// The address for zones without a listener of their own.
-    pub default_broker_address: String,
+    /// Where VMs reach the broker, by zone.
+    pub addresses: BrokerAddresses,
+}
+
+impl ReconcilerSettings {
+    /// How often a config also lists the VMs carrying its tag (see the module's step 1).
+    fn audit_interval(&self) -> Duration {
+        self.interval * 6
+    }
+
+    /// How long a new VM may be missing from the provider's listing before its server is
+    /// taken for lost: clouds list new VMs late (EC2 is eventually consistent).
+    fn vanish_grace(&self) -> Duration {
+        self.interval * 3
+    }
 }
 
 /// What one pass did, for logs, tests and the benchmark.
@@ -72,7 +92,24 @@ pub struct PassReport {
     pub destroyed: u32,
     pub adopted: u32,
     pub orphans_destroyed: u32,
+    pub lost: u32,
     pub failed_configs: u32,
+}
+
+impl PassReport {
+    fn add(&mut self, other: &PassReport) {
+        self.configs += 1;
+        self.created += other.created;
+        self.destroyed += other.destroyed;
+        self.adopted += other.adopted;
+        self.orphans_destroyed += other.orphans_destroyed;
+        self.lost += other.lost;
+        self.failed_configs += other.failed_configs;
+    }
+
+    fn did_something(&self) -> bool {
+        self.created + self.destroyed + self.adopted + self.orphans_destroyed + self.lost > 0
+    }
 }
 
 /// A failed step of one config's pass.
@@ -89,12 +126,34 @@ fn failed<E: std::fmt::Display>(call: &'static str) -> impl FnOnce(E) -> Failure
     }
 }
 
+/// What one config's pass found besides its outcome.
+#[derive(Default)]
+struct Findings {
+    report: PassReport,
+    unmanaged: Vec<UnmanagedVm>,
+    /// Whether it listed by the config's tag (else the `not_ours` VMs of the last audit
+    /// still stand).
+    audited: bool,
+}
+
+/// One listing of this installation's VMs through a provider config, shared by the passes
+/// of every config that uses it.
+type Listing = Arc<tokio::sync::OnceCell<Arc<Vec<Vm>>>>;
+
 /// The reconcile loop over `broker`'s AutoScale configs, driving clouds through `C`.
 pub struct Reconciler<C: Cloud, D: Directory = LdapDirectory> {
     broker: Arc<Broker>,
     cloud: Arc<C>,
     directory: Arc<D>,
     settings: ReconcilerSettings,
+    /// When each config last listed by its config tag. A std `Mutex`: held for a lookup or
+    /// an insert, never across an `.await`.
+    last_audit: Mutex<HashMap<String, tokio::time::Instant>>,
+    /// The latest listing of this installation's VMs per provider config, and when it was
+    /// asked for: the configs on one provider share one `list-vms` while it is fresh and no
+    /// pass has destroyed a VM through that provider since (so a pass of N configs lists
+    /// once, not N times). A std `Mutex`, never held across an `.await`.
+    listings: Mutex<HashMap<String, (tokio::time::Instant, Listing)>>,
 }
 
 impl<C: Cloud, D: Directory> Reconciler<C, D> {
@@ -109,35 +168,73 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             cloud,
             directory,
             settings,
+            last_audit: Mutex::default(),
+            listings: Mutex::default(),
         })
     }
 
-    /// Run passes until `stop` turns true: a full pass every interval, and in between, as
-    /// soon as the broker reports a demand change, a pass over the configs it names.
+    /// Run passes until `stop` turns true: every config's pass on every tick, and a
+    /// config's pass as soon as the broker reports a demand change for it; each config's
+    /// passes on their own task, one at a time (see [`PassScheduler`]). On stop, the passes
+    /// in flight finish.
     pub fn spawn(self: Arc<Self>, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
+            let mut scheduler = PassScheduler::default();
+            let mut passes: JoinSet<PassReport> = JoinSet::new();
+            let mut names: HashMap<tokio::task::Id, String> = HashMap::new();
             let mut next_full = tokio::time::Instant::now();
             loop {
-                let names = if tokio::time::Instant::now() >= next_full {
+                let due: Vec<String> = if tokio::time::Instant::now() >= next_full {
                     next_full = tokio::time::Instant::now() + self.settings.interval;
                     self.broker.take_demand_changes();
                     self.broker.autoscale_config_names()
                 } else {
                     self.broker.take_demand_changes().into_iter().collect()
                 };
-                let report = self.pass_over(names).await;
-                if report.created + report.destroyed + report.adopted + report.orphans_destroyed > 0
-                {
-                    tracing::info!(?report, "autoscale pass");
+                for name in due {
+                    if scheduler.request(&name) {
+                        self.start_pass(&mut passes, &mut names, name);
+                    }
                 }
                 tokio::select! {
                     () = tokio::time::sleep_until(next_full) => {}
                     () = self.broker.autoscale_wake().notified() => {}
+                    Some(joined) = passes.join_next_with_id() => {
+                        let (id, report) = match joined {
+                            Ok((id, report)) => (id, report),
+                            Err(error) => {
+                                tracing::error!("a config's pass panicked: {error}");
+                                (error.id(), PassReport::default())
+                            }
+                        };
+                        let name = names.remove(&id).unwrap_or_default();
+                        if report.did_something() {
+                            tracing::info!(config = name, ?report, "autoscale pass");
+                        }
+                        if scheduler.finished(&name) {
+                            self.start_pass(&mut passes, &mut names, name);
+                        }
+                    }
                     _ = stop.wait_for(|stop| *stop) => break,
                 }
             }
+            while passes.join_next().await.is_some() {}
             tracing::debug!("reconcile loop stopped");
         })
+    }
+
+    fn start_pass(
+        self: &Arc<Self>,
+        passes: &mut JoinSet<PassReport>,
+        names: &mut HashMap<tokio::task::Id, String>,
+        name: String,
+    ) {
+        let this = self.clone();
+        let span = tracing::info_span!("autoscale_pass", config = name);
+        let config = name.clone();
+        let handle =
+            passes.spawn(async move { this.reconcile_config(&config).await }.instrument(span));
+        names.insert(handle.id(), name);
     }
 
     /// One pass over every AutoScale config, concurrently.
@@ -145,7 +242,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         self.pass_over(self.broker.autoscale_config_names()).await
     }
 
-    /// One pass over AutoScale configs `names`, concurrently.
+    /// One pass over AutoScale configs `names`, concurrently; answers once all are done.
     pub async fn pass_over(self: &Arc<Self>, names: Vec<String>) -> PassReport {
         let mut tasks = JoinSet::new();
         for name in names {
@@ -155,16 +252,10 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         }
         let mut report = PassReport::default();
         while let Some(joined) = tasks.join_next().await {
-            report.configs += 1;
             match joined {
-                Ok(config) => {
-                    report.created += config.created;
-                    report.destroyed += config.destroyed;
-                    report.adopted += config.adopted;
-                    report.orphans_destroyed += config.orphans_destroyed;
-                    report.failed_configs += config.failed_configs;
-                }
+                Ok(config) => report.add(&config),
                 Err(error) => {
+                    report.configs += 1;
                     report.failed_configs += 1;
                     tracing::error!("a config's pass panicked: {error}");
                 }
@@ -180,12 +271,24 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         if status.backoff_until_ms.is_some_and(|until| now < until) {
             return PassReport::default();
         }
-        let mut report = PassReport::default();
-        let outcome = self.reconcile_steps(name, now, &mut report).await;
+        let mut findings = Findings::default();
+        let outcome = self.reconcile_steps(name, now, &mut findings).await;
         let metrics = self.broker.metrics();
+        let mut unmanaged = findings.unmanaged;
+        if !findings.audited {
+            unmanaged.extend(
+                status
+                    .unmanaged_vms
+                    .iter()
+                    .filter(|vm| vm.problem == VmProblem::NotOurs)
+                    .cloned(),
+            );
+        }
+        let mut report = findings.report;
         let status = match outcome {
             Ok(available) => ConfigStatus {
                 available_sessions: available,
+                unmanaged_vms: unmanaged,
                 ..ConfigStatus::default()
             },
             Err(failure) => {
@@ -195,23 +298,29 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                 let backoff = BACKOFF_START
                     .saturating_mul(1 << (failures - 1).min(16))
                     .min(BACKOFF_MAX);
+                let message = cap_error(&failure.message);
                 tracing::warn!(
                     config = name,
                     call = failure.call,
                     failures,
                     backoff_s = backoff.as_secs(),
-                    "autoscale pass failed: {}",
-                    failure.message
+                    "autoscale pass failed: {message}"
                 );
                 ConfigStatus {
-                    last_error: Some(format!("{}: {}", failure.call, failure.message)),
+                    last_error: Some(format!("{}: {message}", failure.call)),
                     consecutive_failures: failures,
                     backoff_until_ms: Some(now + backoff.as_millis() as u64),
+                    unmanaged_vms: unmanaged,
                     ..status
                 }
             }
         };
-        metrics.autoscale_pass(name, status.available_sessions, status.last_error.is_some());
+        metrics.autoscale_pass(
+            name,
+            status.available_sessions,
+            status.last_error.is_some(),
+            status.unmanaged_vms.len(),
+        );
         self.broker.set_config_status(name, status);
         report
     }
@@ -221,7 +330,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         &self,
         name: &str,
         now: u64,
-        report: &mut PassReport,
+        findings: &mut Findings,
     ) -> Result<u32, Failure> {
         let Some(config) = self.broker.autoscale_config_stored(name) else {
             return Ok(0);
@@ -234,65 +343,18 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                 message: format!("no VM provider config `{}`", config.vm_provider_config),
             })?;
 
-        // 1. Adopt what a crash left unrecorded; remove what no record knows.
-        let vms = self
-            .cloud
-            .list(&provider, (TAG_CONFIG.to_string(), name.to_string()))
-            .await
-            .map_err(failed("list-vms"))?;
-        let servers = self.broker.servers_of(name);
-        let known: HashSet<Uuid> = servers.iter().map(|e| e.server.id).collect();
-        let mut adopted: HashSet<Uuid> = HashSet::new();
-        for vm in vms.iter().filter(|vm| !vm.state.is_gone()) {
-            let server_id = vm.tag(TAG_SERVER).and_then(|id| Uuid::parse_str(id).ok());
-            match server_id.and_then(|id| servers.iter().find(|e| e.server.id == id)) {
-                Some(entry)
-                    if entry.server.instance_id.is_none() && adopted.insert(entry.server.id) =>
-                {
-                    let instance_id = vm.instance_id.clone();
-                    self.broker
-                        .update_server(entry.server.id, |s| s.instance_id = Some(instance_id))
-                        .await
-                        .map_err(store_failure)?;
-                    report.adopted += 1;
-                    tracing::info!(server = %entry.server.id, instance = vm.instance_id, "adopted a VM created before a restart");
-                }
-                Some(entry)
-                    if entry.server.instance_id.as_deref() == Some(vm.instance_id.as_str()) => {}
-                Some(entry) => {
-                    // A second VM for one server (a create that timed out but happened).
-                    tracing::warn!(server = %entry.server.id, instance = vm.instance_id, "destroying a duplicate VM of a server");
-                    self.cloud
-                        .destroy(&provider, &vm.instance_id)
-                        .await
-                        .or_else(ignore_not_found)
-                        .map_err(failed("destroy-vm"))?;
-                    self.broker.metrics().vm_destroyed(name, "duplicate");
-                    report.orphans_destroyed += 1;
-                }
-                None => {
-                    let reason = match server_id {
-                        Some(id) if !known.contains(&id) => "no server record",
-                        _ => "no server id tag",
-                    };
-                    tracing::warn!(instance = vm.instance_id, reason, "destroying an orphan VM");
-                    self.cloud
-                        .destroy(&provider, &vm.instance_id)
-                        .await
-                        .or_else(ignore_not_found)
-                        .map_err(failed("destroy-vm"))?;
-                    self.broker.metrics().vm_destroyed(name, "orphan");
-                    report.orphans_destroyed += 1;
-                }
-            }
-        }
+        // 1. The config's VMs.
+        let vms = self.list_vms(&config, &provider, findings).await?;
 
-        // 2. Plan.
-        let servers = self.broker.servers_of(name);
-        let states: Vec<_> = servers
-            .iter()
-            .map(|e| e.server.planner_state(e.sessions()))
-            .collect();
+        // 2. Adopt what a crash left unrecorded; remove what no record knows.
+        self.adopt_and_sweep(&config, &provider, &vms, findings)
+            .await?;
+
+        // 3. Servers whose VM is gone.
+        self.find_lost(&config, &provider, &vms, now, findings)
+            .await?;
+
+        // 4. Destroy: what the plan says, and what an earlier pass could not finish.
         let effective = AutoScaleConfig {
             minimum_available_sessions: if config.enabled {
                 config.minimum_available_sessions
@@ -301,13 +363,11 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             },
             ..config.clone()
         };
-        let plan = plan(&effective, &states, now, provider.validated.max_instances);
-        let creates = if config.enabled { plan.create } else { 0 };
-
-        // 3. Destroy: what the plan says, and what an earlier pass could not finish.
+        let max_instances = provider.validated.max_instances;
+        let planned = plan(&effective, &self.planner_states(name), now, max_instances);
         let mut reasons: BTreeMap<Uuid, DestroyReason> = BTreeMap::new();
         let mut destroy_failure = None;
-        for (id, reason) in &plan.destroy {
+        for (id, reason) in &planned.destroy {
             if self
                 .broker
                 .begin_destroy(*id)
@@ -318,27 +378,40 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             }
         }
         for entry in self.broker.servers_of(name) {
-            if entry.server.status != ServerStatus::Destroying {
-                continue;
-            }
-            let reason = reasons
-                .get(&entry.server.id)
-                .map_or("retry", |r| r.as_str());
+            let reason = match entry.server.status {
+                ServerStatus::Destroying => reasons
+                    .get(&entry.server.id)
+                    .map_or("retry", |r| r.as_str()),
+                ServerStatus::Lost => "lost",
+                _ => continue,
+            };
             // A server that cannot be destroyed yet (recorded on it) must not hold up the
             // creates the pool needs: report the first failure after them.
             match self.destroy(&config, &provider, &entry, reason).await {
-                Ok(()) => report.destroyed += 1,
+                Ok(()) => findings.report.destroyed += 1,
                 Err(failure) => {
+                    if failure.call == "destroy-vm"
+                        && let Some(instance_id) = &entry.server.instance_id
+                    {
+                        findings.unmanaged.push(UnmanagedVm {
+                            instance_id: instance_id.clone(),
+                            problem: VmProblem::DestroyFailed,
+                            message: cap_error(&failure.message),
+                        });
+                    }
                     destroy_failure.get_or_insert(failure);
                 }
             }
         }
 
-        // 4. Create: records first, durably; then the VMs of every record without one.
-        let lifetime = config.provision_timeout;
+        // 5. Create, by a plan over what is left: records first, durably; then the VMs of
+        // every record without one. Servers that could not be destroyed still hold their
+        // VMs, so they count against `max_instances`.
+        let planned = plan(&effective, &self.planner_states(name), now, max_instances);
+        let creates = if config.enabled { planned.create } else { 0 };
         for _ in 0..creates {
             self.broker
-                .record_new_server(name, lifetime)
+                .record_new_server(name, config.provision_timeout)
                 .await
                 .map_err(store_failure)?;
         }
@@ -350,17 +423,297 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                 && server.instance_id.is_none()
             {
                 self.provision(&config, &provider, server, now).await?;
-                report.created += 1;
+                findings.report.created += 1;
             }
         }
         match destroy_failure {
             Some(failure) => Err(failure),
-            None => Ok(plan.available),
+            None => Ok(planned.available),
         }
     }
 
+    fn planner_states(&self, config: &str) -> Vec<crate::domain::autoscale::ServerState> {
+        self.broker
+            .servers_of(config)
+            .iter()
+            .map(|e| e.server.planner_state(e.sessions()))
+            .collect()
+    }
+
+    /// The live VMs of `config`: this installation's that carry the config's tag and,
+    /// when an audit is due, those of its servers from before installation tags. VMs with
+    /// the config's tag and no installation tag that no such server names are reported,
+    /// never touched; VMs of another installation are not looked at.
+    async fn list_vms(
+        &self,
+        config: &AutoScaleConfig,
+        provider: &StoredProviderConfig,
+        findings: &mut Findings,
+    ) -> Result<Vec<Vm>, Failure> {
+        let ours = self.installation_vms(provider).await?;
+        let configs: HashSet<String> = self.broker.autoscale_config_names().into_iter().collect();
+        let mut vms = Vec::new();
+        for vm in ours.iter().filter(|vm| !vm.state.is_gone()).cloned() {
+            match vm.tag(TAG_CONFIG) {
+                Some(tag) if tag == config.name => vms.push(vm),
+                Some(tag) if configs.contains(tag) => {} // another config's: its own pass
+                _ => {
+                    // Ours, of a config that no longer exists: nothing will ever use it.
+                    tracing::warn!(
+                        instance = vm.instance_id,
+                        config = vm.tag(TAG_CONFIG),
+                        "destroying a VM of this installation whose config is gone"
+                    );
+                    self.destroy_unknown(config, provider, &vm, "orphan", findings)
+                        .await;
+                }
+            }
+        }
+
+        let servers = self.broker.servers_of(&config.name);
+        let legacy: HashSet<Uuid> = servers
+            .iter()
+            .filter(|e| !e.server.installation_tagged)
+            .map(|e| e.server.id)
+            .collect();
+        if !self.audit_due(&config.name, !legacy.is_empty()) {
+            return Ok(vms);
+        }
+        findings.audited = true;
+        let tagged = self
+            .cloud
+            .list(provider, (TAG_CONFIG.to_string(), config.name.clone()))
+            .await
+            .map_err(failed("list-vms"))?;
+        let previous = self.broker.config_status(&config.name).unmanaged_vms;
+        for vm in tagged.into_iter().filter(|vm| !vm.state.is_gone()) {
+            if vm.tag(TAG_INSTALLATION).is_some() {
+                continue; // ours (listed above), or another installation's
+            }
+            let server = vm.tag(TAG_SERVER).and_then(|id| Uuid::parse_str(id).ok());
+            if server.is_some_and(|id| legacy.contains(&id)) {
+                vms.push(vm); // a VM of ours from before installation tags
+                continue;
+            }
+            if !previous.iter().any(|p| p.instance_id == vm.instance_id) {
+                tracing::warn!(
+                    instance = vm.instance_id,
+                    "a VM carries this config's tag but not this installation's, and no server of ours names it: left alone"
+                );
+            }
+            findings.unmanaged.push(UnmanagedVm {
+                instance_id: vm.instance_id.clone(),
+                problem: VmProblem::NotOurs,
+                message: format!(
+                    "carries `{TAG_CONFIG}={}` but not this installation's `{TAG_INSTALLATION}` tag, and no server of the config names it: never touched",
+                    config.name
+                ),
+            });
+        }
+        Ok(vms)
+    }
+
+    /// This installation's VMs through `provider`: a listing another config's pass asked
+    /// for moments ago (see [`Reconciler::listings`]), or a new one.
+    async fn installation_vms(
+        &self,
+        provider: &StoredProviderConfig,
+    ) -> Result<Arc<Vec<Vm>>, Failure> {
+        let fresh_for = self.settings.interval.min(Duration::from_secs(1));
+        let now = tokio::time::Instant::now();
+        let listing = {
+            let mut listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = listings
+                .entry(provider.config.name.clone())
+                .or_insert_with(|| (now, Listing::default()));
+            if now.duration_since(entry.0) >= fresh_for {
+                *entry = (now, Listing::default());
+            }
+            entry.1.clone()
+        };
+        let installation = self.broker.store().installation_id().to_string();
+        let listed = listing
+            .get_or_try_init(|| async {
+                self.cloud
+                    .list(provider, (TAG_INSTALLATION.to_string(), installation))
+                    .await
+                    .map(Arc::new)
+            })
+            .await;
+        match listed {
+            Ok(vms) => Ok(vms.clone()),
+            Err(error) => {
+                self.forget_listing(provider);
+                Err(failed("list-vms")(error))
+            }
+        }
+    }
+
+    /// A VM was destroyed through `provider`: its listing is stale.
+    fn forget_listing(&self, provider: &StoredProviderConfig) {
+        self.listings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&provider.config.name);
+    }
+
+    /// Whether `config`'s pass lists by its config tag now: while it has servers from
+    /// before installation tags, on its first pass, and every audit interval.
+    fn audit_due(&self, config: &str, has_legacy_servers: bool) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut last = self.last_audit.lock().unwrap_or_else(|p| p.into_inner());
+        let due = has_legacy_servers
+            || last
+                .get(config)
+                .is_none_or(|at| now.duration_since(*at) >= self.settings.audit_interval());
+        if due {
+            last.insert(config.to_string(), now);
+        }
+        due
+    }
+
+    /// Adopt the VM of a record that lacks its instance id; destroy a second VM of a
+    /// server, and a VM no record knows.
+    async fn adopt_and_sweep(
+        &self,
+        config: &AutoScaleConfig,
+        provider: &StoredProviderConfig,
+        vms: &[Vm],
+        findings: &mut Findings,
+    ) -> Result<(), Failure> {
+        let servers = self.broker.servers_of(&config.name);
+        let mut adopted: HashSet<Uuid> = HashSet::new();
+        for vm in vms {
+            let server_id = vm.tag(TAG_SERVER).and_then(|id| Uuid::parse_str(id).ok());
+            match server_id.and_then(|id| servers.iter().find(|e| e.server.id == id)) {
+                Some(entry)
+                    if entry.server.instance_id.is_none() && adopted.insert(entry.server.id) =>
+                {
+                    let instance_id = vm.instance_id.clone();
+                    self.broker
+                        .update_server(entry.server.id, |s| {
+                            s.instance_id = Some(instance_id);
+                            s.vm_created_at_ms = Some(now_ms());
+                        })
+                        .await
+                        .map_err(store_failure)?;
+                    findings.report.adopted += 1;
+                    tracing::info!(server = %entry.server.id, instance = vm.instance_id, "adopted a VM created before a restart");
+                }
+                Some(entry)
+                    if entry.server.instance_id.as_deref() == Some(vm.instance_id.as_str()) => {}
+                Some(entry) => {
+                    // A second VM for one server (a create that timed out but happened).
+                    tracing::warn!(server = %entry.server.id, instance = vm.instance_id, "destroying a duplicate VM of a server");
+                    self.destroy_unknown(config, provider, vm, "duplicate", findings)
+                        .await;
+                }
+                None => {
+                    tracing::warn!(
+                        instance = vm.instance_id,
+                        server = vm.tag(TAG_SERVER),
+                        "destroying an orphan VM: no server record names it"
+                    );
+                    self.destroy_unknown(config, provider, vm, "orphan", findings)
+                        .await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Destroy a VM of ours that no server holds. A refusal (termination protection, ...)
+    /// is reported on the config and does not stop the pass.
+    async fn destroy_unknown(
+        &self,
+        config: &AutoScaleConfig,
+        provider: &StoredProviderConfig,
+        vm: &Vm,
+        reason: &'static str,
+        findings: &mut Findings,
+    ) {
+        let destroyed = self.cloud.destroy(provider, &vm.instance_id).await;
+        self.forget_listing(provider);
+        match destroyed.or_else(ignore_not_found) {
+            Ok(()) => {
+                self.broker.metrics().vm_destroyed(&config.name, reason);
+                findings.report.orphans_destroyed += 1;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    instance = vm.instance_id,
+                    reason,
+                    "cannot destroy a VM: {error}"
+                );
+                findings.unmanaged.push(UnmanagedVm {
+                    instance_id: vm.instance_id.clone(),
+                    problem: VmProblem::DestroyFailed,
+                    message: cap_error(&format!("{reason}, but destroy-vm failed: {error}")),
+                });
+            }
+        }
+    }
+
+    /// Mark `lost` every server of `config` whose VM is gone: missing from `vms` (or
+    /// listed stopped), and confirmed with `get-vm`. A VM younger than the grace period is
+    /// left for the next pass; an unanswered `get-vm` decides nothing.
+    async fn find_lost(
+        &self,
+        config: &AutoScaleConfig,
+        provider: &StoredProviderConfig,
+        vms: &[Vm],
+        now: u64,
+        findings: &mut Findings,
+    ) -> Result<(), Failure> {
+        let listed: HashMap<&str, VmState> = vms
+            .iter()
+            .map(|vm| (vm.instance_id.as_str(), vm.state))
+            .collect();
+        let grace_ms = self.settings.vanish_grace().as_millis() as u64;
+        for entry in self.broker.servers_of(&config.name) {
+            let server = &entry.server;
+            let Some(instance_id) = &server.instance_id else {
+                continue;
+            };
+            let watched = matches!(
+                server.status,
+                ServerStatus::Provisioning | ServerStatus::Running | ServerStatus::Draining
+            );
+            let young = server
+                .vm_created_at_ms
+                .is_some_and(|at| now.saturating_sub(at) < grace_ms);
+            let suspect = match listed.get(instance_id.as_str()) {
+                Some(state) => matches!(state, VmState::Stopped | VmState::Stopping),
+                None => true,
+            };
+            if !watched || young || !suspect {
+                continue;
+            }
+            let why = match self.cloud.get(provider, instance_id).await {
+                Err(ProviderError::NotFound(_)) => "its VM no longer exists",
+                Ok(vm) if vm.state.is_gone() => "its VM was terminated",
+                Ok(vm) if matches!(vm.state, VmState::Stopped | VmState::Stopping) => {
+                    "its VM was stopped"
+                }
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::warn!(server = %server.id, instance = instance_id, "its VM is not listed and get-vm failed; deciding next pass: {error}");
+                    continue;
+                }
+            };
+            let ended = self
+                .broker
+                .mark_lost(server.id, why)
+                .await
+                .map_err(store_failure)?;
+            findings.report.lost += 1;
+            tracing::warn!(server = %server.id, hostname = server.hostname, instance = instance_id, sessions_ended = ended, "server lost: {why}");
+        }
+        Ok(())
+    }
+
     /// Destroy a server's VM, then its directory object, then forget it. A failure leaves
-    /// it `destroying` (with what is left), for the next pass.
+    /// it `destroying` (or `lost`, with what is left), for the next pass.
     async fn destroy(
         &self,
         config: &AutoScaleConfig,
@@ -375,6 +728,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                 .destroy(provider, instance_id)
                 .await
                 .or_else(ignore_not_found);
+            self.forget_listing(provider);
             if let Err(error) = destroyed {
                 self.record_error(server, &error.to_string()).await?;
                 return Err(failed("destroy-vm")(error));
@@ -415,7 +769,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
     }
 
     async fn record_error(&self, server: &Server, message: &str) -> Result<(), Failure> {
-        let message = message.to_string();
+        let message = cap_error(message);
         self.broker
             .update_server(server.id, |s| s.last_error = Some(message))
             .await
@@ -445,7 +799,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
     /// the computer of its host name in the config's OU, if its description names the
     /// server. Best effort: a directory that cannot be asked is logged, not waited for.
     async fn unrecorded_object(&self, config: &AutoScaleConfig, server: &Server) -> Option<String> {
-        let ldap = self.ldap_config(config).ok()?;
+        let ldap = self.ldap_config_of(config, server).ok()?;
         let dn = computer_dn(&server.hostname, config.ad_computer_ou_dn.as_deref()?);
         match self.directory.description(&ldap, &dn).await {
             Ok(Some(description)) if description == object_owner(server) => Some(dn),
@@ -457,37 +811,20 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         }
     }
 
-    /// The config's LDAP config, password included.
-    fn ldap_config(&self, config: &AutoScaleConfig) -> Result<LdapConfig, Failure> {
-        let name = config.ldap_config.as_deref().unwrap_or_default();
-        self.broker.ldap_config_stored(name).ok_or_else(|| Failure {
-            call: "ad",
-            message: format!("no LDAP config `{name}`"),
-        })
-    }
-
-    /// Before its VM: the server's AD computer object, with a fresh single-use password.
-    /// Creates it (under another host name if the name is taken by an object that is not
-    /// ours), or, if a crash lost the password of one already made, sets a new one. Answers
-    /// the server as updated and how its script joins the domain.
+    /// Before its VM: the server's AD computer object. Created (under another host name if
+    /// the name is taken by an object that is not ours) with a password nobody keeps: the
+    /// VM's bootstrap sets the one it joins with. An object of ours that a crash left
+    /// unrecorded is adopted. Answers the server as updated.
     async fn prepare_ad_account(
         &self,
         config: &AutoScaleConfig,
         server: &Server,
-    ) -> Result<(Server, AdJoin), Failure> {
+    ) -> Result<Server, Failure> {
+        if server.ad_computer_dn.is_some() {
+            return Ok(server.clone());
+        }
         let ldap = self.ldap_config_of(config, server)?;
         let ou = config.ad_computer_ou_dn.clone().unwrap_or_default();
-        let join = AdJoin {
-            password: random_password(),
-            domain: dns_domain(&ou).unwrap_or_default(),
-        };
-        if let Some(dn) = &server.ad_computer_dn {
-            self.directory
-                .set_password(&ldap, dn, &join.password)
-                .await
-                .map_err(failed("ad-set-password"))?;
-            return Ok((server.clone(), join));
-        }
         let owner = object_owner(server);
         let mut server = server.clone();
         let mut attempt = 0;
@@ -495,7 +832,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             attempt += 1;
             let created = self
                 .directory
-                .create_computer(&ldap, &ou, &server.hostname, &join.password, &owner)
+                .create_computer(&ldap, &ou, &server.hostname, &random_password(), &owner)
                 .await;
             match created {
                 Ok(dn) => break dn,
@@ -509,10 +846,6 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                     };
                     if description.as_deref() == Some(owner.as_str()) {
                         // Made by an earlier pass that crashed before recording it.
-                        self.directory
-                            .set_password(&ldap, &dn, &join.password)
-                            .await
-                            .map_err(failed("ad-set-password"))?;
                         break dn;
                     }
                     if attempt >= 4 {
@@ -531,9 +864,8 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             }
         };
         tracing::info!(server = %server.id, dn, "AD computer object created");
-        let recorded = Some(dn);
-        let through = Some(ldap.name.clone());
-        server = self
+        let (recorded, through) = (Some(dn.clone()), Some(ldap.name.clone()));
+        match self
             .broker
             .update_server(server.id, |s| {
                 s.ad_computer_dn = recorded;
@@ -541,8 +873,22 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             })
             .await
             .map_err(store_failure)?
-            .unwrap_or(server);
-        Ok((server, join))
+        {
+            Some(server) => Ok(server),
+            None => {
+                // The server was dropped meanwhile (its config deleted): so is its object.
+                if let Err(error) = self.directory.delete_computer(&ldap, &dn, false).await {
+                    tracing::warn!(
+                        dn,
+                        "cannot delete the object of a server deleted meanwhile: {error}"
+                    );
+                }
+                Err(Failure {
+                    call: "ad-create",
+                    message: format!("server {} was deleted meanwhile", server.id),
+                })
+            }
+        }
     }
 
     /// Render `server`'s startup script and ask the provider for its VM.
@@ -562,26 +908,27 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             now / 1000,
             deadline_ms.saturating_sub(now).div_ceil(1000).max(1),
         );
-        let (server, ad_join) = if config.create_ad_computer_record {
-            let (server, join) = self.prepare_ad_account(config, server).await?;
-            (server, Some(join))
+        let server = if config.create_ad_computer_record {
+            self.prepare_ad_account(config, server).await?
         } else {
-            (server.clone(), None)
+            server.clone()
         };
         let server = &server;
-        let upstream = self.upstream_auth_address(&config.zone);
-        let variables = script_values(config, server, &token, &upstream, ad_join.as_ref());
-        let registry = self.broker.registry().clone();
-        let (generator, os, template) = (
-            config.script_generator.clone(),
-            config.os,
-            config.startup_script.clone(),
-        );
-        let rendered = tokio::task::spawn_blocking(move || {
-            registry.render(&generator, os, &template, &variables)
-        })
-        .await
-        .map_err(failed("render"))?;
+        let upstream = self
+            .settings
+            .addresses
+            .upstream_auth_address(&self.broker, &config.zone);
+        let variables = script_values(config, server, &token, &upstream);
+        let rendered = self
+            .broker
+            .registry()
+            .render(
+                &config.script_generator,
+                config.os,
+                config.startup_script.clone(),
+                variables,
+            )
+            .await;
         let script = match rendered {
             Ok(Ok(script)) => script,
             Ok(Err(template)) => return Err(failed("render")(template)),
@@ -594,21 +941,40 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             os: config.os,
             startup_script: script,
             tags: vec![
+                (
+                    TAG_INSTALLATION.to_string(),
+                    self.broker.store().installation_id().to_string(),
+                ),
                 (TAG_SERVER.to_string(), server.id.to_string()),
                 (TAG_CONFIG.to_string(), config.name.clone()),
                 ("zonebroker:pool".to_string(), config.pool.clone()),
             ],
         };
+        // (A listing that misses the new VM is harmless: its server has the instance id,
+        // and a young VM is never taken for lost.)
         match self.cloud.create(provider, spec).await {
             Ok(vm) => {
                 let instance_id = vm.instance_id.clone();
-                self.broker
+                let recorded = self
+                    .broker
                     .update_server(server.id, |s| {
                         s.instance_id = Some(instance_id);
+                        s.vm_created_at_ms = Some(now_ms());
                         s.last_error = None;
                     })
                     .await
                     .map_err(store_failure)?;
+                if recorded.is_none() {
+                    // The server was dropped while its VM was made (its config deleted):
+                    // nothing would ever use or destroy the VM.
+                    tracing::warn!(server = %server.id, instance = vm.instance_id, "the server was deleted while its VM was created: destroying the VM");
+                    self.cloud
+                        .destroy(provider, &vm.instance_id)
+                        .await
+                        .or_else(ignore_not_found)
+                        .map_err(failed("destroy-vm"))?;
+                    return Ok(());
+                }
                 self.broker.metrics().vm_created(&config.name);
                 tracing::info!(server = %server.id, hostname = server.hostname, instance = vm.instance_id, "VM created");
                 Ok(())
@@ -646,22 +1012,6 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             }
         }
     }
-
-    /// The zone's `upstream_auth_address`, `$request_host$` standing for the broker's
-    /// address in that zone.
-    fn upstream_auth_address(&self, zone: &str) -> String {
-        let address = self
-            .settings
-            .broker_addresses
-            .get(zone)
-            .unwrap_or(&self.settings.default_broker_address);
-        match self.broker.zone(zone) {
-            Ok(zone) => zone
-                .upstream_auth_address
-                .replace(crate::domain::zone::REQUEST_HOST, address),
-            Err(_) => address.clone(),
-        }
-    }
 }
 
 /// The `description` of `server`'s computer object: how an object is known to be ours.
@@ -678,4 +1028,19 @@ fn ignore_not_found(error: ProviderError) -> Result<(), ProviderError> {
 
 fn store_failure(error: crate::broker::BrokerError) -> Failure {
     failed("store")(error)
+}
+
+/// The longest error text kept on a config or a server (a provider's answer can be long).
+const ERROR_TEXT_CAP: usize = 1024;
+
+/// `message`, cut to [`ERROR_TEXT_CAP`] bytes at a character boundary.
+fn cap_error(message: &str) -> String {
+    if message.len() <= ERROR_TEXT_CAP {
+        return message.to_string();
+    }
+    let mut end = ERROR_TEXT_CAP;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &message[..end], message.len())
 }

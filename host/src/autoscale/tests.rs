@@ -1,53 +1,108 @@
-//! The reconcile loop's directory steps with a fake cloud and a fake directory (the real
-//! ones are exercised end to end against moto and Samba in `tests/autoscale_moto.rs`): the
-//! cases a real directory cannot be steered into on demand.
+//! The reconcile loop, the bootstrap and the pool's single-use servers with a fake cloud
+//! and a fake directory (the real ones are exercised end to end against moto and Samba in
+//! `tests/autoscale_moto.rs`): the cases a real cloud or directory cannot be steered into on
+//! demand, and orderings a test must control.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::json;
+use tokio::sync::{Semaphore, mpsc, watch};
 
+use super::bootstrap::Bootstrapper;
 use super::cloud::Cloud;
 use super::directory::{Directory, DirectoryError};
 use super::reconciler::{Reconciler, ReconcilerSettings};
-use crate::broker::{Broker, BrokerConfig};
+use super::{BrokerAddresses, checkin};
+use crate::broker::{Broker, BrokerConfig, BrokerError, ServerCheckin, now_ms};
 use crate::domain::autoscale::{StoredProviderConfig, VmProviderConfig};
 use crate::domain::ldap::LdapConfig;
 use crate::domain::provider::{ProviderError, Vm, VmSpec, VmState};
+use crate::domain::session::SessionRequest;
+use crate::domain::zone::RequestOrigin;
 use crate::plugins::{PluginRuntime, Registry, RuntimeConfig, install_builtins};
 use crate::store::Store;
 
+/// A cloud in memory. Creates for a config with a gate wait for the test to open it.
 #[derive(Default)]
 struct FakeCloud {
     fail_create: AtomicBool,
     created: Mutex<Vec<VmSpec>>,
+    vms: Mutex<Vec<Vm>>,
+    /// Creates of these configs wait for a permit.
+    gates: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Told the config of every create call as it starts.
+    creating: Mutex<Option<mpsc::UnboundedSender<String>>>,
+}
+
+impl FakeCloud {
+    fn gate(&self, config: &str) -> Arc<Semaphore> {
+        self.gates
+            .lock()
+            .unwrap()
+            .entry(config.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(0)))
+            .clone()
+    }
 }
 
 impl Cloud for FakeCloud {
     async fn create(&self, _: &StoredProviderConfig, spec: VmSpec) -> Result<Vm, ProviderError> {
+        let config = spec
+            .tags
+            .iter()
+            .find(|(k, _)| k == "zonebroker:config")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        if let Some(tx) = &*self.creating.lock().unwrap() {
+            let _ = tx.send(config.clone());
+        }
+        let gate = self.gates.lock().unwrap().get(&config).cloned();
+        if let Some(gate) = gate {
+            gate.acquire().await.unwrap().forget();
+        }
         if self.fail_create.load(Ordering::SeqCst) {
             return Err(ProviderError::Quota("no capacity in the zone".into()));
         }
         let vm = Vm {
             instance_id: format!("i-{}", spec.server_id),
-            state: VmState::Pending,
+            state: VmState::Running,
             private_address: None,
             public_address: None,
             tags: spec.tags.clone(),
         };
+        self.vms.lock().unwrap().push(vm.clone());
         self.created.lock().unwrap().push(spec);
         Ok(vm)
     }
-    async fn destroy(&self, _: &StoredProviderConfig, _: &str) -> Result<(), ProviderError> {
+    async fn get(&self, _: &StoredProviderConfig, id: &str) -> Result<Vm, ProviderError> {
+        self.vms
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|vm| vm.instance_id == id)
+            .cloned()
+            .ok_or_else(|| ProviderError::NotFound(id.into()))
+    }
+    async fn destroy(&self, _: &StoredProviderConfig, id: &str) -> Result<(), ProviderError> {
+        self.vms.lock().unwrap().retain(|vm| vm.instance_id != id);
         Ok(())
     }
     async fn list(
         &self,
         _: &StoredProviderConfig,
-        _: (String, String),
+        (name, value): (String, String),
     ) -> Result<Vec<Vm>, ProviderError> {
-        Ok(Vec::new())
+        Ok(self
+            .vms
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|vm| vm.tag(&name) == Some(value.as_str()))
+            .cloned()
+            .collect())
     }
 }
 
@@ -65,6 +120,7 @@ enum Preexisting {
 struct FakeDirectory {
     objects: Mutex<HashMap<String, (String, String)>>,
     preexisting: Mutex<Preexisting>,
+    unreachable: AtomicBool,
 }
 
 impl FakeDirectory {
@@ -72,6 +128,7 @@ impl FakeDirectory {
         FakeDirectory {
             objects: Mutex::default(),
             preexisting: Mutex::new(preexisting),
+            unreachable: AtomicBool::new(false),
         }
     }
 }
@@ -113,10 +170,16 @@ impl Directory for FakeDirectory {
     }
     async fn set_password(
         &self,
-        _: &LdapConfig,
+        ldap: &LdapConfig,
         dn: &str,
         password: &str,
     ) -> Result<(), DirectoryError> {
+        if self.unreachable.load(Ordering::SeqCst) {
+            return Err(DirectoryError::Unreachable {
+                url: ldap.url.clone(),
+                message: "connection refused".into(),
+            });
+        }
         match self.objects.lock().unwrap().get_mut(dn) {
             Some(object) => {
                 object.1 = password.into();
@@ -183,6 +246,11 @@ async fn broker(dir: &tempfile::TempDir) -> Arc<Broker> {
         .await
         .unwrap();
     broker
+}
+
+/// A Windows config that creates AD computer records, one server.
+async fn windows_config(broker: &Broker) {
+    broker
         .create_autoscale_config(
             serde_json::from_value(json!({
                 "name": "win", "pool": "pool", "zone": "default", "connection_type": "rdp",
@@ -195,57 +263,186 @@ async fn broker(dir: &tempfile::TempDir) -> Arc<Broker> {
         )
         .await
         .unwrap();
-    broker
 }
 
-async fn one_pass(
-    preexisting: Preexisting,
-    fail_create: bool,
-) -> (
-    Arc<Broker>,
-    Arc<FakeCloud>,
-    Arc<FakeDirectory>,
-    tempfile::TempDir,
-) {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = broker(&dir).await;
-    let cloud = Arc::new(FakeCloud::default());
-    cloud.fail_create.store(fail_create, Ordering::SeqCst);
-    let directory = Arc::new(FakeDirectory::new(preexisting));
-    let reconciler = Reconciler::new(
-        broker.clone(),
-        cloud.clone(),
-        directory.clone(),
-        ReconcilerSettings {
-            interval: std::time::Duration::from_secs(3600),
-            broker_addresses: Default::default(),
-            default_broker_address: "127.0.0.1:8080".into(),
+/// A Linux config: `minimum` free slots, `per_server` slots per server.
+async fn linux_config(broker: &Broker, name: &str, minimum: u32, per_server: u32, reusable: bool) {
+    broker
+        .create_autoscale_config(
+            serde_json::from_value(json!({
+                "name": name, "pool": "pool", "zone": "default", "connection_type": "rdp",
+                "credential_type": "static", "connection_username": "kasm",
+                "connection_password": "p@ss w0rd", "reusable": reusable,
+                "minimum_available_sessions": minimum, "max_sessions_per_server": per_server,
+                "vm_provider_config": "cloud", "os": "linux",
+                "startup_script": "#!/bin/bash\nPASS={connection_password|sh}\ncurl -H 'Authorization: Bearer {checkin_jwt}' https://{upstream_auth_address}/\n",
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
+fn settings() -> ReconcilerSettings {
+    ReconcilerSettings {
+        interval: Duration::from_secs(3600),
+        addresses: BrokerAddresses {
+            default: "127.0.0.1:8080".into(),
+            ..BrokerAddresses::default()
         },
-    );
-    reconciler.pass().await;
-    (broker, cloud, directory, dir)
+    }
+}
+
+struct Setup {
+    broker: Arc<Broker>,
+    cloud: Arc<FakeCloud>,
+    directory: Arc<FakeDirectory>,
+    reconciler: Arc<Reconciler<FakeCloud, FakeDirectory>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn new(preexisting: Preexisting) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(&dir).await;
+        let cloud = Arc::new(FakeCloud::default());
+        let directory = Arc::new(FakeDirectory::new(preexisting));
+        let reconciler =
+            Reconciler::new(broker.clone(), cloud.clone(), directory.clone(), settings());
+        Setup {
+            broker,
+            cloud,
+            directory,
+            reconciler,
+            _dir: dir,
+        }
+    }
+
+    fn bootstrapper(&self) -> Bootstrapper<FakeDirectory> {
+        Bootstrapper::new(
+            self.broker.clone(),
+            self.directory.clone(),
+            settings().addresses,
+        )
+    }
+
+    /// The check-in token in the script of the VM created for `server`.
+    fn token_of(&self, server: uuid::Uuid) -> String {
+        let created = self.cloud.created.lock().unwrap();
+        let script = &created
+            .iter()
+            .find(|spec| spec.server_id == server.to_string())
+            .expect("a VM for the server")
+            .startup_script;
+        script
+            .split("Bearer ")
+            .nth(1)
+            .unwrap()
+            .split(['\'', ' ', '"'])
+            .next()
+            .unwrap()
+            .to_string()
+    }
+}
+
+async fn one_windows_pass(preexisting: Preexisting, fail_create: bool) -> Setup {
+    let setup = Setup::new(preexisting).await;
+    windows_config(&setup.broker).await;
+    setup.cloud.fail_create.store(fail_create, Ordering::SeqCst);
+    setup.reconciler.pass().await;
+    setup
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_object_comes_first_and_its_password_only_goes_into_the_script() {
-    let (broker, cloud, directory, _dir) = one_pass(Preexisting::Nothing, false).await;
-    let server = &broker.servers()[0];
+async fn the_object_comes_first_and_its_password_only_goes_to_the_bootstrap() {
+    let setup = one_windows_pass(Preexisting::Nothing, false).await;
+    let server = &setup.broker.servers()[0];
     let dn = server.ad_computer_dn.clone().expect("recorded");
-    let objects = directory.objects.lock().unwrap();
-    let (description, password) = &objects[&dn];
-    assert_eq!(description, &format!("zonebroker server {}", server.id));
-    let script = &cloud.created.lock().unwrap()[0].startup_script;
-    assert_eq!(
-        script,
-        &format!("join example.test {} '{password}'", server.hostname)
+    let description = setup.directory.objects.lock().unwrap()[&dn].0.clone();
+    assert_eq!(description, format!("zonebroker server {}", server.id));
+    let script = setup.cloud.created.lock().unwrap()[0]
+        .startup_script
+        .clone();
+    assert!(
+        script.ends_with(&format!(
+            "join example.test {} (Get-ZbVariable 'ad_join_credential')",
+            server.hostname
+        )),
+        "{script}"
     );
+    let first_password = setup.directory.objects.lock().unwrap()[&dn].1.clone();
+    assert!(
+        !script.contains(&first_password),
+        "no password in the script"
+    );
+
+    // The bootstrap sets a fresh password on the object and answers it, once.
+    let token = setup.token_of(server.id);
+    let variables = setup.bootstrapper().bootstrap(&token).await.unwrap();
+    let get = |name: &str| {
+        variables
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let password = get("ad_join_credential");
+    assert_eq!(password.len(), 32);
+    assert_ne!(password, first_password);
+    assert_eq!(setup.directory.objects.lock().unwrap()[&dn].1, password);
+    assert_eq!(get("domain"), "example.test");
+    assert_eq!(get("server_hostname"), server.hostname);
+    assert!(matches!(
+        setup.bootstrapper().bootstrap(&token).await,
+        Err(BrokerError::Unauthorized(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_the_directory_cannot_serve_changes_nothing_and_can_be_retried() {
+    let setup = one_windows_pass(Preexisting::Nothing, false).await;
+    let server = setup.broker.servers()[0].clone();
+    let token = setup.token_of(server.id);
+    setup.directory.unreachable.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        setup.bootstrapper().bootstrap(&token).await,
+        Err(BrokerError::Unavailable { .. })
+    ));
+    // Not fetched: no check-in yet.
+    let checkin = || ServerCheckin {
+        address: "10.0.0.7".into(),
+        port: None,
+    };
+    assert!(matches!(
+        setup.broker.server_checkin(&token, checkin()).await,
+        Err(BrokerError::Conflict {
+            code: "bootstrap_required",
+            ..
+        })
+    ));
+    setup.directory.unreachable.store(false, Ordering::SeqCst);
+    setup.bootstrapper().bootstrap(&token).await.unwrap();
+    setup
+        .broker
+        .server_checkin(&token, checkin())
+        .await
+        .unwrap();
+    // Spent by the check-in: neither step takes the token again.
+    assert!(matches!(
+        setup.broker.server_checkin(&token, checkin()).await,
+        Err(BrokerError::Unauthorized(_))
+    ));
+    assert!(matches!(
+        setup.bootstrapper().bootstrap(&token).await,
+        Err(BrokerError::Unauthorized(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_taken_by_another_computer_is_not_overwritten_the_server_is_renamed() {
-    let (broker, cloud, directory, _dir) = one_pass(Preexisting::Foreign, false).await;
-    let server = &broker.servers()[0];
-    let objects = directory.objects.lock().unwrap();
+    let setup = one_windows_pass(Preexisting::Foreign, false).await;
+    let server = &setup.broker.servers()[0];
+    let objects = setup.directory.objects.lock().unwrap();
     assert_eq!(objects.len(), 2, "theirs and ours");
     let theirs = objects
         .values()
@@ -258,34 +455,371 @@ async fn a_name_taken_by_another_computer_is_not_overwritten_the_server_is_renam
         format!("CN={},{OU}", server.hostname),
         "under its new name"
     );
-    assert_eq!(cloud.created.lock().unwrap()[0].hostname, server.hostname);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_object_a_crash_left_unrecorded_is_adopted_with_a_new_password() {
-    let (broker, cloud, directory, _dir) = one_pass(Preexisting::Ours, false).await;
-    let server = &broker.servers()[0];
-    let objects = directory.objects.lock().unwrap();
-    assert_eq!(objects.len(), 1);
-    let dn = server.ad_computer_dn.clone().unwrap();
-    assert_eq!(dn, format!("CN={},{OU}", server.hostname), "same name");
-    let password = &objects[&dn].1;
-    assert_ne!(password, "lost in the crash");
-    assert!(
-        cloud.created.lock().unwrap()[0]
-            .startup_script
-            .contains(password.as_str())
+    assert_eq!(
+        setup.cloud.created.lock().unwrap()[0].hostname,
+        server.hostname
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_a_crash_left_unrecorded_is_adopted_and_gets_its_password_at_bootstrap() {
+    let setup = one_windows_pass(Preexisting::Ours, false).await;
+    let server = setup.broker.servers()[0].clone();
+    let dn = server.ad_computer_dn.clone().unwrap();
+    assert_eq!(setup.directory.objects.lock().unwrap().len(), 1);
+    assert_eq!(dn, format!("CN={},{OU}", server.hostname), "same name");
+    let token = setup.token_of(server.id);
+    let variables = setup.bootstrapper().bootstrap(&token).await.unwrap();
+    let password = &setup.directory.objects.lock().unwrap()[&dn].1;
+    assert_ne!(password, "lost in the crash");
+    assert!(variables.contains(&("ad_join_credential".to_string(), password.clone())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vm_that_fails_to_create_leaves_no_object_behind() {
-    let (broker, cloud, directory, _dir) = one_pass(Preexisting::Nothing, true).await;
-    assert!(cloud.created.lock().unwrap().is_empty());
-    assert!(directory.objects.lock().unwrap().is_empty());
-    let server = &broker.servers()[0];
+    let setup = one_windows_pass(Preexisting::Nothing, true).await;
+    assert!(setup.cloud.created.lock().unwrap().is_empty());
+    assert!(setup.directory.objects.lock().unwrap().is_empty());
+    let server = &setup.broker.servers()[0];
     assert_eq!(server.ad_computer_dn, None);
     assert!(server.instance_id.is_none());
-    let status = broker.autoscale_config("win").unwrap().status;
+    let status = setup.broker.autoscale_config("win").unwrap().status;
     assert!(status.last_error.unwrap().starts_with("create-vm"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_hold_the_check_in_token_and_no_secret() {
+    let setup = Setup::new(Preexisting::Nothing).await;
+    linux_config(&setup.broker, "linux", 1, 1, true).await;
+    setup.reconciler.pass().await;
+    let server = setup.broker.servers()[0].clone();
+    let script = setup.cloud.created.lock().unwrap()[0]
+        .startup_script
+        .clone();
+    assert!(
+        !script.contains("p@ss") && !script.contains("w0rd"),
+        "{script}"
+    );
+    assert!(script.contains("PASS=\"$(zb_variable 'connection_password')\""));
+    let token = setup.token_of(server.id);
+    assert!(checkin::verify(setup.broker.store().checkin_key(), &token, now_ms() / 1000).is_ok());
+    let variables = setup.bootstrapper().bootstrap(&token).await.unwrap();
+    assert!(variables.contains(&("connection_password".into(), "p@ss w0rd".into())));
+    assert!(
+        variables.contains(&("upstream_auth_address".into(), "proxy".into())),
+        "the zone's default"
+    );
+    assert!(!variables.iter().any(|(name, _)| name == "checkin_jwt"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_config_whose_creates_hang_does_not_hold_up_another() {
+    let setup = Setup::new(Preexisting::Nothing).await;
+    let (creating_tx, mut creating) = mpsc::unbounded_channel();
+    *setup.cloud.creating.lock().unwrap() = Some(creating_tx);
+    let slow_gate = setup.cloud.gate("slow");
+    let (stop_tx, stop) = watch::channel(false);
+    let task = setup.reconciler.clone().spawn(stop);
+
+    // The slow config's create call starts, and hangs until the test releases it.
+    let mut next_create = async || {
+        tokio::time::timeout(Duration::from_secs(10), creating.recv())
+            .await
+            .expect("a create call")
+            .unwrap()
+    };
+    linux_config(&setup.broker, "slow", 1, 1, true).await;
+    assert_eq!(next_create().await, "slow");
+    // Meanwhile the other config's demand appears: it is served while "slow" hangs.
+    linux_config(&setup.broker, "fast", 1, 1, true).await;
+    assert_eq!(
+        next_create().await,
+        "fast",
+        "not held up by the hanging create"
+    );
+    let fast_has_its_vm = || {
+        setup
+            .broker
+            .servers()
+            .iter()
+            .any(|s| s.config.as_deref() == Some("fast") && s.instance_id.is_some())
+    };
+    while !fast_has_its_vm() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let slow = |s: &crate::broker::ServerView| s.config.as_deref() == Some("slow");
+    assert!(
+        setup
+            .broker
+            .servers()
+            .iter()
+            .filter(|s| slow(s))
+            .all(|s| s.instance_id.is_none()),
+        "the slow create is still in flight"
+    );
+    assert_eq!(slow_gate.available_permits(), 0);
+
+    // Released, the slow config completes; then the loop stops cleanly.
+    slow_gate.add_permits(1);
+    while !setup
+        .broker
+        .servers()
+        .iter()
+        .any(|s| slow(s) && s.instance_id.is_some())
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop_tx.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(setup.cloud.created.lock().unwrap().len(), 2);
+}
+
+/// A running server of `config`: its VM is created, fetches its variables and checks in.
+async fn running_server(setup: &Setup) -> uuid::Uuid {
+    setup.reconciler.pass().await;
+    let server = setup.broker.servers()[0].clone();
+    let token = setup.token_of(server.id);
+    setup.bootstrapper().bootstrap(&token).await.unwrap();
+    let checkin = ServerCheckin {
+        address: "10.0.0.7".into(),
+        port: None,
+    };
+    setup.broker.server_checkin(&token, checkin).await.unwrap();
+    server.id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_single_use_server_takes_no_session_after_one_ended_even_from_an_older_snapshot() {
+    let setup = Setup::new(Preexisting::Nothing).await;
+    linux_config(&setup.broker, "single", 3, 3, false).await;
+    let server = running_server(&setup).await;
+    // A strategy that takes its time (a few hundred milliseconds): placements hold their
+    // snapshot while a session ends.
+    let slow = setup
+        .broker
+        .registry()
+        .runtime()
+        .load(&zonebroker_test_support::fixture("slow_ascending"))
+        .unwrap();
+    setup
+        .broker
+        .registry()
+        .activate("slow-ascending", Arc::new(slow), false)
+        .unwrap();
+    setup
+        .broker
+        .update_zone(
+            "default",
+            serde_json::from_value(json!({"load_balance_strategy": "slow-ascending"})).unwrap(),
+        )
+        .await
+        .unwrap();
+    setup
+        .broker
+        .create_workspace(
+            serde_json::from_value(json!({"name": "desktop", "type": "pool", "pool": "pool"}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let origin = RequestOrigin::from_host_header("broker.example").unwrap();
+    let request = |user: &str| SessionRequest {
+        image: None,
+        workspace: Some("desktop".into()),
+        user: user.into(),
+    };
+    let first = setup
+        .broker
+        .request_session("default", &origin, request("first"))
+        .await
+        .unwrap();
+    assert_eq!(first.agent, server);
+
+    // Placements start (each ranks on a snapshot with two free slots); while they rank,
+    // the first session ends and spends the server.
+    let placements: Vec<_> = (0..3)
+        .map(|i| {
+            let broker = setup.broker.clone();
+            let origin = origin.clone();
+            let request = request(&format!("user{i}"));
+            tokio::spawn(async move { broker.request_session("default", &origin, request).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    setup.broker.delete_session(first.id).await.unwrap();
+    let mut placed = 1;
+    for placement in placements {
+        if let Ok(session) = placement.await.unwrap() {
+            assert_eq!(session.agent, server);
+            placed += 1;
+        }
+    }
+    // Before the first session ended the server had two free slots; after, none. So it
+    // ran at most its three slots' worth of sessions in all.
+    assert!(
+        placed <= 3,
+        "{placed} sessions on a three-slot single-use server"
+    );
+    let view = setup.broker.server(server).unwrap();
+    assert!(view.spent);
+    // And from now on, none at all.
+    assert!(
+        setup
+            .broker
+            .request_session("default", &origin, request("late"))
+            .await
+            .is_err()
+    );
+}
+
+fn vm(id: &str, tags: &[(&str, &str)]) -> Vm {
+    Vm {
+        instance_id: id.into(),
+        state: VmState::Running,
+        private_address: None,
+        public_address: None,
+        tags: tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_this_installations_vms_are_ever_destroyed() {
+    let setup = Setup::new(Preexisting::Nothing).await;
+    linux_config(&setup.broker, "linux", 0, 1, true).await;
+    let ours = setup.broker.store().installation_id().to_string();
+    let stranger = "7d0c3a52-0000-4000-8000-000000000000";
+    setup.cloud.vms.lock().unwrap().extend([
+        // Another broker's, same config name.
+        vm(
+            "i-theirs",
+            &[
+                ("zonebroker:installation", "another-installation"),
+                ("zonebroker:config", "linux"),
+                ("zonebroker:server-id", stranger),
+            ],
+        ),
+        // Hand-made, with a forged config tag.
+        vm(
+            "i-forged",
+            &[
+                ("zonebroker:config", "linux"),
+                ("zonebroker:server-id", stranger),
+            ],
+        ),
+        // Ours, that no record knows: an orphan.
+        vm(
+            "i-orphan",
+            &[
+                ("zonebroker:installation", &ours),
+                ("zonebroker:config", "linux"),
+                ("zonebroker:server-id", stranger),
+            ],
+        ),
+        // Ours, of a config that no longer exists.
+        vm(
+            "i-leftover",
+            &[
+                ("zonebroker:installation", &ours),
+                ("zonebroker:config", "deleted"),
+            ],
+        ),
+    ]);
+    let report = setup.reconciler.pass().await;
+    assert_eq!(report.orphans_destroyed, 2, "{report:?}");
+    let left: Vec<String> = setup
+        .cloud
+        .vms
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|vm| vm.instance_id.clone())
+        .collect();
+    assert_eq!(left, ["i-theirs", "i-forged"]);
+    let status = setup.broker.autoscale_config("linux").unwrap().status;
+    assert_eq!(status.unmanaged_vms.len(), 1, "{status:?}");
+    assert_eq!(status.unmanaged_vms[0].instance_id, "i-forged");
+    assert_eq!(
+        status.unmanaged_vms[0].problem,
+        crate::broker::VmProblem::NotOurs
+    );
+    assert_eq!(status.last_error, None);
+    // A later pass that does not list by the config tag keeps reporting it.
+    setup.reconciler.pass().await;
+    let status = setup.broker.autoscale_config("linux").unwrap().status;
+    assert_eq!(status.unmanaged_vms.len(), 1, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_vm_vanished_is_lost_its_sessions_end_and_it_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(&dir).await;
+    linux_config(&broker, "linux", 2, 2, true).await;
+    let cloud = Arc::new(FakeCloud::default());
+    let directory = Arc::new(FakeDirectory::new(Preexisting::Nothing));
+    let settings = ReconcilerSettings {
+        interval: Duration::from_millis(10),
+        ..settings()
+    };
+    let setup = Setup {
+        reconciler: Reconciler::new(broker.clone(), cloud.clone(), directory.clone(), settings),
+        broker,
+        cloud,
+        directory,
+        _dir: dir,
+    };
+    let server = running_server(&setup).await;
+    setup
+        .broker
+        .create_workspace(
+            serde_json::from_value(json!({"name": "desktop", "type": "pool", "pool": "pool"}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let origin = RequestOrigin::from_host_header("broker.example").unwrap();
+    let session = setup
+        .broker
+        .request_session(
+            "default",
+            &origin,
+            SessionRequest {
+                image: None,
+                workspace: Some("desktop".into()),
+                user: "ada".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(session.agent, server);
+
+    // The VM disappears behind the broker's back (past the listing grace period).
+    setup.cloud.vms.lock().unwrap().clear();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let report = setup.reconciler.pass().await;
+    assert_eq!(
+        (report.lost, report.destroyed, report.created),
+        (1, 1, 1),
+        "{report:?}"
+    );
+    assert!(
+        setup.broker.session(session.id).is_err(),
+        "its session ended"
+    );
+    let servers = setup.broker.servers();
+    assert_eq!(servers.len(), 1, "{servers:?}");
+    assert_ne!(servers[0].id, server, "a replacement");
+    assert_eq!(
+        servers[0].status,
+        crate::domain::autoscale::ServerStatus::Provisioning
+    );
+    let metrics = setup.broker.metrics().render();
+    assert!(
+        metrics.contains(
+            r#"zonebroker_autoscale_vms_destroyed_total{config="linux",reason="lost"} 1"#
+        ),
+        "{metrics}"
+    );
 }

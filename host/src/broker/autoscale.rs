@@ -9,9 +9,9 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::{Broker, BrokerError, Inventory, run_blocking};
+use super::{Broker, BrokerError, Inventory};
 use crate::domain::autoscale::{
-    AutoScaleConfig, Pool, ServerStatus, StoredProviderConfig, VmProviderConfig, Workspace,
+    AutoScaleConfig, Pool, Server, ServerStatus, StoredProviderConfig, VmProviderConfig, Workspace,
     WorkspaceType, sample_variables,
 };
 use crate::domain::ldap::LdapConfig;
@@ -33,6 +33,30 @@ pub struct ConfigStatus {
     pub available_sessions: u32,
     /// Its servers that are not being destroyed.
     pub servers: u32,
+    /// VMs its passes found and left alone or could not destroy: an operator should look.
+    pub unmanaged_vms: Vec<UnmanagedVm>,
+}
+
+/// A VM a reconcile pass found and did not manage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct UnmanagedVm {
+    /// The provider's id of the VM.
+    pub instance_id: String,
+    pub problem: VmProblem,
+    /// What the pass saw, for a human.
+    pub message: String,
+}
+
+/// Why a VM is listed in [`ConfigStatus::unmanaged_vms`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VmProblem {
+    /// It carries the config's tag but not this installation's, and no server of the config
+    /// names it: somebody else's (or forged), never touched.
+    NotOurs,
+    /// Ours and to be destroyed, but the provider refused (termination protection, ...):
+    /// retried every pass.
+    DestroyFailed,
 }
 
 /// An AutoScale config as the API shows it: secrets blanked, with its status.
@@ -351,7 +375,7 @@ impl Broker {
         &self,
         config: AutoScaleConfig,
     ) -> Result<AutoScaleConfigView, BrokerError> {
-        self.check_autoscale_config(&config)?;
+        self.check_autoscale_config(&config).await?;
         let view = {
             let mut inventory = self.write();
             refuse_existing(
@@ -392,7 +416,7 @@ impl Broker {
         if config.name != name {
             return Err(FieldError::new("name", "a config cannot be renamed").into());
         }
-        self.check_autoscale_config(&config)?;
+        self.check_autoscale_config(&config).await?;
         let view = {
             let mut inventory = self.write();
             if !inventory.autoscale_configs.contains_key(name) {
@@ -420,40 +444,72 @@ impl Broker {
         Ok(view)
     }
 
-    /// Delete an AutoScale config whose servers are all gone (disable it first and let the
-    /// reconcile loop drain them, or delete them).
+    /// Delete an AutoScale config with no VM and no directory object left. Its server
+    /// records that never got either (every create failed, say) go with it; a server with a
+    /// VM or an object must be drained first, and the 409 names each.
     pub async fn delete_autoscale_config(&self, name: &str) -> Result<(), BrokerError> {
-        {
+        let dropped = {
             let mut inventory = self.write();
             if !inventory.autoscale_configs.contains_key(name) {
                 return Err(not_found("AutoScale config", name));
             }
-            let users = inventory
+            let servers: Vec<Server> = inventory
                 .server_ids_of(name)
-                .map(|id| &inventory.servers[id].server)
-                .map(|s| format!("server `{}` ({:?})", s.hostname, s.status))
-                .collect::<Vec<_>>();
-            in_use("AutoScale config", name, &users)?;
+                .map(|id| inventory.servers[id].server.clone())
+                .collect();
+            let holding: Vec<String> = servers
+                .iter()
+                .filter(|s| s.instance_id.is_some() || s.ad_computer_dn.is_some())
+                .map(|s| {
+                    let what = match (&s.instance_id, &s.ad_computer_dn) {
+                        (Some(instance), _) => format!("VM {instance}"),
+                        (None, _) => "a directory object".to_string(),
+                    };
+                    format!("`{}` ({}, {what})", s.id, s.status.as_str())
+                })
+                .collect();
+            if !holding.is_empty() {
+                return Err(BrokerError::Conflict {
+                    code: "in_use",
+                    message: format!(
+                        "AutoScale config `{name}` still has servers with a VM or directory object: {}. \
+                         Set its `minimum_available_sessions` to 0 (or `enabled` to false) and wait for them to drain, \
+                         or remove each with DELETE /api/v1/servers/{{id}} (`?force=true` ends its sessions)",
+                        holding.join(", ")
+                    ),
+                });
+            }
+            // Records first: a crash in between leaves the config, and a retry finishes.
+            for server in &servers {
+                self.store.delete_server(server.id)?;
+                inventory.remove_server(server.id);
+            }
             self.store.delete_autoscale_config(name)?;
             inventory.autoscale_configs.remove(name);
             inventory.config_status.remove(name);
-        }
+            servers.len()
+        };
         self.commit().await?;
-        tracing::info!(config = name, "AutoScale config deleted");
+        tracing::info!(
+            config = name,
+            dropped_servers = dropped,
+            "AutoScale config deleted"
+        );
         Ok(())
     }
 
     /// The fields and plugin-backed checks (the template renders with sample values).
-    fn check_autoscale_config(&self, config: &AutoScaleConfig) -> Result<(), BrokerError> {
+    async fn check_autoscale_config(&self, config: &AutoScaleConfig) -> Result<(), BrokerError> {
         config.validate()?;
-        let rendered = run_blocking(|| {
-            self.registry.render(
+        let rendered = self
+            .registry
+            .render(
                 &config.script_generator,
                 config.os,
-                &config.startup_script,
-                &sample_variables(config.os),
+                config.startup_script.clone(),
+                sample_variables(config.os),
             )
-        });
+            .await;
         match rendered {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(template)) => {

@@ -22,9 +22,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 pub use agents::AgentState;
-pub use autoscale::{AutoScaleConfigView, ConfigStatus};
+pub use autoscale::{AutoScaleConfigView, ConfigStatus, UnmanagedVm, VmProblem};
 pub use plugins::{ActivationView, PluginView, UploadError, UploadView, UsedBy, VersionView};
-pub use servers::{ServerCheckin, ServerEntry, ServerView};
+pub use servers::{Removal, ServerCheckin, ServerEntry, ServerView};
 
 use crate::domain::autoscale::{AutoScaleConfig, Pool, StoredProviderConfig, Workspace};
 use crate::domain::capacity::Usage;
@@ -71,6 +71,10 @@ pub enum BrokerError {
     NoCapacity { what: String },
     #[error("{0}")]
     Unauthorized(String),
+    /// Something the operation needs (a directory, a cloud) cannot be reached now; the
+    /// same request may succeed later.
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
     #[error(transparent)]
     Upload(#[from] UploadError),
     #[error(transparent)]
@@ -100,6 +104,9 @@ struct Inventory {
     servers_by_config: HashMap<String, BTreeSet<Uuid>>,
     workspaces: BTreeMap<String, Workspace>,
     ldap_configs: BTreeMap<String, LdapConfig>,
+    /// Servers whose bootstrap is under way (one at a time per server: a token is answered
+    /// at most once).
+    bootstrap_claims: std::collections::HashSet<Uuid>,
 }
 
 /// The server's state and operations.

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{Broker, BrokerError, Inventory, now_ms};
 use crate::autoscale::checkin;
-use crate::domain::autoscale::{Server, ServerStatus, StaticServer, hostname};
+use crate::domain::autoscale::{AutoScaleConfig, Server, ServerStatus, StaticServer, hostname};
 use crate::domain::capacity::Usage;
 use crate::domain::timestamp::rfc3339;
 use crate::domain::validation::{self, FieldError};
@@ -83,13 +83,9 @@ impl ServerEntry {
         }
     }
 
-    /// Sessions running on it (a closed server's marker counts as none).
+    /// Sessions running on it.
     pub fn sessions(&self) -> u32 {
-        if self.usage == Usage::CLOSED {
-            0
-        } else {
-            self.usage.sessions
-        }
+        self.usage.sessions
     }
 }
 
@@ -148,6 +144,10 @@ impl Broker {
             last_error: None,
             ad_computer_dn: None,
             ad_ldap_config: None,
+            installation_tagged: false,
+            bootstrap_required: false,
+            bootstrapped_at_ms: None,
+            vm_created_at_ms: None,
         };
         let view = {
             let mut inventory = self.write();
@@ -165,43 +165,190 @@ impl Broker {
         Ok(view)
     }
 
-    /// Remove a static server without sessions. (Auto-scaled servers belong to their
-    /// config: the reconcile loop destroys them.)
-    pub async fn delete_static_server(&self, id: Uuid) -> Result<(), BrokerError> {
-        {
+    /// An operator removes server `id`. A static server goes at once if it runs no
+    /// session (with `force`, its sessions are ended first). An auto-scaled server is
+    /// drained: it takes no new session from now on, and the reconcile loop destroys it
+    /// (VM, directory object, record) once its sessions are over; with `force`, they are
+    /// ended now. Answers what happened.
+    pub async fn remove_server(&self, id: Uuid, force: bool) -> Result<Removal, BrokerError> {
+        let (removal, config) = {
             let mut inventory = self.write();
             let entry = inventory.servers.get(&id).ok_or_else(|| not_found(id))?;
-            if let Some(config) = &entry.server.config {
+            let config = entry.server.config.clone();
+            if config.is_none() && !force && entry.sessions() > 0 {
                 return Err(BrokerError::Conflict {
-                    code: "autoscaled_server",
+                    code: "server_in_use",
                     message: format!(
-                        "server `{id}` belongs to AutoScale config `{config}`: lower its minimum or disable it"
+                        "server `{id}` runs {} session(s): end them, or remove it with `force=true`",
+                        entry.sessions()
                     ),
                 });
             }
-            if !self.store.close_if_idle(id)? {
-                return Err(BrokerError::Conflict {
-                    code: "server_in_use",
-                    message: format!("server `{id}` runs sessions"),
-                });
+            if force {
+                self.end_sessions_on(&mut inventory, id, "its server is removed by an operator")?;
             }
-            self.store.delete_server(id)?;
-            inventory.remove_server(id);
-        }
+            let entry = &inventory.servers[&id];
+            match &config {
+                None => {
+                    if !self.store.close_if_idle(id)? {
+                        return Err(BrokerError::Conflict {
+                            code: "server_in_use",
+                            message: format!("server `{id}` got a session meanwhile: try again"),
+                        });
+                    }
+                    self.store.delete_server(id)?;
+                    inventory.remove_server(id);
+                    (Removal::Removed, None)
+                }
+                Some(_) => {
+                    let mut server = entry.server.clone();
+                    if matches!(
+                        server.status,
+                        ServerStatus::Provisioning | ServerStatus::Running
+                    ) {
+                        server.status = ServerStatus::Draining;
+                        server.status_changed_at_ms = now_ms();
+                    }
+                    let usage = self.store.close(id)?;
+                    self.store.put_server(&server)?;
+                    let entry = inventory.servers.get_mut(&id).expect("checked above");
+                    entry.usage = usage;
+                    entry.server = server;
+                    (Removal::Draining(Box::new(entry.view())), config)
+                }
+            }
+        };
         self.commit().await?;
+        match &removal {
+            Removal::Removed => tracing::info!(server = %id, force, "static server removed"),
+            Removal::Draining(view) => {
+                tracing::info!(server = %id, hostname = view.hostname, sessions = view.sessions, force, "server draining on an operator's request: destroyed once its sessions end");
+                self.demand_changed(config);
+            }
+        }
+        Ok(removal)
+    }
+
+    /// End every session on server `id` now (its server is lost or removed), and leave it
+    /// closed to new ones. Under the inventory lock; the caller commits.
+    fn end_sessions_on(
+        &self,
+        inventory: &mut Inventory,
+        id: Uuid,
+        why: &str,
+    ) -> Result<(), BrokerError> {
+        let ended: Vec<Uuid> = inventory
+            .sessions
+            .values()
+            .filter(|s| s.agent == id)
+            .map(|s| s.id)
+            .collect();
+        for session in &ended {
+            self.store.remove_session(*session)?;
+            inventory.remove_session(*session);
+            tracing::warn!(session = %session, server = %id, "session ended: {why}");
+        }
+        let usage = self.store.close_emptied(id)?;
+        if let Some(entry) = inventory.servers.get_mut(&id) {
+            entry.usage = usage;
+        }
         Ok(())
     }
 
+    /// The VM of server `id` is gone: it takes no more sessions, its sessions are ended,
+    /// and it is marked `lost` for the reconcile loop to clean up and replace. Answers how
+    /// many sessions ended.
+    pub(crate) async fn mark_lost(&self, id: Uuid, why: &str) -> Result<u32, BrokerError> {
+        let ended = {
+            let mut inventory = self.write();
+            let Some(entry) = inventory.servers.get(&id) else {
+                return Ok(0);
+            };
+            let sessions = entry.sessions();
+            let mut server = entry.server.clone();
+            self.end_sessions_on(&mut inventory, id, "its server's VM is gone")?;
+            server.status = ServerStatus::Lost;
+            server.status_changed_at_ms = now_ms();
+            server.last_error = Some(why.to_string());
+            self.store.put_server(&server)?;
+            inventory.put_server(server);
+            sessions
+        };
+        self.commit().await?;
+        Ok(ended)
+    }
+
+    /// A booting VM asks for its variables with its `checkin_jwt`: if the token is ours,
+    /// unexpired, and names a server that waits for exactly this token and has not fetched
+    /// them yet, the server is claimed for the bootstrap until the claim is completed or
+    /// dropped (so two requests with one token cannot both get an answer).
+    pub(crate) fn claim_bootstrap(&self, token: &str) -> Result<BootstrapClaim<'_>, BrokerError> {
+        let claims = self.verify_checkin_token(token)?;
+        let mut inventory = self.write();
+        let server = inventory.waiting_server(&claims)?.clone();
+        if server.bootstrapped_at_ms.is_some() || !inventory.bootstrap_claims.insert(server.id) {
+            return Err(token_refused());
+        }
+        let config = server
+            .config
+            .as_ref()
+            .and_then(|name| inventory.autoscale_configs.get(name))
+            .cloned();
+        let Some(config) = config else {
+            inventory.bootstrap_claims.remove(&server.id);
+            return Err(token_refused());
+        };
+        Ok(BootstrapClaim {
+            broker: self,
+            server,
+            config,
+        })
+    }
+
+    /// Record that the claimed server fetched its variables (durably, before they are
+    /// answered): the token takes no second bootstrap. Answers the server as recorded.
+    pub(crate) async fn complete_bootstrap(
+        &self,
+        claim: BootstrapClaim<'_>,
+    ) -> Result<Server, BrokerError> {
+        let server = {
+            let mut inventory = self.write();
+            let id = claim.server.id;
+            let Some(entry) = inventory.servers.get(&id) else {
+                return Err(token_refused());
+            };
+            if entry.server.status != ServerStatus::Provisioning
+                || entry.server.checkin_token_id != claim.server.checkin_token_id
+                || entry.server.bootstrapped_at_ms.is_some()
+            {
+                return Err(token_refused());
+            }
+            let mut server = entry.server.clone();
+            server.bootstrapped_at_ms = Some(now_ms());
+            self.store.put_server(&server)?;
+            inventory.put_server(server.clone());
+            server
+        };
+        drop(claim);
+        self.commit().await?;
+        tracing::info!(server = %server.id, hostname = server.hostname, "server fetched its variables");
+        Ok(server)
+    }
+
+    fn verify_checkin_token(&self, token: &str) -> Result<checkin::Claims, BrokerError> {
+        checkin::verify(self.store.checkin_key(), token, now_ms() / 1000)
+            .map_err(|e| BrokerError::Unauthorized(format!("check-in token refused: {e}")))
+    }
+
     /// A booted VM presents its `checkin_jwt`: if it is ours, unexpired, names a server that
-    /// waits for exactly this token, the server records its address and starts taking
-    /// sessions. The token is spent by its first use.
+    /// waits for exactly this token and has fetched its variables, the server records its
+    /// address and starts taking sessions. The token is spent by its first check-in.
     pub async fn server_checkin(
         &self,
         token: &str,
         checkin: ServerCheckin,
     ) -> Result<ServerView, BrokerError> {
-        let claims = checkin::verify(self.store.checkin_key(), token, now_ms() / 1000)
-            .map_err(|e| BrokerError::Unauthorized(format!("check-in token refused: {e}")))?;
+        let claims = self.verify_checkin_token(token)?;
         let address = checkin
             .address
             .trim_start_matches('[')
@@ -210,23 +357,17 @@ impl Broker {
         if checkin.port == Some(0) {
             return Err(FieldError::new("port", "from 1 to 65535").into());
         }
-        let refused = || {
-            BrokerError::Unauthorized(
-                "check-in token refused: it was used already or its server no longer waits for it"
-                    .into(),
-            )
-        };
-        let id = Uuid::parse_str(&claims.sub).map_err(|_| refused())?;
         let view = {
             let mut inventory = self.write();
-            let entry = inventory.servers.get(&id).ok_or_else(refused)?;
-            if entry.server.status != ServerStatus::Provisioning
-                || entry.server.checkin_token_id.as_deref() != Some(claims.jti.as_str())
-            {
-                return Err(refused());
+            let waiting = inventory.waiting_server(&claims)?;
+            if waiting.bootstrap_required && waiting.bootstrapped_at_ms.is_none() {
+                return Err(BrokerError::Conflict {
+                    code: "bootstrap_required",
+                    message: "the server has not fetched its variables: POST /api/v1/servers/bootstrap with this token first".into(),
+                });
             }
             let now = now_ms();
-            let mut server = entry.server.clone();
+            let mut server = waiting.clone();
             server.address = Some(address.to_string());
             if let Some(port) = checkin.port {
                 server.port = port;
@@ -240,8 +381,8 @@ impl Broker {
             inventory.put_server(server)
         };
         self.commit().await?;
-        self.demand_changed_on_server(id);
-        tracing::info!(server = %id, hostname = view.hostname, address = view.address, "server checked in");
+        self.demand_changed_on_server(view.id);
+        tracing::info!(server = %view.id, hostname = view.hostname, address = view.address, "server checked in");
         Ok(view)
     }
 
@@ -286,6 +427,10 @@ impl Broker {
                 last_error: None,
                 ad_computer_dn: None,
                 ad_ldap_config: None,
+                installation_tagged: true,
+                bootstrap_required: true,
+                bootstrapped_at_ms: None,
+                vm_created_at_ms: None,
             };
             self.store.put_server(&server)?;
             inventory.put_server(server.clone());
@@ -336,11 +481,14 @@ impl Broker {
             let Some(entry) = inventory.servers.get_mut(&id) else {
                 return Ok(false);
             };
-            if entry.server.status != ServerStatus::Destroying {
+            if !matches!(
+                entry.server.status,
+                ServerStatus::Destroying | ServerStatus::Lost
+            ) {
                 if !self.store.close_if_idle(id)? {
                     return Ok(false);
                 }
-                entry.usage = Usage::CLOSED;
+                entry.usage = entry.usage.closed();
                 entry.server.status = ServerStatus::Destroying;
                 entry.server.status_changed_at_ms = now_ms();
                 self.store.put_server(&entry.server)?;
@@ -361,7 +509,49 @@ impl Broker {
     }
 }
 
+/// What `DELETE /servers/{id}` did.
+#[derive(Debug)]
+pub enum Removal {
+    /// A static server, gone.
+    Removed,
+    /// An auto-scaled server, now draining (destroyed once its sessions end).
+    Draining(Box<ServerView>),
+}
+
+/// A server claimed for its bootstrap (see [`Broker::claim_bootstrap`]); the claim is
+/// released when this is dropped, so a failed or abandoned bootstrap can be retried.
+pub(crate) struct BootstrapClaim<'a> {
+    broker: &'a Broker,
+    pub server: Server,
+    pub config: AutoScaleConfig,
+}
+
+impl Drop for BootstrapClaim<'_> {
+    fn drop(&mut self) {
+        self.broker.write().bootstrap_claims.remove(&self.server.id);
+    }
+}
+
+fn token_refused() -> BrokerError {
+    BrokerError::Unauthorized(
+        "check-in token refused: it was used already or its server no longer waits for it".into(),
+    )
+}
+
 impl Inventory {
+    /// The provisioning server a valid check-in token names, if it still waits for that
+    /// very token.
+    fn waiting_server(&self, claims: &checkin::Claims) -> Result<&Server, BrokerError> {
+        let id = Uuid::parse_str(&claims.sub).map_err(|_| token_refused())?;
+        let entry = self.servers.get(&id).ok_or_else(token_refused)?;
+        if entry.server.status != ServerStatus::Provisioning
+            || entry.server.checkin_token_id.as_deref() != Some(claims.jti.as_str())
+        {
+            return Err(token_refused());
+        }
+        Ok(&entry.server)
+    }
+
     /// Insert or replace a server record, keeping its usage. Answers its view.
     fn put_server(&mut self, server: Server) -> ServerView {
         match self.servers.get_mut(&server.id) {
@@ -391,7 +581,7 @@ impl Inventory {
         self.servers.insert(entry.server.id, entry);
     }
 
-    fn remove_server(&mut self, id: Uuid) {
+    pub(super) fn remove_server(&mut self, id: Uuid) {
         let Some(entry) = self.servers.remove(&id) else {
             return;
         };

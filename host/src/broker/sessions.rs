@@ -210,7 +210,13 @@ impl Broker {
         };
         let session = {
             let mut inventory = self.write();
-            let Some(entry) = inventory.servers.get(&server_id) else {
+            // Gone, or closed (spent, draining, lost) since the reservation: it takes no
+            // new session, whatever the snapshot said.
+            let Some(entry) = inventory
+                .servers
+                .get(&server_id)
+                .filter(|e| e.server.takes_sessions())
+            else {
                 drop(inventory);
                 self.store.release(server_id, &demand)?;
                 return Err(BrokerError::NoCapacity {
@@ -362,9 +368,11 @@ impl Broker {
             }
             self.store.remove_session(id)?;
             let session = inventory.remove_session(id).expect("checked above");
-            let usage = self.store.release(session.agent, &session.demand)?;
             match session.host_kind {
-                HostKind::Agent => inventory.set_usage(session.agent, usage),
+                HostKind::Agent => {
+                    let usage = self.store.release(session.agent, &session.demand)?;
+                    inventory.set_usage(session.agent, usage);
+                }
                 HostKind::Server => {
                     let reusable = inventory
                         .servers
@@ -372,6 +380,14 @@ impl Broker {
                         .and_then(|e| e.server.config.as_ref())
                         .and_then(|name| inventory.autoscale_configs.get(name))
                         .is_none_or(|config| config.reusable);
+                    // A single-use server closes in the same atomic step that frees the
+                    // slot: a placement ranked on an older snapshot cannot reserve it.
+                    let usage = if reusable {
+                        self.store.release(session.agent, &session.demand)?
+                    } else {
+                        self.store
+                            .release_and_close(session.agent, &session.demand)?
+                    };
                     if let Some(entry) = inventory.servers.get_mut(&session.agent) {
                         entry.usage = usage;
                         let mut server = entry.server.clone();

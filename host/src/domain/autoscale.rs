@@ -303,26 +303,55 @@ impl AutoScaleConfig {
     }
 }
 
-/// The values a template is rendered with when a config is saved, for every variable of
-/// `os`. Values an operator or a directory supplies (credentials) get characters every shell
-/// interprets, so a template that uses them unquoted is refused at save time rather than
-/// at boot; values the broker makes (token, ids, addresses) have their real shape, which no
-/// shell interprets.
-pub fn sample_variables(os: Os) -> Vec<(String, String)> {
-    let value = |name: &str| -> String {
-        match name {
-            "checkin_jwt" => "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzYW1wbGUifQ.c2lnbmF0dXJl".into(),
-            "domain" => "corp.example.com".into(),
-            "server_id" => "00000000-0000-4000-8000-000000000000".into(),
-            "server_hostname" => "zb-00000000".into(),
-            "upstream_auth_address" => "broker.example.com:443".into(),
-            other => format!("sample {other} 'with' \"quotes\" $(x) `y` ;&|<>"),
-        }
-    };
-    AutoScaleConfig::script_variables(os)
+/// The variables whose values never go into a startup script: a VM reads user data that
+/// any user of it may read too, so it fetches these at boot (`POST /servers/bootstrap`).
+pub const SECRET_VARIABLES: &[&str] = &["ad_join_credential", "connection_password"];
+
+/// The extra pair the host passes to a script generator, naming (comma-separated) the
+/// variables it offers without their values: the generator renders each use of one as code
+/// that fetches the value at boot, and starts every script with that fetch (the bootstrap
+/// step a check-in requires). Its name is not a template variable.
+pub const BOOT_SECRETS_PAIR: &str = "zonebroker:boot-secrets";
+
+/// What a script generator is given for `os`: every variable of the OS, the secret ones
+/// with empty values and named in [`BOOT_SECRETS_PAIR`], so that no secret can reach a
+/// script whatever the template or the generator does.
+fn render_pairs(os: Os, value: impl Fn(&str) -> String) -> Vec<(String, String)> {
+    let names = AutoScaleConfig::script_variables(os);
+    let mut pairs: Vec<(String, String)> = names
         .iter()
-        .map(|name| (name.to_string(), value(name)))
-        .collect()
+        .map(|name| {
+            let value = if SECRET_VARIABLES.contains(name) {
+                String::new()
+            } else {
+                value(name)
+            };
+            (name.to_string(), value)
+        })
+        .collect();
+    let deferred: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|name| SECRET_VARIABLES.contains(name))
+        .collect();
+    pairs.push((BOOT_SECRETS_PAIR.to_string(), deferred.join(",")));
+    pairs
+}
+
+/// The values a template is rendered with when a config is saved, for every variable of
+/// `os`. Values an operator supplies (the user name) get characters every shell interprets,
+/// so a template that uses them unquoted is refused at save time rather than at boot;
+/// values the broker makes (token, ids, addresses) have their real shape, which no shell
+/// interprets. Secrets are offered as at a real render: fetched at boot.
+pub fn sample_variables(os: Os) -> Vec<(String, String)> {
+    render_pairs(os, |name| match name {
+        "checkin_jwt" => "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzYW1wbGUifQ.c2lnbmF0dXJl".into(),
+        "domain" => "corp.example.com".into(),
+        "server_id" => "00000000-0000-4000-8000-000000000000".into(),
+        "server_hostname" => "zb-00000000".into(),
+        "upstream_auth_address" => "broker.example.com:443".into(),
+        other => format!("sample {other} 'with' \"quotes\" $(x) `y` ;&|<>"),
+    })
 }
 
 /// A server's host name: `{prefix}-{the first hex digits of its id}`, at most 15 characters
@@ -333,18 +362,34 @@ pub fn hostname(prefix: &str, id: Uuid) -> String {
 }
 
 /// How a server joins Active Directory: its pre-created computer account's single-use
-/// password and the directory's DNS domain.
+/// password (set when the VM fetches it) and the directory's DNS domain.
 pub struct AdJoin {
     pub password: String,
     pub domain: String,
 }
 
-/// The values of a server's startup-script variables (only those its OS allows).
-/// `ad_join_credential` and `domain` are empty unless the config creates AD computer records.
+/// What a script generator renders `server`'s startup script with: the non-secret
+/// variables of its OS with their values (the check-in token among them), the secret ones
+/// deferred to boot (see [`render_pairs`]).
 pub fn script_values(
     config: &AutoScaleConfig,
     server: &Server,
     checkin_jwt: &str,
+    upstream_auth_address: &str,
+) -> Vec<(String, String)> {
+    let values = server_variables(config, server, upstream_auth_address, None);
+    render_pairs(config.os, |name| match name {
+        "checkin_jwt" => checkin_jwt.to_string(),
+        other => lookup(&values, other),
+    })
+}
+
+/// What `POST /servers/bootstrap` answers a booting VM: every variable of its OS (secrets
+/// included, the check-in token left out: the VM has it). `ad_join_credential` and `domain`
+/// are empty unless the config creates AD computer records.
+pub fn server_variables(
+    config: &AutoScaleConfig,
+    server: &Server,
     upstream_auth_address: &str,
     ad_join: Option<&AdJoin>,
 ) -> Vec<(String, String)> {
@@ -355,21 +400,40 @@ pub fn script_values(
         ),
         CredentialType::Sso => (String::new(), String::new()),
     };
+    let domain = ad_join.map(|j| j.domain.clone()).unwrap_or_else(|| {
+        if config.create_ad_computer_record {
+            config
+                .ad_computer_ou_dn
+                .as_deref()
+                .and_then(super::ldap::dns_domain)
+                .unwrap_or_default()
+        } else {
+            String::new()
+        }
+    });
     let value = |name: &str| match name {
-        "checkin_jwt" => checkin_jwt.to_string(),
         "connection_username" => username.clone(),
         "connection_password" => password.clone(),
         "server_id" => server.id.to_string(),
         "server_hostname" => server.hostname.clone(),
         "upstream_auth_address" => upstream_auth_address.to_string(),
         "ad_join_credential" => ad_join.map(|j| j.password.clone()).unwrap_or_default(),
-        "domain" => ad_join.map(|j| j.domain.clone()).unwrap_or_default(),
+        "domain" => domain.clone(),
         _ => String::new(),
     };
     AutoScaleConfig::script_variables(config.os)
         .iter()
+        .filter(|name| **name != "checkin_jwt")
         .map(|name| (name.to_string(), value(name)))
         .collect()
+}
+
+fn lookup(pairs: &[(String, String)], name: &str) -> String {
+    pairs
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
 }
 
 /// A server's lifecycle.
@@ -386,6 +450,23 @@ pub enum ServerStatus {
     Destroying,
     /// Could not be created.
     Failed,
+    /// Its VM is gone (terminated behind the broker's back, reclaimed): takes no sessions,
+    /// its sessions are ended, and it is cleaned up and replaced.
+    Lost,
+}
+
+impl ServerStatus {
+    /// The status as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerStatus::Provisioning => "provisioning",
+            ServerStatus::Running => "running",
+            ServerStatus::Draining => "draining",
+            ServerStatus::Destroying => "destroying",
+            ServerStatus::Failed => "failed",
+            ServerStatus::Lost => "lost",
+        }
+    }
 }
 
 /// A server: a VM an AutoScale config created, or a static one an operator added.
@@ -423,6 +504,21 @@ pub struct Server {
     /// The LDAP config its computer object was made through (deleted through it too).
     #[serde(default)]
     pub ad_ldap_config: Option<String>,
+    /// Its VM carries this installation's tag. False only for records from before
+    /// installation tags existed (their VMs are found by their config's tag instead).
+    #[serde(default)]
+    pub installation_tagged: bool,
+    /// Its VM must fetch its variables (`POST /servers/bootstrap`) before it may check in.
+    /// False only for records from before the bootstrap existed (their scripts hold their
+    /// variables).
+    #[serde(default)]
+    pub bootstrap_required: bool,
+    /// When its VM fetched its variables (once).
+    #[serde(default)]
+    pub bootstrapped_at_ms: Option<u64>,
+    /// When its VM was created (or adopted).
+    #[serde(default)]
+    pub vm_created_at_ms: Option<u64>,
 }
 
 impl Server {
@@ -582,6 +678,8 @@ pub enum DestroyReason {
     Spent,
     /// Idle beyond `downscale_backoff` while the minimum holds without it.
     Surplus,
+    /// Drained on an operator's request, and now without sessions.
+    Drained,
 }
 
 impl DestroyReason {
@@ -590,6 +688,7 @@ impl DestroyReason {
             DestroyReason::ProvisionTimeout => "provision_timeout",
             DestroyReason::Spent => "spent",
             DestroyReason::Surplus => "surplus",
+            DestroyReason::Drained => "drained",
         }
     }
 }
@@ -598,10 +697,10 @@ impl DestroyReason {
 ///
 /// Available sessions are the free slots of the config's live servers, provisioning ones
 /// included. Below `minimum_available_sessions`, create `ceil(deficit / per server)` VMs,
-/// capped so that live servers never exceed `max_instances`. Destroy VMs that have not
-/// checked in by `provision_timeout` (and count them out, so they are replaced at once),
-/// spent non-reusable servers once idle, and idle surplus servers after `downscale_backoff`
-/// while the minimum still holds without them.
+/// capped so that the servers whose VMs may exist (being destroyed included: a destroy
+/// can keep failing) never exceed `max_instances`. Destroy VMs that have not checked in by
+/// `provision_timeout`, spent non-reusable servers and drained ones once idle, and idle
+/// surplus servers after `downscale_backoff` while the minimum still holds without them.
 pub fn plan(
     config: &AutoScaleConfig,
     servers: &[ServerState],
@@ -623,6 +722,9 @@ pub fn plan(
                 destroy.push((server.id, DestroyReason::Spent));
             }
             ServerStatus::Running if !server.spent => live.push(server),
+            ServerStatus::Draining if server.sessions == 0 => {
+                destroy.push((server.id, DestroyReason::Drained));
+            }
             _ => {}
         }
     }
@@ -630,17 +732,17 @@ pub fn plan(
     let mut available: u32 = live.iter().map(|s| free(s)).sum();
     let minimum = config.minimum_available_sessions;
     let per_server = config.max_sessions_per_server.max(1);
-    let running_or_spent = servers
+    // Every server whose VM may still exist holds one of the provider's instances.
+    let holding_vms = servers
         .iter()
-        .filter(|s| !matches!(s.status, ServerStatus::Destroying | ServerStatus::Failed))
-        .count() as u32
-        - destroy.len() as u32;
+        .filter(|s| !matches!(s.status, ServerStatus::Failed | ServerStatus::Lost))
+        .count() as u32;
 
     let mut create = 0;
     if available < minimum {
         create = (minimum - available).div_ceil(per_server);
         if let Some(max) = max_instances {
-            create = create.min(max.saturating_sub(running_or_spent));
+            create = create.min(max.saturating_sub(holding_vms));
         }
     } else {
         // Scale down: the idle servers that have waited out the back-off, longest idle
@@ -749,6 +851,46 @@ mod tests {
     }
 
     #[test]
+    fn max_instances_counts_servers_being_destroyed() {
+        // A destroy that keeps failing: its VM still runs, so it takes a place under the cap.
+        let servers = [
+            server(1, ServerStatus::Running, 4),
+            server(2, ServerStatus::Destroying, 0),
+        ];
+        assert_eq!(plan(&config(4, 4), &servers, NOW, Some(2)).create, 0);
+        assert_eq!(plan(&config(4, 4), &servers, NOW, Some(3)).create, 1);
+        // So does a server this very plan destroys, until it is gone.
+        let mut late = server(3, ServerStatus::Provisioning, 0);
+        late.created_at_ms = NOW - 600_001;
+        let plan = plan(
+            &config(8, 4),
+            &[server(1, ServerStatus::Running, 4), late],
+            NOW,
+            Some(2),
+        );
+        assert_eq!(plan.destroy.len(), 1);
+        assert_eq!(plan.create, 0, "the replacement waits for the destroy");
+        // A lost server's VM is gone: it holds nothing.
+        let lost = [
+            server(1, ServerStatus::Running, 4),
+            server(2, ServerStatus::Lost, 0),
+        ];
+        assert_eq!(super::plan(&config(4, 4), &lost, NOW, Some(2)).create, 1);
+    }
+
+    #[test]
+    fn drained_servers_go_once_their_sessions_end_and_do_not_count() {
+        let servers = [
+            server(1, ServerStatus::Draining, 0),
+            server(2, ServerStatus::Draining, 2),
+            server(3, ServerStatus::Running, 0),
+        ];
+        let plan = plan(&config(4, 4), &servers, NOW, None);
+        assert_eq!(plan.destroy, [(Uuid::from_u128(1), DestroyReason::Drained)]);
+        assert_eq!((plan.available, plan.create), (4, 0));
+    }
+
+    #[test]
     fn a_vm_that_never_checks_in_is_destroyed_and_replaced() {
         let mut late = server(1, ServerStatus::Provisioning, 0);
         late.created_at_ms = NOW - 600_001;
@@ -839,10 +981,8 @@ mod tests {
         assert!(AutoScaleConfig::script_variables(Os::Windows).contains(&"server_hostname"));
     }
 
-    #[test]
-    fn script_values_follow_the_os_and_the_credential_type() {
-        let config = config(4, 4);
-        let server = Server {
+    fn a_server() -> Server {
+        Server {
             id: Uuid::from_u128(7),
             pool: "pool".into(),
             zone: "default".into(),
@@ -863,23 +1003,64 @@ mod tests {
             last_error: None,
             ad_computer_dn: None,
             ad_ldap_config: None,
-        };
-        let linux = script_values(&config, &server, "tok", "broker:443", None);
-        let get = |values: &[(String, String)], name: &str| {
-            values
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-        };
+            installation_tagged: true,
+            bootstrap_required: true,
+            bootstrapped_at_ms: None,
+            vm_created_at_ms: None,
+        }
+    }
+
+    fn get(values: &[(String, String)], name: &str) -> Option<String> {
+        values
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn scripts_get_no_secret_only_its_name_deferred_to_boot() {
+        let config = config(4, 4);
+        let server = a_server();
+        let linux = script_values(&config, &server, "tok", "broker:443");
         assert_eq!(get(&linux, "checkin_jwt").as_deref(), Some("tok"));
+        assert_eq!(get(&linux, "connection_username").as_deref(), Some("kasm"));
         assert_eq!(
             get(&linux, "connection_password").as_deref(),
-            Some("secret")
+            Some(""),
+            "offered, without its value"
+        );
+        assert_eq!(
+            get(&linux, BOOT_SECRETS_PAIR).as_deref(),
+            Some("ad_join_credential,connection_password")
+        );
+        assert!(
+            !linux.iter().any(|(_, v)| v.contains("secret")),
+            "{linux:?}"
         );
         assert_eq!(
             get(&linux, "upstream_auth_address").as_deref(),
             Some("broker:443")
         );
+        assert_eq!(get(&linux, "server_id"), None, "Windows only, per the seed");
+        let samples = sample_variables(Os::Windows);
+        assert_eq!(get(&samples, "connection_password").as_deref(), Some(""));
+        assert!(
+            get(&samples, "connection_username")
+                .unwrap()
+                .contains("$(x)")
+        );
+    }
+
+    #[test]
+    fn the_bootstrap_answers_every_variable_of_the_os() {
+        let config = config(4, 4);
+        let server = a_server();
+        let linux = server_variables(&config, &server, "broker:443", None);
+        assert_eq!(
+            get(&linux, "connection_password").as_deref(),
+            Some("secret")
+        );
+        assert_eq!(get(&linux, "checkin_jwt"), None, "the VM has it");
         assert_eq!(get(&linux, "server_id"), None, "Windows only, per the seed");
         let windows = AutoScaleConfig {
             os: Os::Windows,
@@ -890,7 +1071,7 @@ mod tests {
             password: "pw".into(),
             domain: "example.test".into(),
         };
-        let values = script_values(&windows, &server, "tok", "broker:443", Some(&join));
+        let values = server_variables(&windows, &server, "broker:443", Some(&join));
         assert_eq!(get(&values, "ad_join_credential").as_deref(), Some("pw"));
         assert_eq!(get(&values, "domain").as_deref(), Some("example.test"));
         assert_eq!(

@@ -42,20 +42,26 @@ pub struct Usage {
     /// Bytes.
     pub memory: u64,
     pub gpus: u32,
+    /// Closed to new sessions (a pool server that is spent, draining, being destroyed or
+    /// lost): no capacity check passes, while the sessions it still runs keep counting.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed: bool,
 }
 
 impl Usage {
-    /// The usage of a host closed to new sessions (being destroyed): no capacity check passes.
-    pub const CLOSED: Usage = Usage {
-        sessions: u32::MAX,
-        millicores: u64::MAX,
-        memory: u64::MAX,
-        gpus: u32::MAX,
-    };
+    /// The same usage, closed to new sessions.
+    pub fn closed(self) -> Usage {
+        Usage {
+            closed: true,
+            ..self
+        }
+    }
 
-    /// Whether `demand` fits beside what is reserved: cores, memory, GPUs and a session slot.
+    /// Whether `demand` fits beside what is reserved: cores, memory, GPUs and a session slot
+    /// (never on a closed host).
     pub fn has_room(&self, capacity: &Capacity, demand: &Demand) -> bool {
-        self.sessions < capacity.max_sessions
+        !self.closed
+            && self.sessions < capacity.max_sessions
             && self.millicores.saturating_add(demand.millicores) <= capacity.millicores
             && self.memory.saturating_add(demand.memory) <= capacity.memory
             && self.gpus.saturating_add(demand.gpus) <= capacity.gpus
@@ -68,6 +74,7 @@ impl Usage {
             millicores: self.millicores + demand.millicores,
             memory: self.memory + demand.memory,
             gpus: self.gpus + demand.gpus,
+            closed: self.closed,
         }
     }
 
@@ -78,6 +85,7 @@ impl Usage {
             millicores: self.millicores.saturating_sub(demand.millicores),
             memory: self.memory.saturating_sub(demand.memory),
             gpus: self.gpus.saturating_sub(demand.gpus),
+            closed: self.closed,
         }
     }
 }
@@ -149,5 +157,28 @@ mod tests {
         }
         assert_eq!(usage, Usage::default());
         assert_eq!(usage.minus(&tenth), Usage::default());
+    }
+
+    #[test]
+    fn a_closed_host_has_no_room_but_keeps_counting_its_sessions() {
+        let slot = Demand {
+            millicores: 1000,
+            memory: 1 << 30,
+            gpus: 0,
+        };
+        let usage = Usage::default().plus(&slot).closed();
+        assert!(!usage.has_room(&CAP, &slot));
+        assert_eq!(usage.sessions, 1);
+        let ended = usage.minus(&slot);
+        assert_eq!((ended.sessions, ended.closed), (0, true), "stays closed");
+        assert!(!ended.has_room(&CAP, &slot));
+        // Stored records of open hosts read and write as before.
+        assert_eq!(
+            serde_json::to_string(&Usage::default()).unwrap(),
+            r#"{"sessions":0,"millicores":0,"memory":0,"gpus":0}"#
+        );
+        let read: Usage =
+            serde_json::from_str(r#"{"sessions":0,"millicores":0,"memory":0,"gpus":0}"#).unwrap();
+        assert!(!read.closed);
     }
 }

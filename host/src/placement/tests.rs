@@ -54,6 +54,7 @@ fn used(sessions: u32, cores: u64) -> Usage {
         millicores: cores * 1000,
         memory: 0,
         gpus: 0,
+        closed: false,
     }
 }
 

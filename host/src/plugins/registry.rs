@@ -251,12 +251,15 @@ impl Registry {
 
     /// Render `template` with script generator `name` (its active version), in a
     /// `plugin_call` span. The inner error is the template's.
-    pub fn render(
+    ///
+    /// A render is synchronous CPU work of up to its deadline: it runs on a blocking
+    /// thread, never on the async workers, so callers simply await it.
+    pub async fn render(
         &self,
         name: &str,
         os: Os,
-        template: &str,
-        variables: &[(String, String)],
+        template: String,
+        variables: Vec<(String, String)>,
     ) -> Result<Result<String, TemplateError>, NamedCallError> {
         let plugin = self.active_of(name, PluginKind::ScriptGenerator)?;
         let span = info_span!(
@@ -265,13 +268,17 @@ impl Registry {
             version = &plugin.sha256()[..12],
             function = "render",
         );
-        let _entered = span.enter();
-        self.runtime
-            .render(&plugin, os, template, variables)
-            .map_err(|error| NamedCallError::Call {
-                name: name.to_string(),
-                error,
-            })
+        let runtime = self.runtime.clone();
+        let rendered = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            runtime.render(&plugin, os, &template, &variables)
+        })
+        .await
+        .unwrap_or_else(|joined| Err(CallError::Host(joined.to_string())));
+        rendered.map_err(|error| NamedCallError::Call {
+            name: name.to_string(),
+            error,
+        })
     }
 }
 

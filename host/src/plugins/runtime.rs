@@ -177,6 +177,10 @@ pub enum ProviderAnswer {
     Vms(Result<Vec<crate::domain::provider::Vm>, crate::domain::provider::ProviderError>),
 }
 
+/// Fuel a provider call may burn before it yields to the async runtime: a few milliseconds
+/// of guest code.
+const PROVIDER_YIELD_FUEL: u64 = 2_000_000;
+
 /// The engine, one linker per plugin kind and the epoch ticker: everything calls share.
 pub struct PluginRuntime {
     engine: Engine,
@@ -503,6 +507,11 @@ impl PluginRuntime {
         store.limiter(|state| state.limiter());
         store
             .set_fuel(limits.fuel)
+            .expect("the engine is configured with fuel");
+        // A provider call runs on the async workers: however long it computes, it hands
+        // the worker back every few milliseconds, so listeners and other calls keep going.
+        store
+            .fuel_async_yield_interval(Some(PROVIDER_YIELD_FUEL))
             .expect("the engine is configured with fuel");
         store.set_epoch_deadline(deadline_ticks(limits.deadline));
         let run = async {

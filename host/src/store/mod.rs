@@ -39,6 +39,7 @@ const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const USER_KEY_SECRET: &[u8] = b"user_key_secret";
 const CHECKIN_KEY: &[u8] = b"checkin_key";
+const INSTALLATION_ID: &[u8] = b"installation_id";
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +82,9 @@ pub struct Store {
     user_key_secret: [u8; 32],
     /// Signs check-in tokens.
     checkin_key: [u8; 32],
+    /// This installation's random id, made once: every VM it creates carries it as a tag,
+    /// so that it never touches another installation's VMs in a shared cloud account.
+    installation_id: Uuid,
 }
 
 impl Store {
@@ -95,6 +99,7 @@ impl Store {
         check_schema(&meta)?;
         let user_key_secret = random_secret(&meta, USER_KEY_SECRET)?;
         let checkin_key = random_secret(&meta, CHECKIN_KEY)?;
+        let installation_id = installation_id(&meta)?;
         db.flush()?;
         let store = Store {
             zones: db.open_tree("zones")?,
@@ -114,6 +119,7 @@ impl Store {
             commit: GroupCommit::start(db.clone()).map_err(StoreError::Flusher)?,
             user_key_secret,
             checkin_key,
+            installation_id,
             db,
         };
         store.rebuild_usage()?;
@@ -237,6 +243,11 @@ impl Store {
         &self.checkin_key
     }
 
+    /// This installation's id (random, made when the data directory was).
+    pub fn installation_id(&self) -> Uuid {
+        self.installation_id
+    }
+
     // Pools, provider configs, AutoScale configs and workspaces, by name; servers by id.
 
     pub fn pools(&self) -> Result<Vec<Pool>, StoreError> {
@@ -322,13 +333,23 @@ impl Store {
         Ok(())
     }
 
-    /// Close `host` to new sessions if it has none: its usage becomes a marker no capacity
-    /// check passes, atomically, so a placement racing with the close cannot land on it.
-    /// Answers whether it closed (false: a session got there first).
+    /// Close `host` to new sessions if it has none, atomically, so a placement racing with
+    /// the close cannot land on it. Answers whether it closed (false: a session got there
+    /// first).
     pub fn close_if_idle(&self, host: Uuid) -> Result<bool, StoreError> {
         Ok(self
-            .update_usage(host, |usage| (usage.sessions == 0).then_some(Usage::CLOSED))?
+            .update_usage(host, |usage| {
+                (usage.sessions == 0).then_some(usage.closed())
+            })?
             .is_some())
+    }
+
+    /// Close `host` to new sessions, whatever it runs: no reservation succeeds after this,
+    /// whichever snapshot the placement ranked. Answers its usage.
+    pub fn close(&self, host: Uuid) -> Result<Usage, StoreError> {
+        Ok(self
+            .update_usage(host, |usage| Some(usage.closed()))?
+            .unwrap_or_default())
     }
 
     // Sessions and the usage they reserve.
@@ -369,6 +390,22 @@ impl Store {
             .unwrap_or_default())
     }
 
+    /// `host`'s sessions all ended at once (they were ended, not released one by one): no
+    /// usage left, closed to new sessions.
+    pub fn close_emptied(&self, host: Uuid) -> Result<Usage, StoreError> {
+        Ok(self
+            .update_usage(host, |_| Some(Usage::default().closed()))?
+            .unwrap_or_default())
+    }
+
+    /// Give back what a session of `demand` reserved on `host` and close it to new
+    /// sessions, in one atomic step (a single-use server whose session ended).
+    pub fn release_and_close(&self, host: Uuid, demand: &Demand) -> Result<Usage, StoreError> {
+        Ok(self
+            .update_usage(host, |usage| Some(usage.minus(demand).closed()))?
+            .unwrap_or_default())
+    }
+
     fn update_usage(
         &self,
         agent: Uuid,
@@ -406,6 +443,7 @@ impl Store {
 
     /// Recompute every agent's usage from the sessions on disk: what a crash between a
     /// reservation and its session record (or a deletion and its release) left is mended.
+    /// A host closed to new sessions stays closed.
     fn rebuild_usage(&self) -> Result<(), StoreError> {
         let mut usage: HashMap<Uuid, Usage> = HashMap::new();
         for session in self.sessions()? {
@@ -413,6 +451,10 @@ impl Store {
             *entry = entry.plus(&session.demand);
         }
         let stored = self.usage()?;
+        for (id, _) in stored.iter().filter(|(_, usage)| usage.closed) {
+            let entry = usage.entry(*id).or_default();
+            *entry = entry.closed();
+        }
         for id in stored.keys().filter(|id| !usage.contains_key(id)) {
             self.usage.remove(id.as_bytes())?;
         }
@@ -462,6 +504,16 @@ fn check_schema(meta: &sled::Tree) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// The installation id kept in `meta`, made on first use.
+fn installation_id(meta: &sled::Tree) -> Result<Uuid, StoreError> {
+    if let Some(raw) = meta.get(INSTALLATION_ID)? {
+        return Uuid::from_slice(&raw).map_err(|e| corrupt("meta", e));
+    }
+    let id = Uuid::new_v4();
+    meta.insert(INSTALLATION_ID, id.as_bytes())?;
+    Ok(id)
 }
 
 /// A random secret kept in `meta` under `key`, made on first use.

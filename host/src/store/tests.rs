@@ -113,6 +113,44 @@ fn records_survive_a_reopen_and_usage_is_rebuilt_from_sessions() {
     assert_ne!(store.user_key("bob"), user_key);
 }
 
+#[test]
+fn the_installation_id_is_made_once_and_kept() {
+    let (dir, other) = (tempdir(), tempdir());
+    let id = Store::open(dir.path()).unwrap().installation_id();
+    assert_eq!(Store::open(dir.path()).unwrap().installation_id(), id);
+    assert_ne!(Store::open(other.path()).unwrap().installation_id(), id);
+}
+
+#[test]
+fn a_closed_host_takes_no_reservation_and_stays_closed_across_a_reopen() {
+    let dir = tempdir();
+    let (busy, idle) = (Uuid::new_v4(), Uuid::new_v4());
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.try_reserve(busy, &CAP, &ONE).unwrap().unwrap();
+        store.put_session(&session(busy)).unwrap();
+        store.try_reserve(busy, &CAP, &ONE).unwrap().unwrap();
+        store.put_session(&session(busy)).unwrap();
+        assert!(!store.close_if_idle(busy).unwrap(), "it runs sessions");
+        assert_eq!(store.close(busy).unwrap().sessions, 2);
+        assert!(store.try_reserve(busy, &CAP, &ONE).unwrap().is_none());
+        let after = store.release_and_close(busy, &ONE).unwrap();
+        assert_eq!((after.sessions, after.closed), (1, true));
+        assert!(store.close_if_idle(idle).unwrap());
+        assert!(store.try_reserve(idle, &CAP, &ONE).unwrap().is_none());
+        store.db.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let usage = store.usage().unwrap();
+    assert!(usage[&busy].closed && usage[&idle].closed, "{usage:?}");
+    assert_eq!(
+        usage[&busy].sessions, 2,
+        "rebuilt from the two session records"
+    );
+    assert!(store.try_reserve(busy, &CAP, &ONE).unwrap().is_none());
+    assert!(store.try_reserve(idle, &CAP, &ONE).unwrap().is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_complete_and_are_shared() {
     let dir = tempdir();

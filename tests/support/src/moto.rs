@@ -126,6 +126,26 @@ impl Moto {
         String::from_utf8(decode_base64(&encoded)).unwrap()
     }
 
+    /// Run `code` in Python with `ec2`, a boto3 EC2 client of this moto (AWS's own SDK, not
+    /// our adapter); answers what it prints.
+    pub fn boto3(&self, code: &str) -> String {
+        let prelude = format!(
+            "import boto3\nec2 = boto3.client('ec2', endpoint_url='{}', region_name='{REGION}', aws_access_key_id='AKIDTESTING', aws_secret_access_key='test-secret-key')\n",
+            self.endpoint
+        );
+        let output = Command::new(python_tool("python"))
+            .arg("-c")
+            .arg(format!("{prelude}{code}"))
+            .output()
+            .expect("run python");
+        assert!(
+            output.status.success(),
+            "boto3: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
     /// Forget every instance.
     pub fn reset(&self) {
         self.http
