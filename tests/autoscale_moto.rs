@@ -1146,10 +1146,10 @@ fn a_vm_the_provider_refuses_to_destroy_is_reported_and_the_pass_goes_on() {
     server.stop();
 }
 
-/// The reconcile passes config `config` has run so far.
+/// The full reconcile passes (those that list the cloud) config `config` has run so far.
 fn passes(server: &Server, config: &str) -> u64 {
     let metrics = server.admin_get("default", "/metrics").text().unwrap();
-    let prefix = format!("zonebroker_autoscale_passes_total{{config=\"{config}\"}} ");
+    let prefix = format!("zonebroker_autoscale_passes_total{{config=\"{config}\",kind=\"full\"}} ");
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(&prefix))

@@ -100,7 +100,7 @@ impl Default for Metrics {
         );
         registry.register(
             "autoscale_passes",
-            "Reconcile passes run, by AutoScale config",
+            "Reconcile passes run, by AutoScale config and kind (full: on the tick, with the cloud's listing; demand: after a session, check-in or save)",
             autoscale_passes.clone(),
         );
         Metrics {
@@ -188,9 +188,21 @@ impl Metrics {
     }
 
     /// What one reconcile pass of `config` found.
-    pub fn autoscale_pass(&self, config: &str, available: u32, failing: bool, unmanaged: usize) {
+    pub fn autoscale_pass(
+        &self,
+        config: &str,
+        kind: &str,
+        available: u32,
+        failing: bool,
+        unmanaged: usize,
+    ) {
+        self.autoscale_passes
+            .get_or_create(&vec![
+                ("config", config.to_string()),
+                ("kind", kind.to_string()),
+            ])
+            .inc();
         let labels = vec![("config", config.to_string())];
-        self.autoscale_passes.get_or_create(&labels).inc();
         self.available_sessions
             .get_or_create(&labels)
             .set(i64::from(available));

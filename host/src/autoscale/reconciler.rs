@@ -41,7 +41,7 @@ use super::addresses::BrokerAddresses;
 use super::checkin;
 use super::cloud::Cloud;
 use super::directory::{Directory, DirectoryError, LdapDirectory, random_password};
-use super::schedule::PassScheduler;
+use super::schedule::{PassKind, PassScheduler};
 use crate::broker::{Broker, ConfigStatus, ServerEntry, UnmanagedVm, VmProblem, now_ms};
 use crate::domain::autoscale::{
     AutoScaleConfig, DestroyReason, Server, ServerStatus, StoredProviderConfig, hostname, plan,
@@ -138,7 +138,33 @@ struct Findings {
 
 /// One listing of this installation's VMs through a provider config, shared by the passes
 /// of every config that uses it.
-type Listing = Arc<tokio::sync::OnceCell<Arc<Vec<Vm>>>>;
+type Listing = Arc<tokio::sync::OnceCell<Arc<InstallationVms>>>;
+
+/// This installation's live VMs listed through one provider config, by their config tag
+/// (indexed once, so each config's pass costs its own VMs, not the installation's).
+struct InstallationVms {
+    by_config: HashMap<String, Vec<Vm>>,
+    /// Ours, but tagged with no config that exists (deleted with a VM it did not know of):
+    /// taken, to be destroyed, by the first pass that sees them.
+    leftovers: Mutex<Vec<Vm>>,
+}
+
+impl InstallationVms {
+    fn index(listed: Vec<Vm>, configs: &HashSet<String>) -> InstallationVms {
+        let mut by_config: HashMap<String, Vec<Vm>> = HashMap::new();
+        let mut leftovers = Vec::new();
+        for vm in listed.into_iter().filter(|vm| !vm.state.is_gone()) {
+            match vm.tag(TAG_CONFIG).filter(|c| configs.contains(*c)) {
+                Some(config) => by_config.entry(config.to_string()).or_default().push(vm),
+                None => leftovers.push(vm),
+            }
+        }
+        InstallationVms {
+            by_config,
+            leftovers: Mutex::new(leftovers),
+        }
+    }
+}
 
 /// The reconcile loop over `broker`'s AutoScale configs, driving clouds through `C`.
 pub struct Reconciler<C: Cloud, D: Directory = LdapDirectory> {
@@ -149,6 +175,10 @@ pub struct Reconciler<C: Cloud, D: Directory = LdapDirectory> {
     /// When each config last listed by its config tag. A std `Mutex`: held for a lookup or
     /// an insert, never across an `.await`.
     last_audit: Mutex<HashMap<String, tokio::time::Instant>>,
+    /// The configs whose cloud has answered a listing since start: before that, not even a
+    /// demand pass creates anything (a wrong endpoint shows as `list-vms`, with no record
+    /// made). A std `Mutex`, never held across an `.await`.
+    listed: Mutex<HashSet<String>>,
     /// The latest listing of this installation's VMs per provider config, and when it was
     /// asked for: the configs on one provider share one `list-vms` while it is fresh and no
     /// pass has destroyed a VM through that provider since (so a pass of N configs lists
@@ -169,6 +199,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             directory,
             settings,
             last_audit: Mutex::default(),
+            listed: Mutex::default(),
             listings: Mutex::default(),
         })
     }
@@ -184,16 +215,17 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             let mut names: HashMap<tokio::task::Id, String> = HashMap::new();
             let mut next_full = tokio::time::Instant::now();
             loop {
-                let due: Vec<String> = if tokio::time::Instant::now() >= next_full {
+                let (due, kind): (Vec<String>, _) = if tokio::time::Instant::now() >= next_full {
                     next_full = tokio::time::Instant::now() + self.settings.interval;
                     self.broker.take_demand_changes();
-                    self.broker.autoscale_config_names()
+                    (self.broker.autoscale_config_names(), PassKind::Full)
                 } else {
-                    self.broker.take_demand_changes().into_iter().collect()
+                    let changed = self.broker.take_demand_changes();
+                    (changed.into_iter().collect(), PassKind::Demand)
                 };
                 for name in due {
-                    if scheduler.request(&name) {
-                        self.start_pass(&mut passes, &mut names, name);
+                    if scheduler.request(&name, kind) {
+                        self.start_pass(&mut passes, &mut names, name, kind);
                     }
                 }
                 tokio::select! {
@@ -211,8 +243,8 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                         if report.did_something() {
                             tracing::info!(config = name, ?report, "autoscale pass");
                         }
-                        if scheduler.finished(&name) {
-                            self.start_pass(&mut passes, &mut names, name);
+                        if let Some(kind) = scheduler.finished(&name) {
+                            self.start_pass(&mut passes, &mut names, name, kind);
                         }
                     }
                     _ = stop.wait_for(|stop| *stop) => break,
@@ -228,27 +260,30 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         passes: &mut JoinSet<PassReport>,
         names: &mut HashMap<tokio::task::Id, String>,
         name: String,
+        kind: PassKind,
     ) {
         let this = self.clone();
-        let span = tracing::info_span!("autoscale_pass", config = name);
+        let span = tracing::info_span!("autoscale_pass", config = name, kind = kind.as_str());
         let config = name.clone();
-        let handle =
-            passes.spawn(async move { this.reconcile_config(&config).await }.instrument(span));
+        let handle = passes
+            .spawn(async move { this.reconcile_config(&config, kind).await }.instrument(span));
         names.insert(handle.id(), name);
     }
 
-    /// One pass over every AutoScale config, concurrently.
+    /// One full pass over every AutoScale config, concurrently.
     pub async fn pass(self: &Arc<Self>) -> PassReport {
-        self.pass_over(self.broker.autoscale_config_names()).await
+        self.pass_over(self.broker.autoscale_config_names(), PassKind::Full)
+            .await
     }
 
-    /// One pass over AutoScale configs `names`, concurrently; answers once all are done.
-    pub async fn pass_over(self: &Arc<Self>, names: Vec<String>) -> PassReport {
+    /// One pass of `kind` over AutoScale configs `names`, concurrently; answers once all are
+    /// done.
+    pub async fn pass_over(self: &Arc<Self>, names: Vec<String>, kind: PassKind) -> PassReport {
         let mut tasks = JoinSet::new();
         for name in names {
             let this = self.clone();
-            let span = tracing::info_span!("autoscale_pass", config = name);
-            tasks.spawn(async move { this.reconcile_config(&name).await }.instrument(span));
+            let span = tracing::info_span!("autoscale_pass", config = name, kind = kind.as_str());
+            tasks.spawn(async move { this.reconcile_config(&name, kind).await }.instrument(span));
         }
         let mut report = PassReport::default();
         while let Some(joined) = tasks.join_next().await {
@@ -265,14 +300,14 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
     }
 
     /// One config's pass; failures back off and show on the config and in the metrics.
-    async fn reconcile_config(&self, name: &str) -> PassReport {
+    async fn reconcile_config(&self, name: &str, kind: PassKind) -> PassReport {
         let now = now_ms();
         let status = self.broker.config_status(name);
         if status.backoff_until_ms.is_some_and(|until| now < until) {
             return PassReport::default();
         }
         let mut findings = Findings::default();
-        let outcome = self.reconcile_steps(name, now, &mut findings).await;
+        let outcome = self.reconcile_steps(name, kind, now, &mut findings).await;
         let metrics = self.broker.metrics();
         let mut unmanaged = findings.unmanaged;
         if !findings.audited {
@@ -317,6 +352,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         };
         metrics.autoscale_pass(
             name,
+            kind.as_str(),
             status.available_sessions,
             status.last_error.is_some(),
             status.unmanaged_vms.len(),
@@ -329,6 +365,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
     async fn reconcile_steps(
         &self,
         name: &str,
+        kind: PassKind,
         now: u64,
         findings: &mut Findings,
     ) -> Result<u32, Failure> {
@@ -343,16 +380,36 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                 message: format!("no VM provider config `{}`", config.vm_provider_config),
             })?;
 
-        // 1. The config's VMs.
-        let vms = self.list_vms(&config, &provider, findings).await?;
+        // Steps 1 to 3 need the cloud's listing: full passes, a config's first pass since
+        // start, and any pass that must provision again a record whose earlier create may
+        // have made a VM (which must be adopted, not made twice). A demand pass of a healthy
+        // config goes straight to planning.
+        let retries = self.broker.servers_of(name).iter().any(|e| {
+            e.server.status == ServerStatus::Provisioning && e.server.instance_id.is_none()
+        });
+        let listed_before = self
+            .listed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name);
+        if kind == PassKind::Full || retries || !listed_before {
+            // 1. The config's VMs.
+            let vms = self.list_vms(&config, &provider, kind, findings).await?;
+            if !listed_before {
+                self.listed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.to_string());
+            }
 
-        // 2. Adopt what a crash left unrecorded; remove what no record knows.
-        self.adopt_and_sweep(&config, &provider, &vms, findings)
-            .await?;
+            // 2. Adopt what a crash left unrecorded; remove what no record knows.
+            self.adopt_and_sweep(&config, &provider, &vms, findings)
+                .await?;
 
-        // 3. Servers whose VM is gone.
-        self.find_lost(&config, &provider, &vms, now, findings)
-            .await?;
+            // 3. Servers whose VM is gone.
+            self.find_lost(&config, &provider, &vms, now, findings)
+                .await?;
+        }
 
         // 4. Destroy: what the plan says, and what an earlier pass could not finish.
         let effective = AutoScaleConfig {
@@ -448,26 +505,26 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         &self,
         config: &AutoScaleConfig,
         provider: &StoredProviderConfig,
+        kind: PassKind,
         findings: &mut Findings,
     ) -> Result<Vec<Vm>, Failure> {
         let ours = self.installation_vms(provider).await?;
-        let configs: HashSet<String> = self.broker.autoscale_config_names().into_iter().collect();
-        let mut vms = Vec::new();
-        for vm in ours.iter().filter(|vm| !vm.state.is_gone()).cloned() {
-            match vm.tag(TAG_CONFIG) {
-                Some(tag) if tag == config.name => vms.push(vm),
-                Some(tag) if configs.contains(tag) => {} // another config's: its own pass
-                _ => {
-                    // Ours, of a config that no longer exists: nothing will ever use it.
-                    tracing::warn!(
-                        instance = vm.instance_id,
-                        config = vm.tag(TAG_CONFIG),
-                        "destroying a VM of this installation whose config is gone"
-                    );
-                    self.destroy_unknown(config, provider, &vm, "orphan", findings)
-                        .await;
-                }
-            }
+        let mut vms = ours
+            .by_config
+            .get(&config.name)
+            .cloned()
+            .unwrap_or_default();
+        let leftovers =
+            std::mem::take(&mut *ours.leftovers.lock().unwrap_or_else(|p| p.into_inner()));
+        for vm in leftovers {
+            // Ours, of a config that no longer exists: nothing will ever use it.
+            tracing::warn!(
+                instance = vm.instance_id,
+                config = vm.tag(TAG_CONFIG),
+                "destroying a VM of this installation whose config is gone"
+            );
+            self.destroy_unknown(config, provider, &vm, "orphan", findings)
+                .await;
         }
 
         let servers = self.broker.servers_of(&config.name);
@@ -476,7 +533,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             .filter(|e| !e.server.installation_tagged)
             .map(|e| e.server.id)
             .collect();
-        if !self.audit_due(&config.name, !legacy.is_empty()) {
+        if kind != PassKind::Full || !self.audit_due(&config.name, !legacy.is_empty()) {
             return Ok(vms);
         }
         findings.audited = true;
@@ -518,7 +575,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
     async fn installation_vms(
         &self,
         provider: &StoredProviderConfig,
-    ) -> Result<Arc<Vec<Vm>>, Failure> {
+    ) -> Result<Arc<InstallationVms>, Failure> {
         let fresh_for = self.settings.interval.min(Duration::from_secs(1));
         let now = tokio::time::Instant::now();
         let listing = {
@@ -534,10 +591,13 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         let installation = self.broker.store().installation_id().to_string();
         let listed = listing
             .get_or_try_init(|| async {
-                self.cloud
+                let listed = self
+                    .cloud
                     .list(provider, (TAG_INSTALLATION.to_string(), installation))
-                    .await
-                    .map(Arc::new)
+                    .await?;
+                let configs: HashSet<String> =
+                    self.broker.autoscale_config_names().into_iter().collect();
+                Ok::<_, ProviderError>(Arc::new(InstallationVms::index(listed, &configs)))
             })
             .await;
         match listed {
