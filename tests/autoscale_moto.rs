@@ -1156,8 +1156,9 @@ fn passes(server: &Server, config: &str) -> u64 {
         .map_or(0, |n| n.parse().unwrap())
 }
 
-#[test]
-fn a_vm_terminated_behind_the_brokers_back_is_replaced_within_a_pass() {
+/// A broker whose config `linux` keeps two single-session servers, both booted, and a pool
+/// workspace `desktop`.
+fn two_running_servers() -> (Moto, Server) {
     let moto = Moto::start();
     let server = start(None);
     setup(&server, &moto);
@@ -1181,6 +1182,12 @@ fn a_vm_terminated_behind_the_brokers_back_is_replaced_within_a_pass() {
         let (ok, log) = boot(&moto, instance);
         assert!(ok, "{log}");
     }
+    (moto, server)
+}
+
+#[test]
+fn a_vm_terminated_behind_the_brokers_back_is_replaced_within_a_pass() {
+    let (moto, server) = two_running_servers();
     let session = request_session(&server, "ada");
     let doomed = session["agent"].as_str().unwrap().to_string();
     let instance = servers(&server)
@@ -1235,28 +1242,7 @@ fn a_vm_terminated_behind_the_brokers_back_is_replaced_within_a_pass() {
 
 #[test]
 fn an_operator_drains_an_autoscaled_server_and_can_force_it() {
-    let moto = Moto::start();
-    let server = start(None);
-    setup(&server, &moto);
-    call(
-        &server,
-        "POST",
-        "/api/v1/autoscale-configs",
-        Some(autoscale_config("linux", 2, 1)),
-    );
-    call(
-        &server,
-        "POST",
-        "/api/v1/workspaces",
-        Some(json!({"name": "desktop", "type": "pool", "pool": "desktops"})),
-    );
-    let vms = wait_for("two instances", Duration::from_secs(30), || {
-        let vms = instances_of(&moto, "linux");
-        (vms.len() == 2).then_some(vms)
-    });
-    for (instance, _) in &vms {
-        assert!(boot(&moto, instance).0);
-    }
+    let (moto, server) = two_running_servers();
     let session = request_session(&server, "ada");
     let busy = session["agent"].as_str().unwrap().to_string();
 

@@ -10,6 +10,14 @@ pub enum Shell {
 }
 
 impl Shell {
+    /// The filter that quotes a value for this shell.
+    fn quoting_filter(self) -> &'static str {
+        match self {
+            Shell::Bash => "sh",
+            Shell::PowerShell => "ps",
+        }
+    }
+
     /// Whether `c` may appear in an unquoted value.
     fn is_plain(self, c: char) -> bool {
         c.is_ascii_alphanumeric()
@@ -133,28 +141,27 @@ fn substitute<'a>(
         Some("sh") => Ok(quote_bash(value)),
         Some("ps") => Ok(quote_powershell(value)),
         Some("b64") => Ok(base64(value.as_bytes())),
-        Some(other) => Err(error(
+        Some(other) => Err(unknown_filter(template, at, other)),
+        None if value.chars().all(|c| shell.is_plain(c)) => Ok(value.to_string()),
+        None => Err(error(
             template,
             at,
-            RenderErrorKind::UnknownFilter,
-            format!("`|{other}` is not a filter: use `|sh`, `|ps` or `|b64`"),
+            RenderErrorKind::UnsafeValue,
+            format!(
+                "the value of `{name}` has characters the shell would interpret: write `{{{name}|{}}}`",
+                shell.quoting_filter()
+            ),
         )),
-        None if value.chars().all(|c| shell.is_plain(c)) => Ok(value.to_string()),
-        None => {
-            let hint = match shell {
-                Shell::Bash => "sh",
-                Shell::PowerShell => "ps",
-            };
-            Err(error(
-                template,
-                at,
-                RenderErrorKind::UnsafeValue,
-                format!(
-                    "the value of `{name}` has characters the shell would interpret: write `{{{name}|{hint}}}`"
-                ),
-            ))
-        }
     }
+}
+
+fn unknown_filter(template: &str, at: usize, filter: &str) -> TemplateError {
+    error(
+        template,
+        at,
+        RenderErrorKind::UnknownFilter,
+        format!("`|{filter}` is not a filter: use `|sh`, `|ps` or `|b64`"),
+    )
 }
 
 /// The code that reads secret `name` from the variables the script fetched at boot, in the
@@ -176,26 +183,18 @@ fn fetched_at_boot(
         (Shell::Bash, Some("b64")) => Ok(format!("\"$(zb_variable {quoted_name} b64)\"")),
         (Shell::PowerShell, Some("ps")) => Ok(format!("(Get-ZbVariable {quoted_name})")),
         (Shell::PowerShell, Some("b64")) => Ok(format!("(Get-ZbVariable {quoted_name} -Base64)")),
-        (_, Some(other)) if !matches!(other, "sh" | "ps") => Err(error(
+        (_, Some(other)) if !matches!(other, "sh" | "ps") => {
+            Err(unknown_filter(template, at, other))
+        }
+        _ => Err(error(
             template,
             at,
-            RenderErrorKind::UnknownFilter,
-            format!("`|{other}` is not a filter: use `|sh`, `|ps` or `|b64`"),
+            RenderErrorKind::UnsafeValue,
+            format!(
+                "`{name}` is a secret the VM fetches when it boots, never written into the script: quote it for this shell with `{{{name}|{}}}`",
+                shell.quoting_filter()
+            ),
         )),
-        _ => {
-            let hint = match shell {
-                Shell::Bash => "sh",
-                Shell::PowerShell => "ps",
-            };
-            Err(error(
-                template,
-                at,
-                RenderErrorKind::UnsafeValue,
-                format!(
-                    "`{name}` is a secret the VM fetches when it boots, never written into the script: quote it for this shell with `{{{name}|{hint}}}`"
-                ),
-            ))
-        }
     }
 }
 
