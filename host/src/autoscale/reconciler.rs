@@ -49,6 +49,7 @@ use crate::domain::autoscale::{
 };
 use crate::domain::ldap::{LdapConfig, computer_dn};
 use crate::domain::provider::{ProviderError, Vm, VmSpec, VmState};
+use crate::domain::text::cap;
 
 /// The tag naming the installation (broker) a VM belongs to.
 pub const TAG_INSTALLATION: &str = "zonebroker:installation";
@@ -333,7 +334,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                 let backoff = BACKOFF_START
                     .saturating_mul(1 << (failures - 1).min(16))
                     .min(BACKOFF_MAX);
-                let message = cap_error(&failure.message);
+                let message = cap(failure.message.clone());
                 tracing::warn!(
                     config = name,
                     call = failure.call,
@@ -453,7 +454,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                         findings.unmanaged.push(UnmanagedVm {
                             instance_id: instance_id.clone(),
                             problem: VmProblem::DestroyFailed,
-                            message: cap_error(&failure.message),
+                            message: cap(failure.message.clone()),
                         });
                     }
                     destroy_failure.get_or_insert(failure);
@@ -708,7 +709,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                 findings.unmanaged.push(UnmanagedVm {
                     instance_id: vm.instance_id.clone(),
                     problem: VmProblem::DestroyFailed,
-                    message: cap_error(&format!("{reason}, but destroy-vm failed: {error}")),
+                    message: cap(format!("{reason}, but destroy-vm failed: {error}")),
                 });
             }
         }
@@ -829,7 +830,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
     }
 
     async fn record_error(&self, server: &Server, message: &str) -> Result<(), Failure> {
-        let message = cap_error(message);
+        let message = cap(message.to_string());
         self.broker
             .update_server(server.id, |s| s.last_error = Some(message))
             .await
@@ -1088,19 +1089,4 @@ fn ignore_not_found(error: ProviderError) -> Result<(), ProviderError> {
 
 fn store_failure(error: crate::broker::BrokerError) -> Failure {
     failed("store")(error)
-}
-
-/// The longest error text kept on a config or a server (a provider's answer can be long).
-const ERROR_TEXT_CAP: usize = 1024;
-
-/// `message`, cut to [`ERROR_TEXT_CAP`] bytes at a character boundary.
-fn cap_error(message: &str) -> String {
-    if message.len() <= ERROR_TEXT_CAP {
-        return message.to_string();
-    }
-    let mut end = ERROR_TEXT_CAP;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes in all)", &message[..end], message.len())
 }

@@ -823,3 +823,61 @@ async fn a_server_whose_vm_vanished_is_lost_its_sessions_end_and_it_is_replaced(
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vms_from_before_installation_tags_are_adopted_by_their_servers_record() {
+    let setup = Setup::new(Preexisting::Nothing).await;
+    linux_config(&setup.broker, "linux", 2, 1, true).await;
+    // Two records written by an older zonebroker (no installation tag on their VMs): one
+    // whose create call's answer a crash lost, one that knows its VM.
+    let mut old = Vec::new();
+    for _ in 0..2 {
+        let (server, _) = setup.broker.record_new_server("linux", 600).await.unwrap();
+        setup
+            .broker
+            .update_server(server.id, |s| s.installation_tagged = false)
+            .await
+            .unwrap();
+        old.push(server.id);
+    }
+    setup
+        .broker
+        .update_server(old[1], |s| s.instance_id = Some("i-known".into()))
+        .await
+        .unwrap();
+    let legacy = |id: &str, server: uuid::Uuid| {
+        vm(
+            id,
+            &[
+                ("zonebroker:config", "linux"),
+                ("zonebroker:server-id", &server.to_string()),
+            ],
+        )
+    };
+    setup
+        .cloud
+        .vms
+        .lock()
+        .unwrap()
+        .extend([legacy("i-lost-answer", old[0]), legacy("i-known", old[1])]);
+    let report = setup.reconciler.pass().await;
+    assert_eq!(
+        (
+            report.adopted,
+            report.created,
+            report.orphans_destroyed,
+            report.lost
+        ),
+        (1, 0, 0, 0),
+        "{report:?}"
+    );
+    let server = setup.broker.server(old[0]).unwrap();
+    assert_eq!(server.instance_id.as_deref(), Some("i-lost-answer"));
+    assert_eq!(
+        setup.cloud.vms.lock().unwrap().len(),
+        2,
+        "neither destroyed"
+    );
+    let status = setup.broker.autoscale_config("linux").unwrap().status;
+    assert!(status.unmanaged_vms.is_empty(), "{status:?}");
+}

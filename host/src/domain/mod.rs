@@ -18,6 +18,7 @@ pub mod provider;
 pub mod ranking;
 pub mod script;
 pub mod session;
+pub mod text;
 pub mod timestamp;
 pub mod validation;
 pub mod zone;

@@ -12,6 +12,7 @@ use super::sandbox::{CallLimits, CallOutput, CallState, LogLevel};
 use super::wit::{self, with_wit_candidates};
 use crate::domain::ranking::{CandidateColumns, PlacementRequest, Ranking};
 use crate::domain::script::{Os, TemplateError};
+use crate::domain::text::cap as cap_text;
 
 /// How the runtime is sized and what each kind of call may use.
 #[derive(Clone, Debug)]
@@ -715,20 +716,6 @@ fn classify(error: wasmtime::Error, limits: &CallLimits, output: &CallOutput) ->
         },
         None => CallError::Host(cap_text(format!("{error:#}"))),
     }
-}
-
-/// Text from a plugin, cut to a size fit for an error message or a log line.
-fn cap_text(mut text: String) -> String {
-    const MAX: usize = 1024;
-    if text.len() > MAX {
-        let mut cut = MAX;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("… (truncated)");
-    }
-    text
 }
 
 impl CallOutput {

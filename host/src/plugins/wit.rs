@@ -213,17 +213,19 @@ pub(crate) mod provider_convert {
         }
     }
 
+    /// A provider's error, its texts capped (a plugin's message can be any size).
     pub fn error(e: wit::ProviderError) -> domain::ProviderError {
+        use crate::domain::text::cap;
         match e {
             wit::ProviderError::InvalidConfig(s) => domain::ProviderError::InvalidConfig {
-                setting: s.setting,
-                message: s.message,
+                setting: cap(s.setting),
+                message: cap(s.message),
             },
-            wit::ProviderError::Auth(m) => domain::ProviderError::Auth(m),
-            wit::ProviderError::Quota(m) => domain::ProviderError::Quota(m),
-            wit::ProviderError::Transient(m) => domain::ProviderError::Transient(m),
-            wit::ProviderError::NotFound(m) => domain::ProviderError::NotFound(m),
-            wit::ProviderError::Other(m) => domain::ProviderError::Other(m),
+            wit::ProviderError::Auth(m) => domain::ProviderError::Auth(cap(m)),
+            wit::ProviderError::Quota(m) => domain::ProviderError::Quota(cap(m)),
+            wit::ProviderError::Transient(m) => domain::ProviderError::Transient(cap(m)),
+            wit::ProviderError::NotFound(m) => domain::ProviderError::NotFound(cap(m)),
+            wit::ProviderError::Other(m) => domain::ProviderError::Other(cap(m)),
         }
     }
 }
