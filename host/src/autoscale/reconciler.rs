@@ -537,12 +537,12 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         if kind != PassKind::Full || !self.audit_due(&config.name, !legacy.is_empty()) {
             return Ok(vms);
         }
-        findings.audited = true;
         let tagged = self
             .cloud
             .list(provider, (TAG_CONFIG.to_string(), config.name.clone()))
             .await
             .map_err(failed("list-vms"))?;
+        findings.audited = true;
         let previous = self.broker.config_status(&config.name).unmanaged_vms;
         for vm in tagged.into_iter().filter(|vm| !vm.state.is_gone()) {
             if vm.tag(TAG_INSTALLATION).is_some() {
