@@ -180,6 +180,8 @@ fn ensure_guest_target() -> Result<(), String> {
 }
 
 fn run_server(args: &[String]) -> Result<(), String> {
+    // `cargo xtask run -- serve ...` and `cargo xtask run serve ...` mean the same.
+    let args = args.strip_prefix(&["--".to_string()]).unwrap_or(args);
     let mut command = cargo();
     command.args(["run", "--release", "-p", "zonebroker", "--"]);
     if args.is_empty() {

@@ -56,7 +56,7 @@ impl Zone {
         validation::name("name", &self.name)?;
         validation::name("load_balance_strategy", &self.load_balance_strategy)?;
         host_or_request_host("allow_origin_domain", &self.allow_origin_domain)?;
-        host_or_request_host("upstream_auth_address", &self.upstream_auth_address)?;
+        authority_or_request_host("upstream_auth_address", &self.upstream_auth_address)?;
         host_or_request_host("proxy_hostname", &self.proxy_hostname)?;
         let path = &self.proxy_path;
         if !path.starts_with('/')
@@ -159,6 +159,24 @@ fn host_or_request_host(field: &str, value: &str) -> Result<(), FieldError> {
     })
 }
 
+/// `host[:port]` (as [`host_or_request_host`] takes the host): where VMs and agents reach
+/// the broker, often behind a TLS proxy on another port (`broker.example.com:443`).
+fn authority_or_request_host(field: &str, value: &str) -> Result<(), FieldError> {
+    let (host, port) = match value.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') || host.ends_with(']') => (host, Some(port)),
+        _ => (value, None),
+    };
+    if let Some(port) = port
+        && !port.parse::<u16>().is_ok_and(|p| p > 0)
+    {
+        return Err(FieldError::new(
+            field,
+            format!("`{value}`: the port must be a number from 1 to 65535"),
+        ));
+    }
+    host_or_request_host(field, host)
+}
+
 fn bracket_ipv6(host: &str) -> String {
     if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
@@ -177,7 +195,10 @@ pub struct ZoneSpec {
     pub name: String,
     #[schema(pattern = r"^([A-Za-z0-9._-]|\$request_host\$)+$", max_length = 200)]
     pub allow_origin_domain: Option<String>,
-    #[schema(pattern = r"^([A-Za-z0-9._-]|\$request_host\$)+$", max_length = 200)]
+    #[schema(
+        pattern = r"^(([A-Za-z0-9._-]|\$request_host\$)+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$",
+        max_length = 200
+    )]
     pub upstream_auth_address: Option<String>,
     #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub load_balance_strategy: Option<String>,
@@ -215,7 +236,10 @@ impl ZoneSpec {
 pub struct ZonePatch {
     #[schema(pattern = r"^([A-Za-z0-9._-]|\$request_host\$)+$", max_length = 200)]
     pub allow_origin_domain: Option<String>,
-    #[schema(pattern = r"^([A-Za-z0-9._-]|\$request_host\$)+$", max_length = 200)]
+    #[schema(
+        pattern = r"^(([A-Za-z0-9._-]|\$request_host\$)+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$",
+        max_length = 200
+    )]
     pub upstream_auth_address: Option<String>,
     #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub load_balance_strategy: Option<String>,
@@ -300,6 +324,33 @@ mod tests {
         assert_eq!(zone.proxy_path, "/desktop");
         assert_eq!(zone.proxy_port, 0);
         assert_eq!(zone.validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_upstream_auth_address_may_name_a_port() {
+        let with = |address: &str| Zone {
+            upstream_auth_address: address.into(),
+            ..Zone::with_defaults("east")
+        };
+        for good in [
+            "broker.example.com:443",
+            "broker.example.com",
+            "$request_host$:8443",
+            "[::1]:443",
+            "10.0.0.1:8080",
+        ] {
+            assert_eq!(with(good).validate(), Ok(()), "{good}");
+        }
+        for bad in [
+            "broker:0",
+            "broker:99999",
+            "broker:https",
+            "broker:",
+            "a b:443",
+        ] {
+            let error = with(bad).validate().unwrap_err();
+            assert_eq!(error.field, "upstream_auth_address", "{bad}");
+        }
     }
 
     #[test]
