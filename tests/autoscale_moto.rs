@@ -600,6 +600,7 @@ fn configs_are_checked_when_saved_and_secrets_stay_write_only() {
             "line 2, column 10",
         ),
         ("#!/bin/bash\nID={server_id}\n", "line 2, column 4"),
+        ("#cloud-config\nruncmd: [reboot]\n", "line 1, column 1"),
     ] {
         let mut config = autoscale_config("linux", 1, 1);
         config["startup_script"] = json!(template);

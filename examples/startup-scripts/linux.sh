@@ -30,14 +30,40 @@ BROKER="${{ZONEBROKER_SCHEME:-https}}://{upstream_auth_address}"
 
 if [ "$(id -u)" = 0 ] && [ -z "${{ZONEBROKER_SKIP_SYSTEM_SETUP:-}}" ]; then
   # Only root reaches the instance metadata service (169.254.169.254): session users cannot
-  # read this server's user data or its instance credentials.
-  if command -v iptables >/dev/null 2>&1; then
-    iptables -C OUTPUT -d 169.254.169.254 -m owner ! --uid-owner 0 -j REJECT 2>/dev/null \
-      || iptables -A OUTPUT -d 169.254.169.254 -m owner ! --uid-owner 0 -j REJECT
-  elif command -v nft >/dev/null 2>&1; then
-    nft add table inet zonebroker
-    nft 'add chain inet zonebroker output {{ type filter hook output priority 0; }}'
-    nft add rule inet zonebroker output ip daddr 169.254.169.254 meta skuid != 0 reject
+  # read this server's user data or its instance credentials. Applied now and, through a
+  # systemd unit, at every boot (user data runs only on the first).
+  cat > /usr/local/sbin/zonebroker-imds-lockdown <<'LOCKDOWN'
+#!/bin/sh
+if command -v iptables >/dev/null 2>&1; then
+  iptables -C OUTPUT -d 169.254.169.254 -m owner ! --uid-owner 0 -j REJECT 2>/dev/null \
+    || iptables -I OUTPUT -d 169.254.169.254 -m owner ! --uid-owner 0 -j REJECT
+elif command -v nft >/dev/null 2>&1; then
+  nft list table inet zonebroker >/dev/null 2>&1 || nft -f - <<'RULES'
+table inet zonebroker {{
+  chain output {{
+    type filter hook output priority 0;
+    ip daddr 169.254.169.254 meta skuid != 0 reject
+  }}
+}}
+RULES
+fi
+LOCKDOWN
+  chmod 755 /usr/local/sbin/zonebroker-imds-lockdown
+  /usr/local/sbin/zonebroker-imds-lockdown
+  if command -v systemctl >/dev/null 2>&1; then
+    cat > /etc/systemd/system/zonebroker-imds-lockdown.service <<'UNIT'
+[Unit]
+Description=zonebroker: only root reaches the instance metadata service
+After=network-pre.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/zonebroker-imds-lockdown
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    systemctl enable zonebroker-imds-lockdown.service >/dev/null 2>&1 || true
   fi
   # The account RDP sessions log in with (on images that run xrdp and lack it).
   if [ -n "$CONNECTION_USERNAME" ] && ! id "$CONNECTION_USERNAME" >/dev/null 2>&1; then

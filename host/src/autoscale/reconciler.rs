@@ -135,6 +135,12 @@ struct Findings {
     /// Whether it listed by the config's tag (else the `not_ours` VMs of the last audit
     /// still stand).
     audited: bool,
+    /// Whether it listed the cloud at all (else the VMs the last listing could not destroy
+    /// are still to report).
+    listed: bool,
+    /// The first server it could not destroy: shown on the config and retried every pass,
+    /// but no reason to back off (the pool's creates must go on).
+    stuck: Option<Failure>,
 }
 
 /// One listing of this installation's VMs through a provider config, shared by the passes
@@ -310,23 +316,48 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         let mut findings = Findings::default();
         let outcome = self.reconcile_steps(name, kind, now, &mut findings).await;
         let metrics = self.broker.metrics();
+        // What this pass did not look at again still stands: VMs not ours (when it did not
+        // audit), and VMs of ours that could not be destroyed (when it did not list).
         let mut unmanaged = findings.unmanaged;
-        if !findings.audited {
-            unmanaged.extend(
-                status
-                    .unmanaged_vms
-                    .iter()
-                    .filter(|vm| vm.problem == VmProblem::NotOurs)
-                    .cloned(),
-            );
-        }
+        let servers: HashSet<String> = self
+            .broker
+            .servers_of(name)
+            .into_iter()
+            .filter_map(|e| e.server.instance_id)
+            .collect();
+        let carried: Vec<UnmanagedVm> = status
+            .unmanaged_vms
+            .iter()
+            .filter(|vm| match vm.problem {
+                VmProblem::NotOurs => !findings.audited,
+                VmProblem::DestroyFailed => !findings.listed && !servers.contains(&vm.instance_id),
+            })
+            .filter(|vm| !unmanaged.iter().any(|u| u.instance_id == vm.instance_id))
+            .cloned()
+            .collect();
+        unmanaged.extend(carried);
         let mut report = findings.report;
         let status = match outcome {
-            Ok(available) => ConfigStatus {
-                available_sessions: available,
-                unmanaged_vms: unmanaged,
-                ..ConfigStatus::default()
-            },
+            Ok(available) => {
+                if let Some(stuck) = &findings.stuck {
+                    report.failed_configs = 1;
+                    metrics.provider_error(name, stuck.call);
+                    tracing::warn!(
+                        config = name,
+                        call = stuck.call,
+                        "a server cannot be destroyed yet; retried next pass: {}",
+                        stuck.message
+                    );
+                }
+                ConfigStatus {
+                    available_sessions: available,
+                    unmanaged_vms: unmanaged,
+                    last_error: findings
+                        .stuck
+                        .map(|stuck| format!("{}: {}", stuck.call, cap(stuck.message))),
+                    ..ConfigStatus::default()
+                }
+            }
             Err(failure) => {
                 report.failed_configs = 1;
                 metrics.provider_error(name, failure.call);
@@ -396,6 +427,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         if kind == PassKind::Full || retries || !listed_before {
             // 1. The config's VMs.
             let vms = self.list_vms(&config, &provider, kind, findings).await?;
+            findings.listed = true;
             if !listed_before {
                 self.listed
                     .lock()
@@ -476,18 +508,18 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         for entry in self.broker.servers_of(name) {
             let server = &entry.server;
             // A disabled config creates nothing; its records without a VM time out.
+            // (A create whose outcome is unknown waits until a listing settles it.)
             if config.enabled
                 && server.status == ServerStatus::Provisioning
                 && server.instance_id.is_none()
+                && server.uncertain_create_at_ms.is_none()
             {
                 self.provision(&config, &provider, server, now).await?;
                 findings.report.created += 1;
             }
         }
-        match destroy_failure {
-            Some(failure) => Err(failure),
-            None => Ok(planned.available),
-        }
+        findings.stuck = destroy_failure;
+        Ok(planned.available)
     }
 
     fn planner_states(&self, config: &str) -> Vec<crate::domain::autoscale::ServerState> {
@@ -534,7 +566,10 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             .filter(|e| !e.server.installation_tagged)
             .map(|e| e.server.id)
             .collect();
-        if kind != PassKind::Full || !self.audit_due(&config.name, !legacy.is_empty()) {
+        // VMs from before installation tags are only found this way: list for them on every
+        // pass that lists at all while their servers live.
+        let audit = !legacy.is_empty() || (kind == PassKind::Full && self.audit_due(&config.name));
+        if !audit {
             return Ok(vms);
         }
         let tagged = self
@@ -618,15 +653,14 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             .remove(&provider.config.name);
     }
 
-    /// Whether `config`'s pass lists by its config tag now: while it has servers from
-    /// before installation tags, on its first pass, and every audit interval.
-    fn audit_due(&self, config: &str, has_legacy_servers: bool) -> bool {
+    /// Whether `config`'s full pass lists by its config tag now: on its first, and every
+    /// audit interval.
+    fn audit_due(&self, config: &str) -> bool {
         let now = tokio::time::Instant::now();
         let mut last = self.last_audit.lock().unwrap_or_else(|p| p.into_inner());
-        let due = has_legacy_servers
-            || last
-                .get(config)
-                .is_none_or(|at| now.duration_since(*at) >= self.settings.audit_interval());
+        let due = last
+            .get(config)
+            .is_none_or(|at| now.duration_since(*at) >= self.settings.audit_interval());
         if due {
             last.insert(config.to_string(), now);
         }
@@ -655,6 +689,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                         .update_server(entry.server.id, |s| {
                             s.instance_id = Some(instance_id);
                             s.vm_created_at_ms = Some(now_ms());
+                            s.uncertain_create_at_ms = None;
                         })
                         .await
                         .map_err(store_failure)?;
@@ -678,6 +713,22 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                     self.destroy_unknown(config, provider, vm, "orphan", findings)
                         .await;
                 }
+            }
+        }
+        // A create whose outcome was unknown, long enough ago for its VM to be listed, and
+        // no VM carries the server's id: it made none.
+        let grace_ms = self.settings.vanish_grace().as_millis() as u64;
+        let now = now_ms();
+        for entry in &servers {
+            let server = &entry.server;
+            let settled = server
+                .uncertain_create_at_ms
+                .is_some_and(|at| now.saturating_sub(at) >= grace_ms);
+            if settled && server.instance_id.is_none() && !adopted.contains(&server.id) {
+                self.broker
+                    .update_server(server.id, |s| s.uncertain_create_at_ms = None)
+                    .await
+                    .map_err(store_failure)?;
             }
         }
         Ok(())
@@ -1021,6 +1072,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                     .update_server(server.id, |s| {
                         s.instance_id = Some(instance_id);
                         s.vm_created_at_ms = Some(now_ms());
+                        s.uncertain_create_at_ms = None;
                         s.last_error = None;
                     })
                     .await
@@ -1041,10 +1093,9 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                 Ok(())
             }
             Err(error) => {
-                self.record_error(server, &error.to_string()).await?;
                 // Surely no VM: no directory object either. (After a timeout or an unknown
                 // failure the VM may exist: the next listing adopts it, and it needs its
-                // object.)
+                // object; until then the server may hold a VM.)
                 let surely_no_vm = matches!(
                     error,
                     ProviderError::InvalidConfig { .. }
@@ -1052,6 +1103,16 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                         | ProviderError::Quota(_)
                         | ProviderError::NotFound(_)
                 );
+                let message = cap(error.to_string());
+                self.broker
+                    .update_server(server.id, |s| {
+                        s.last_error = Some(message);
+                        if !surely_no_vm {
+                            s.uncertain_create_at_ms = Some(now_ms());
+                        }
+                    })
+                    .await
+                    .map_err(store_failure)?;
                 if let Some(dn) = server.ad_computer_dn.as_ref().filter(|_| surely_no_vm) {
                     let ldap = self.ldap_config_of(config, server)?;
                     match self.directory.delete_computer(&ldap, dn, false).await {

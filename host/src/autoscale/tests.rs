@@ -29,6 +29,10 @@ use crate::store::Store;
 #[derive(Default)]
 struct FakeCloud {
     fail_create: AtomicBool,
+    /// Creates answer a timeout; with `made`, after making the VM all the same.
+    time_out_create: Mutex<Option<bool>>,
+    /// VMs that refuse to be destroyed (termination protection).
+    protected: Mutex<std::collections::HashSet<String>>,
     created: Mutex<Vec<VmSpec>>,
     vms: Mutex<Vec<Vm>>,
     /// Creates of these configs wait for a permit.
@@ -73,9 +77,15 @@ impl Cloud for FakeCloud {
             public_address: None,
             tags: spec.tags.clone(),
         };
-        self.vms.lock().unwrap().push(vm.clone());
-        self.created.lock().unwrap().push(spec);
-        Ok(vm)
+        let time_out = *self.time_out_create.lock().unwrap();
+        if time_out != Some(false) {
+            self.vms.lock().unwrap().push(vm.clone());
+            self.created.lock().unwrap().push(spec);
+        }
+        match time_out {
+            Some(_) => Err(ProviderError::Transient("RunInstances: timed out".into())),
+            None => Ok(vm),
+        }
     }
     async fn get(&self, _: &StoredProviderConfig, id: &str) -> Result<Vm, ProviderError> {
         self.vms
@@ -87,6 +97,11 @@ impl Cloud for FakeCloud {
             .ok_or_else(|| ProviderError::NotFound(id.into()))
     }
     async fn destroy(&self, _: &StoredProviderConfig, id: &str) -> Result<(), ProviderError> {
+        if self.protected.lock().unwrap().contains(id) {
+            return Err(ProviderError::Other(format!(
+                "OperationNotPermitted: the instance '{id}' may not be terminated"
+            )));
+        }
         self.vms.lock().unwrap().retain(|vm| vm.instance_id != id);
         Ok(())
     }
@@ -880,4 +895,110 @@ async fn vms_from_before_installation_tags_are_adopted_by_their_servers_record()
     );
     let status = setup.broker.autoscale_config("linux").unwrap().status;
     assert!(status.unmanaged_vms.is_empty(), "{status:?}");
+}
+
+/// A setup whose reconciler ticks every 10 ms (so the listing grace is 30 ms); the loop is
+/// not spawned, the test runs the passes.
+async fn quick_setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(&dir).await;
+    let cloud = Arc::new(FakeCloud::default());
+    let directory = Arc::new(FakeDirectory::new(Preexisting::Nothing));
+    let settings = ReconcilerSettings {
+        interval: Duration::from_millis(10),
+        ..settings()
+    };
+    Setup {
+        reconciler: Reconciler::new(broker.clone(), cloud.clone(), directory.clone(), settings),
+        broker,
+        cloud,
+        directory,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_that_may_have_made_a_vm_holds_its_server_until_a_listing_settles_it() {
+    // The create call times out, but the VM was made: adopted once listed, never made twice.
+    let setup = quick_setup().await;
+    linux_config(&setup.broker, "made", 1, 1, true).await;
+    *setup.cloud.time_out_create.lock().unwrap() = Some(true);
+    setup.reconciler.pass().await;
+    let server = setup.broker.servers()[0].clone();
+    assert!(server.instance_id.is_none());
+    assert!(matches!(
+        setup.broker.delete_autoscale_config("made").await,
+        Err(BrokerError::Conflict { .. })
+    ));
+    *setup.cloud.time_out_create.lock().unwrap() = None;
+    // (Past the failure's back-off of 2 s, and the listing's grace period.)
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let report = setup.reconciler.pass().await;
+    assert_eq!((report.adopted, report.created), (1, 0), "{report:?}");
+    assert_eq!(setup.cloud.vms.lock().unwrap().len(), 1);
+
+    // The create call times out and made nothing: once a listing past the grace period shows
+    // no VM with the server's id, the config can go with its record.
+    let setup = quick_setup().await;
+    linux_config(&setup.broker, "none", 1, 1, true).await;
+    *setup.cloud.time_out_create.lock().unwrap() = Some(false);
+    setup.reconciler.pass().await;
+    setup
+        .broker
+        .update_autoscale_config("none", &json!({"enabled": false}))
+        .await
+        .unwrap();
+    let refused = setup.broker.delete_autoscale_config("none").await;
+    match refused {
+        Err(BrokerError::Conflict { message, .. }) => {
+            assert!(message.contains("timed out"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    setup.reconciler.pass().await;
+    setup.broker.delete_autoscale_config("none").await.unwrap();
+    assert!(setup.broker.servers().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_cannot_be_destroyed_is_shown_and_retried_without_backing_off() {
+    let setup = quick_setup().await;
+    linux_config(&setup.broker, "linux", 1, 1, true).await;
+    let server = running_server(&setup).await;
+    let instance = setup.broker.server(server).unwrap().instance_id.unwrap();
+    setup
+        .cloud
+        .protected
+        .lock()
+        .unwrap()
+        .insert(instance.clone());
+    setup.broker.remove_server(server, false).await.unwrap();
+    let report = setup.reconciler.pass().await;
+    assert_eq!(report.created, 1, "the replacement is made all the same");
+    let status = setup.broker.autoscale_config("linux").unwrap().status;
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("destroy-vm"),
+        "{status:?}"
+    );
+    assert_eq!(
+        (status.backoff_until_ms, status.consecutive_failures),
+        (None, 0),
+        "no back-off"
+    );
+    assert_eq!(status.unmanaged_vms.len(), 1);
+    assert_eq!(
+        status.unmanaged_vms[0].problem,
+        crate::broker::VmProblem::DestroyFailed
+    );
+    // Retried at once, and gone once the provider lets it go.
+    setup.cloud.protected.lock().unwrap().clear();
+    let report = setup.reconciler.pass().await;
+    assert_eq!(report.destroyed, 1, "{report:?}");
+    let status = setup.broker.autoscale_config("linux").unwrap().status;
+    assert_eq!((status.last_error, status.unmanaged_vms.len()), (None, 0));
 }

@@ -459,11 +459,14 @@ impl Broker {
                 .collect();
             let holding: Vec<String> = servers
                 .iter()
-                .filter(|s| s.instance_id.is_some() || s.ad_computer_dn.is_some())
+                .filter(|s| s.may_hold_resources())
                 .map(|s| {
                     let what = match (&s.instance_id, &s.ad_computer_dn) {
                         (Some(instance), _) => format!("VM {instance}"),
-                        (None, _) => "a directory object".to_string(),
+                        (None, Some(_)) => "a directory object".to_string(),
+                        (None, None) => {
+                            "perhaps a VM: its create call timed out; the next full pass adopts it or finds none".to_string()
+                        }
                     };
                     format!("`{}` ({}, {what})", s.id, s.status.as_str())
                 })

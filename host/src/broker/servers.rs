@@ -148,6 +148,7 @@ impl Broker {
             bootstrap_required: false,
             bootstrapped_at_ms: None,
             vm_created_at_ms: None,
+            uncertain_create_at_ms: None,
         };
         let view = {
             let mut inventory = self.write();
@@ -431,6 +432,7 @@ impl Broker {
                 bootstrap_required: true,
                 bootstrapped_at_ms: None,
                 vm_created_at_ms: None,
+                uncertain_create_at_ms: None,
             };
             self.store.put_server(&server)?;
             inventory.put_server(server.clone());

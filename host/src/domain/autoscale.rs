@@ -519,6 +519,20 @@ pub struct Server {
     /// When its VM was created (or adopted).
     #[serde(default)]
     pub vm_created_at_ms: Option<u64>,
+    /// When a create call for it ended without saying whether a VM was made (a timeout, an
+    /// unknown error): until a listing shows none carries its id, it may hold a VM.
+    #[serde(default)]
+    pub uncertain_create_at_ms: Option<u64>,
+}
+
+impl Server {
+    /// Whether a VM or a directory object may exist for it (it must be destroyed, not
+    /// just forgotten).
+    pub fn may_hold_resources(&self) -> bool {
+        self.instance_id.is_some()
+            || self.ad_computer_dn.is_some()
+            || self.uncertain_create_at_ms.is_some()
+    }
 }
 
 impl Server {
@@ -1007,6 +1021,7 @@ mod tests {
             bootstrap_required: true,
             bootstrapped_at_ms: None,
             vm_created_at_ms: None,
+            uncertain_create_at_ms: None,
         }
     }
 

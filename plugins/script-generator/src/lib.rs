@@ -28,6 +28,27 @@ impl ScriptGenerator for DefaultGenerator {
             Os::Linux => template::Shell::Bash,
             Os::Windows => template::Shell::PowerShell,
         };
+        // A script that must fetch its secrets first has to be a script: cloud-init YAML and
+        // cmd batch user data cannot run the bootstrap step before their own.
+        let not_a_script = match os {
+            Os::Linux => "#cloud-config",
+            Os::Windows => "<script>",
+        };
+        if variables.boot_secrets().is_some() && template.trim_start().starts_with(not_a_script) {
+            return Err(RenderError {
+                kind: zonebroker_plugin_sdk::generator::RenderErrorKind::UnsafeValue,
+                offset: 0,
+                line: 1,
+                column: 1,
+                message: format!(
+                    "`{not_a_script}` user data cannot fetch the server's secrets before it runs: write the template as a {} script",
+                    match os {
+                        Os::Linux => "shell (`#!/bin/bash`)",
+                        Os::Windows => "PowerShell",
+                    }
+                ),
+            });
+        }
         let boot = variables.boot_secrets().map(|secrets| template::Boot {
             secrets,
             checkin_jwt: variables.variable("checkin_jwt").unwrap_or_default(),
@@ -52,3 +73,33 @@ impl ScriptGenerator for DefaultGenerator {
 }
 
 zonebroker_plugin_sdk::export_generator!(DefaultGenerator);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zonebroker_plugin_sdk::generator::BOOT_SECRETS;
+
+    #[test]
+    fn user_data_that_is_not_a_script_cannot_fetch_secrets_first() {
+        let variables = Variables::from_pairs([
+            ("checkin_jwt", "t"),
+            ("upstream_auth_address", "broker:443"),
+            (BOOT_SECRETS, "connection_password"),
+        ]);
+        for (os, template) in [
+            (Os::Linux, "#cloud-config\nruncmd: [reboot]\n"),
+            (Os::Windows, "<script>\necho hi\n</script>"),
+        ] {
+            let error = DefaultGenerator::render(os, template, &variables).unwrap_err();
+            assert_eq!((error.line, error.column), (1, 1), "{}", error.message);
+        }
+        // Without the host's request for a bootstrap (a plain render), they render.
+        let plain = Variables::from_pairs([("checkin_jwt", "t")]);
+        assert!(DefaultGenerator::render(Os::Linux, "#cloud-config\n", &plain).is_ok());
+        assert!(
+            DefaultGenerator::render(Os::Linux, "#!/bin/bash\necho {checkin_jwt}", &variables)
+                .unwrap()
+                .contains("zb_variable()")
+        );
+    }
+}

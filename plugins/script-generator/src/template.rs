@@ -232,15 +232,9 @@ fn bootstrap_step(shell: Shell, boot: &Boot) -> String {
 # the script generator; secrets are never written into the script itself).
 ZB_VARIABLES=$(curl -sS --fail --retry 30 --retry-delay 10 --retry-connrefused -X POST   -H 'Accept: text/plain' -H {authorization}   "${{ZONEBROKER_SCHEME:-https}}://"{path})   || {{ echo "zonebroker: cannot fetch this server's variables" >&2; exit 1; }}
 zb_variable() {{ # NAME [b64]: one fetched variable, decoded (or as base64)
-  local line
-  while IFS= read -r line; do
-    if [ "${{line%%=*}}" = "$1" ]; then
-      if [ "${{2:-}}" = b64 ]; then printf '%s' "${{line#*=}}"; else printf '%s' "${{line#*=}}" | base64 -d; fi
-      return 0
-    fi
-  done <<< "$ZB_VARIABLES"
-  echo "zonebroker: no variable $1" >&2
-  return 1
+  zb_line=$(printf '%s\n' "$ZB_VARIABLES" | grep "^$1=") \
+    || {{ echo "zonebroker: no variable $1" >&2; return 1; }}
+  if [ "${{2:-}}" = b64 ]; then printf '%s' "${{zb_line#*=}}"; else printf '%s' "${{zb_line#*=}}" | base64 -d; fi
 }}
 "#,
             authorization = quote_bash(&authorization),
@@ -523,6 +517,30 @@ mod tests {
             String::from_utf8(out.stdout).unwrap(),
             format!("{value}|{}", base64(value.as_bytes()))
         );
+        // The bootstrap step is POSIX sh too (Debian's dash), for templates that ask for it.
+        let posix = render(
+            Shell::Bash,
+            "#!/bin/sh\nset -eu\nPASS={connection_password|sh}\nprintf '%s' \"$PASS\"\n",
+            vars,
+            Some(&boot()),
+        )
+        .unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&posix)
+            .env("ZONEBROKER_SCHEME", "http")
+            .env(
+                "PATH",
+                format!("{}:{}", dir.display(), std::env::var("PATH").unwrap()),
+            )
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), value);
         let args = std::fs::read_to_string(dir.join("args")).unwrap();
         assert!(
             args.contains("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln-_\n"),
