@@ -49,8 +49,10 @@ fn start(data_dir: Option<std::sync::Arc<tempfile::TempDir>>) -> Server {
     Server::start(
         BIN,
         ServerOptions {
-            args: vec!["--autoscale-interval".into(), "0.3".into()],
+            args: vec!["--autoscale-interval".into(), "300ms".into()],
             data_dir,
+            // Every event the broker can emit, to prove no secret is among them.
+            log_filter: "zonebroker=trace".into(),
             ..ServerOptions::default()
         },
     )
@@ -398,7 +400,69 @@ fn pools_scale_up_fill_drain_and_replace_vms_in_moto() {
             r#"zonebroker_autoscale_vms_destroyed_total{config="linux",reason="surplus"}"#
         )
     );
+    assert_no_secret_is_shown(
+        server,
+        &["test-secret-key", "p@ss 'w0rd' $(reboot)", "w0rd"],
+    );
+}
+
+/// Every read endpoint (each list and each item in it), `/metrics` and the server's log
+/// (at `zonebroker=trace`), then, with the server stopped, the check-in signing key from its
+/// store: none of `secrets`, nor the key, appears anywhere.
+fn assert_no_secret_is_shown(server: Server, secrets: &[&str]) {
+    let mut shown = String::new();
+    for list in [
+        "/api/v1/zones",
+        "/api/v1/agents",
+        "/api/v1/images",
+        "/api/v1/sessions",
+        "/api/v1/plugins",
+        "/api/v1/pools",
+        "/api/v1/vm-provider-configs",
+        "/api/v1/autoscale-configs",
+        "/api/v1/servers",
+        "/api/v1/workspaces",
+        "/api/v1/ldap-configs",
+        "/api/v1/installation",
+    ] {
+        let body = server.admin_get("default", list).text().unwrap();
+        if let Ok(Value::Array(items)) = serde_json::from_str::<Value>(&body) {
+            for item in items {
+                let key = [&item["id"], &item["name"], &item["config"]["name"]]
+                    .into_iter()
+                    .find_map(|k| k.as_str().map(str::to_string))
+                    .unwrap_or_else(|| panic!("an item of {list} without id or name: {item}"));
+                shown += &server
+                    .admin_get("default", &format!("{list}/{key}"))
+                    .text()
+                    .unwrap();
+            }
+        }
+        shown += &body;
+    }
+    shown += &server.admin_get("default", "/metrics").text().unwrap();
+    assert!(server.logs().len() > 100, "the trace log was collected");
+    shown += &server.logs().join("\n");
+    assert!(
+        shown.contains("\"TRACE\"") || shown.contains("\"DEBUG\""),
+        "the log is at trace level"
+    );
+    for secret in secrets {
+        assert!(!secret.is_empty());
+        assert!(!shown.contains(secret), "`{secret}` was shown");
+    }
+    let data_dir = server.data_dir();
     server.stop();
+    let store = zonebroker::store::Store::open(data_dir.path()).unwrap();
+    let key = store.checkin_key();
+    use base64::Engine as _;
+    for form in [
+        hex::encode(key),
+        base64::engine::general_purpose::STANDARD.encode(key),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key),
+    ] {
+        assert!(!shown.contains(&form), "the check-in key was shown");
+    }
 }
 
 fn all_contains(all: &[Value], instance: &str) -> bool {
@@ -914,7 +978,15 @@ fn computer_records_are_created_before_and_deleted_after_their_vms() {
                 .then_some(())
         },
     );
-    server.stop();
+    assert_no_secret_is_shown(
+        server,
+        &[
+            samba::ADMIN_PASSWORD,
+            &credential,
+            "test-secret-key",
+            "w0rd",
+        ],
+    );
 }
 
 #[test]

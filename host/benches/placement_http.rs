@@ -59,7 +59,7 @@ fn main() {
     let seconds: f64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(10.0);
     let concurrency: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(32);
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = zonebroker_test_support::private_tempdir();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

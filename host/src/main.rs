@@ -1,6 +1,7 @@
 //! The `zonebroker` binary: the server and the operator's command line.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -8,8 +9,10 @@ use tracing_subscriber::EnvFilter;
 
 mod cli;
 
+use zonebroker::api::RequestTimeouts;
+use zonebroker::domain::duration;
 use zonebroker::plugins::RuntimeConfig;
-use zonebroker::server::{self, ListenerSpec, ServeConfig};
+use zonebroker::server::{self, ConnectionLimits, ListenerSpec, ServeConfig, TlsFiles};
 
 #[derive(Parser)]
 #[command(
@@ -119,30 +122,66 @@ struct ServeArgs {
     /// Where the database and generated tokens live.
     #[arg(long, env = "ZONEBROKER_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
-    /// A listener and the zone it manages, as ADDR=ZONE; repeatable.
-    /// [default: 127.0.0.1:8080=default]
-    #[arg(long = "listen", value_name = "ADDR=ZONE")]
+    /// A listener and the zone it manages, as ADDR=ZONE; repeatable. Options after commas:
+    /// `tls-cert=FILE,tls-key=FILE` (this listener's own TLS), `public=HOST[:PORT]` (the
+    /// address VMs and users reach it at: what `$request_host$` stands for in startup
+    /// scripts; needed when bound to 0.0.0.0). [default: 127.0.0.1:8080=default]
+    #[arg(
+        long = "listen",
+        value_name = "ADDR=ZONE[,tls-cert=FILE,tls-key=FILE][,public=HOST[:PORT]]"
+    )]
     listeners: Vec<ListenerSpec>,
-    /// Seconds an agent may stay silent and remain a placement candidate.
-    #[arg(long, env = "ZONEBROKER_AGENT_TIMEOUT", default_value_t = 60)]
-    agent_timeout: u64,
+    /// Serve HTTPS on every listener with this certificate chain (PEM, leaf first).
+    #[arg(
+        long,
+        env = "ZONEBROKER_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "ZONEBROKER_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    tls_key: Option<PathBuf>,
+    /// How long an agent may stay silent and remain a placement candidate (`60`, `90s`,
+    /// `2m`).
+    #[arg(long, env = "ZONEBROKER_AGENT_TIMEOUT", default_value = "60s", value_parser = duration_between(Duration::from_secs(1), Duration::from_secs(86_400)))]
+    agent_timeout: Duration,
     /// The largest plugin component an upload may carry, in bytes (or with a suffix: 16MiB).
     #[arg(long, default_value = "16MiB", value_parser = cli::parse_bytes)]
     max_plugin_size: u64,
-    /// Seconds between AutoScale reconcile passes (demand changes also start one at once).
-    #[arg(long, env = "ZONEBROKER_AUTOSCALE_INTERVAL", default_value_t = 10.0, value_parser = parse_interval)]
-    autoscale_interval: f64,
+    /// Time between AutoScale reconcile passes (demand changes also start one at once):
+    /// seconds, or with a unit (`500ms`, `10s`, `5m`).
+    #[arg(long, env = "ZONEBROKER_AUTOSCALE_INTERVAL", default_value = "10s", value_parser = duration_between(Duration::from_millis(50), Duration::from_secs(3600)))]
+    autoscale_interval: Duration,
+    /// How long a client may take to send a request's headers (and its TLS handshake).
+    #[arg(long, default_value = "10s", value_parser = duration_between(Duration::from_millis(10), Duration::from_secs(3600)))]
+    header_read_timeout: Duration,
+    /// How long a request may take, from its headers to its answer (body included).
+    #[arg(long, default_value = "60s", value_parser = duration_between(Duration::from_millis(10), Duration::from_secs(86_400)))]
+    request_timeout: Duration,
+    /// How long a plugin upload may take, transfer and compilation included.
+    #[arg(long, default_value = "10m", value_parser = duration_between(Duration::from_millis(10), Duration::from_secs(86_400)))]
+    upload_timeout: Duration,
+    /// Connections each listener serves at once; more wait to be accepted.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
     /// Threads that run requests, reconcile passes and provider calls. [default: one per
     /// core]
     #[arg(long, env = "ZONEBROKER_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: Option<u16>,
 }
 
-fn parse_interval(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(seconds) if seconds.is_finite() && (0.05..=3600.0).contains(&seconds) => Ok(seconds),
-        _ => Err("seconds from 0.05 to 3600".into()),
-    }
+/// A flag's parser: a duration (seconds, or with a unit) within `min..=max`.
+fn duration_between(
+    min: Duration,
+    max: Duration,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |text| duration::parse_within(text, min, max).map_err(|e| e.to_string())
 }
 
 fn main() -> std::process::ExitCode {
@@ -163,15 +202,15 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Zone {
             connection,
             command,
-        } => cli::zone(&cli::Client::new(&connection), command),
+        } => cli::zone(&cli::Client::new(&connection)?, command),
         Command::Agent {
             connection,
             command,
-        } => cli::agent(&cli::Client::new(&connection), command),
+        } => cli::agent(&cli::Client::new(&connection)?, command),
         Command::Image {
             connection,
             command,
-        } => cli::image(&cli::Client::new(&connection), command),
+        } => cli::image(&cli::Client::new(&connection)?, command),
         Command::Plugin {
             connection,
             command,
@@ -179,16 +218,16 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Session {
             connection,
             command,
-        } => cli::session(&cli::Client::new(&connection), command),
+        } => cli::session(&cli::Client::new(&connection)?, command),
         Command::Pool {
             connection,
             command,
-        } => cli::resource(&cli::Client::new(&connection), "/pools", command),
+        } => cli::resource(&cli::Client::new(&connection)?, "/pools", command),
         Command::ProviderConfig {
             connection,
             command,
         } => cli::resource(
-            &cli::Client::new(&connection),
+            &&cli::Client::new(&connection)?,
             "/vm-provider-configs",
             command,
         ),
@@ -196,22 +235,22 @@ fn run(command: Command) -> anyhow::Result<()> {
             connection,
             command,
         } => cli::resource(
-            &cli::Client::new(&connection),
+            &&cli::Client::new(&connection)?,
             "/autoscale-configs",
             command,
         ),
         Command::Server {
             connection,
             command,
-        } => cli::resource(&cli::Client::new(&connection), "/servers", command),
+        } => cli::resource(&cli::Client::new(&connection)?, "/servers", command),
         Command::Workspace {
             connection,
             command,
-        } => cli::resource(&cli::Client::new(&connection), "/workspaces", command),
+        } => cli::resource(&cli::Client::new(&connection)?, "/workspaces", command),
         Command::LdapConfig {
             connection,
             command,
-        } => cli::resource(&cli::Client::new(&connection), "/ldap-configs", command),
+        } => cli::resource(&cli::Client::new(&connection)?, "/ldap-configs", command),
     }
 }
 
@@ -221,10 +260,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listeners: args.listeners,
         admin_token: std::env::var("ZONEBROKER_ADMIN_TOKEN").ok(),
         agent_token: std::env::var("ZONEBROKER_AGENT_TOKEN").ok(),
-        agent_timeout: std::time::Duration::from_secs(args.agent_timeout),
+        agent_timeout: args.agent_timeout,
         max_plugin_size: args.max_plugin_size as usize,
         runtime: RuntimeConfig::default(),
-        autoscale_interval: std::time::Duration::from_secs_f64(args.autoscale_interval),
+        autoscale_interval: args.autoscale_interval,
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(cert, key)| TlsFiles { cert, key }),
+        connection_limits: ConnectionLimits {
+            header_read_timeout: args.header_read_timeout,
+            max_connections: args.max_connections as usize,
+        },
+        request_timeouts: RequestTimeouts {
+            request: args.request_timeout,
+            upload: args.upload_timeout,
+        },
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.worker_threads {

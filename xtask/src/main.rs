@@ -1,17 +1,23 @@
 //! Project commands that are more than one cargo call. Run through the alias in
 //! `.cargo/config.toml`:
 //!
-//! - `cargo xtask run [ARGS...]`: set up, then build and start the server
-//!   (`zonebroker serve --data-dir ./data` unless ARGS are given).
-//! - `cargo xtask test [ARGS...]`: set up, then run the whole test suite.
-//! - `cargo xtask setup`: only the set-up (idempotent): the `wasm32-wasip2` target, and a
-//!   Python virtual environment with the test peers (`target/tools/venv`: schemathesis,
-//!   moto).
+//! - `cargo xtask run [ARGS...]`: install the `wasm32-wasip2` target, then build and start
+//!   the server (`zonebroker serve --data-dir ./data` unless ARGS are given).
+//! - `cargo xtask test [ARGS...]`: set up, run the whole test suite, then the README's
+//!   quickstart as written (`cargo xtask quickstart`).
+//! - `cargo xtask quickstart`: run the commands of README.md's "Quickstart for operators"
+//!   against a server started as the README starts it, in a fresh directory, checking what
+//!   their comments promise.
+//! - `cargo xtask setup`: only the set-up (idempotent): the `wasm32-wasip2` target, a Python
+//!   virtual environment with the test peers (`target/tools/venv`: schemathesis, moto), and
+//!   Debian's Samba.
 //!
 //! Every step is idempotent, so the commands work the same on a fresh machine (with only the
 //! Rust toolchain) and on a warm one.
 
 use std::process::{Command, ExitCode};
+
+mod quickstart;
 
 const GUEST_TARGET: &str = "wasm32-wasip2";
 
@@ -28,10 +34,14 @@ fn main() -> ExitCode {
     let rest: Vec<String> = args.collect();
     let result = match task.as_str() {
         "setup" => setup(),
-        "run" => setup().and_then(|()| run_server(&rest)),
-        "test" => setup().and_then(|()| test(&rest)),
+        // The server needs only the guest target; the test peers stay with the tests.
+        "run" => ensure_guest_target().and_then(|()| run_server(&rest)),
+        "test" => setup()
+            .and_then(|()| test(&rest))
+            .and_then(|()| quickstart::run(&workspace_root())),
+        "quickstart" => ensure_guest_target().and_then(|()| quickstart::run(&workspace_root())),
         _ => {
-            eprintln!("usage: cargo xtask <setup|run|test> [ARGS...]");
+            eprintln!("usage: cargo xtask <setup|run|test|quickstart> [ARGS...]");
             return ExitCode::from(2);
         }
     };
@@ -108,17 +118,24 @@ fn is_root() -> bool {
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 
-/// `<target>/tools/venv`: where the tests look for their Python tools.
-fn venv_dir() -> std::path::PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The repository's root (the workspace of this xtask).
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
-        .to_path_buf();
+        .to_path_buf()
+}
+
+/// The workspace's target directory.
+fn target_dir() -> std::path::PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("tools")
-        .join("venv")
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// `<target>/tools/venv`: where the tests look for their Python tools.
+fn venv_dir() -> std::path::PathBuf {
+    target_dir().join("tools").join("venv")
 }
 
 fn ensure_python_tools() -> Result<(), String> {
@@ -183,7 +200,11 @@ fn run_server(args: &[String]) -> Result<(), String> {
     // `cargo xtask run -- serve ...` and `cargo xtask run serve ...` mean the same.
     let args = args.strip_prefix(&["--".to_string()]).unwrap_or(args);
     let mut command = cargo();
-    command.args(["run", "--release", "-p", "zonebroker", "--"]);
+    // The workspace's manifest, so that `cargo xtask run` works from any directory.
+    command
+        .args(["run", "--release", "-p", "zonebroker", "--manifest-path"])
+        .arg(workspace_root().join("Cargo.toml"))
+        .arg("--");
     if args.is_empty() {
         command.args(["serve", "--data-dir", "./data"]);
     } else {

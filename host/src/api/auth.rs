@@ -148,8 +148,12 @@ pub struct CheckinToken(pub String);
 impl FromRequestParts<AppState> for CheckinToken {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
-        bearer(parts, "checkin_jwt").map(|token| CheckinToken(token.to_string()))
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts, "checkin_jwt")?;
+        // Signature and expiry before anything reads the body: an unauthenticated caller
+        // costs a header and an HMAC.
+        state.broker.verify_checkin_token(token)?;
+        Ok(CheckinToken(token.to_string()))
     }
 }
 

@@ -37,7 +37,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
-                ApiError::new(rejection.status(), "unreadable_body", rejection.body_text())
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_large",
+                        format!("a JSON body may have at most {MAX_JSON_BODY} bytes"),
+                    )
+                } else {
+                    ApiError::new(rejection.status(), "unreadable_body", rejection.body_text())
+                }
             })?;
         parse(&bytes).map(JsonBody)
     }

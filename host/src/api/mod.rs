@@ -28,13 +28,13 @@ mod workspaces;
 mod zones;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use tracing::Instrument;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -55,9 +55,32 @@ pub struct AppState {
     pub agent_token: Token,
     /// The largest plugin component an upload may carry, in bytes.
     pub max_plugin_size: usize,
+    /// How long a request may take, from its headers to the end of its answer.
+    pub request_timeouts: RequestTimeouts,
     /// Answers booting VMs' bootstraps (their variables, secrets included, once).
     pub bootstrap: Arc<crate::autoscale::Bootstrapper>,
 }
+
+/// How long a request may take, body and handling included, before it is answered 408.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestTimeouts {
+    /// Every request but plugin uploads.
+    pub request: Duration,
+    /// A plugin upload: a large component over a slow link, then its compilation.
+    pub upload: Duration,
+}
+
+impl Default for RequestTimeouts {
+    fn default() -> Self {
+        RequestTimeouts {
+            request: Duration::from_secs(60),
+            upload: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The route of plugin uploads, which get [`RequestTimeouts::upload`].
+const UPLOAD_ROUTE: &str = "/api/v1/plugins/{name}/versions";
 
 /// The deployment zone a listener manages: every request through it belongs to that zone.
 #[derive(Clone, Debug)]
@@ -88,9 +111,13 @@ fn routes() -> OpenApiRouter<AppState> {
 /// The full router for one listener of `zone`.
 pub fn router(state: AppState, zone: &str) -> Router {
     let (router, _) = routes().split_for_parts();
+    let timeouts = state.request_timeouts;
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // JSON bodies; plugin uploads read theirs with `--max-plugin-size`.
+        .layer(DefaultBodyLimit::max(json::MAX_JSON_BODY))
+        .layer(middleware::from_fn_with_state(timeouts, time_limit))
         .layer(middleware::from_fn_with_state(
             ListenerZone(zone.into()),
             trace_request,
@@ -108,6 +135,39 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this route does not take that method",
     )
+}
+
+/// Answer 408 when a request (reading its body included) takes longer than its limit.
+async fn time_limit(
+    State(timeouts): State<RequestTimeouts>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let upload = request.method() == Method::POST
+        && request
+            .extensions()
+            .get::<MatchedPath>()
+            .is_some_and(|path| path.as_str() == UPLOAD_ROUTE);
+    let limit = if upload {
+        timeouts.upload
+    } else {
+        timeouts.request
+    };
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(limit_ms = limit.as_millis() as u64, "request timed out");
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request took longer than {} to send and answer",
+                    crate::domain::duration::display(limit)
+                ),
+            )
+            .into_response()
+        }
+    }
 }
 
 /// One span per request (method, route, zone), one event when it ends (status, latency).

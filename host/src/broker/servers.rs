@@ -336,7 +336,9 @@ impl Broker {
         Ok(server)
     }
 
-    fn verify_checkin_token(&self, token: &str) -> Result<checkin::Claims, BrokerError> {
+    /// Whether `token` is a check-in token of this installation and unexpired (signature
+    /// and expiry only: whether its server still waits for it is the caller's check).
+    pub fn verify_checkin_token(&self, token: &str) -> Result<checkin::Claims, BrokerError> {
         checkin::verify(self.store.checkin_key(), token, now_ms() / 1000)
             .map_err(|e| BrokerError::Unauthorized(format!("check-in token refused: {e}")))
     }

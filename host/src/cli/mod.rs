@@ -26,6 +26,10 @@ pub struct Connection {
         hide_env_values = true
     )]
     token: Option<String>,
+    /// Trust this CA certificate (PEM) for an `https://` server, instead of the web's
+    /// public roots (a broker with its own certificate authority).
+    #[arg(long, global = true, env = "ZONEBROKER_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -287,17 +291,36 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(connection: &Connection) -> Client {
-        let agent = ureq::Agent::config_builder()
+    pub fn new(connection: &Connection) -> anyhow::Result<Client> {
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(std::time::Duration::from_secs(30)))
-            .build()
-            .into();
-        Client {
+            .timeout_global(Some(std::time::Duration::from_secs(30)));
+        if let Some(path) = &connection.ca_cert {
+            use ureq::tls::{Certificate, RootCerts, TlsConfig};
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the CA certificate {}", path.display()))?;
+            let roots = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
+                    _ => None,
+                })
+                .collect::<Vec<Certificate<'static>>>();
+            anyhow::ensure!(
+                !roots.is_empty(),
+                "{} holds no PEM certificate",
+                path.display()
+            );
+            config = config.tls_config(
+                TlsConfig::builder()
+                    .root_certs(RootCerts::Specific(std::sync::Arc::new(roots)))
+                    .build(),
+            );
+        }
+        Ok(Client {
             base: connection.server.trim_end_matches('/').to_string(),
             token: connection.token.clone(),
-            agent,
-        }
+            agent: config.build().into(),
+        })
     }
 
     /// Call `method path` with an optional JSON body; answer the JSON reply or fail with the
@@ -437,17 +460,17 @@ pub fn plugin(connection: &Connection, command: PluginCommand) -> anyhow::Result
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let path = format!("/plugins/{name}/versions?activate={activate}");
-            client().send("POST", &path, Some(("application/wasm", bytes)))?
+            client()?.send("POST", &path, Some(("application/wasm", bytes)))?
         }
-        PluginCommand::List => client().call("GET", "/plugins", None)?,
-        PluginCommand::Show { name } => client().call("GET", &format!("/plugins/{name}"), None)?,
-        PluginCommand::Activate { name, version } => client().call(
+        PluginCommand::List => client()?.call("GET", "/plugins", None)?,
+        PluginCommand::Show { name } => client()?.call("GET", &format!("/plugins/{name}"), None)?,
+        PluginCommand::Activate { name, version } => client()?.call(
             "POST",
             &format!("/plugins/{name}/activate"),
             Some(json!({ "version": version })),
         )?,
         PluginCommand::Rollback { name } => {
-            let client = client();
+            let client = client()?;
             let plugin = client.call("GET", &format!("/plugins/{name}"), None)?;
             let Some(previous) = plugin["history"]
                 .as_array()
@@ -463,12 +486,12 @@ pub fn plugin(connection: &Connection, command: PluginCommand) -> anyhow::Result
             )?
         }
         PluginCommand::Delete { name, version } => match version {
-            Some(version) => client().call(
+            Some(version) => client()?.call(
                 "DELETE",
                 &format!("/plugins/{name}/versions/{version}"),
                 None,
             )?,
-            None => client().call("DELETE", &format!("/plugins/{name}"), None)?,
+            None => client()?.call("DELETE", &format!("/plugins/{name}"), None)?,
         },
     };
     print(value)

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::duration;
 use super::script::Os;
 use super::validation::{self, FieldError};
 
@@ -51,8 +52,40 @@ pub struct VmProviderConfig {
     #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub provider: String,
     /// The provider's settings, by name (see its `describe`). Secret settings are write-only.
-    #[serde(default)]
+    /// Numbers and booleans are taken as their text (`20` is `"20"`).
+    #[serde(default, deserialize_with = "setting_values")]
+    #[schema(value_type = std::collections::BTreeMap<String, SettingValue>)]
     pub settings: std::collections::BTreeMap<String, String>,
+}
+
+/// A provider setting as it may be written: text, a number or a boolean (kept as text).
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum SettingValue {
+    Text(String),
+    #[schema(value_type = f64)]
+    Number(serde_json::Number),
+    Flag(bool),
+}
+
+impl SettingValue {
+    fn into_text(self) -> String {
+        match self {
+            SettingValue::Text(text) => text,
+            SettingValue::Number(number) => number.to_string(),
+            SettingValue::Flag(flag) => flag.to_string(),
+        }
+    }
+}
+
+fn setting_values<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    let values = std::collections::BTreeMap::<String, SettingValue>::deserialize(deserializer)?;
+    Ok(values
+        .into_iter()
+        .map(|(name, value)| (name, value.into_text()))
+        .collect())
 }
 
 impl VmProviderConfig {
@@ -162,13 +195,21 @@ pub struct AutoScaleConfig {
     #[serde(default = "default_prefix")]
     #[schema(pattern = r"^[a-z][a-z0-9]{0,7}$")]
     pub server_name_prefix: String,
-    /// Seconds a VM may take to check in before it is destroyed and replaced.
-    #[serde(default = "default_provision_timeout")]
-    #[schema(minimum = 1, maximum = 86400)]
+    /// Seconds a VM may take to check in before it is destroyed and replaced, from 1 to
+    /// 86400 (`"10m"` also reads).
+    #[serde(
+        default = "default_provision_timeout",
+        deserialize_with = "duration::whole_seconds"
+    )]
+    #[schema(schema_with = duration::seconds_schema)]
     pub provision_timeout: u64,
-    /// Seconds a surplus server must stay idle before it is destroyed.
-    #[serde(default = "default_downscale_backoff")]
-    #[schema(maximum = 86400)]
+    /// Seconds a surplus server must stay idle before it is destroyed, at most 86400
+    /// (`"5m"` also reads).
+    #[serde(
+        default = "default_downscale_backoff",
+        deserialize_with = "duration::whole_seconds"
+    )]
+    #[schema(schema_with = duration::seconds_schema)]
     pub downscale_backoff: u64,
     #[serde(default)]
     pub create_ad_computer_record: bool,

@@ -37,13 +37,19 @@ pub struct LdapConfig {
     /// every connection.
     #[serde(default)]
     pub insecure_skip_tls_verify: bool,
-    /// Seconds to connect (TCP and TLS).
-    #[serde(default = "default_connect_timeout")]
-    #[schema(minimum = 1, maximum = 300)]
+    /// Seconds to connect (TCP and TLS), from 1 to 300 (`"10s"` also reads).
+    #[serde(
+        default = "default_connect_timeout",
+        deserialize_with = "super::duration::whole_seconds"
+    )]
+    #[schema(schema_with = super::duration::seconds_schema)]
     pub connect_timeout: u64,
-    /// Seconds for each operation.
-    #[serde(default = "default_operation_timeout")]
-    #[schema(minimum = 1, maximum = 300)]
+    /// Seconds for each operation, from 1 to 300 (`"30s"` also reads).
+    #[serde(
+        default = "default_operation_timeout",
+        deserialize_with = "super::duration::whole_seconds"
+    )]
+    #[schema(schema_with = super::duration::seconds_schema)]
     pub operation_timeout: u64,
 }
 

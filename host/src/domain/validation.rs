@@ -57,6 +57,33 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// `host[:port]` split into its host and port; the port, if any, from 1 to 65535.
+pub fn split_authority<'a>(
+    field: &str,
+    value: &'a str,
+) -> Result<(&'a str, Option<u16>), FieldError> {
+    let (host, port) = match value.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') || host.ends_with(']') => (host, Some(port)),
+        _ => (value, None),
+    };
+    match port {
+        None => Ok((host, None)),
+        Some(port) => match port.parse::<u16>() {
+            Ok(port) if port > 0 => Ok((host, Some(port))),
+            _ => Err(FieldError::new(
+                field,
+                format!("`{value}`: the port must be a number from 1 to 65535"),
+            )),
+        },
+    }
+}
+
+/// `host[:port]`: a host name or IP address, and an optional port from 1 to 65535.
+pub fn authority(field: &str, value: &str) -> Result<(), FieldError> {
+    let (host_part, _) = split_authority(field, value)?;
+    host(field, host_part)
+}
+
 /// A host name or IP address as it may appear in a URL authority: letters, digits, `.`, `-`,
 /// `_`, or an IPv6 address (with or without brackets). At most 253 characters.
 pub fn host(field: &str, value: &str) -> Result<(), FieldError> {

@@ -162,18 +162,7 @@ fn host_or_request_host(field: &str, value: &str) -> Result<(), FieldError> {
 /// `host[:port]` (as [`host_or_request_host`] takes the host): where VMs and agents reach
 /// the broker, often behind a TLS proxy on another port (`broker.example.com:443`).
 fn authority_or_request_host(field: &str, value: &str) -> Result<(), FieldError> {
-    let (host, port) = match value.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') || host.ends_with(']') => (host, Some(port)),
-        _ => (value, None),
-    };
-    if let Some(port) = port
-        && !port.parse::<u16>().is_ok_and(|p| p > 0)
-    {
-        return Err(FieldError::new(
-            field,
-            format!("`{value}`: the port must be a number from 1 to 65535"),
-        ));
-    }
+    let (host, _) = validation::split_authority(field, value)?;
     host_or_request_host(field, host)
 }
 

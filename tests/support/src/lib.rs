@@ -14,6 +14,27 @@ use std::time::{Duration, Instant};
 pub mod load;
 pub mod moto;
 pub mod samba;
+pub mod tls;
+
+/// A fresh directory only its user can open: what `serve` requires of its data directory.
+pub fn private_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .expect("temp dir")
+}
+
+/// Run `command`, panicking with its output if it fails.
+pub fn run(command: &mut Command, what: &str) {
+    let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
 
 use serde_json::Value;
 use zonebroker_guest_build::{GuestBuild, component_file};
@@ -111,6 +132,8 @@ pub struct ServerOptions {
     pub data_dir: Option<Arc<tempfile::TempDir>>,
     /// More arguments for `serve`.
     pub args: Vec<String>,
+    /// `RUST_LOG` of the server.
+    pub log_filter: String,
 }
 
 impl Default for ServerOptions {
@@ -121,6 +144,7 @@ impl Default for ServerOptions {
             agent_token: Some(AGENT_TOKEN.into()),
             data_dir: None,
             args: Vec::new(),
+            log_filter: "info".into(),
         }
     }
 }
@@ -131,12 +155,12 @@ impl Server {
     pub fn start(binary: &str, options: ServerOptions) -> Server {
         let data_dir = options
             .data_dir
-            .unwrap_or_else(|| Arc::new(tempfile::tempdir().expect("temp dir")));
+            .unwrap_or_else(|| Arc::new(private_tempdir()));
         let mut command = Command::new(binary);
         command
             .args(["--log-format", "json", "serve", "--data-dir"])
             .arg(data_dir.path())
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &options.log_filter)
             .args(&options.args)
             .env_remove("ZONEBROKER_ADMIN_TOKEN")
             .env_remove("ZONEBROKER_AGENT_TOKEN")
@@ -174,9 +198,12 @@ impl Server {
             }
         });
 
+        // One listener per zone, and any more the arguments name.
+        let listeners =
+            options.zones.len() + options.args.iter().filter(|a| *a == "--listen").count();
         let mut zones = HashMap::new();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while zones.len() < options.zones.len() {
+        while zones.len() < listeners {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok((zone, addr)) => {
@@ -201,6 +228,11 @@ impl Server {
                 .build()
                 .unwrap(),
         }
+    }
+
+    /// `ADDR` (`ip:port`) of `zone`'s listener.
+    pub fn addr(&self, zone: &str) -> &str {
+        &self.zones[zone]
     }
 
     /// `http://ADDR` of `zone`'s listener.

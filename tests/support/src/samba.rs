@@ -5,7 +5,6 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -33,15 +32,7 @@ fn next_ip() -> String {
     format!("127.{}.{}.2", 10 + std::process::id() % 200, 1 + n % 250)
 }
 
-fn run(command: &mut Command, what: &str) {
-    let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        output.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
+use crate::run;
 
 impl Samba {
     pub fn start() -> Samba {
@@ -77,7 +68,7 @@ impl Samba {
                 )),
             "samba-tool domain provision",
         );
-        let ca_pem = make_certificates(&d.join("tls"), &ip);
+        let ca_pem = crate::tls::make_certificates(&d.join("tls"), &ip);
         let conf = d.join("etc/smb.conf");
         let text = std::fs::read_to_string(&conf).unwrap().replacen(
             "[global]\n",
@@ -214,70 +205,4 @@ impl Drop for Samba {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A test CA and a server certificate for `ip` (as subjectAltName, which rustls requires);
-/// answers the CA's PEM.
-fn make_certificates(dir: &Path, ip: &str) -> String {
-    std::fs::create_dir_all(dir).unwrap();
-    let openssl = |args: &[&str]| {
-        run(
-            Command::new("openssl").current_dir(dir).args(args),
-            "openssl",
-        )
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=zonebroker test CA",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "req.csr",
-        "-subj",
-        "/CN=dc1.example.test",
-    ]);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        format!(
-            "subjectAltName=IP:{ip},DNS:dc1.example.test\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
-        ),
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "req.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "cert.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(dir.join("key.pem"), std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::fs::read_to_string(dir.join("ca.pem")).unwrap()
 }

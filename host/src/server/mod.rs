@@ -1,10 +1,12 @@
 //! `zonebroker serve`: open the data directory, start the plugin runtime with the built-in
 //! plugins, bind every listener (each the manager of one zone) and serve until told to stop.
 
+mod http;
+mod listen;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -14,54 +16,14 @@ use crate::api::auth::{ADMIN_TOKEN_FILE, AGENT_TOKEN_FILE, Token, TokenError, To
 use crate::api::{self, AppState};
 use crate::autoscale;
 use crate::broker::{Broker, BrokerConfig, BrokerError};
-use crate::domain::names::{self, NameError};
+use crate::domain::zone::REQUEST_HOST;
 use crate::plugins::{
     self, PluginRuntime, Registry, RegistryError, RuntimeConfig, RuntimeInitError,
 };
 use crate::store::{Store, StoreError};
 
-/// `ADDR=ZONE`: a listener and the zone it manages.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListenerSpec {
-    pub addr: SocketAddr,
-    pub zone: String,
-}
-
-/// Why a `--listen` value was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ListenerSpecError {
-    #[error("expected ADDR=ZONE, e.g. 127.0.0.1:8080=default")]
-    Shape,
-    #[error("`{0}` is not an IP address with a port")]
-    Addr(String),
-    #[error("zone name: {0}")]
-    Zone(#[from] NameError),
-}
-
-impl FromStr for ListenerSpec {
-    type Err = ListenerSpecError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (addr, zone) = s.rsplit_once('=').ok_or(ListenerSpecError::Shape)?;
-        let addr = addr
-            .parse()
-            .map_err(|_| ListenerSpecError::Addr(addr.to_string()))?;
-        names::validate(zone)?;
-        Ok(ListenerSpec {
-            addr,
-            zone: zone.to_string(),
-        })
-    }
-}
-
-impl Default for ListenerSpec {
-    fn default() -> Self {
-        ListenerSpec {
-            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            zone: "default".into(),
-        }
-    }
-}
+pub use http::{ConnectionLimits, TlsError};
+pub use listen::{ListenerSpec, ListenerSpecError, TlsFiles};
 
 /// Everything `serve` needs.
 #[derive(Clone, Debug)]
@@ -79,6 +41,12 @@ pub struct ServeConfig {
     pub runtime: RuntimeConfig,
     /// Time between reconcile passes when nothing wakes the loop sooner.
     pub autoscale_interval: std::time::Duration,
+    /// TLS files of every listener that names none of its own.
+    pub tls: Option<TlsFiles>,
+    /// Per listener: connections at once, time to send headers.
+    pub connection_limits: ConnectionLimits,
+    /// Time to receive, handle and answer one request.
+    pub request_timeouts: api::RequestTimeouts,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -88,6 +56,20 @@ pub enum ServeError {
     DataDir {
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error(
+        "the data directory {path} is open to other users (mode {mode:04o}); it holds cloud keys, LDAP passwords and the check-in signing key: `chmod 700 {path}` and start again"
+    )]
+    DataDirMode { path: PathBuf, mode: u32 },
+    #[error("TLS of listener {addr}: {source}")]
+    Tls { addr: SocketAddr, source: TlsError },
+    #[error(
+        "listener {addr} (zone `{zone}`) is bound to every address, and AutoScale config `{config}` sends its VMs to `$request_host$`, which would be {addr}: name the address VMs reach with `--listen {addr}={zone},public=HOST[:PORT]`"
+    )]
+    NoPublicAddress {
+        addr: SocketAddr,
+        zone: String,
+        config: String,
     },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -104,11 +86,6 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("listener {addr} failed: {source}")]
-    Serve {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
     #[error("start-up task failed: {0}")]
     Task(String),
 }
@@ -119,6 +96,9 @@ pub async fn serve(
     config: ServeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    // Everything the server writes (sled's files, tokens, keys) is for its own user only.
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe { libc::umask(0o077) };
     create_data_dir(&config.data_dir)?;
     let store = Store::open(&config.data_dir)?;
     let admin_token = load_token(
@@ -159,6 +139,16 @@ pub async fn serve(
     );
     let mut bound = Vec::new();
     for spec in listeners {
+        let tls = spec
+            .tls
+            .as_ref()
+            .or(config.tls.as_ref())
+            .map(http::tls_acceptor)
+            .transpose()
+            .map_err(|source| ServeError::Tls {
+                addr: spec.addr,
+                source,
+            })?;
         let listener = TcpListener::bind(spec.addr)
             .await
             .map_err(|source| ServeError::Bind {
@@ -169,22 +159,31 @@ pub async fn serve(
             addr: spec.addr,
             source,
         })?;
-        tracing::info!(%addr, zone = spec.zone, "listening");
-        bound.push((listener, addr, spec.zone));
+        tracing::info!(
+            %addr,
+            zone = spec.zone,
+            tls = tls.is_some(),
+            public = spec.public.as_deref().unwrap_or_default(),
+            "listening"
+        );
+        if tls.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                zone = spec.zone,
+                "plain HTTP on a non-loopback address: tokens, agent credentials and VM secrets cross the network in clear; serve HTTPS with --tls-cert and --tls-key (or put a TLS proxy in front)"
+            );
+        }
+        bound.push(BoundListener {
+            listener,
+            addr,
+            tls,
+            spec,
+        });
     }
 
     // Where VMs reach the broker: `$request_host$` in a zone's `upstream_auth_address`.
-    let addresses = autoscale::BrokerAddresses {
-        by_zone: bound
-            .iter()
-            .rev()
-            .map(|(_, addr, zone)| (zone.clone(), addr.to_string()))
-            .collect(),
-        default: bound
-            .first()
-            .map(|(_, addr, _)| addr.to_string())
-            .unwrap_or_default(),
-    };
+    let addresses = broker_addresses(&bound);
+    refuse_unreachable_addresses(&broker, &bound)?;
     tracing::info!(
         installation = %broker.store().installation_id(),
         "every VM this installation creates carries this id as its `zonebroker:installation` tag"
@@ -195,6 +194,7 @@ pub async fn serve(
         admin_token,
         agent_token,
         max_plugin_size: config.max_plugin_size,
+        request_timeouts: config.request_timeouts,
         bootstrap: Arc::new(autoscale::Bootstrapper::new(
             broker.clone(),
             directory.clone(),
@@ -213,37 +213,29 @@ pub async fn serve(
     )
     .spawn(stop_rx.clone());
     let mut servers = tokio::task::JoinSet::new();
-    for (listener, addr, zone) in bound {
-        let app = api::router(state.clone(), &zone);
-        let mut stop = stop_rx.clone();
-        servers.spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            })
-            .await
-            .map_err(|source| ServeError::Serve { addr, source })
-        });
+    for listener in bound {
+        let app = api::router(state.clone(), &listener.spec.zone);
+        servers.spawn(http::serve(
+            listener.listener,
+            listener.tls,
+            app,
+            config.connection_limits,
+            stop_rx.clone(),
+        ));
     }
 
     let mut result = Ok(());
     tokio::select! {
         () = shutdown => tracing::info!("shutting down: finishing requests in flight"),
         Some(joined) = servers.join_next() => {
-            result = joined.map_err(|e| ServeError::Task(e.to_string())).and_then(|r| r);
+            result = joined.map_err(|e| ServeError::Task(e.to_string()));
             tracing::error!("a listener stopped; shutting down");
         }
     }
     let _ = stop_tx.send(true);
     while let Some(joined) = servers.join_next().await {
-        if let Err(e) = joined
-            .map_err(|e| ServeError::Task(e.to_string()))
-            .and_then(|r| r)
-        {
-            tracing::error!("{e}");
+        if let Err(e) = joined {
+            tracing::error!("a listener failed: {e}");
         }
     }
     if let Err(error) = reconciler.await {
@@ -279,8 +271,73 @@ fn listeners_or_default(specs: &[ListenerSpec]) -> Vec<ListenerSpec> {
     }
 }
 
+/// A listener, bound.
+struct BoundListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    spec: ListenerSpec,
+}
+
+impl BoundListener {
+    /// Where VMs reach it: its public address, else the bound one (useless to a VM when
+    /// bound to every address).
+    fn reachable_at(&self) -> Option<String> {
+        match &self.spec.public {
+            Some(public) => Some(public.clone()),
+            None if self.addr.ip().is_unspecified() => None,
+            None => Some(self.addr.to_string()),
+        }
+    }
+}
+
+/// What `$request_host$` stands for in each zone's `upstream_auth_address`.
+fn broker_addresses(bound: &[BoundListener]) -> autoscale::BrokerAddresses {
+    let address = |listener: &BoundListener| {
+        listener
+            .reachable_at()
+            .unwrap_or_else(|| listener.addr.to_string())
+    };
+    autoscale::BrokerAddresses {
+        by_zone: bound
+            .iter()
+            .rev()
+            .map(|listener| (listener.spec.zone.clone(), address(listener)))
+            .collect(),
+        default: bound.first().map(address).unwrap_or_default(),
+    }
+}
+
+/// Refuse to start when an AutoScale config would send its VMs to `$request_host$` of a
+/// listener bound to every address without a public address: they could never check in.
+fn refuse_unreachable_addresses(
+    broker: &Broker,
+    bound: &[BoundListener],
+) -> Result<(), ServeError> {
+    for view in broker.autoscale_configs() {
+        let config = &view.config;
+        let listener = bound
+            .iter()
+            .find(|l| l.spec.zone == config.zone)
+            .or(bound.first());
+        let Some(listener) = listener else { continue };
+        let uses_request_host = broker
+            .zone(&config.zone)
+            .is_ok_and(|zone| zone.upstream_auth_address.contains(REQUEST_HOST));
+        if uses_request_host && listener.reachable_at().is_none() {
+            return Err(ServeError::NoPublicAddress {
+                addr: listener.addr,
+                zone: listener.spec.zone.clone(),
+                config: config.name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Create the data directory for this user only, or refuse one that others can read.
 fn create_data_dir(path: &std::path::Path) -> Result<(), ServeError> {
-    use std::os::unix::fs::DirBuilderExt as _;
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -288,7 +345,22 @@ fn create_data_dir(path: &std::path::Path) -> Result<(), ServeError> {
         .map_err(|source| ServeError::DataDir {
             path: path.to_path_buf(),
             source,
-        })
+        })?;
+    let mode = std::fs::metadata(path)
+        .map_err(|source| ServeError::DataDir {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(ServeError::DataDirMode {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 /// Completes on the first SIGTERM or SIGINT.
@@ -305,30 +377,4 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
             _ = int.recv() => tracing::info!("received SIGINT"),
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn listener_specs_parse_addr_and_zone() {
-        let spec: ListenerSpec = "127.0.0.1:8080=east".parse().unwrap();
-        assert_eq!(spec.addr, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(spec.zone, "east");
-        let v6: ListenerSpec = "[::1]:9000=west-2".parse().unwrap();
-        assert_eq!(v6.addr.port(), 9000);
-        assert!(matches!(
-            "127.0.0.1:8080".parse::<ListenerSpec>(),
-            Err(ListenerSpecError::Shape)
-        ));
-        assert!(matches!(
-            "localhost:80=a".parse::<ListenerSpec>(),
-            Err(ListenerSpecError::Addr(_))
-        ));
-        assert!(matches!(
-            "127.0.0.1:80=East".parse::<ListenerSpec>(),
-            Err(ListenerSpecError::Zone(_))
-        ));
-    }
 }
