@@ -220,7 +220,24 @@ fn test(args: &[String]) -> Result<(), String> {
 }
 
 fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    without_cargo_package_env(&mut command);
+    command
+}
+
+/// Remove what cargo sets for running this xtask (`CARGO_PKG_NAME=xtask`, ...) from a child's
+/// environment. Build scripts such as ring's rerun when one of these changes, so a nested
+/// `cargo` that sees them would rebuild half the tree that a `cargo` run by hand built.
+fn without_cargo_package_env(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+        {
+            command.env_remove(name.as_ref());
+        }
+    }
 }
 
 fn run(command: &mut Command) -> Result<(), String> {

@@ -91,7 +91,9 @@ impl Server {
         let log = dir.join("server.log");
         let output =
             std::fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
-        let child = Command::new("bash")
+        let mut bash = Command::new("bash");
+        super::without_cargo_package_env(&mut bash);
+        let child = bash
             .arg("-c")
             .arg(format!("set -e\n{block}"))
             .current_dir(dir)
@@ -272,7 +274,7 @@ fn run_commands(blocks: &[String], start: &str, binary: &Path, dir: &Path) -> Re
         .map(|line| format!("{}\n", strip_comment(line)))
         .collect();
     let mut script = format!(
-        "{exports}zb() {{ {} \"$@\"; }}\nstep() {{ out=$(eval \"$1\" 2>&1); status=$?; printf '%s\\n' \"$out\"; return $status; }}\n",
+        "{exports}zb() {{ {} \"$@\"; }}\nstep() {{ eval \"$1\" >step.out 2>&1; status=$?; out=$(cat step.out); printf '%s\\n' \"$out\"; return $status; }}\n",
         shell_quote(&binary.display().to_string())
     );
     let steps: Vec<Step> = blocks.iter().flat_map(|block| steps(block)).collect();
