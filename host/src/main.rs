@@ -129,6 +129,10 @@ struct ServeArgs {
     /// The largest plugin component an upload may carry, in bytes (or with a suffix: 16MiB).
     #[arg(long, default_value = "16MiB", value_parser = cli::parse_bytes)]
     max_plugin_size: u64,
+    /// New agents are stored `pending` and get no sessions until an admin enables them
+    /// (`zonebroker agent enable ID`).
+    #[arg(long, env = "ZONEBROKER_REQUIRE_AGENT_APPROVAL")]
+    require_agent_approval: bool,
     /// Seconds between AutoScale reconcile passes (demand changes also start one at once).
     #[arg(long, env = "ZONEBROKER_AUTOSCALE_INTERVAL", default_value_t = 10.0, value_parser = parse_interval)]
     autoscale_interval: f64,
@@ -225,6 +229,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_plugin_size: args.max_plugin_size as usize,
         runtime: RuntimeConfig::default(),
         autoscale_interval: std::time::Duration::from_secs_f64(args.autoscale_interval),
+        require_agent_approval: args.require_agent_approval,
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.worker_threads {

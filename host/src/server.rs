@@ -79,6 +79,8 @@ pub struct ServeConfig {
     pub runtime: RuntimeConfig,
     /// Time between reconcile passes when nothing wakes the loop sooner.
     pub autoscale_interval: std::time::Duration,
+    /// New agents stay pending (no sessions) until an operator enables them.
+    pub require_agent_approval: bool,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -140,6 +142,7 @@ pub async fn serve(
     let broker_config = BrokerConfig {
         agent_timeout: config.agent_timeout,
         listener_zones: listeners.iter().map(|l| l.zone.clone()).collect(),
+        require_agent_approval: config.require_agent_approval,
     };
     let runtime_config = config.runtime.clone();
     let started = std::time::Instant::now();
