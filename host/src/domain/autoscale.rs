@@ -246,6 +246,11 @@ impl AutoScaleConfig {
                 "at most 86400 seconds",
             ));
         }
+        if let Some(username) = &self.connection_username
+            && !username.is_empty()
+        {
+            validation::username("connection_username", username)?;
+        }
         if self.credential_type == CredentialType::Static
             && self.connection_username.as_deref().unwrap_or("").is_empty()
         {
@@ -982,6 +987,17 @@ mod tests {
         assert_eq!(bad.validate().unwrap_err().field, "max_sessions_per_server");
         let bad = AutoScaleConfig {
             connection_username: None,
+            ..config(1, 1)
+        };
+        assert_eq!(bad.validate().unwrap_err().field, "connection_username");
+        let bad = AutoScaleConfig {
+            connection_username: Some("bob\r\nfull address:s:evil".into()),
+            ..config(1, 1)
+        };
+        assert_eq!(bad.validate().unwrap_err().field, "connection_username");
+        let bad = AutoScaleConfig {
+            credential_type: CredentialType::Sso,
+            connection_username: Some("bob\nx".into()),
             ..config(1, 1)
         };
         assert_eq!(bad.validate().unwrap_err().field, "connection_username");
