@@ -53,6 +53,12 @@ pub struct VmProviderConfig {
     /// The provider's settings, by name (see its `describe`). Secret settings are write-only.
     #[serde(default)]
     pub settings: std::collections::BTreeMap<String, String>,
+    /// Bumped by every write; read-only (a value in a request body is ignored). A `GET` of
+    /// the config answers it as its `ETag`: send that in `If-Match` to change only the
+    /// version you read.
+    #[serde(default)]
+    #[schema(read_only)]
+    pub version: u64,
 }
 
 impl VmProviderConfig {
@@ -178,6 +184,12 @@ pub struct AutoScaleConfig {
     pub ad_computer_ou_dn: Option<String>,
     #[serde(default)]
     pub recursive_ad_cleanup: bool,
+    /// Bumped by every write; read-only (a value in a request body is ignored). A `GET` of
+    /// the config answers it as its `ETag`: send that in `If-Match` to change only the
+    /// version you read.
+    #[serde(default)]
+    #[schema(read_only)]
+    pub version: u64,
 }
 
 fn yes() -> bool {
@@ -820,6 +832,7 @@ mod tests {
             ldap_config: None,
             ad_computer_ou_dn: None,
             recursive_ad_cleanup: false,
+            version: 0,
         }
     }
 
