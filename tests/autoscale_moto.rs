@@ -206,6 +206,13 @@ fn pools_scale_up_fill_drain_and_replace_vms_in_moto() {
     let moto = Moto::start();
     let server = start(None);
     setup(&server, &moto);
+    // An agent beside the pool, so that its credential is among the secrets checked at the
+    // end; it checks in twice (with its credential the second time).
+    let agent = json!({"hostname": "agent-1", "address": "10.0.0.5", "port": 4902,
+        "cores": 4, "memory": 8589934592u64, "max_sessions": 2});
+    server.check_in("default", agent.clone());
+    let agent_credential = server.agent_credential("agent-1").expect("a credential");
+    server.check_in("default", agent);
 
     // Secrets are write-only.
     let provider = call(&server, "GET", "/api/v1/vm-provider-configs/moto", None);
@@ -402,7 +409,12 @@ fn pools_scale_up_fill_drain_and_replace_vms_in_moto() {
     );
     assert_no_secret_is_shown(
         server,
-        &["test-secret-key", "p@ss 'w0rd' $(reboot)", "w0rd"],
+        &[
+            "test-secret-key",
+            "p@ss 'w0rd' $(reboot)",
+            "w0rd",
+            &agent_credential,
+        ],
     );
 }
 

@@ -803,6 +803,7 @@ fn the_openapi_document_covers_every_route() {
         ("get", "/api/v1/agents/{id}"),
         ("patch", "/api/v1/agents/{id}"),
         ("delete", "/api/v1/agents/{id}"),
+        ("post", "/api/v1/agents/{id}/reset-credential"),
         ("get", "/api/v1/images"),
         ("post", "/api/v1/images"),
         ("get", "/api/v1/images/{name}"),

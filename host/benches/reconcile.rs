@@ -163,6 +163,7 @@ async fn run() {
             name: "cloud".into(),
             provider: "aws-ec2".into(),
             settings,
+            version: 0,
         })
         .await
         .unwrap();
@@ -267,7 +268,7 @@ async fn run() {
         let name = format!("config-{i}");
         let minimum = PER_SERVER * (SERVERS_PER_CONFIG + 1);
         broker
-            .update_autoscale_config(&name, &json!({"minimum_available_sessions": minimum}))
+            .update_autoscale_config(&name, &json!({"minimum_available_sessions": minimum}), None)
             .await
             .unwrap();
         let changed = Instant::now();

@@ -154,6 +154,10 @@ struct ServeArgs {
     /// The largest plugin component an upload may carry, in bytes (or with a suffix: 16MiB).
     #[arg(long, default_value = "16MiB", value_parser = cli::parse_bytes)]
     max_plugin_size: u64,
+    /// New agents are stored `pending` and get no sessions until an admin enables them
+    /// (`zonebroker agent enable ID`).
+    #[arg(long, env = "ZONEBROKER_REQUIRE_AGENT_APPROVAL")]
+    require_agent_approval: bool,
     /// Time between AutoScale reconcile passes (demand changes also start one at once):
     /// seconds, or with a unit (`500ms`, `10s`, `5m`).
     #[arg(long, env = "ZONEBROKER_AUTOSCALE_INTERVAL", default_value = "10s", value_parser = duration_between(Duration::from_millis(50), Duration::from_secs(3600)))]
@@ -276,6 +280,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             request: args.request_timeout,
             upload: args.upload_timeout,
         },
+        require_agent_approval: args.require_agent_approval,
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.worker_threads {

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Extension, Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::auth::{Admin, AgentAuth};
 use super::error::{ApiError, ErrorBody};
 use super::json::JsonBody;
-use super::views::AgentView;
+use super::views::{AgentCheckinAnswer, AgentView};
 use super::{AppState, ListenerZone};
 use crate::broker::{AgentState, now_ms};
 use crate::domain::agent::{AgentCheckin, AgentPatch};
@@ -20,7 +20,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(checkin))
         .routes(routes!(list))
         .routes(routes!(get, update, delete))
+        .routes(routes!(reset_credential))
 }
+
+/// The header in which an agent presents its credential at every check-in after its first.
+pub const CREDENTIAL_HEADER: &str = "zonebroker-agent-credential";
 
 fn view(state: &AppState, agent: AgentState) -> AgentView {
     AgentView::new(agent, now_ms(), state.broker.agent_timeout())
@@ -32,16 +36,54 @@ pub fn agent_id(raw: &str) -> Result<Uuid, ApiError> {
 }
 
 /// An agent checks in: created or updated by host name, assigned this listener's zone.
+///
+/// The first check-in of a host name (or the first after an operator reset the agent's
+/// credential) answers a `credential`, once; every later check-in of that agent must send it
+/// in the `Zonebroker-Agent-Credential` header beside the agent token, or is refused (401).
 #[utoipa::path(post, path = "/agents/checkin", tag = "agents", security(("agent" = [])), request_body = AgentCheckin,
-    responses((status = OK, body = AgentView), (status = BAD_REQUEST, body = ErrorBody),
-        (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = UNAUTHORIZED, body = ErrorBody)))]
+    params(("Zonebroker-Agent-Credential" = Option<String>, Header,
+        description = "The credential the agent's first check-in answered; required once it has one")),
+    responses((status = OK, body = AgentCheckinAnswer), (status = BAD_REQUEST, body = ErrorBody),
+        (status = UNPROCESSABLE_ENTITY, body = ErrorBody),
+        (status = UNAUTHORIZED, description = "Wrong agent token, or the agent's credential missing or wrong", body = ErrorBody)))]
 async fn checkin(
     _: AgentAuth,
     State(state): State<AppState>,
     Extension(zone): Extension<ListenerZone>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<AgentCheckin>,
+) -> Result<Json<AgentCheckinAnswer>, ApiError> {
+    let credential = match headers.get(CREDENTIAL_HEADER) {
+        None => None,
+        Some(value) => Some(value.to_str().map_err(|_| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "agent_credential_wrong",
+                "wrong agent credential (`Zonebroker-Agent-Credential`)",
+            )
+        })?),
+    };
+    let checked_in = state
+        .broker
+        .check_in(&zone.0, body, credential.map(str::trim))
+        .await?;
+    Ok(Json(AgentCheckinAnswer {
+        agent: view(&state, checked_in.state),
+        credential: checked_in.credential,
+    }))
+}
+
+/// Forget an agent's credential: its next check-in takes a new one, and the old one is
+/// refused from then on (an agent that lost its credential, or a host re-installed).
+#[utoipa::path(post, path = "/agents/{id}/reset-credential", tag = "agents", security(("admin" = [])),
+    params(("id" = Uuid, Path, description = "The agent's id")),
+    responses((status = OK, body = AgentView), (status = NOT_FOUND, body = ErrorBody), (status = UNAUTHORIZED, body = ErrorBody)))]
+async fn reset_credential(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
 ) -> Result<Json<AgentView>, ApiError> {
-    let agent = state.broker.check_in(&zone.0, body).await?;
+    let agent = state.broker.reset_agent_credential(agent_id(&id)?).await?;
     Ok(Json(view(&state, agent)))
 }
 
@@ -66,7 +108,8 @@ async fn get(
     Ok(Json(view(&state, agent)))
 }
 
-/// Enable or disable an agent, or override its reported cores or memory.
+/// Enable or disable an agent (enabling approves a `pending` one), or override its reported
+/// cores or memory.
 #[utoipa::path(patch, path = "/agents/{id}", tag = "agents", security(("admin" = [])), request_body = AgentPatch,
     params(("id" = Uuid, Path, description = "The agent's id")),
     responses((status = OK, body = AgentView), (status = BAD_REQUEST, body = ErrorBody),

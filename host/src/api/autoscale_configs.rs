@@ -9,6 +9,7 @@ super::resource::named_resource! {
     tag: "autoscale",
     body: AutoScaleConfig,
     view: AutoScaleConfigView,
+    versioned: yes,
     broker: { list: autoscale_configs, get: autoscale_config, create: create_autoscale_config, update: update_autoscale_config, delete: delete_autoscale_config },
     docs: {
         list: "Every AutoScale config, with its status.",

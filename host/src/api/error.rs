@@ -42,7 +42,8 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable, snake_case: `unauthorized`, `not_found`, `invalid_field`,
-    /// `invalid_json`, `already_exists`, `no_capacity`, ...
+    /// `invalid_json`, `already_exists`, `no_capacity`, `precondition_failed`,
+    /// `agent_credential_missing`, `agent_credential_wrong`, ...
     pub code: String,
     /// For a human.
     pub message: String,
@@ -130,6 +131,20 @@ impl From<BrokerError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
             }
             BrokerError::Unauthorized(_) => ApiError::unauthorized(message),
+            BrokerError::AgentCredential { missing } => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                if missing {
+                    "agent_credential_missing"
+                } else {
+                    "agent_credential_wrong"
+                },
+                message,
+            ),
+            BrokerError::PreconditionFailed { .. } => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                message,
+            ),
             BrokerError::Unavailable { code, .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
             }

@@ -8,6 +8,7 @@ super::resource::named_resource! {
     tag: "autoscale",
     body: LdapConfig,
     view: LdapConfig,
+    versioned: no,
     broker: { list: ldap_configs, get: ldap_config, create: create_ldap_config, update: update_ldap_config, delete: delete_ldap_config },
     docs: {
         list: "Every LDAP config (bind passwords left out).",

@@ -8,6 +8,7 @@ super::resource::named_resource! {
     tag: "autoscale",
     body: VmProviderConfig,
     view: VmProviderConfig,
+    versioned: yes,
     broker: { list: provider_configs, get: provider_config, create: create_provider_config, update: update_provider_config, delete: delete_provider_config },
     docs: {
         list: "Every VM provider config (secret settings left out).",

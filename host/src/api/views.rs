@@ -43,6 +43,18 @@ pub struct AgentView {
     pub created_at: String,
 }
 
+/// The answer to a check-in: the agent, and its credential if this check-in issued one.
+#[derive(Serialize, ToSchema)]
+pub struct AgentCheckinAnswer {
+    #[serde(flatten)]
+    pub agent: AgentView,
+    /// Issued by the first check-in of a host name (or the first after a reset), shown only
+    /// here and only once: send it in the `Zonebroker-Agent-Credential` header of every later
+    /// check-in. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
 impl AgentView {
     pub fn new(state: AgentState, now_ms: u64, timeout_ms: u64) -> Self {
         let AgentState { agent, usage } = state;

@@ -8,6 +8,7 @@ super::resource::named_resource! {
     tag: "workspaces",
     body: Workspace,
     view: Workspace,
+    versioned: no,
     broker: { list: workspaces, get: workspace, create: create_workspace, update: update_workspace, delete: delete_workspace },
     docs: {
         list: "Every workspace.",

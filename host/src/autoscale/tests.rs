@@ -247,6 +247,7 @@ async fn broker(dir: &tempfile::TempDir) -> Arc<Broker> {
             name: "cloud".into(),
             provider: "aws-ec2".into(),
             settings,
+            version: 0,
         })
         .await
         .unwrap();
@@ -945,7 +946,7 @@ async fn a_create_that_may_have_made_a_vm_holds_its_server_until_a_listing_settl
     setup.reconciler.pass().await;
     setup
         .broker
-        .update_autoscale_config("none", &json!({"enabled": false}))
+        .update_autoscale_config("none", &json!({"enabled": false}), None)
         .await
         .unwrap();
     let refused = setup.broker.delete_autoscale_config("none").await;

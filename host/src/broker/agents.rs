@@ -3,8 +3,35 @@
 use uuid::Uuid;
 
 use super::{Broker, BrokerError, now_ms};
-use crate::domain::agent::{Agent, AgentCheckin, AgentPatch};
+use crate::domain::agent::{Agent, AgentCheckin, AgentPatch, CredentialCheck, credential_hash};
 use crate::domain::capacity::Usage;
+
+/// What a check-in answers: the agent, and its new credential if this check-in issued one.
+#[derive(Clone, PartialEq)]
+pub struct CheckedIn {
+    pub state: AgentState,
+    /// 32 random bytes in hex, shown once; the record keeps only its SHA-256.
+    pub credential: Option<String>,
+}
+
+impl std::fmt::Debug for CheckedIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckedIn")
+            .field("state", &self.state)
+            .field("credential", &self.credential.as_ref().map(|_| ".."))
+            .finish()
+    }
+}
+
+/// A new agent credential: 32 random bytes, hex.
+fn new_credential() -> Result<String, BrokerError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| BrokerError::Unavailable {
+        code: "no_randomness",
+        message: format!("cannot generate an agent credential: {e}"),
+    })?;
+    Ok(hex::encode(bytes))
+}
 
 /// An agent and what its sessions reserve.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,45 +43,86 @@ pub struct AgentState {
 impl Broker {
     /// Record a check-in through a listener of `zone`: create the agent (by host name) or
     /// update it, move it to `zone`, refresh its heartbeat.
+    ///
+    /// An agent whose record holds a credential must present it (`credential`); one without
+    /// (new, stored before credentials existed, or reset by an operator) takes a new one,
+    /// answered once in [`CheckedIn::credential`] and stored only as its SHA-256.
     pub async fn check_in(
         &self,
         zone: &str,
         checkin: AgentCheckin,
-    ) -> Result<AgentState, BrokerError> {
+        credential: Option<&str>,
+    ) -> Result<CheckedIn, BrokerError> {
         checkin.validate()?;
         let now = now_ms();
-        let state = {
+        let checked_in = {
             let mut inventory = self.write();
             let existing = inventory.agent_by_hostname.get(&checkin.hostname).copied();
-            let state = match existing.and_then(|id| inventory.agents.get(&id)) {
+            let (mut agent, usage) = match existing.and_then(|id| inventory.agents.get(&id)) {
                 Some(state) => {
                     let mut agent = state.agent.clone();
+                    match agent.check_credential(credential) {
+                        CredentialCheck::Valid | CredentialCheck::Issue => {}
+                        refused @ (CredentialCheck::Missing | CredentialCheck::Wrong) => {
+                            let missing = refused == CredentialCheck::Missing;
+                            tracing::warn!(
+                                agent = %agent.id,
+                                hostname = agent.hostname,
+                                offered_address = checkin.address,
+                                credential = if missing { "missing" } else { "wrong" },
+                                "agent check-in refused"
+                            );
+                            return Err(BrokerError::AgentCredential { missing });
+                        }
+                    }
                     if agent.zone != zone {
                         tracing::info!(agent = %agent.id, from = agent.zone, to = zone, "agent moved zones");
                     }
                     agent.check_in(checkin, zone, now);
-                    AgentState {
-                        agent,
-                        usage: state.usage,
-                    }
+                    (agent, state.usage)
                 }
                 None => {
-                    let agent = Agent::register(Uuid::new_v4(), checkin, zone, now);
-                    tracing::info!(agent = %agent.id, hostname = agent.hostname, zone, "agent registered");
-                    AgentState {
-                        agent,
-                        usage: Usage::default(),
-                    }
+                    let pending = self.config.require_agent_approval;
+                    let agent = Agent::register(Uuid::new_v4(), checkin, zone, now, pending);
+                    tracing::info!(agent = %agent.id, hostname = agent.hostname, zone, pending_approval = pending, "agent registered");
+                    (agent, Usage::default())
                 }
             };
+            let credential = match agent.credential_sha256 {
+                Some(_) => None,
+                None => {
+                    let credential = new_credential()?;
+                    agent.credential_sha256 = Some(credential_hash(&credential));
+                    tracing::info!(agent = %agent.id, "agent credential issued");
+                    Some(credential)
+                }
+            };
+            let state = AgentState { agent, usage };
             self.store.put_agent(&state.agent)?;
             inventory
                 .agent_by_hostname
                 .insert(state.agent.hostname.clone(), state.agent.id);
             inventory.agents.insert(state.agent.id, state.clone());
-            state
+            CheckedIn { state, credential }
         };
         self.commit().await?;
+        Ok(checked_in)
+    }
+
+    /// Forget an agent's credential: its next check-in takes a new one (and the old one is
+    /// refused from then on).
+    pub async fn reset_agent_credential(&self, id: Uuid) -> Result<AgentState, BrokerError> {
+        let state = {
+            let mut inventory = self.write();
+            let state = inventory.agents.get_mut(&id).ok_or_else(|| not_found(id))?;
+            let mut agent = state.agent.clone();
+            agent.credential_sha256 = None;
+            self.store.put_agent(&agent)?;
+            state.agent = agent;
+            state.clone()
+        };
+        self.commit().await?;
+        tracing::info!(agent = %id, "agent credential reset: its next check-in takes a new one");
         Ok(state)
     }
 

@@ -159,8 +159,9 @@ impl Broker {
 
     pub async fn create_provider_config(
         &self,
-        config: VmProviderConfig,
+        mut config: VmProviderConfig,
     ) -> Result<VmProviderConfig, BrokerError> {
+        config.version = 1;
         if self.read().provider_configs.contains_key(&config.name) {
             return Err(BrokerError::AlreadyExists {
                 kind: "VM provider config",
@@ -191,75 +192,99 @@ impl Broker {
 
     /// Change a provider config by JSON merge patch: secret settings left out of the patch
     /// keep their values. Every AutoScale config that uses it sees the change.
+    ///
+    /// A compare-and-swap on the config's version: the patch applies to the record it was
+    /// checked against, or is applied again to the newer one (no update is lost). With
+    /// `if_match` (the versions an `If-Match` named) it applies only to one of those
+    /// versions, else [`BrokerError::PreconditionFailed`].
     pub async fn update_provider_config(
         &self,
         name: &str,
         changes: &Value,
+        if_match: Option<&[u64]>,
     ) -> Result<VmProviderConfig, BrokerError> {
-        let current = self
-            .stored_provider_config(name)
-            .ok_or_else(|| not_found("VM provider config", name))?;
-        let config: VmProviderConfig = patch::apply(&current.config, changes)?;
-        if config.name != name {
-            return Err(FieldError::new("name", "a config cannot be renamed").into());
-        }
-        let stored = self.check_provider_config(config).await?;
-        let retargeted = stored.config.provider != current.config.provider
-            || stored.validated.endpoints != current.validated.endpoints;
-        if retargeted {
-            // Secrets go to the new endpoint only if the operator gives them again.
-            let given = changes.get("settings").and_then(Value::as_object);
-            if let Some(secret) = current.secret_settings.iter().find(|s| {
-                current.config.settings.contains_key(*s)
-                    && given.is_none_or(|g| !g.contains_key(*s))
-            }) {
-                return Err(FieldError::new(
-                    format!("settings.{secret}"),
-                    "the provider or its endpoint changes: give the secret settings again",
-                )
-                .into());
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let current = self
+                .stored_provider_config(name)
+                .ok_or_else(|| not_found("VM provider config", name))?;
+            check_precondition("VM provider config", name, current.config.version, if_match)?;
+            let mut config: VmProviderConfig = patch::apply(&current.config, changes)?;
+            if config.name != name {
+                return Err(FieldError::new("name", "a config cannot be renamed").into());
             }
-        }
-        {
-            let mut inventory = self.write();
-            if !inventory.provider_configs.contains_key(name) {
-                return Err(not_found("VM provider config", name));
-            }
+            config.version = current.config.version;
+            let mut stored = self.check_provider_config(config).await?;
+            let retargeted = stored.config.provider != current.config.provider
+                || stored.validated.endpoints != current.validated.endpoints;
             if retargeted {
-                // Its VMs would be asked of another cloud, found missing and leaked.
-                let busy: Vec<String> = inventory
+                // Secrets go to the new endpoint only if the operator gives them again.
+                let given = changes.get("settings").and_then(Value::as_object);
+                if let Some(secret) = current.secret_settings.iter().find(|s| {
+                    current.config.settings.contains_key(*s)
+                        && given.is_none_or(|g| !g.contains_key(*s))
+                }) {
+                    return Err(FieldError::new(
+                        format!("settings.{secret}"),
+                        "the provider or its endpoint changes: give the secret settings again",
+                    )
+                    .into());
+                }
+            }
+            {
+                let mut inventory = self.write();
+                let latest = inventory
+                    .provider_configs
+                    .get(name)
+                    .ok_or_else(|| not_found("VM provider config", name))?
+                    .config
+                    .version;
+                if latest != current.config.version {
+                    // Changed while the plugin checked it: judge the patch against the latest.
+                    check_precondition("VM provider config", name, latest, if_match)?;
+                    continue;
+                }
+                if retargeted {
+                    // Its VMs would be asked of another cloud, found missing and leaked.
+                    let busy: Vec<String> = inventory
+                        .autoscale_configs
+                        .values()
+                        .filter(|c| c.vm_provider_config == name)
+                        .filter(|c| inventory.server_ids_of(&c.name).next().is_some())
+                        .map(|c| format!("AutoScale config `{}`", c.name))
+                        .collect();
+                    if !busy.is_empty() {
+                        return Err(BrokerError::Conflict {
+                            code: "in_use",
+                            message: format!(
+                                "the provider or its endpoint cannot change while {} has servers",
+                                busy.join(", ")
+                            ),
+                        });
+                    }
+                }
+                stored.config.version = latest + 1;
+                self.store.put_provider_config(&stored)?;
+                inventory
+                    .provider_configs
+                    .insert(name.to_string(), stored.clone());
+            }
+            self.commit().await?;
+            self.demand_changed(
+                self.read()
                     .autoscale_configs
                     .values()
                     .filter(|c| c.vm_provider_config == name)
-                    .filter(|c| inventory.server_ids_of(&c.name).next().is_some())
-                    .map(|c| format!("AutoScale config `{}`", c.name))
-                    .collect();
-                if !busy.is_empty() {
-                    return Err(BrokerError::Conflict {
-                        code: "in_use",
-                        message: format!(
-                            "the provider or its endpoint cannot change while {} has servers",
-                            busy.join(", ")
-                        ),
-                    });
-                }
-            }
-            self.store.put_provider_config(&stored)?;
-            inventory
-                .provider_configs
-                .insert(name.to_string(), stored.clone());
+                    .map(|c| c.name.clone())
+                    .collect::<Vec<_>>(),
+            );
+            tracing::info!(
+                config = name,
+                version = stored.config.version,
+                "VM provider config updated"
+            );
+            return Ok(stored.public());
         }
-        self.commit().await?;
-        self.demand_changed(
-            self.read()
-                .autoscale_configs
-                .values()
-                .filter(|c| c.vm_provider_config == name)
-                .map(|c| c.name.clone())
-                .collect::<Vec<_>>(),
-        );
-        tracing::info!(config = name, "VM provider config updated");
-        Ok(stored.public())
+        Err(too_contended("VM provider config", name))
     }
 
     /// Delete a provider config no AutoScale config uses.
@@ -373,8 +398,9 @@ impl Broker {
 
     pub async fn create_autoscale_config(
         &self,
-        config: AutoScaleConfig,
+        mut config: AutoScaleConfig,
     ) -> Result<AutoScaleConfigView, BrokerError> {
+        config.version = 1;
         self.check_autoscale_config(&config).await?;
         let view = {
             let mut inventory = self.write();
@@ -401,47 +427,65 @@ impl Broker {
     }
 
     /// Change an AutoScale config by JSON merge patch (a password left out keeps its value).
+    /// A compare-and-swap on its version, like [`Broker::update_provider_config`]: the checks
+    /// (its VM provider config cannot change while it has servers) read the record the
+    /// write replaces.
     pub async fn update_autoscale_config(
         &self,
         name: &str,
         changes: &Value,
+        if_match: Option<&[u64]>,
     ) -> Result<AutoScaleConfigView, BrokerError> {
-        let current = self
-            .read()
-            .autoscale_configs
-            .get(name)
-            .cloned()
-            .ok_or_else(|| not_found("AutoScale config", name))?;
-        let config: AutoScaleConfig = patch::apply(&current, changes)?;
-        if config.name != name {
-            return Err(FieldError::new("name", "a config cannot be renamed").into());
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let current = self
+                .autoscale_config_stored(name)
+                .ok_or_else(|| not_found("AutoScale config", name))?;
+            check_precondition("AutoScale config", name, current.version, if_match)?;
+            let mut config: AutoScaleConfig = patch::apply(&current, changes)?;
+            if config.name != name {
+                return Err(FieldError::new("name", "a config cannot be renamed").into());
+            }
+            config.version = current.version;
+            self.check_autoscale_config(&config).await?;
+            let view = {
+                let mut inventory = self.write();
+                let latest = inventory
+                    .autoscale_configs
+                    .get(name)
+                    .ok_or_else(|| not_found("AutoScale config", name))?
+                    .version;
+                if latest != current.version {
+                    // Changed while the template rendered: judge the patch against the latest.
+                    check_precondition("AutoScale config", name, latest, if_match)?;
+                    continue;
+                }
+                inventory.check_autoscale_references(&config)?;
+                let has_servers = inventory.server_ids_of(name).next().is_some();
+                if has_servers && config.vm_provider_config != current.vm_provider_config {
+                    return Err(BrokerError::Conflict {
+                        code: "in_use",
+                        message: format!(
+                            "AutoScale config `{name}` has servers: its VM provider config cannot change until they are gone"
+                        ),
+                    });
+                }
+                config.version = latest + 1;
+                self.store.put_autoscale_config(&config)?;
+                inventory
+                    .autoscale_configs
+                    .insert(name.to_string(), config.clone());
+                inventory.autoscale_view(&config)
+            };
+            self.commit().await?;
+            self.demand_changed([name.to_string()]);
+            tracing::info!(
+                config = name,
+                version = config.version,
+                "AutoScale config updated"
+            );
+            return Ok(view);
         }
-        self.check_autoscale_config(&config).await?;
-        let view = {
-            let mut inventory = self.write();
-            if !inventory.autoscale_configs.contains_key(name) {
-                return Err(not_found("AutoScale config", name));
-            }
-            inventory.check_autoscale_references(&config)?;
-            let has_servers = inventory.server_ids_of(name).next().is_some();
-            if has_servers && config.vm_provider_config != current.vm_provider_config {
-                return Err(BrokerError::Conflict {
-                    code: "in_use",
-                    message: format!(
-                        "AutoScale config `{name}` has servers: its VM provider config cannot change until they are gone"
-                    ),
-                });
-            }
-            self.store.put_autoscale_config(&config)?;
-            inventory
-                .autoscale_configs
-                .insert(name.to_string(), config.clone());
-            inventory.autoscale_view(&config)
-        };
-        self.commit().await?;
-        self.demand_changed([name.to_string()]);
-        tracing::info!(config = name, "AutoScale config updated");
-        Ok(view)
+        Err(too_contended("AutoScale config", name))
     }
 
     /// Delete an AutoScale config with no VM and no directory object left. Its server
@@ -846,6 +890,34 @@ impl Inventory {
             }
         }
         Ok(())
+    }
+}
+
+/// How many times an update is applied again to a record that changed under it before it
+/// gives up (409 `concurrent_update`).
+const MAX_UPDATE_ATTEMPTS: usize = 32;
+
+/// Refuse a write whose `If-Match` does not name the record's `current` version.
+fn check_precondition(
+    kind: &'static str,
+    name: &str,
+    current: u64,
+    if_match: Option<&[u64]>,
+) -> Result<(), BrokerError> {
+    match if_match {
+        Some(versions) if !versions.contains(&current) => Err(BrokerError::PreconditionFailed {
+            kind,
+            key: name.to_string(),
+            current,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn too_contended(kind: &'static str, name: &str) -> BrokerError {
+    BrokerError::Conflict {
+        code: "concurrent_update",
+        message: format!("{kind} `{name}` kept changing under this update: try again"),
     }
 }
 

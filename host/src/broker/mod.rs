@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
-pub use agents::AgentState;
+pub use agents::{AgentState, CheckedIn};
 pub use autoscale::{AutoScaleConfigView, ConfigStatus, UnmanagedVm, VmProblem};
 pub use plugins::{ActivationView, PluginView, UploadError, UploadView, UsedBy, VersionView};
 pub use servers::{Removal, ServerCheckin, ServerEntry, ServerView};
@@ -45,6 +45,8 @@ pub struct BrokerConfig {
     pub agent_timeout: Duration,
     /// The zones the server's listeners manage; they exist and cannot be deleted.
     pub listener_zones: BTreeSet<String>,
+    /// New agents are stored pending (disabled) until an operator enables them.
+    pub require_agent_approval: bool,
 }
 
 impl Default for BrokerConfig {
@@ -52,6 +54,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             agent_timeout: Duration::from_secs(60),
             listener_zones: BTreeSet::from([crate::domain::zone::DEFAULT_ZONE.to_string()]),
+            require_agent_approval: false,
         }
     }
 }
@@ -71,6 +74,20 @@ pub enum BrokerError {
     NoCapacity { what: String },
     #[error("{0}")]
     Unauthorized(String),
+    /// An agent's check-in without its credential, or with a wrong one.
+    #[error("{}", if *missing {
+        "this agent has a credential: send it in the `Zonebroker-Agent-Credential` header"
+    } else {
+        "wrong agent credential (`Zonebroker-Agent-Credential`); an operator can reset it"
+    })]
+    AgentCredential { missing: bool },
+    /// A write's precondition (`If-Match`) no longer holds: the record changed.
+    #[error("{kind} `{key}` changed: it is at version {current}")]
+    PreconditionFailed {
+        kind: &'static str,
+        key: String,
+        current: u64,
+    },
     /// Something the operation needs (a directory, a cloud) cannot be reached now; the
     /// same request may succeed later.
     #[error("{message}")]

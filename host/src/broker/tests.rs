@@ -70,7 +70,10 @@ async fn a_failing_strategy_never_fails_the_request() {
     };
     broker.create_image(image).await.unwrap();
     // "busy" gets a session while it is alone: half its cores are reserved.
-    broker.check_in("east", checkin("busy", 4.0)).await.unwrap();
+    broker
+        .check_in("east", checkin("busy", 4.0), None)
+        .await
+        .unwrap();
     let first = SessionRequest {
         image: Some("desktop".into()),
         workspace: None,
@@ -81,7 +84,7 @@ async fn a_failing_strategy_never_fails_the_request() {
         .await
         .unwrap();
     let idle = broker
-        .check_in("east", checkin("idle", 64.0))
+        .check_in("east", checkin("idle", 64.0), None)
         .await
         .unwrap();
 
@@ -105,7 +108,7 @@ async fn a_failing_strategy_never_fails_the_request() {
             .await
             .unwrap();
         assert_eq!(
-            session.agent, idle.agent.id,
+            session.agent, idle.state.agent.id,
             "{strategy}: least-load picks the idle agent"
         );
         let metrics = broker.metrics().render();

@@ -123,6 +123,8 @@ pub enum AgentCommand {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         enabled: bool,
     },
+    /// Forget an agent's credential: its next check-in takes a new one.
+    ResetCredential { id: String },
 }
 
 #[derive(Subcommand)]
@@ -413,6 +415,9 @@ pub fn agent(client: &Client, command: AgentCommand) -> anyhow::Result<()> {
             &format!("/agents/{id}"),
             Some(json!({ "enabled": enabled })),
         )?,
+        AgentCommand::ResetCredential { id } => {
+            client.call("POST", &format!("/agents/{id}/reset-credential"), None)?
+        }
     };
     print(value)
 }

@@ -2,6 +2,7 @@
 //! assigns them that listener's zone.
 
 use serde::{Deserialize, Deserializer, Serialize};
+use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -35,6 +36,14 @@ pub struct Agent {
     pub last_heartbeat_ms: u64,
     /// Unix time of the first check-in, milliseconds.
     pub created_at_ms: u64,
+    /// SHA-256 (hex) of the agent's credential: later check-ins must present the credential.
+    /// `None` for an agent stored before credentials existed or after an operator reset it:
+    /// its next check-in takes a new one.
+    #[serde(default)]
+    pub credential_sha256: Option<String>,
+    /// Registered while the server required approval, not yet enabled by an operator.
+    #[serde(default)]
+    pub pending_approval: bool,
 }
 
 /// Whether an agent can take sessions.
@@ -47,11 +56,19 @@ pub enum AgentStatus {
     Offline,
     /// Disabled by an operator.
     Disabled,
+    /// New, waiting for an operator to enable it (`--require-agent-approval`).
+    Pending,
 }
 
 impl Agent {
-    /// A new agent from its first check-in.
-    pub fn register(id: Uuid, checkin: AgentCheckin, zone: &str, now_ms: u64) -> Agent {
+    /// A new agent from its first check-in, enabled unless it awaits an operator's approval.
+    pub fn register(
+        id: Uuid,
+        checkin: AgentCheckin,
+        zone: &str,
+        now_ms: u64,
+        needs_approval: bool,
+    ) -> Agent {
         let mut agent = Agent {
             id,
             hostname: String::new(),
@@ -64,11 +81,13 @@ impl Agent {
             max_sessions: 0,
             cpu_load: 0.0,
             memory_load: 0.0,
-            enabled: true,
+            enabled: !needs_approval,
             cores_override: None,
             memory_override: None,
             last_heartbeat_ms: 0,
             created_at_ms: now_ms,
+            credential_sha256: None,
+            pending_approval: needs_approval,
         };
         agent.check_in(checkin, zone, now_ms);
         agent
@@ -106,7 +125,9 @@ impl Agent {
     }
 
     pub fn status(&self, now_ms: u64, timeout_ms: u64) -> AgentStatus {
-        if !self.enabled {
+        if self.pending_approval && !self.enabled {
+            AgentStatus::Pending
+        } else if !self.enabled {
             AgentStatus::Disabled
         } else if self.is_fresh(now_ms, timeout_ms) {
             AgentStatus::Online
@@ -125,6 +146,8 @@ impl Agent {
         }
         if let Some(enabled) = patch.enabled {
             self.enabled = enabled;
+            // Enabling is the approval; a later disable is an ordinary one.
+            self.pending_approval = false;
         }
         if let Some(cores) = patch.cores_override {
             self.cores_override = cores;
@@ -133,6 +156,46 @@ impl Agent {
             self.memory_override = memory;
         }
         Ok(())
+    }
+}
+
+/// What a check-in presents against what the agent's record holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialCheck {
+    /// The record holds no credential (a new agent, one stored before credentials existed,
+    /// or one an operator reset): the check-in takes a new one.
+    Issue,
+    /// The presented credential is the agent's.
+    Valid,
+    /// The record holds a credential and none was presented.
+    Missing,
+    /// The presented credential is not the agent's.
+    Wrong,
+}
+
+/// The SHA-256 (hex) a credential is stored as.
+pub fn credential_hash(credential: &str) -> String {
+    hex::encode(Sha256::digest(credential.as_bytes()))
+}
+
+impl Agent {
+    /// Judge the credential a check-in presented (compared in constant time).
+    pub fn check_credential(&self, presented: Option<&str>) -> CredentialCheck {
+        let Some(stored) = &self.credential_sha256 else {
+            return CredentialCheck::Issue;
+        };
+        let Some(presented) = presented else {
+            return CredentialCheck::Missing;
+        };
+        let offered = credential_hash(presented);
+        let (a, b) = (stored.as_bytes(), offered.as_bytes());
+        let same =
+            a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+        if same {
+            CredentialCheck::Valid
+        } else {
+            CredentialCheck::Wrong
+        }
     }
 }
 
@@ -227,7 +290,7 @@ mod tests {
 
     #[test]
     fn overrides_replace_reported_totals_and_null_clears_them() {
-        let mut agent = Agent::register(Uuid::nil(), checkin(), "east", 1000);
+        let mut agent = Agent::register(Uuid::nil(), checkin(), "east", 1000, false);
         assert_eq!(agent.capacity().millicores, 8000);
         let patch: AgentPatch =
             serde_json::from_str(r#"{"cores_override": 2.5, "memory_override": 1024}"#).unwrap();
@@ -244,11 +307,54 @@ mod tests {
 
     #[test]
     fn status_follows_enabled_and_heartbeat() {
-        let mut agent = Agent::register(Uuid::nil(), checkin(), "east", 1000);
+        let mut agent = Agent::register(Uuid::nil(), checkin(), "east", 1000, false);
         assert_eq!(agent.status(61_000, 60_000), AgentStatus::Online);
         assert_eq!(agent.status(61_001, 60_000), AgentStatus::Offline);
         agent.enabled = false;
         assert_eq!(agent.status(1000, 60_000), AgentStatus::Disabled);
+    }
+
+    #[test]
+    fn an_agent_awaiting_approval_is_pending_until_enabled() {
+        let mut agent = Agent::register(Uuid::nil(), checkin(), "east", 1000, true);
+        assert!(!agent.enabled);
+        assert_eq!(agent.status(1000, 60_000), AgentStatus::Pending);
+        agent
+            .patch(AgentPatch {
+                enabled: Some(true),
+                ..AgentPatch::default()
+            })
+            .unwrap();
+        assert_eq!(agent.status(1000, 60_000), AgentStatus::Online);
+        agent
+            .patch(AgentPatch {
+                enabled: Some(false),
+                ..AgentPatch::default()
+            })
+            .unwrap();
+        assert_eq!(agent.status(1000, 60_000), AgentStatus::Disabled);
+    }
+
+    #[test]
+    fn a_credential_is_checked_against_its_hash() {
+        let mut agent = Agent::register(Uuid::nil(), checkin(), "east", 1000, false);
+        assert_eq!(agent.check_credential(None), CredentialCheck::Issue);
+        assert_eq!(
+            agent.check_credential(Some("anything")),
+            CredentialCheck::Issue
+        );
+        agent.credential_sha256 = Some(credential_hash("s3cret"));
+        assert_ne!(agent.credential_sha256.as_deref(), Some("s3cret"));
+        assert_eq!(
+            agent.check_credential(Some("s3cret")),
+            CredentialCheck::Valid
+        );
+        assert_eq!(
+            agent.check_credential(Some("s3cres")),
+            CredentialCheck::Wrong
+        );
+        assert_eq!(agent.check_credential(Some("")), CredentialCheck::Wrong);
+        assert_eq!(agent.check_credential(None), CredentialCheck::Missing);
     }
 
     #[test]
@@ -264,7 +370,7 @@ mod tests {
             ..checkin()
         };
         assert_eq!(bad.validate().unwrap_err().field, "port");
-        let mut agent = Agent::register(Uuid::nil(), checkin(), "east", 1000);
+        let mut agent = Agent::register(Uuid::nil(), checkin(), "east", 1000, false);
         agent.check_in(checkin(), "west", 2000);
         assert_eq!(
             (agent.zone.as_str(), agent.last_heartbeat_ms),

@@ -56,6 +56,12 @@ pub struct VmProviderConfig {
     #[serde(default, deserialize_with = "setting_values")]
     #[schema(value_type = std::collections::BTreeMap<String, SettingValue>)]
     pub settings: std::collections::BTreeMap<String, String>,
+    /// Bumped by every write; read-only (a value in a request body is ignored). A `GET` of
+    /// the config answers it as its `ETag`: send that in `If-Match` to change only the
+    /// version you read.
+    #[serde(default)]
+    #[schema(read_only)]
+    pub version: u64,
 }
 
 /// A provider setting as it may be written: text, a number or a boolean (kept as text).
@@ -219,6 +225,12 @@ pub struct AutoScaleConfig {
     pub ad_computer_ou_dn: Option<String>,
     #[serde(default)]
     pub recursive_ad_cleanup: bool,
+    /// Bumped by every write; read-only (a value in a request body is ignored). A `GET` of
+    /// the config answers it as its `ETag`: send that in `If-Match` to change only the
+    /// version you read.
+    #[serde(default)]
+    #[schema(read_only)]
+    pub version: u64,
 }
 
 fn yes() -> bool {
@@ -286,6 +298,11 @@ impl AutoScaleConfig {
                 "downscale_backoff",
                 "at most 86400 seconds",
             ));
+        }
+        if let Some(username) = &self.connection_username
+            && !username.is_empty()
+        {
+            validation::username("connection_username", username)?;
         }
         if self.credential_type == CredentialType::Static
             && self.connection_username.as_deref().unwrap_or("").is_empty()
@@ -856,6 +873,7 @@ mod tests {
             ldap_config: None,
             ad_computer_ou_dn: None,
             recursive_ad_cleanup: false,
+            version: 0,
         }
     }
 
@@ -1023,6 +1041,17 @@ mod tests {
         assert_eq!(bad.validate().unwrap_err().field, "max_sessions_per_server");
         let bad = AutoScaleConfig {
             connection_username: None,
+            ..config(1, 1)
+        };
+        assert_eq!(bad.validate().unwrap_err().field, "connection_username");
+        let bad = AutoScaleConfig {
+            connection_username: Some("bob\r\nfull address:s:evil".into()),
+            ..config(1, 1)
+        };
+        assert_eq!(bad.validate().unwrap_err().field, "connection_username");
+        let bad = AutoScaleConfig {
+            credential_type: CredentialType::Sso,
+            connection_username: Some("bob\nx".into()),
             ..config(1, 1)
         };
         assert_eq!(bad.validate().unwrap_err().field, "connection_username");

@@ -59,19 +59,27 @@ pub struct RdpFile {
 }
 
 impl RdpFile {
-    /// The file's text (`.rdp` settings, one `name:type:value` per line, CRLF).
+    /// The file's text (`.rdp` settings, one `name:type:value` per line, CRLF). Values are
+    /// validated where they are written; control characters (a CR or LF would start a
+    /// setting of its own) are dropped here again, whatever a record holds.
     pub fn render(&self) -> String {
+        let clean = |value: &str| {
+            value
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect::<String>()
+        };
         let mut lines = vec![
-            format!("full address:s:{}", self.full_address),
+            format!("full address:s:{}", clean(&self.full_address)),
             "prompt for credentials:i:1".to_string(),
             "gatewayusagemethod:i:1".to_string(),
             "gatewayprofileusagemethod:i:1".to_string(),
             "gatewaycredentialssource:i:0".to_string(),
-            format!("gatewayhostname:s:{}", self.gateway_hostname),
+            format!("gatewayhostname:s:{}", clean(&self.gateway_hostname)),
             "authentication level:i:2".to_string(),
         ];
         if let Some(user) = &self.username {
-            lines.push(format!("username:s:{user}"));
+            lines.push(format!("username:s:{}", clean(user)));
         }
         lines.push(String::new());
         lines.join("\r\n")
@@ -138,6 +146,29 @@ mod tests {
         );
         assert!(file.contains("gatewayhostname:s:broker.example.com:443\r\n"));
         assert!(file.contains("username:s:kasm\r\n"));
+    }
+
+    #[test]
+    fn a_value_cannot_add_a_setting_to_an_rdp_file() {
+        let file = RdpFile {
+            full_address: "10.0.0.5:3389".into(),
+            username: Some("bob\r\nfull address:s:evil".into()),
+            gateway_hostname: "gw\nx:s:y".into(),
+        }
+        .render();
+        assert_eq!(file.matches("\r\n").count(), 8, "{file}");
+        assert_eq!(
+            file.lines()
+                .filter(|l| l.starts_with("full address:"))
+                .count(),
+            1,
+            "{file}"
+        );
+        assert!(
+            file.contains("username:s:bobfull address:s:evil\r\n"),
+            "{file}"
+        );
+        assert!(file.contains("gatewayhostname:s:gwx:s:y\r\n"), "{file}");
     }
 
     #[test]

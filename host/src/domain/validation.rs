@@ -84,6 +84,12 @@ pub fn authority(field: &str, value: &str) -> Result<(), FieldError> {
     host(field, host_part)
 }
 
+/// A user name that reaches `.rdp` files (one `name:type:value` per CRLF line) and startup
+/// scripts: 1 to 256 characters, no control characters (so no CR or LF that would add a line).
+pub fn username(field: &str, value: &str) -> Result<(), FieldError> {
+    text(field, value, 256)
+}
+
 /// A host name or IP address as it may appear in a URL authority: letters, digits, `.`, `-`,
 /// `_`, or an IPv6 address (with or without brackets). At most 253 characters.
 pub fn host(field: &str, value: &str) -> Result<(), FieldError> {
@@ -173,6 +179,25 @@ mod tests {
         for bad in ["", "a b", "a/b", "http://x", "x:80"] {
             assert!(host("h", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn usernames_take_no_line_breaks_or_control_characters() {
+        for ok in ["kasm", "EXAMPLE\\bob", "bob@example.com", "Zoë Müller"] {
+            assert_eq!(username("u", ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "bob\r\nfull address:s:evil",
+            "bob\nx",
+            "bob\rx",
+            "a\u{0}b",
+            "tab\there",
+            "del\u{7f}",
+            "",
+        ] {
+            assert_eq!(username("u", bad).unwrap_err().field, "u", "{bad:?}");
+        }
+        assert!(username("u", &"a".repeat(257)).is_err());
     }
 
     #[test]

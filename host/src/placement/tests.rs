@@ -23,7 +23,7 @@ fn agent(n: u128, zone: &str, cores: f64, max_sessions: u32) -> Agent {
         cpu_load: None,
         memory_load: None,
     };
-    Agent::register(id(n), checkin, zone, NOW)
+    Agent::register(id(n), checkin, zone, NOW, false)
 }
 
 fn image(zone: Option<&str>) -> Image {

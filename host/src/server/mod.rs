@@ -47,6 +47,8 @@ pub struct ServeConfig {
     pub connection_limits: ConnectionLimits,
     /// Time to receive, handle and answer one request.
     pub request_timeouts: api::RequestTimeouts,
+    /// New agents stay pending (no sessions) until an operator enables them.
+    pub require_agent_approval: bool,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -120,6 +122,7 @@ pub async fn serve(
     let broker_config = BrokerConfig {
         agent_timeout: config.agent_timeout,
         listener_zones: listeners.iter().map(|l| l.zone.clone()).collect(),
+        require_agent_approval: config.require_agent_approval,
     };
     let runtime_config = config.runtime.clone();
     let started = std::time::Instant::now();

@@ -118,6 +118,8 @@ pub struct Server {
     pub zones: HashMap<String, String>,
     logs: Arc<Mutex<Vec<String>>>,
     http: reqwest::blocking::Client,
+    /// The credential each agent host name's first check-in answered (see [`Server::check_in`]).
+    agent_credentials: Mutex<HashMap<String, String>>,
 }
 
 /// How to start a [`Server`].
@@ -227,6 +229,7 @@ impl Server {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap(),
+            agent_credentials: Mutex::new(HashMap::new()),
         }
     }
 
@@ -293,17 +296,54 @@ impl Server {
     }
 
     /// An agent checks in through `zone`'s listener; answers the agent as the server shows it.
+    /// Like a real agent, it remembers the credential its host name's first check-in
+    /// answered and presents it at every later one.
     pub fn check_in(&self, zone: &str, body: Value) -> Value {
-        let (status, agent) = self.call_as(
-            zone,
-            "POST",
-            "/api/v1/agents/checkin",
-            Some(&body),
-            Some(AGENT_TOKEN),
-            None,
-        );
+        let hostname = body["hostname"].as_str().unwrap_or_default().to_string();
+        let credential = self.agent_credential(&hostname);
+        let (status, agent) = self.check_in_with(zone, &body, credential.as_deref());
         assert_eq!(status, 200, "check-in of {body}: {agent}");
+        if let Some(credential) = agent["credential"].as_str() {
+            self.agent_credentials
+                .lock()
+                .unwrap()
+                .insert(hostname, credential.to_string());
+        }
         agent
+    }
+
+    /// The credential [`check_in`](Self::check_in) holds for `hostname`, if any.
+    pub fn agent_credential(&self, hostname: &str) -> Option<String> {
+        self.agent_credentials
+            .lock()
+            .unwrap()
+            .get(hostname)
+            .cloned()
+    }
+
+    /// One check-in with the agent token and this credential (or none), remembering nothing:
+    /// the status and the JSON answer.
+    pub fn check_in_with(
+        &self,
+        zone: &str,
+        body: &Value,
+        credential: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(self.url(zone, "/api/v1/agents/checkin"))
+            .bearer_auth(AGENT_TOKEN)
+            .json(body);
+        if let Some(credential) = credential {
+            request = request.header("Zonebroker-Agent-Credential", credential);
+        }
+        let response = request.send().expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Stop the server gracefully (SIGTERM) and wait for it to exit.

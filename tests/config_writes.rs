@@ -1,0 +1,361 @@
+//! Writes of VM provider configs and AutoScale configs end to end: concurrent patches lose
+//! nothing, `ETag` / `If-Match` (412 when stale), and values that reach `.rdp` files and
+//! scripts are checked.
+
+use std::sync::Barrier;
+
+use serde_json::{Value, json};
+use zonebroker_test_support::{ADMIN_TOKEN, Server, ServerOptions};
+
+const BIN: &str = env!("CARGO_BIN_EXE_zonebroker");
+const PROVIDER: &str = "/api/v1/vm-provider-configs/cloud";
+const AUTOSCALE: &str = "/api/v1/autoscale-configs/linux";
+
+fn autoscale_body() -> Value {
+    json!({
+        "name": "linux", "enabled": false, "pool": "pool", "zone": "default",
+        "connection_type": "rdp", "credential_type": "static", "connection_username": "kasm",
+        "connection_password": "secret", "minimum_available_sessions": 0,
+        "max_sessions_per_server": 1, "vm_provider_config": "cloud", "os": "linux",
+        "startup_script": "#!/bin/bash\ncurl -H 'Authorization: Bearer {checkin_jwt}' https://{upstream_auth_address}/\n",
+    })
+}
+
+/// A server with a pool, a VM provider config `cloud` (its endpoint answers nothing) and
+/// a disabled AutoScale config `linux`.
+fn setup() -> Server {
+    let server = Server::start(BIN, ServerOptions::default());
+    let created = |path: &str, body: Value| {
+        let (status, answer) = server.call("default", "POST", path, Some(&body));
+        assert_eq!(status, 201, "{path}: {answer}");
+    };
+    created("/api/v1/pools", json!({ "name": "pool" }));
+    created(
+        "/api/v1/vm-provider-configs",
+        json!({ "name": "cloud", "provider": "aws-ec2", "settings": {
+            "region": "us-east-1", "access_key_id": "AKID", "secret_access_key": "secret",
+            "ami_id": "ami-12345678", "endpoint": "http://127.0.0.1:9",
+        }}),
+    );
+    created("/api/v1/autoscale-configs", autoscale_body());
+    server
+}
+
+/// `method path` with the admin token, a JSON body and these headers: status, `ETag`, body.
+fn send(
+    server: &Server,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> (u16, Option<String>, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = server
+        .http()
+        .request(method, server.url("default", path))
+        .bearer_auth(ADMIN_TOKEN);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request.send().expect("request");
+    let status = response.status().as_u16();
+    let etag = response
+        .headers()
+        .get("etag")
+        .map(|v| v.to_str().unwrap().to_string());
+    let text = response.text().unwrap();
+    (
+        status,
+        etag,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// PATCH `path` with every patch at once, from as many threads; each must succeed.
+fn patch_concurrently(server: &Server, path: &str, patches: &[Value]) {
+    let barrier = Barrier::new(patches.len());
+    std::thread::scope(|scope| {
+        for patch in patches {
+            let barrier = &barrier;
+            scope.spawn(move || {
+                barrier.wait();
+                let (status, _, answer) = send(server, "PATCH", path, Some(patch), &[]);
+                assert_eq!(status, 200, "{patch}: {answer}");
+            });
+        }
+    });
+}
+
+#[test]
+fn concurrent_patches_of_different_fields_of_an_autoscale_config_all_land() {
+    let server = setup();
+    for round in 0..3u64 {
+        let patches = [
+            json!({ "connection_info": format!("info-{round}") }),
+            json!({ "downscale_backoff": 1000 + round }),
+            json!({ "provision_timeout": 2000 + round }),
+            json!({ "max_sessions_per_server": 10 + round }),
+            json!({ "server_name_prefix": format!("p{round}") }),
+            json!({ "connection_port": 4000 + round }),
+            json!({ "minimum_available_sessions": 0, "reusable": round % 2 == 0 }),
+            json!({ "connection_username": format!("user{round}") }),
+        ];
+        patch_concurrently(&server, AUTOSCALE, &patches);
+        let (status, etag, view) = send(&server, "GET", AUTOSCALE, None, &[]);
+        assert_eq!(status, 200);
+        let config = &view["config"];
+        assert_eq!(
+            config["connection_info"],
+            format!("info-{round}"),
+            "{config}"
+        );
+        assert_eq!(config["downscale_backoff"], 1000 + round, "{config}");
+        assert_eq!(config["provision_timeout"], 2000 + round, "{config}");
+        assert_eq!(config["max_sessions_per_server"], 10 + round, "{config}");
+        assert_eq!(
+            config["server_name_prefix"],
+            format!("p{round}"),
+            "{config}"
+        );
+        assert_eq!(config["connection_port"], 4000 + round, "{config}");
+        assert_eq!(config["reusable"], round % 2 == 0, "{config}");
+        assert_eq!(
+            config["connection_username"],
+            format!("user{round}"),
+            "{config}"
+        );
+        let version = 1 + 8 * (round + 1);
+        assert_eq!(config["version"], version, "one version per write");
+        assert_eq!(etag, Some(format!("\"{version}\"")));
+    }
+}
+
+#[test]
+fn concurrent_patches_of_different_settings_of_a_provider_config_all_land() {
+    let server = setup();
+    for round in 0..3u64 {
+        let settings = [
+            ("instance_type", format!("t3.size{round}")),
+            ("subnet_id", format!("subnet-{round}")),
+            ("security_group_ids", format!("sg-{round}")),
+            ("key_name", format!("key-{round}")),
+            ("max_instances", format!("{}", 5 + round)),
+            ("ami_id", format!("ami-0000000{round}")),
+            ("access_key_id", format!("AKID{round}")),
+        ];
+        let patches: Vec<Value> = settings
+            .iter()
+            .map(|(name, value)| json!({ "settings": { *name: value } }))
+            .collect();
+        patch_concurrently(&server, PROVIDER, &patches);
+        let (status, etag, config) = send(&server, "GET", PROVIDER, None, &[]);
+        assert_eq!(status, 200);
+        for (name, value) in &settings {
+            assert_eq!(config["settings"][name], value.as_str(), "{name}: {config}");
+        }
+        assert!(config["settings"].get("secret_access_key").is_none());
+        let version = 1 + 7 * (round + 1);
+        assert_eq!(config["version"], version);
+        assert_eq!(etag, Some(format!("\"{version}\"")));
+    }
+}
+
+/// Every write changes the ETag, a stale `If-Match` gets 412 and changes nothing, a
+/// malformed one gets 400.
+fn if_match_guards_writes(path: &str, field: &str, first: Value, second: Value) {
+    let server = setup();
+    let read = || {
+        let (status, etag, body) = send(&server, "GET", path, None, &[]);
+        assert_eq!(status, 200, "{body}");
+        (etag.expect("an ETag"), body)
+    };
+    let value_of = |body: &Value| {
+        let config = if body.get("config").is_some() {
+            &body["config"]
+        } else {
+            body
+        };
+        field.split('.').fold(config, |v, key| &v[key]).clone()
+    };
+    let patch_of = |value: &Value| {
+        field
+            .rsplit('.')
+            .fold(value.clone(), |inner, key| json!({ key: inner }))
+    };
+
+    let (etag, _) = read();
+    assert_eq!(etag, "\"1\"", "a new record is at version 1");
+    let (status, written, _) = send(
+        &server,
+        "PATCH",
+        path,
+        Some(&patch_of(&first)),
+        &[("If-Match", &etag)],
+    );
+    assert_eq!(status, 200);
+    let written = written.expect("a PATCH answers the new ETag");
+    assert_ne!(written, etag);
+    let (now, body) = read();
+    assert_eq!(now, written);
+    assert_eq!(value_of(&body), first);
+
+    // The ETag read before that write is stale now.
+    let (status, _, answer) = send(
+        &server,
+        "PATCH",
+        path,
+        Some(&patch_of(&second)),
+        &[("If-Match", &etag)],
+    );
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (412, Some("precondition_failed")),
+        "{answer}"
+    );
+    let weak = format!("W/{now}");
+    let (status, _, _) = send(
+        &server,
+        "PATCH",
+        path,
+        Some(&patch_of(&second)),
+        &[("If-Match", &weak)],
+    );
+    assert_eq!(status, 412, "a weak tag never matches");
+    for malformed in ["2", "\"2", "W/2"] {
+        let (status, _, answer) = send(
+            &server,
+            "PATCH",
+            path,
+            Some(&patch_of(&second)),
+            &[("If-Match", malformed)],
+        );
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (400, Some("invalid_if_match")),
+            "{malformed}: {answer}"
+        );
+    }
+    let (unchanged, body) = read();
+    assert_eq!(unchanged, now, "refused writes change nothing");
+    assert_eq!(value_of(&body), first);
+
+    // A list naming the current version, or `*`, applies; so does no If-Match at all.
+    let list = format!("\"999\", {now}");
+    let (status, third, _) = send(
+        &server,
+        "PATCH",
+        path,
+        Some(&patch_of(&second)),
+        &[("If-Match", &list)],
+    );
+    assert_eq!(status, 200);
+    let third = third.unwrap();
+    assert_ne!(third, now);
+    let (status, fourth, _) = send(
+        &server,
+        "PATCH",
+        path,
+        Some(&patch_of(&first)),
+        &[("If-Match", "*")],
+    );
+    assert_eq!(status, 200);
+    assert_ne!(fourth.as_ref(), Some(&third));
+    // A version in the body is no precondition and is not taken.
+    let (status, fifth, body) = send(&server, "PATCH", path, Some(&json!({ "version": 1 })), &[]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(fifth, Some("\"5\"".to_string()), "{body}");
+    let (status, _, _) = send(
+        &server,
+        "PATCH",
+        path,
+        Some(&patch_of(&second)),
+        &[("If-Match", "\"1\"")],
+    );
+    assert_eq!(status, 412);
+}
+
+#[test]
+fn if_match_guards_autoscale_config_writes() {
+    if_match_guards_writes(AUTOSCALE, "downscale_backoff", json!(111), json!(222));
+}
+
+#[test]
+fn if_match_guards_provider_config_writes() {
+    if_match_guards_writes(
+        PROVIDER,
+        "settings.instance_type",
+        json!("t3.small"),
+        json!("t3.large"),
+    );
+}
+
+#[test]
+fn a_username_that_would_add_a_line_to_an_rdp_file_is_refused() {
+    let server = setup();
+    let evil = "bob\r\nfull address:s:evil";
+    let mut body = autoscale_body();
+    body["name"] = json!("evil");
+    body["connection_username"] = json!(evil);
+    let (status, answer) = server.call("default", "POST", "/api/v1/autoscale-configs", Some(&body));
+    assert_eq!(
+        (status, answer["error"]["field"].as_str()),
+        (422, Some("connection_username")),
+        "{answer}"
+    );
+    assert_eq!(
+        server
+            .call("default", "GET", "/api/v1/autoscale-configs/evil", None)
+            .0,
+        404
+    );
+
+    let before = send(&server, "GET", AUTOSCALE, None, &[]).1;
+    let (status, answer) = server.call(
+        "default",
+        "PATCH",
+        AUTOSCALE,
+        Some(&json!({ "connection_username": "bob\nx" })),
+    );
+    assert_eq!(
+        (status, answer["error"]["field"].as_str()),
+        (422, Some("connection_username")),
+        "{answer}"
+    );
+    let (_, after, view) = send(&server, "GET", AUTOSCALE, None, &[]);
+    assert_eq!(view["config"]["connection_username"], "kasm");
+    assert_eq!(after, before, "nothing written");
+}
+
+#[test]
+fn the_openapi_document_declares_etag_and_if_match() {
+    let server = Server::start(BIN, ServerOptions::default());
+    let (status, doc) = server.call("default", "GET", "/api/v1/openapi.json", None);
+    assert_eq!(status, 200);
+    for path in [
+        "/api/v1/vm-provider-configs/{name}",
+        "/api/v1/autoscale-configs/{name}",
+    ] {
+        let item = &doc["paths"][path];
+        assert!(
+            item["get"]["responses"]["200"]["headers"]["ETag"].is_object(),
+            "{path}: {item}"
+        );
+        let patch = &item["patch"];
+        assert!(
+            patch["responses"]["200"]["headers"]["ETag"].is_object(),
+            "{path}: {patch}"
+        );
+        assert!(patch["responses"]["412"].is_object(), "{path}: {patch}");
+        assert!(
+            patch["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "If-Match" && p["in"] == "header"),
+            "{path}: {patch}"
+        );
+    }
+}
