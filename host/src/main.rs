@@ -136,6 +136,19 @@ struct ServeArgs {
     /// core]
     #[arg(long, env = "ZONEBROKER_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: Option<u16>,
+    /// Seconds a plugin upload may spend compiling (waiting for a compile slot included;
+    /// compilations run one per core); past it the upload is refused with 422.
+    #[arg(long, env = "ZONEBROKER_MAX_COMPILE_TIME", default_value = "120", value_parser = parse_compile_time)]
+    max_compile_time: std::time::Duration,
+}
+
+fn parse_compile_time(text: &str) -> Result<std::time::Duration, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && (0.001..=86_400.0).contains(&seconds) => {
+            Ok(std::time::Duration::from_secs_f64(seconds))
+        }
+        _ => Err("seconds from 0.001 to 86400".into()),
+    }
 }
 
 fn parse_interval(text: &str) -> Result<f64, String> {
@@ -223,7 +236,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         agent_token: std::env::var("ZONEBROKER_AGENT_TOKEN").ok(),
         agent_timeout: std::time::Duration::from_secs(args.agent_timeout),
         max_plugin_size: args.max_plugin_size as usize,
-        runtime: RuntimeConfig::default(),
+        runtime: RuntimeConfig {
+            max_compile_time: args.max_compile_time,
+            ..RuntimeConfig::default()
+        },
         autoscale_interval: std::time::Duration::from_secs_f64(args.autoscale_interval),
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();

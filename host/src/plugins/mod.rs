@@ -29,7 +29,8 @@ pub use registry::{
     NamedCallError, PluginSlot, PluginSummary, Registry, RegistryError, StrategyCallError,
 };
 pub use runtime::{
-    ArtifactCache, Compiled, LoadedPlugin, NoCache, PluginRuntime, ProviderAnswer, ProviderCall,
-    RuntimeConfig, RuntimeInitError, SmokeReport,
+    ArtifactCache, Compiled, DEFAULT_MAX_COMPILE_TIME, LoadedPlugin, NoCache, PendingArtifacts,
+    PluginRuntime, ProviderAnswer, ProviderCall, RuntimeConfig, RuntimeInitError, SmokeReport,
+    default_concurrent_compiles,
 };
 pub use sandbox::{CallLimits, CallOutput, LogLevel, LogLine};
