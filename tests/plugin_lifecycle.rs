@@ -558,7 +558,8 @@ fn a_provider_call_that_computes_for_long_never_holds_up_the_listeners() {
                 .post(url)
                 .bearer_auth(ADMIN_TOKEN)
                 .json(&json!({"name": "spinner", "provider": "rogue",
-                    "settings": {"endpoint": "http://127.0.0.1:9", "spin": "600000000"}}))
+                    "settings": {"endpoint": "http://127.0.0.1:9", "spin": "600000000"},
+                    "allow_private_endpoints": true}))
                 .send()
                 .unwrap();
             answered.store(true, Ordering::SeqCst);
@@ -597,7 +598,8 @@ fn plugins_used_by_provider_or_autoscale_configs_cannot_be_deleted() {
     create(
         "/api/v1/vm-provider-configs",
         json!({ "name": "cloud", "provider": "rogue",
-                "settings": { "endpoint": "http://127.0.0.1:9" } }),
+                "settings": { "endpoint": "http://127.0.0.1:9" },
+                "allow_private_endpoints": true }),
     );
     create(
         "/api/v1/autoscale-configs",
@@ -691,6 +693,68 @@ fn an_upload_that_compiles_for_too_long_is_refused_and_nothing_is_kept() {
     assert_eq!(
         (status, answer["created"].as_bool()),
         (201, Some(true)),
+        "{answer}"
+    );
+}
+
+/// Endpoints are checked by address after resolution: loopback needs
+/// `allow_private_endpoints`, link-local (cloud metadata) is refused even with it; the
+/// refusal names the setting.
+#[test]
+fn provider_endpoints_on_private_or_metadata_addresses_are_refused() {
+    let server = east_west(None);
+    let (status, answer) = upload(&server, "rogue", fixture("rogue_provider"), true);
+    assert_eq!(status, 201, "{answer}");
+    let save = |name: &str, endpoint: &str, allow_private: Option<bool>| {
+        let mut body = json!({ "name": name, "provider": "rogue",
+                               "settings": { "endpoint": endpoint } });
+        if let Some(allow) = allow_private {
+            body["allow_private_endpoints"] = json!(allow);
+        }
+        server.call("east", "POST", "/api/v1/vm-provider-configs", Some(&body))
+    };
+    for (endpoint, allow_private) in [
+        ("http://127.0.0.1:9", None),
+        ("http://localhost:9", Some(false)),
+        ("http://10.1.2.3", None),
+        ("http://[::ffff:127.0.0.1]:9", None),
+        ("http://169.254.169.254", Some(true)),
+        ("http://169.254.169.254", None),
+        ("http://[fe80::1]", Some(true)),
+        ("http://[::ffff:169.254.169.254]", Some(true)),
+    ] {
+        let (status, answer) = save("cloud", endpoint, allow_private);
+        assert_eq!(
+            (status, answer["error"]["field"].as_str()),
+            (422, Some("settings.endpoint")),
+            "{endpoint} {allow_private:?}: {answer}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap();
+        if endpoint.contains("169.254") || endpoint.contains("fe80") {
+            assert!(message.contains("link-local"), "{message}");
+        } else {
+            assert!(message.contains("allow_private_endpoints"), "{message}");
+        }
+    }
+    assert_eq!(
+        server
+            .call("east", "GET", "/api/v1/vm-provider-configs/cloud", None)
+            .0,
+        404
+    );
+    let (status, answer) = save("cloud", "http://127.0.0.1:9", Some(true));
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["allow_private_endpoints"], json!(true), "{answer}");
+    // Turning the flag off is checked like any other change.
+    let (status, answer) = server.call(
+        "east",
+        "PATCH",
+        "/api/v1/vm-provider-configs/cloud",
+        Some(&json!({ "allow_private_endpoints": false })),
+    );
+    assert_eq!(
+        (status, answer["error"]["field"].as_str()),
+        (422, Some("settings.endpoint")),
         "{answer}"
     );
 }

@@ -163,6 +163,7 @@ async fn run() {
             name: "cloud".into(),
             provider: "aws-ec2".into(),
             settings,
+            allow_private_endpoints: true,
         })
         .await
         .unwrap();

@@ -247,6 +247,7 @@ async fn broker(dir: &tempfile::TempDir) -> Arc<Broker> {
             name: "cloud".into(),
             provider: "aws-ec2".into(),
             settings,
+            allow_private_endpoints: true,
         })
         .await
         .unwrap();

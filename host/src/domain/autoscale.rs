@@ -53,6 +53,11 @@ pub struct VmProviderConfig {
     /// The provider's settings, by name (see its `describe`). Secret settings are write-only.
     #[serde(default)]
     pub settings: std::collections::BTreeMap<String, String>,
+    /// Whether the endpoints the settings name may resolve to loopback or private addresses
+    /// (on-premises hypervisors, emulators). Link-local addresses (169.254.0.0/16,
+    /// fe80::/10: cloud metadata) are refused whatever this says.
+    #[serde(default)]
+    pub allow_private_endpoints: bool,
 }
 
 impl VmProviderConfig {

@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod autoscale;
 pub mod capacity;
+pub mod endpoint;
 pub mod image;
 pub mod ldap;
 pub mod names;

@@ -24,6 +24,7 @@ pub use builtin::{
     BUILTIN_GENERATORS, BUILTIN_PROVIDERS, BUILTIN_STRATEGIES, DEFAULT_GENERATOR, install_builtins,
 };
 pub use error::{CallError, LoadError};
+pub use http::{EndpointError, Endpoints, check_endpoint};
 pub use kind::PluginKind;
 pub use registry::{
     NamedCallError, PluginSlot, PluginSummary, Registry, RegistryError, StrategyCallError,

@@ -564,7 +564,11 @@ impl PluginRuntime {
                     .enable_all()
                     .build()
                     .map_err(|e| CallError::Host(e.to_string()))?;
-                match runtime.block_on(self.provider_call(plugin, &[], ProviderCall::Describe))? {
+                match runtime.block_on(self.provider_call(
+                    plugin,
+                    &super::http::Endpoints::none(),
+                    ProviderCall::Describe,
+                ))? {
                     ProviderAnswer::Info(info) => Ok(SmokeReport::Provider(info)),
                     _ => Err(CallError::Host("describe answered something else".into())),
                 }
@@ -670,7 +674,7 @@ impl PluginRuntime {
     pub async fn provider_call(
         &self,
         plugin: &LoadedPlugin,
-        endpoints: &[String],
+        endpoints: &super::http::Endpoints,
         call: ProviderCall,
     ) -> Result<ProviderAnswer, CallError> {
         use super::wit::provider_convert as convert;
