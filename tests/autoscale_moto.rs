@@ -95,7 +95,10 @@ fn setup(server: &Server, moto: &Moto) {
         server,
         "POST",
         "/api/v1/vm-provider-configs",
-        Some(json!({"name": "moto", "provider": "aws-ec2", "settings": settings})),
+        Some(
+            json!({"name": "moto", "provider": "aws-ec2", "settings": settings,
+                    "allow_private_endpoints": true}),
+        ),
     );
 }
 
@@ -527,7 +530,10 @@ fn a_vm_that_never_checks_in_is_replaced_and_provider_errors_show_on_their_confi
         &server,
         "POST",
         "/api/v1/vm-provider-configs",
-        Some(json!({"name": "dead", "provider": "aws-ec2", "settings": settings})),
+        Some(
+            json!({"name": "dead", "provider": "aws-ec2", "settings": settings,
+                    "allow_private_endpoints": true}),
+        ),
     );
     let mut broken = autoscale_config("broken", 1, 1);
     broken["vm_provider_config"] = json!("dead");
@@ -646,7 +652,7 @@ fn offline_provider(server: &Server) {
             "region": "us-east-1", "access_key_id": "AKIDTESTING",
             "secret_access_key": "very-secret-key", "ami_id": "ami-760aaa0f",
             "instance_type": "t3.small", "endpoint": "http://127.0.0.1:9",
-        }})),
+        }, "allow_private_endpoints": true})),
     );
 }
 

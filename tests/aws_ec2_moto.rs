@@ -7,7 +7,8 @@ use std::time::Duration;
 use zonebroker::domain::provider::{ProviderError, VmSpec, VmState};
 use zonebroker::domain::script::Os;
 use zonebroker::plugins::{
-    BUILTIN_PROVIDERS, LoadedPlugin, PluginRuntime, ProviderAnswer, ProviderCall, RuntimeConfig,
+    BUILTIN_PROVIDERS, Endpoints, LoadedPlugin, PluginRuntime, ProviderAnswer, ProviderCall,
+    RuntimeConfig,
 };
 use zonebroker_test_support::fixture;
 use zonebroker_test_support::moto::Moto;
@@ -37,13 +38,17 @@ async fn create_list_get_and_destroy_against_moto() {
     let moto = Moto::start();
     let (runtime, ec2) = runtime_and_ec2();
     let settings = moto.settings();
-    let endpoints = [moto.endpoint.clone()];
+    // moto listens on loopback: a private endpoint.
+    let endpoints = Endpoints {
+        origins: vec![moto.endpoint.clone()],
+        allow_private: true,
+    };
     let call = |call| runtime.provider_call(&ec2, &endpoints, call);
 
     let ProviderAnswer::Validated(Ok(validated)) = runtime
         .provider_call(
             &ec2,
-            &[],
+            &Endpoints::none(),
             ProviderCall::Validate {
                 settings: settings.clone(),
             },
@@ -155,12 +160,13 @@ async fn create_list_get_and_destroy_against_moto() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_are_checked_and_name_the_setting() {
     let (runtime, ec2) = runtime_and_ec2();
+    let no_network = Endpoints::none();
     let validate = |settings: Vec<(&str, &str)>| {
         let settings = settings
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        runtime.provider_call(&ec2, &[], ProviderCall::Validate { settings })
+        runtime.provider_call(&ec2, &no_network, ProviderCall::Validate { settings })
     };
     let base = vec![
         ("region", "eu-west-1"),
@@ -207,7 +213,11 @@ async fn a_provider_reaches_only_the_endpoints_its_settings_name() {
         ("endpoint".to_string(), moto.endpoint.clone()),
         ("target".to_string(), target),
     ];
-    let endpoints = [moto.endpoint.clone()];
+    // moto listens on loopback: a private endpoint.
+    let endpoints = Endpoints {
+        origins: vec![moto.endpoint.clone()],
+        allow_private: true,
+    };
 
     let answer = runtime
         .provider_call(

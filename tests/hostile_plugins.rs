@@ -303,3 +303,45 @@ fn the_host_keeps_serving_while_hostile_plugins_run() {
         );
     }
 }
+
+/// World and imports are read from the bytes before anything is compiled: with a compile
+/// budget too small for any compilation, a component with a forbidden import is still
+/// refused for its import, while a valid one runs out of compile time.
+#[test]
+fn imports_are_checked_before_compiling_and_compilation_has_a_deadline() {
+    let runtime = PluginRuntime::new(RuntimeConfig {
+        max_compile_time: Duration::from_nanos(1),
+        max_concurrent_compiles: 1,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let cache = zonebroker::plugins::NoCache;
+    let reads_files = fixture("reads_files");
+    let started = Instant::now();
+    match runtime.load_upload(&reads_files, &cache) {
+        Err(LoadError::ForbiddenImport { import, .. }) => {
+            assert!(import.starts_with("wasi:filesystem/"), "{import}")
+        }
+        other => panic!("expected a forbidden import, got {other:?}"),
+    }
+    eprintln!("refused for its import in {:?}", started.elapsed());
+    match runtime.load_upload(&fixture("plain_command"), &cache) {
+        Err(LoadError::UnknownWorld { .. }) => {}
+        other => panic!("expected an unknown world, got {other:?}"),
+    }
+    match runtime.load_upload(BUILTIN_STRATEGIES[0].1, &cache) {
+        Err(LoadError::CompileTimeout { limit }) => assert_eq!(limit, Duration::from_nanos(1)),
+        other => panic!("expected a compile timeout, got {other:?}"),
+    }
+    // The abandoned compilation keeps its slot until its thread really ends.
+    assert_eq!(runtime.compiles_running(), 1);
+    let until = Instant::now() + Duration::from_secs(60);
+    while runtime.compiles_running() > 0 {
+        assert!(Instant::now() < until, "the compile thread never ended");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Without a deadline (an accepted version at start-up), the same bytes load.
+    runtime
+        .load_cached(BUILTIN_STRATEGIES[0].1, &cache)
+        .unwrap();
+}

@@ -558,7 +558,8 @@ fn a_provider_call_that_computes_for_long_never_holds_up_the_listeners() {
                 .post(url)
                 .bearer_auth(ADMIN_TOKEN)
                 .json(&json!({"name": "spinner", "provider": "rogue",
-                    "settings": {"endpoint": "http://127.0.0.1:9", "spin": "600000000"}}))
+                    "settings": {"endpoint": "http://127.0.0.1:9", "spin": "600000000"},
+                    "allow_private_endpoints": true}))
                 .send()
                 .unwrap();
             answered.store(true, Ordering::SeqCst);
@@ -578,4 +579,182 @@ fn a_provider_call_that_computes_for_long_never_holds_up_the_listeners() {
     );
     assert_eq!(save.join().unwrap(), 201, "and the call itself completed");
     server.stop();
+}
+
+/// Provider configs use provider plugins and AutoScale configs script generators: while one
+/// does, the plugin cannot be deleted, and the refusal names its users.
+#[test]
+fn plugins_used_by_provider_or_autoscale_configs_cannot_be_deleted() {
+    let server = east_west(None);
+    let (status, answer) = upload(&server, "rogue", fixture("rogue_provider"), true);
+    assert_eq!(status, 201, "{answer}");
+    let (status, answer) = upload(&server, "echo", fixture("echo_generator"), true);
+    assert_eq!(status, 201, "{answer}");
+    let create = |path: &str, body: Value| {
+        let (status, answer) = server.call("east", "POST", path, Some(&body));
+        assert_eq!(status, 201, "{path}: {answer}");
+    };
+    create("/api/v1/pools", json!({ "name": "desktops" }));
+    create(
+        "/api/v1/vm-provider-configs",
+        json!({ "name": "cloud", "provider": "rogue",
+                "settings": { "endpoint": "http://127.0.0.1:9" },
+                "allow_private_endpoints": true }),
+    );
+    create(
+        "/api/v1/autoscale-configs",
+        json!({ "name": "linux-desktops", "enabled": false, "pool": "desktops",
+                "zone": "east", "connection_type": "ssh", "credential_type": "static",
+                "connection_username": "kasm", "minimum_available_sessions": 1,
+                "max_sessions_per_server": 1, "vm_provider_config": "cloud", "os": "linux",
+                "startup_script": "#!/bin/sh\necho hello\n", "script_generator": "echo" }),
+    );
+
+    let delete = |path: &str| server.call("east", "DELETE", path, None);
+    for (plugin, user, field) in [
+        ("rogue", "cloud", "provider_configs"),
+        ("echo", "linux-desktops", "autoscale_configs"),
+    ] {
+        let (status, answer) = delete(&format!("/api/v1/plugins/{plugin}"));
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (409, Some("plugin_in_use")),
+            "{plugin}: {answer}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(user), "{plugin}: {message}");
+        let (_, view) = server.call("east", "GET", &format!("/api/v1/plugins/{plugin}"), None);
+        assert_eq!(view["used_by"][field], json!([user]), "{view}");
+        assert_eq!(view["used_by"]["zones"], json!([]), "{view}");
+    }
+
+    assert_eq!(delete("/api/v1/autoscale-configs/linux-desktops").0, 204);
+    assert_eq!(delete("/api/v1/plugins/echo").0, 204);
+    assert_eq!(delete("/api/v1/vm-provider-configs/cloud").0, 204);
+    assert_eq!(delete("/api/v1/plugins/rogue").0, 204);
+}
+
+/// With `--max-compile-time` below any compilation, a valid upload is refused with 422 and
+/// nothing is stored; a component with a forbidden import is still refused for its import
+/// (checked before compiling), and the server keeps serving.
+#[test]
+fn an_upload_that_compiles_for_too_long_is_refused_and_nothing_is_kept() {
+    let server = Server::start(
+        BIN,
+        ServerOptions {
+            zones: vec!["east".into()],
+            args: vec!["--max-compile-time".into(), "0.001".into()],
+            ..ServerOptions::default()
+        },
+    );
+    let started = std::time::Instant::now();
+    let (status, answer) = upload(&server, "snoop", fixture("reads_files"), true);
+    let refused_in = started.elapsed();
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("forbidden_import")),
+        "{answer}"
+    );
+    eprintln!("forbidden import refused over HTTP in {refused_in:?}");
+    let (status, answer) = upload(&server, "spread", example_strategy(), true);
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("compile_timeout")),
+        "{answer}"
+    );
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("max-compile-time")),
+        "{answer}"
+    );
+    let (_, plugins) = server.call("east", "GET", "/api/v1/plugins", None);
+    let names: Vec<&str> = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, builtin_names());
+    assert_eq!(server.admin_get("east", "/healthz").status(), 200);
+    // Restarted with the default budget, the store holds nothing of the refused upload and
+    // the same bytes upload as a new version.
+    let data_dir = server.data_dir();
+    drop(server);
+    let restarted = Server::start(
+        BIN,
+        ServerOptions {
+            zones: vec!["east".into()],
+            data_dir: Some(data_dir),
+            ..ServerOptions::default()
+        },
+    );
+    let (status, answer) = upload(&restarted, "spread", example_strategy(), true);
+    assert_eq!(
+        (status, answer["created"].as_bool()),
+        (201, Some(true)),
+        "{answer}"
+    );
+}
+
+/// Endpoints are checked by address after resolution: loopback needs
+/// `allow_private_endpoints`, link-local (cloud metadata) is refused even with it; the
+/// refusal names the setting.
+#[test]
+fn provider_endpoints_on_private_or_metadata_addresses_are_refused() {
+    let server = east_west(None);
+    let (status, answer) = upload(&server, "rogue", fixture("rogue_provider"), true);
+    assert_eq!(status, 201, "{answer}");
+    let save = |name: &str, endpoint: &str, allow_private: Option<bool>| {
+        let mut body = json!({ "name": name, "provider": "rogue",
+                               "settings": { "endpoint": endpoint } });
+        if let Some(allow) = allow_private {
+            body["allow_private_endpoints"] = json!(allow);
+        }
+        server.call("east", "POST", "/api/v1/vm-provider-configs", Some(&body))
+    };
+    for (endpoint, allow_private) in [
+        ("http://127.0.0.1:9", None),
+        ("http://localhost:9", Some(false)),
+        ("http://10.1.2.3", None),
+        ("http://[::ffff:127.0.0.1]:9", None),
+        ("http://169.254.169.254", Some(true)),
+        ("http://169.254.169.254", None),
+        ("http://[fe80::1]", Some(true)),
+        ("http://[::ffff:169.254.169.254]", Some(true)),
+    ] {
+        let (status, answer) = save("cloud", endpoint, allow_private);
+        assert_eq!(
+            (status, answer["error"]["field"].as_str()),
+            (422, Some("settings.endpoint")),
+            "{endpoint} {allow_private:?}: {answer}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap();
+        if endpoint.contains("169.254") || endpoint.contains("fe80") {
+            assert!(message.contains("link-local"), "{message}");
+        } else {
+            assert!(message.contains("allow_private_endpoints"), "{message}");
+        }
+    }
+    assert_eq!(
+        server
+            .call("east", "GET", "/api/v1/vm-provider-configs/cloud", None)
+            .0,
+        404
+    );
+    let (status, answer) = save("cloud", "http://127.0.0.1:9", Some(true));
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["allow_private_endpoints"], json!(true), "{answer}");
+    // Turning the flag off is checked like any other change.
+    let (status, answer) = server.call(
+        "east",
+        "PATCH",
+        "/api/v1/vm-provider-configs/cloud",
+        Some(&json!({ "allow_private_endpoints": false })),
+    );
+    assert_eq!(
+        (status, answer["error"]["field"].as_str()),
+        (422, Some("settings.endpoint")),
+        "{answer}"
+    );
 }

@@ -284,3 +284,77 @@ fn the_builtin_generator_renders_templates_and_points_at_mistakes() {
         (TemplateErrorKind::UnknownVariable, 2, 6)
     );
 }
+
+/// At call time the fence resolves the endpoint and checks the addresses again (DNS may have
+/// changed since the config was saved): a loopback endpoint is reached only when the config
+/// allows private endpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_reaches_a_private_address_only_when_its_config_allows_it() {
+    use std::io::{Read, Write};
+    use zonebroker::plugins::{Endpoints, ProviderAnswer, ProviderCall};
+    let runtime = runtime();
+    let rogue = runtime.load(&fixture("rogue_provider")).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let list = |endpoint: String, allow_private: bool| {
+        let endpoints = Endpoints {
+            origins: vec![endpoint.clone()],
+            allow_private,
+        };
+        let settings = vec![("endpoint".to_string(), endpoint)];
+        let tag = ("k".to_string(), "v".to_string());
+        let runtime = &runtime;
+        let rogue = &rogue;
+        async move {
+            runtime
+                .provider_call(rogue, &endpoints, ProviderCall::List { settings, tag })
+                .await
+                .unwrap()
+        }
+    };
+    for endpoint in [
+        format!("http://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+    ] {
+        match list(endpoint.clone(), false).await {
+            ProviderAnswer::Vms(Err(error)) => {
+                assert!(error.to_string().contains("HttpRequestDenied"), "{error}")
+            }
+            other => panic!("{endpoint}: expected a refusal, got {other:?}"),
+        }
+        assert!(
+            listener.accept().is_err(),
+            "{endpoint}: the fence must not connect"
+        );
+    }
+    // Allowed: one request reaches the listener, which answers 200.
+    let serve = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let (mut stream, _) = loop {
+            match listener.accept() {
+                Ok(accepted) => break accepted,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(error) => panic!("no connection: {error}"),
+            }
+        };
+        stream.set_nonblocking(false).unwrap();
+        let mut request = Vec::new();
+        let mut buffer = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buffer).unwrap();
+            assert!(n > 0, "the request ended early");
+            request.extend_from_slice(&buffer[..n]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        String::from_utf8_lossy(&request).into_owned()
+    });
+    let answer = list(format!("http://localhost:{port}"), true).await;
+    assert!(matches!(answer, ProviderAnswer::Vms(Ok(_))), "{answer:?}");
+    let request = serve.join().unwrap();
+    assert!(request.starts_with("GET /moto-api/ HTTP/1.1"), "{request}");
+}

@@ -164,6 +164,7 @@ async fn run() {
             provider: "aws-ec2".into(),
             settings,
             version: 0,
+            allow_private_endpoints: true,
         })
         .await
         .unwrap();

@@ -178,6 +178,10 @@ struct ServeArgs {
     /// core]
     #[arg(long, env = "ZONEBROKER_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: Option<u16>,
+    /// How long a plugin upload may spend compiling (waiting for a compile slot included;
+    /// compilations run one per core); past it the upload is refused with 422.
+    #[arg(long, env = "ZONEBROKER_MAX_COMPILE_TIME", default_value = "120s", value_parser = duration_between(Duration::from_millis(1), Duration::from_secs(86_400)))]
+    max_compile_time: Duration,
 }
 
 /// A flag's parser: a duration (seconds, or with a unit) within `min..=max`.
@@ -266,7 +270,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         agent_token: std::env::var("ZONEBROKER_AGENT_TOKEN").ok(),
         agent_timeout: args.agent_timeout,
         max_plugin_size: args.max_plugin_size as usize,
-        runtime: RuntimeConfig::default(),
+        runtime: RuntimeConfig {
+            max_compile_time: args.max_compile_time,
+            ..RuntimeConfig::default()
+        },
         autoscale_interval: args.autoscale_interval,
         tls: args
             .tls_cert

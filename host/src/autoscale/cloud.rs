@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::domain::autoscale::StoredProviderConfig;
 use crate::domain::provider::{ProviderError, Vm, VmSpec};
-use crate::plugins::{NamedCallError, ProviderAnswer, ProviderCall, Registry};
+use crate::plugins::{Endpoints, NamedCallError, ProviderAnswer, ProviderCall, Registry};
 
 /// Creates, destroys and lists VMs for a provider config.
 pub trait Cloud: Send + Sync + 'static {
@@ -50,7 +50,10 @@ impl PluginCloud {
         self.0
             .provider_call(
                 &provider.config.provider,
-                &provider.validated.endpoints,
+                &Endpoints {
+                    origins: provider.validated.endpoints.clone(),
+                    allow_private: provider.config.allow_private_endpoints,
+                },
                 call,
             )
             .await

@@ -248,6 +248,7 @@ async fn broker(dir: &tempfile::TempDir) -> Arc<Broker> {
             provider: "aws-ec2".into(),
             settings,
             version: 0,
+            allow_private_endpoints: true,
         })
         .await
         .unwrap();

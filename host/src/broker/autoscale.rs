@@ -18,7 +18,7 @@ use crate::domain::ldap::LdapConfig;
 use crate::domain::patch;
 use crate::domain::provider::{ProviderError, ProviderInfo, ValidatedSettings};
 use crate::domain::validation::FieldError;
-use crate::plugins::{NamedCallError, ProviderAnswer, ProviderCall};
+use crate::plugins::{EndpointError, Endpoints, NamedCallError, ProviderAnswer, ProviderCall};
 
 /// What the reconcile loop last found for one AutoScale config (kept in memory).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
@@ -319,7 +319,7 @@ impl Broker {
         let plugin_error = |error: NamedCallError| FieldError::new("provider", error.to_string());
         let info: ProviderInfo = match self
             .registry
-            .provider_call(&config.provider, &[], ProviderCall::Describe)
+            .provider_call(&config.provider, &Endpoints::none(), ProviderCall::Describe)
             .await
             .map_err(plugin_error)?
         {
@@ -346,7 +346,7 @@ impl Broker {
             .registry
             .provider_call(
                 &config.provider,
-                &[],
+                &Endpoints::none(),
                 ProviderCall::Validate {
                     settings: config.pairs(),
                 },
@@ -363,6 +363,9 @@ impl Broker {
             }
             other => unreachable!("validate answered {other:?}"),
         };
+        for endpoint in &validated.endpoints {
+            check_endpoint_addresses(&config, endpoint).await?;
+        }
         let secret_settings: BTreeSet<String> = info
             .settings
             .iter()
@@ -919,6 +922,51 @@ fn too_contended(kind: &'static str, name: &str) -> BrokerError {
         code: "concurrent_update",
         message: format!("{kind} `{name}` kept changing under this update: try again"),
     }
+}
+
+/// Refuse an endpoint whose host resolves to an address the config may not reach (checked
+/// again on every request: DNS can change). A host that does not resolve now is left to the
+/// calls, which fail until it does.
+async fn check_endpoint_addresses(
+    config: &VmProviderConfig,
+    endpoint: &str,
+) -> Result<(), FieldError> {
+    match crate::plugins::check_endpoint(endpoint, config.allow_private_endpoints).await {
+        Ok(()) => Ok(()),
+        Err(EndpointError::Unresolvable { host, message }) => {
+            tracing::warn!(
+                config = config.name,
+                host,
+                "a provider endpoint does not resolve (yet): {message}"
+            );
+            Ok(())
+        }
+        Err(error) => Err(FieldError::new(
+            setting_naming(config, endpoint),
+            format!("endpoint `{endpoint}`: {error}"),
+        )),
+    }
+}
+
+/// `settings.NAME` of the setting an endpoint comes from (one whose value is or contains
+/// its host), or `settings` when the plugin derived it from several.
+fn setting_naming(config: &VmProviderConfig, endpoint: &str) -> String {
+    let host = endpoint
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| uri.host().map(str::to_ascii_lowercase));
+    config
+        .settings
+        .iter()
+        .find(|(_, value)| {
+            let value = value.to_ascii_lowercase();
+            value == endpoint.to_ascii_lowercase()
+                || host.as_deref().is_some_and(|host| value.contains(host))
+        })
+        .map_or_else(
+            || "settings".to_string(),
+            |(name, _)| format!("settings.{name}"),
+        )
 }
 
 fn not_found(kind: &'static str, name: &str) -> BrokerError {

@@ -12,7 +12,9 @@ use crate::domain::names;
 use crate::domain::plugin::{PluginKind, PluginRecord, PluginVersion};
 use crate::domain::timestamp::rfc3339;
 use crate::domain::validation::FieldError;
-use crate::plugins::{CallError, Compiled, LoadError, LoadedPlugin};
+use crate::plugins::{
+    ArtifactCache as _, CallError, Compiled, LoadError, LoadedPlugin, PendingArtifacts,
+};
 
 /// Why an upload was refused (each a 4xx for the uploader).
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,32 @@ pub struct ActivationView {
 pub struct UsedBy {
     /// Zones whose load-balancing strategy it is.
     pub zones: Vec<String>,
+    /// VM provider configs whose provider it is.
+    pub provider_configs: Vec<String>,
+    /// AutoScale configs whose script generator it is.
+    pub autoscale_configs: Vec<String>,
+}
+
+impl UsedBy {
+    pub fn is_empty(&self) -> bool {
+        self.zones.is_empty()
+            && self.provider_configs.is_empty()
+            && self.autoscale_configs.is_empty()
+    }
+
+    /// Every user, for an error message: `zone(s) a, b; provider config(s) c`.
+    pub fn describe(&self) -> String {
+        [
+            ("zone(s)", &self.zones),
+            ("VM provider config(s)", &self.provider_configs),
+            ("AutoScale config(s)", &self.autoscale_configs),
+        ]
+        .into_iter()
+        .filter(|(_, names)| !names.is_empty())
+        .map(|(kind, names)| format!("{kind} {}", names.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+    }
 }
 
 /// The answer to an upload.
@@ -181,19 +209,17 @@ impl Broker {
     ) -> Result<UploadView, BrokerError> {
         names::validate(name).map_err(|e| FieldError::new("name", e.to_string()))?;
         self.refuse_builtin(name)?;
-        // Compiling and the smoke call are CPU work: off the async workers.
+        // Compiling and the smoke call are CPU work: off the async workers. Nothing is
+        // written until the upload is accepted: a compiled artifact waits in `pending`.
         let broker = self.clone();
-        let (plugin, bytes) = tokio::task::spawn_blocking(move || {
+        let (plugin, bytes, artifacts) = tokio::task::spawn_blocking(move || {
             let runtime = broker.registry.runtime();
+            let pending = PendingArtifacts::new(&broker.store);
             let (plugin, _) = runtime
-                .load_cached(&bytes, &broker.store)
+                .load_upload(&bytes, &pending)
                 .map_err(UploadError::Load)?;
-            if let Err(error) = runtime.smoke_test(&plugin) {
-                // Nothing of a refused upload is kept, not even its compiled artifact.
-                let _ = broker.store.delete_blob(plugin.sha256());
-                return Err(UploadError::Smoke(error));
-            }
-            Ok((plugin, bytes))
+            runtime.smoke_test(&plugin).map_err(UploadError::Smoke)?;
+            Ok::<_, UploadError>((plugin, bytes, pending.into_pending()))
         })
         .await
         .map_err(|e| BrokerError::Conflict {
@@ -225,6 +251,9 @@ impl Broker {
                 },
             };
             let created = record.version(&sha256).is_none();
+            for (key, artifact) in artifacts {
+                self.store.put(&key, artifact);
+            }
             if created {
                 self.store.put_blob(&sha256, &bytes)?;
                 record.versions.push(PluginVersion {
@@ -378,13 +407,10 @@ impl Broker {
                 return Err(not_found(name));
             }
             let used = used_by(&inventory, name);
-            if !used.zones.is_empty() {
+            if !used.is_empty() {
                 return Err(BrokerError::Conflict {
                     code: "plugin_in_use",
-                    message: format!(
-                        "plugin `{name}` is the strategy of zone(s) {}",
-                        used.zones.join(", ")
-                    ),
+                    message: format!("plugin `{name}` is used by {}", used.describe()),
                 });
             }
             self.store.delete_plugin(name)?;
@@ -451,6 +477,18 @@ fn used_by(inventory: &super::Inventory, name: &str) -> UsedBy {
             .values()
             .filter(|zone| zone.load_balance_strategy == name)
             .map(|zone| zone.name.clone())
+            .collect(),
+        provider_configs: inventory
+            .provider_configs
+            .values()
+            .filter(|stored| stored.config.provider == name)
+            .map(|stored| stored.config.name.clone())
+            .collect(),
+        autoscale_configs: inventory
+            .autoscale_configs
+            .values()
+            .filter(|config| config.script_generator == name)
+            .map(|config| config.name.clone())
             .collect(),
     }
 }

@@ -11,11 +11,19 @@ use crate::domain::zone::{RequestOrigin, ZonePatch};
 use crate::plugins::{CallLimits, PluginRuntime, RuntimeConfig, install_builtins};
 
 fn broker(dir: &std::path::Path) -> Broker {
-    let runtime = PluginRuntime::new(RuntimeConfig {
-        strategy_limits: CallLimits {
+    broker_with(
+        dir,
+        CallLimits {
             deadline: Duration::from_millis(50),
             ..CallLimits::STRATEGY
         },
+    )
+}
+
+/// A broker whose strategy calls run under `strategy_limits`.
+fn broker_with(dir: &std::path::Path, strategy_limits: CallLimits) -> Broker {
+    let runtime = PluginRuntime::new(RuntimeConfig {
+        strategy_limits,
         ..RuntimeConfig::default()
     })
     .unwrap();
@@ -146,4 +154,68 @@ async fn zones_need_an_installed_strategy_and_protect_what_uses_them() {
         broker.delete_zone("default").await,
         Err(BrokerError::Conflict { .. })
     ));
+}
+
+/// Re-uploading the bytes of a stored version when its smoke call fails (here: a broker whose
+/// strategy budget is too small) refuses the upload and keeps the version: after a restart the
+/// active version still loads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reupload_keeps_the_stored_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = zonebroker_test_support::example_strategy();
+    let version = {
+        let broker = Arc::new(broker(dir.path()));
+        let view = broker
+            .upload_plugin("spread", bytes.clone(), true, "test")
+            .await
+            .unwrap();
+        assert!(view.active && view.created);
+        view.version
+    };
+    {
+        let starved = Arc::new(broker_with(
+            dir.path(),
+            CallLimits {
+                fuel: 10,
+                ..CallLimits::STRATEGY
+            },
+        ));
+        let artifacts = starved.store.artifacts_of(&version).unwrap();
+        assert!(artifacts >= 1, "the upload cached its compiled component");
+        match starved
+            .upload_plugin("spread", bytes.clone(), true, "test")
+            .await
+        {
+            Err(BrokerError::Upload(UploadError::Smoke(_))) => {}
+            other => panic!("expected a failed smoke call, got {other:?}"),
+        }
+        assert!(starved.store.blob(&version).unwrap().is_some());
+        assert_eq!(starved.store.artifacts_of(&version).unwrap(), artifacts);
+    }
+    let restarted = broker(dir.path());
+    let slot = restarted.registry.get("spread").expect("the plugin loaded");
+    assert_eq!(slot.active().sha256(), version);
+}
+
+/// An upload refused for what it imports leaves nothing in the store, not even a compiled
+/// artifact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_leaves_no_compiled_artifact() {
+    use sha2::Digest as _;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Arc::new(broker(dir.path()));
+    for (fixture, code) in [("reads_files", "forbidden_import"), ("panics", "")] {
+        let bytes = zonebroker_test_support::fixture(fixture);
+        let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+        match broker.upload_plugin("refused", bytes, true, "test").await {
+            Err(BrokerError::Upload(UploadError::Load(error))) => {
+                assert_eq!(error.code(), code, "{fixture}: {error}")
+            }
+            Err(BrokerError::Upload(UploadError::Smoke(_))) if code.is_empty() => {}
+            other => panic!("{fixture}: expected a refusal, got {other:?}"),
+        }
+        assert_eq!(broker.store.artifacts_of(&sha256).unwrap(), 0, "{fixture}");
+        assert!(broker.store.blob(&sha256).unwrap().is_none(), "{fixture}");
+    }
+    assert!(broker.plugin("refused").is_err());
 }

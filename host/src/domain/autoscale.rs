@@ -62,6 +62,11 @@ pub struct VmProviderConfig {
     #[serde(default)]
     #[schema(read_only)]
     pub version: u64,
+    /// Whether the endpoints the settings name may resolve to loopback or private addresses
+    /// (on-premises hypervisors, emulators). Link-local addresses (169.254.0.0/16,
+    /// fe80::/10: cloud metadata) are refused whatever this says.
+    #[serde(default)]
+    pub allow_private_endpoints: bool,
 }
 
 /// A provider setting as it may be written: text, a number or a boolean (kept as text).

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod autoscale;
 pub mod capacity;
 pub mod duration;
+pub mod endpoint;
 pub mod image;
 pub mod ldap;
 pub mod names;

@@ -17,6 +17,10 @@ pub enum LoadError {
     #[error("the component does not compile: {0}")]
     Compile(String),
     #[error(
+        "the component did not compile within {limit:?} (the server's --max-compile-time); it was not stored"
+    )]
+    CompileTimeout { limit: Duration },
+    #[error(
         "the component implements no zonebroker world: it exports {exports:?}, but a plugin exports one of `zonebroker:plugin/balancer`, `zonebroker:plugin/provider` or `zonebroker:plugin/generator`"
     )]
     UnknownWorld { exports: Vec<String> },
@@ -42,6 +46,7 @@ impl LoadError {
             LoadError::NotWasm => "not_wasm",
             LoadError::NotAComponent => "not_a_component",
             LoadError::Compile(_) => "compile_failed",
+            LoadError::CompileTimeout { .. } => "compile_timeout",
             LoadError::UnknownWorld { .. } => "unknown_world",
             LoadError::AmbiguousWorld { .. } => "ambiguous_world",
             LoadError::WrongKind { .. } => "wrong_kind",

@@ -24,12 +24,14 @@ pub use builtin::{
     BUILTIN_GENERATORS, BUILTIN_PROVIDERS, BUILTIN_STRATEGIES, DEFAULT_GENERATOR, install_builtins,
 };
 pub use error::{CallError, LoadError};
+pub use http::{EndpointError, Endpoints, check_endpoint};
 pub use kind::PluginKind;
 pub use registry::{
     NamedCallError, PluginSlot, PluginSummary, Registry, RegistryError, StrategyCallError,
 };
 pub use runtime::{
-    ArtifactCache, Compiled, LoadedPlugin, NoCache, PluginRuntime, ProviderAnswer, ProviderCall,
-    RuntimeConfig, RuntimeInitError, SmokeReport,
+    ArtifactCache, Compiled, DEFAULT_MAX_COMPILE_TIME, LoadedPlugin, NoCache, PendingArtifacts,
+    PluginRuntime, ProviderAnswer, ProviderCall, RuntimeConfig, RuntimeInitError, SmokeReport,
+    default_concurrent_compiles,
 };
 pub use sandbox::{CallLimits, CallOutput, LogLevel, LogLine};

@@ -214,7 +214,7 @@ impl Registry {
     pub async fn provider_call(
         &self,
         name: &str,
-        endpoints: &[String],
+        endpoints: &super::http::Endpoints,
         call: ProviderCall,
     ) -> Result<ProviderAnswer, NamedCallError> {
         let plugin = self.active_of(name, PluginKind::VmProvider)?;

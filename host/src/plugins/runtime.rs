@@ -26,6 +26,19 @@ pub struct RuntimeConfig {
     /// How many plugin calls may run at once (pre-reserved sandboxes); one more is refused
     /// as [`CallError::Busy`] rather than allocated.
     pub max_concurrent_calls: u32,
+    /// How long an upload's compilation may take, waiting for a compile slot included;
+    /// past it the upload is refused ([`LoadError::CompileTimeout`]).
+    pub max_compile_time: std::time::Duration,
+    /// How many compilations may run at once (each keeps a core busy).
+    pub max_concurrent_compiles: usize,
+}
+
+/// The default `max_compile_time`: enough for an 18 MB interpreter component.
+pub const DEFAULT_MAX_COMPILE_TIME: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// One compilation per core.
+pub fn default_concurrent_compiles() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Default for RuntimeConfig {
@@ -38,6 +51,8 @@ impl Default for RuntimeConfig {
             },
             provider_limits: CallLimits::PROVIDER,
             max_concurrent_calls: 256,
+            max_compile_time: DEFAULT_MAX_COMPILE_TIME,
+            max_concurrent_compiles: default_concurrent_compiles(),
         }
     }
 }
@@ -93,6 +108,90 @@ impl std::fmt::Debug for LoadedPlugin {
 pub trait ArtifactCache {
     fn get(&self, key: &str) -> Option<Vec<u8>>;
     fn put(&self, key: &str, artifact: Vec<u8>);
+}
+
+/// A cache that reads through to another one but keeps what a load would put in memory until
+/// told to [`keep`](Self::keep) it: an upload's compiled artifact reaches the store only once
+/// the upload is accepted.
+pub struct PendingArtifacts<'a> {
+    cache: &'a dyn ArtifactCache,
+    pending: std::sync::Mutex<Vec<(String, Vec<u8>)>>,
+}
+
+impl<'a> PendingArtifacts<'a> {
+    pub fn new(cache: &'a dyn ArtifactCache) -> Self {
+        PendingArtifacts {
+            cache,
+            pending: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// What a load put, to be stored later with [`ArtifactCache::put`].
+    pub fn into_pending(self) -> Vec<(String, Vec<u8>)> {
+        self.pending
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl ArtifactCache for PendingArtifacts<'_> {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.cache.get(key)
+    }
+    fn put(&self, key: &str, artifact: Vec<u8>) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((key.to_string(), artifact));
+    }
+}
+
+/// At most `capacity` compilations at once. A slot is held by the compiling thread until it
+/// really ends, even when its caller stopped waiting.
+struct CompileSlots {
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// One held compile slot, given back on drop.
+struct CompileSlot(std::sync::Arc<CompileSlots>);
+
+impl CompileSlots {
+    fn new(capacity: usize) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(CompileSlots {
+            free: std::sync::Mutex::new(capacity.max(1)),
+            freed: std::sync::Condvar::new(),
+        })
+    }
+
+    /// A slot, waiting for one until `deadline` (forever without one).
+    fn acquire(
+        self: &std::sync::Arc<Self>,
+        deadline: Option<std::time::Instant>,
+    ) -> Option<CompileSlot> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = match deadline {
+                None => self.freed.wait(free).unwrap_or_else(|p| p.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.checked_duration_since(std::time::Instant::now())?;
+                    self.freed
+                        .wait_timeout(free, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+        *free -= 1;
+        Some(CompileSlot(self.clone()))
+    }
+}
+
+impl Drop for CompileSlot {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 /// No cache: always compile.
@@ -191,6 +290,7 @@ pub struct PluginRuntime {
     generator_linker: Linker<CallState>,
     provider_linker: Linker<CallState>,
     config: RuntimeConfig,
+    compile_slots: std::sync::Arc<CompileSlots>,
     _ticker: EpochTicker,
 }
 
@@ -253,6 +353,7 @@ impl PluginRuntime {
             strategy_linker,
             generator_linker,
             provider_linker,
+            compile_slots: CompileSlots::new(config.max_concurrent_compiles),
             config,
             _ticker: ticker,
         })
@@ -263,6 +364,16 @@ impl PluginRuntime {
         &self.config
     }
 
+    /// How many compilations are running now, those whose caller stopped waiting included.
+    pub fn compiles_running(&self) -> usize {
+        let free = *self
+            .compile_slots
+            .free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.config.max_concurrent_compiles.max(1) - free
+    }
+
     /// Check, compile and link a component. CPU-heavy (tens of milliseconds in an
     /// optimised build): call it off the async runtime.
     pub fn load(&self, bytes: &[u8]) -> Result<LoadedPlugin, LoadError> {
@@ -270,14 +381,38 @@ impl PluginRuntime {
     }
 
     /// [`load`](Self::load), taking the compiled component from `cache` when it holds one
-    /// for these bytes and this engine, and filling it otherwise. Answers whether it
-    /// compiled.
+    /// for these bytes and this engine, and filling it (once the component linked) otherwise.
+    /// Answers whether it compiled. Compilations wait for a free compile slot, without a
+    /// deadline: for versions already accepted (activation, start-up).
     pub fn load_cached(
         &self,
         bytes: &[u8],
         cache: &dyn ArtifactCache,
     ) -> Result<(LoadedPlugin, Compiled), LoadError> {
+        self.load_within(bytes, cache, None)
+    }
+
+    /// [`load_cached`](Self::load_cached) for an upload: a compilation (waiting for a slot
+    /// included) that takes longer than `max_compile_time` is refused with
+    /// [`LoadError::CompileTimeout`], and its result discarded when it eventually arrives.
+    pub fn load_upload(
+        &self,
+        bytes: &[u8],
+        cache: &dyn ArtifactCache,
+    ) -> Result<(LoadedPlugin, Compiled), LoadError> {
+        self.load_within(bytes, cache, Some(self.config.max_compile_time))
+    }
+
+    fn load_within(
+        &self,
+        bytes: &[u8],
+        cache: &dyn ArtifactCache,
+        max_compile_time: Option<std::time::Duration>,
+    ) -> Result<(LoadedPlugin, Compiled), LoadError> {
         check_header(bytes)?;
+        // World and imports first, from the bytes: a refused component costs a parse, not a
+        // compilation.
+        inspect_world(bytes)?;
         let sha256 = hex::encode(Sha256::digest(bytes));
         let key = format!("{sha256}-{:016x}", self.engine_fingerprint);
         let cached = cache.get(&key).and_then(|artifact| {
@@ -289,17 +424,59 @@ impl PluginRuntime {
         });
         let (component, compiled) = match cached {
             Some(component) => (component, Compiled::FromCache),
-            None => {
-                let component = Component::new(&self.engine, bytes)
-                    .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-                if let Ok(artifact) = component.serialize() {
-                    cache.put(&key, artifact);
+            None => (self.compile(bytes, max_compile_time)?, Compiled::Now),
+        };
+        let plugin = self.link(component.clone(), sha256, bytes.len())?;
+        if compiled == Compiled::Now
+            && let Ok(artifact) = component.serialize()
+        {
+            cache.put(&key, artifact);
+        }
+        Ok((plugin, compiled))
+    }
+
+    /// Compile on a thread of its own, holding a compile slot until that thread ends, and
+    /// stop waiting for it after `max_compile_time` (wasmtime cannot interrupt a
+    /// compilation).
+    fn compile(
+        &self,
+        bytes: &[u8],
+        max_compile_time: Option<std::time::Duration>,
+    ) -> Result<Component, LoadError> {
+        let deadline = max_compile_time.map(|limit| (limit, std::time::Instant::now() + limit));
+        let timeout = |limit| LoadError::CompileTimeout { limit };
+        let slot = self
+            .compile_slots
+            .acquire(deadline.map(|(_, at)| at))
+            .ok_or_else(|| timeout(deadline.expect("only a deadline gives up").0))?;
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        let engine = self.engine.clone();
+        let bytes = bytes.to_vec();
+        std::thread::Builder::new()
+            .name("plugin-compile".into())
+            .spawn(move || {
+                let result = Component::new(&engine, &bytes);
+                // Nobody may be waiting any more: then the component is dropped here.
+                let _ = sender.send(result);
+                drop(slot);
+            })
+            .map_err(|e| LoadError::Compile(format!("cannot start a compile thread: {e}")))?;
+        let result = match deadline {
+            None => receiver
+                .recv()
+                .map_err(|_| LoadError::Compile("the compile thread died".into()))?,
+            Some((limit, at)) => {
+                let left = at.saturating_duration_since(std::time::Instant::now());
+                match receiver.recv_timeout(left) {
+                    Ok(result) => result,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return Err(timeout(limit)),
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        return Err(LoadError::Compile("the compile thread died".into()));
+                    }
                 }
-                (component, Compiled::Now)
             }
         };
-        let plugin = self.link(component, sha256, bytes.len())?;
-        Ok((plugin, compiled))
+        result.map_err(|e| LoadError::Compile(format!("{e:#}")))
     }
 
     /// Detect the kind, refuse forbidden imports, pre-instantiate.
@@ -387,7 +564,11 @@ impl PluginRuntime {
                     .enable_all()
                     .build()
                     .map_err(|e| CallError::Host(e.to_string()))?;
-                match runtime.block_on(self.provider_call(plugin, &[], ProviderCall::Describe))? {
+                match runtime.block_on(self.provider_call(
+                    plugin,
+                    &super::http::Endpoints::none(),
+                    ProviderCall::Describe,
+                ))? {
                     ProviderAnswer::Info(info) => Ok(SmokeReport::Provider(info)),
                     _ => Err(CallError::Host("describe answered something else".into())),
                 }
@@ -493,7 +674,7 @@ impl PluginRuntime {
     pub async fn provider_call(
         &self,
         plugin: &LoadedPlugin,
-        endpoints: &[String],
+        endpoints: &super::http::Endpoints,
         call: ProviderCall,
     ) -> Result<ProviderAnswer, CallError> {
         use super::wit::provider_convert as convert;
@@ -663,13 +844,44 @@ fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// The kind of plugin a component is, from the one plugin interface it exports.
-fn detect_kind(engine: &Engine, component: &Component) -> Result<PluginKind, LoadError> {
-    let ty = component.component_type();
-    let exports: Vec<String> = ty
-        .exports(engine)
-        .map(|(name, _)| name.to_string())
-        .collect();
+/// The kind of a component and whether its imports are allowed, read from its top-level
+/// import and export sections without compiling it (the same names wasmtime's component
+/// type answers, which [`PluginRuntime::link`] checks again after compiling).
+fn inspect_world(bytes: &[u8]) -> Result<PluginKind, LoadError> {
+    use wasmparser::{Parser, Payload};
+    let malformed = |e: wasmparser::BinaryReaderError| {
+        LoadError::Compile(format!("the component is malformed: {e}"))
+    };
+    let mut imports = Vec::new();
+    let mut exports = Vec::new();
+    // Nested modules and components open a level and close it with their own `End`.
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.map_err(malformed)? {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(reader) if depth == 0 => {
+                for import in reader {
+                    imports.push(import.map_err(malformed)?.name.name.to_string());
+                }
+            }
+            Payload::ComponentExportSection(reader) if depth == 0 => {
+                for export in reader {
+                    exports.push(export.map_err(malformed)?.name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    let kind = kind_of_exports(exports)?;
+    if let Some(import) = imports.into_iter().find(|name| !kind.allows_import(name)) {
+        return Err(LoadError::ForbiddenImport { kind, import });
+    }
+    Ok(kind)
+}
+
+/// The kind whose interface is the one plugin interface among `exports`.
+fn kind_of_exports(exports: Vec<String>) -> Result<PluginKind, LoadError> {
     let kinds: Vec<PluginKind> = exports
         .iter()
         .filter_map(|name| PluginKind::from_export(name))
@@ -679,6 +891,16 @@ fn detect_kind(engine: &Engine, component: &Component) -> Result<PluginKind, Loa
         [] => Err(LoadError::UnknownWorld { exports }),
         _ => Err(LoadError::AmbiguousWorld { exports }),
     }
+}
+
+/// The kind of plugin a component is, from the one plugin interface it exports.
+fn detect_kind(engine: &Engine, component: &Component) -> Result<PluginKind, LoadError> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    kind_of_exports(exports)
 }
 
 /// Turn a failed call into the typed error that says what the plugin did.

@@ -226,7 +226,7 @@ impl CallState {
     }
 
     /// The state of a provider call: real clocks, and outgoing HTTP to `endpoints` only.
-    pub fn provider(limits: &CallLimits, endpoints: &[String]) -> Self {
+    pub fn provider(limits: &CallLimits, endpoints: &super::http::Endpoints) -> Self {
         CallState {
             deterministic: false,
             http: Some(super::http::HttpState::new(endpoints)),

@@ -225,6 +225,21 @@ impl Store {
             .map(|v| v.to_vec()))
     }
 
+    /// How many compiled artifacts of the component with this sha256 the store holds (one
+    /// per engine configuration that compiled it).
+    pub fn artifacts_of(&self, sha256: &str) -> Result<usize, StoreError> {
+        let mut count = 0;
+        for key in self
+            .plugin_artifacts
+            .scan_prefix(format!("{sha256}-").as_bytes())
+            .keys()
+        {
+            key?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
     /// Forget a component and every artifact compiled from it.
     pub fn delete_blob(&self, sha256: &str) -> Result<(), StoreError> {
         self.plugin_blobs.remove(sha256.as_bytes())?;
