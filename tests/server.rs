@@ -407,6 +407,9 @@ fn a_listener_bound_to_all_addresses_needs_a_public_address_for_autoscale_script
             "vm_provider_config": "ec2", "os": "linux",
             "startup_script": "#!/bin/sh\ncurl https://{upstream_auth_address}/api/v1/servers/checkin -H 'Authorization: Bearer {checkin_jwt}'\n"}),
     );
+    // Settings typed as numbers are kept as their text.
+    let (_, provider) = server.call("default", "GET", "/api/v1/vm-provider-configs/ec2", None);
+    assert_eq!(provider["settings"]["max_instances"], "2", "{provider}");
     let data_dir = server.data_dir();
     server.stop();
     let stderr = refused_start(data_dir.path(), &["--listen", "0.0.0.0:0=default"]);

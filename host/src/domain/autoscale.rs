@@ -852,6 +852,26 @@ pub fn plan(
 mod tests {
     use super::*;
 
+    #[test]
+    fn provider_settings_take_numbers_and_booleans_as_their_text() {
+        let config: VmProviderConfig = serde_json::from_str(
+            r#"{"name": "ec2", "provider": "aws-ec2",
+                "settings": {"region": "us-east-1", "max_instances": 20, "ratio": 1.5, "spot": true}}"#,
+        )
+        .unwrap();
+        assert_eq!(config.settings["max_instances"], "20");
+        assert_eq!(config.settings["ratio"], "1.5");
+        assert_eq!(config.settings["spot"], "true");
+        assert_eq!(config.settings["region"], "us-east-1");
+        for bad in [r#"{"a": null}"#, r#"{"a": [1]}"#, r#"{"a": {"b": 1}}"#] {
+            let json = format!(r#"{{"name": "ec2", "provider": "aws-ec2", "settings": {bad}}}"#);
+            assert!(
+                serde_json::from_str::<VmProviderConfig>(&json).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
     fn config(minimum: u32, per_server: u32) -> AutoScaleConfig {
         AutoScaleConfig {
             name: "pool-a".into(),

@@ -229,3 +229,32 @@ pub(crate) mod provider_convert {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::provider::zonebroker::plugin::provider_types as wit;
+    use super::provider_convert;
+    use crate::domain::provider::ProviderError;
+    use crate::domain::text::TEXT_CAP;
+
+    #[test]
+    fn a_providers_error_text_is_capped_at_the_plugin_boundary() {
+        let huge = "e".repeat(100 * TEXT_CAP);
+        let limit = TEXT_CAP + "… (truncated)".len();
+        let ProviderError::Other(message) =
+            provider_convert::error(wit::ProviderError::Other(huge.clone()))
+        else {
+            panic!("the kind is kept");
+        };
+        assert!(message.len() <= limit, "{} bytes", message.len());
+        let ProviderError::InvalidConfig { setting, message } =
+            provider_convert::error(wit::ProviderError::InvalidConfig(wit::SettingError {
+                setting: huge.clone(),
+                message: huge,
+            }))
+        else {
+            panic!("the kind is kept");
+        };
+        assert!(setting.len() <= limit && message.len() <= limit);
+    }
+}

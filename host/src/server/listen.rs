@@ -88,6 +88,19 @@ impl FromStr for ListenerSpec {
     }
 }
 
+impl ListenerSpec {
+    /// Where VMs and users reach this listener, bound at `bound`: its public address, else
+    /// the bound one; `None` when bound to every address without a public one (`0.0.0.0`
+    /// is nowhere a VM can call).
+    pub fn reachable_at(&self, bound: SocketAddr) -> Option<String> {
+        match &self.public {
+            Some(public) => Some(public.clone()),
+            None if bound.ip().is_unspecified() => None,
+            None => Some(bound.to_string()),
+        }
+    }
+}
+
 impl Default for ListenerSpec {
     fn default() -> Self {
         ListenerSpec {
@@ -102,6 +115,29 @@ impl Default for ListenerSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_host_is_the_public_address_else_a_specific_bound_one() {
+        let bound_all: SocketAddr = "0.0.0.0:8443".parse().unwrap();
+        let public: ListenerSpec = "0.0.0.0:8443=east,public=broker.example.com:443"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            public.reachable_at(bound_all).as_deref(),
+            Some("broker.example.com:443")
+        );
+        let no_public: ListenerSpec = "0.0.0.0:8443=east".parse().unwrap();
+        assert_eq!(no_public.reachable_at(bound_all), None);
+        let v6_all: SocketAddr = "[::]:8443".parse().unwrap();
+        assert_eq!(no_public.reachable_at(v6_all), None);
+        let specific: ListenerSpec = "10.0.0.5:8443=east".parse().unwrap();
+        assert_eq!(
+            specific
+                .reachable_at("10.0.0.5:8443".parse().unwrap())
+                .as_deref(),
+            Some("10.0.0.5:8443")
+        );
+    }
 
     #[test]
     fn listener_specs_parse_addr_zone_and_options() {

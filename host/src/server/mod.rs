@@ -283,14 +283,8 @@ struct BoundListener {
 }
 
 impl BoundListener {
-    /// Where VMs reach it: its public address, else the bound one (useless to a VM when
-    /// bound to every address).
     fn reachable_at(&self) -> Option<String> {
-        match &self.spec.public {
-            Some(public) => Some(public.clone()),
-            None if self.addr.ip().is_unspecified() => None,
-            None => Some(self.addr.to_string()),
-        }
+        self.spec.reachable_at(self.addr)
     }
 }
 
