@@ -32,7 +32,7 @@ fn setup() -> Server {
     created("/api/v1/pools", json!({ "name": "pool" }));
     created(
         "/api/v1/vm-provider-configs",
-        json!({ "name": "cloud", "provider": "aws-ec2", "settings": {
+        json!({ "name": "cloud", "provider": "aws-ec2", "allow_private_endpoints": true, "settings": {
             "region": "us-east-1", "access_key_id": "AKID", "secret_access_key": "secret",
             "ami_id": "ami-12345678", "endpoint": "http://127.0.0.1:9",
         }}),
