@@ -187,15 +187,24 @@ impl Server {
             let logs = logs.clone();
             move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
-                        let fields = &event["fields"];
-                        if fields["message"] == "listening" {
-                            let zone = fields["zone"].as_str().unwrap_or_default().to_string();
-                            let addr = fields["addr"].as_str().unwrap_or_default().to_string();
-                            let _ = tx.send((zone, addr));
-                        }
-                    }
+                    let listening = serde_json::from_str::<serde_json::Value>(&line)
+                        .ok()
+                        .filter(|event| event["fields"]["message"] == "listening")
+                        .map(|event| {
+                            let field = |name: &str| {
+                                event["fields"][name]
+                                    .as_str()
+                                    .unwrap_or_default()
+                                    .to_string()
+                            };
+                            (field("zone"), field("addr"))
+                        });
+                    // Kept before it is reported, so a started server's log holds its
+                    // `listening` lines.
                     logs.lock().unwrap().push(line);
+                    if let Some(listener) = listening {
+                        let _ = tx.send(listener);
+                    }
                 }
             }
         });
