@@ -25,6 +25,7 @@ use zonebroker::domain::autoscale::{
     AutoScaleConfig, ServerState, ServerStatus, StoredProviderConfig, VmProviderConfig, plan,
 };
 use zonebroker::domain::provider::{ProviderError, Vm, VmSpec, VmState};
+use zonebroker::plugin_cache::StoredArtifacts;
 use zonebroker::plugins::{PluginRuntime, Registry, RuntimeConfig, install_builtins};
 use zonebroker::store::Store;
 
@@ -140,7 +141,7 @@ async fn run() {
     let store = Store::open(dir.path()).unwrap();
     let plugins = Arc::new(PluginRuntime::new(RuntimeConfig::default()).unwrap());
     let registry = Registry::new(plugins);
-    install_builtins(&registry, &store).unwrap();
+    install_builtins(&registry, &StoredArtifacts(&store)).unwrap();
     let broker =
         Arc::new(Broker::open(store, Arc::new(registry), BrokerConfig::default()).unwrap());
     broker

@@ -3,8 +3,10 @@
 //!
 //! - `cargo xtask run [ARGS...]`: install the `wasm32-wasip2` target, then build and start
 //!   the server (`zonebroker serve --data-dir ./data` unless ARGS are given).
-//! - `cargo xtask test [ARGS...]`: set up, run the whole test suite, then the README's
-//!   quickstart as written (`cargo xtask quickstart`).
+//! - `cargo xtask test [ARGS...]`: set up, check the crate graph (`cargo xtask layers`), run
+//!   the whole test suite, then the README's quickstart as written (`cargo xtask quickstart`).
+//! - `cargo xtask layers`: check that `zonebroker-core` and `zonebroker-plugin-host` depend
+//!   on none of the crates the architecture keeps out of them.
 //! - `cargo xtask quickstart`: run the commands of README.md's "Quickstart for operators"
 //!   against a server started as the README starts it, in a fresh directory, checking what
 //!   their comments promise.
@@ -17,6 +19,7 @@
 
 use std::process::{Command, ExitCode};
 
+mod layers;
 mod quickstart;
 
 const GUEST_TARGET: &str = "wasm32-wasip2";
@@ -37,11 +40,13 @@ fn main() -> ExitCode {
         // The server needs only the guest target; the test peers stay with the tests.
         "run" => ensure_guest_target().and_then(|()| run_server(&rest)),
         "test" => setup()
+            .and_then(|()| layers::check(&workspace_root()))
             .and_then(|()| test(&rest))
             .and_then(|()| quickstart::run(&workspace_root())),
         "quickstart" => ensure_guest_target().and_then(|()| quickstart::run(&workspace_root())),
+        "layers" => layers::check(&workspace_root()),
         _ => {
-            eprintln!("usage: cargo xtask <setup|run|test|quickstart> [ARGS...]");
+            eprintln!("usage: cargo xtask <setup|run|test|quickstart|layers> [ARGS...]");
             return ExitCode::from(2);
         }
     };

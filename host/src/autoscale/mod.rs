@@ -2,7 +2,6 @@
 
 pub mod addresses;
 pub mod bootstrap;
-pub mod checkin;
 pub mod cloud;
 pub mod directory;
 pub mod reconciler;

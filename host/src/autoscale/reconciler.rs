@@ -38,11 +38,11 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::addresses::BrokerAddresses;
-use super::checkin;
 use super::cloud::Cloud;
 use super::directory::{Directory, DirectoryError, LdapDirectory, random_password};
 use super::schedule::{PassKind, PassScheduler};
 use crate::broker::{Broker, ConfigStatus, ServerEntry, UnmanagedVm, VmProblem, now_ms};
+use crate::checkin;
 use crate::domain::autoscale::{
     AutoScaleConfig, DestroyReason, Server, ServerStatus, StoredProviderConfig, hostname, plan,
     script_values,

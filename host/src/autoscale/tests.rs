@@ -11,12 +11,13 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use super::BrokerAddresses;
 use super::bootstrap::Bootstrapper;
 use super::cloud::Cloud;
 use super::directory::{Directory, DirectoryError};
 use super::reconciler::{Reconciler, ReconcilerSettings};
-use super::{BrokerAddresses, checkin};
 use crate::broker::{Broker, BrokerConfig, BrokerError, ServerCheckin, now_ms};
+use crate::checkin;
 use crate::domain::autoscale::{StoredProviderConfig, VmProviderConfig};
 use crate::domain::ldap::LdapConfig;
 use crate::domain::provider::{ProviderError, Vm, VmSpec, VmState};
@@ -224,7 +225,7 @@ async fn broker(dir: &tempfile::TempDir) -> Arc<Broker> {
     let registry = Registry::new(Arc::new(
         PluginRuntime::new(RuntimeConfig::default()).unwrap(),
     ));
-    install_builtins(&registry, &store).unwrap();
+    install_builtins(&registry, &crate::plugin_cache::StoredArtifacts(&store)).unwrap();
     let broker =
         Arc::new(Broker::open(store, Arc::new(registry), BrokerConfig::default()).unwrap());
     broker

@@ -812,17 +812,6 @@ fn public_ldap(config: &LdapConfig) -> LdapConfig {
     }
 }
 
-impl StoredProviderConfig {
-    /// The config with its secret settings left out.
-    pub fn public(&self) -> VmProviderConfig {
-        let mut config = self.config.clone();
-        config
-            .settings
-            .retain(|name, _| !self.secret_settings.contains(name));
-        config
-    }
-}
-
 impl Inventory {
     fn autoscale_view(&self, config: &AutoScaleConfig) -> AutoScaleConfigView {
         let mut status = self

@@ -12,6 +12,7 @@ use crate::domain::names;
 use crate::domain::plugin::{PluginKind, PluginRecord, PluginVersion};
 use crate::domain::timestamp::rfc3339;
 use crate::domain::validation::FieldError;
+use crate::plugin_cache::StoredArtifacts;
 use crate::plugins::{
     ArtifactCache as _, CallError, Compiled, LoadError, LoadedPlugin, PendingArtifacts,
 };
@@ -136,7 +137,7 @@ impl Broker {
                 .and_then(|bytes| {
                     self.registry
                         .runtime()
-                        .load_cached(&bytes, &self.store)
+                        .load_cached(&bytes, &StoredArtifacts(&self.store))
                         .map_err(|e| e.to_string())
                 });
             match loaded {
@@ -214,7 +215,8 @@ impl Broker {
         let broker = self.clone();
         let (plugin, bytes, artifacts) = tokio::task::spawn_blocking(move || {
             let runtime = broker.registry.runtime();
-            let pending = PendingArtifacts::new(&broker.store);
+            let cache = StoredArtifacts(&broker.store);
+            let pending = PendingArtifacts::new(&cache);
             let (plugin, _) = runtime
                 .load_upload(&bytes, &pending)
                 .map_err(UploadError::Load)?;
@@ -252,7 +254,7 @@ impl Broker {
             };
             let created = record.version(&sha256).is_none();
             for (key, artifact) in artifacts {
-                self.store.put(&key, artifact);
+                StoredArtifacts(&self.store).put(&key, artifact);
             }
             if created {
                 self.store.put_blob(&sha256, &bytes)?;
@@ -327,7 +329,7 @@ impl Broker {
             broker
                 .registry
                 .runtime()
-                .load_cached(&bytes, &broker.store)
+                .load_cached(&bytes, &StoredArtifacts(&broker.store))
                 .map(|(plugin, _)| plugin)
         })
         .await

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Broker, BrokerError, Inventory, now_ms};
-use crate::autoscale::checkin;
+use crate::checkin;
 use crate::domain::autoscale::{AutoScaleConfig, Server, ServerStatus, StaticServer, hostname};
 use crate::domain::capacity::Usage;
 use crate::domain::timestamp::rfc3339;

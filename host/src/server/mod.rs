@@ -17,6 +17,7 @@ use crate::api::{self, AppState};
 use crate::autoscale;
 use crate::broker::{Broker, BrokerConfig, BrokerError};
 use crate::domain::zone::REQUEST_HOST;
+use crate::plugin_cache::StoredArtifacts;
 use crate::plugins::{
     self, PluginRuntime, Registry, RegistryError, RuntimeConfig, RuntimeInitError,
 };
@@ -129,7 +130,7 @@ pub async fn serve(
     let broker = tokio::task::spawn_blocking(move || -> Result<Broker, ServeError> {
         let runtime = Arc::new(PluginRuntime::new(runtime_config)?);
         let registry = Registry::new(runtime);
-        plugins::install_builtins(&registry, &store)?;
+        plugins::install_builtins(&registry, &StoredArtifacts(&store))?;
         Ok(Broker::open(store, Arc::new(registry), broker_config)?)
     })
     .await

@@ -483,21 +483,19 @@ impl Store {
     }
 }
 
-/// Compiled components survive restarts in the store. A failed write only costs a compile
-/// at the next start, so it is logged, not raised.
-impl crate::plugins::ArtifactCache for Store {
-    fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.plugin_artifacts
-            .get(key.as_bytes())
-            .ok()
-            .flatten()
-            .map(|v| v.to_vec())
+/// Compiled plugin artifacts, opaque bytes by key (the plugin host's cache; see
+/// `crate::plugin_cache`).
+impl Store {
+    pub fn plugin_artifact(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .plugin_artifacts
+            .get(key.as_bytes())?
+            .map(|v| v.to_vec()))
     }
 
-    fn put(&self, key: &str, artifact: Vec<u8>) {
-        if let Err(error) = self.plugin_artifacts.insert(key.as_bytes(), artifact) {
-            tracing::warn!(key, "cannot cache a compiled plugin: {error}");
-        }
+    pub fn put_plugin_artifact(&self, key: &str, artifact: Vec<u8>) -> Result<(), StoreError> {
+        self.plugin_artifacts.insert(key.as_bytes(), artifact)?;
+        Ok(())
     }
 }
 

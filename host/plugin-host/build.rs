@@ -22,7 +22,10 @@ const BUILTIN_PROVIDERS: &[(&str, &str)] = &[("aws-ec2", "zonebroker-provider-aw
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
-    let root = manifest_dir.parent().unwrap();
+    let root = manifest_dir
+        .parent()
+        .and_then(|host| host.parent())
+        .unwrap();
     for watched in [
         "wit",
         "plugins",

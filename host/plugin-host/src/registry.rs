@@ -15,10 +15,10 @@ use tracing::info_span;
 use super::error::{CallError, LoadError};
 use super::kind::PluginKind;
 use super::runtime::{LoadedPlugin, PluginRuntime, ProviderAnswer, ProviderCall};
-use crate::domain::names::{self, NameError};
-use crate::domain::ranking::{CandidateColumns, PlacementRequest, Ranking};
-use crate::domain::script::{Os, TemplateError};
 use tracing::Instrument;
+use zonebroker_core::domain::names::{self, NameError};
+use zonebroker_core::domain::ranking::{CandidateColumns, PlacementRequest, Ranking};
+use zonebroker_core::domain::script::{Os, TemplateError};
 
 /// One plugin: its name, kind and active version.
 pub struct PluginSlot {
@@ -49,7 +49,8 @@ impl PluginSlot {
 }
 
 /// What `GET /api/v1/plugins` shows of a plugin.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PluginSummary {
     pub name: String,
     pub kind: PluginKind,

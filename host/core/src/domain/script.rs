@@ -1,10 +1,10 @@
 //! Startup scripts: the operating systems they target and how a template can be wrong.
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 /// The operating system of a server, and so the shell of its startup script.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Os {
     /// Scripts run in bash.

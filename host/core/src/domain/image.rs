@@ -1,21 +1,27 @@
 //! Images: what a session runs, and what it reserves on an agent.
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::capacity::{Demand, millicores};
 use super::validation::{self, FieldError};
 
 /// A session image.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Image {
-    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub name: String,
-    #[schema(exclusive_minimum = 0.0, maximum = 100000.0)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(exclusive_minimum = 0.0, maximum = 100000.0)
+    )]
     /// Cores a session reserves (fractions allowed).
     pub cores: f64,
-    #[schema(minimum = 1)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     /// Memory a session reserves, bytes.
     pub memory: u64,
     /// GPUs a session reserves.
@@ -26,7 +32,10 @@ pub struct Image {
     pub enabled: bool,
     /// When set, sessions of this image run only on agents of this zone.
     #[serde(default)]
-    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub zone: Option<String>,
 }
 
@@ -91,17 +100,21 @@ impl Image {
 }
 
 /// The body of `PATCH /images/{name}`. `"zone": null` lifts the zone restriction.
-#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ImagePatch {
-    #[schema(exclusive_minimum = 0.0, maximum = 100000.0)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(exclusive_minimum = 0.0, maximum = 100000.0)
+    )]
     pub cores: Option<f64>,
-    #[schema(minimum = 1)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub memory: Option<u64>,
     pub gpus: Option<u32>,
     pub enabled: Option<bool>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
     pub zone: Option<Option<String>>,
 }
 

@@ -1,10 +1,7 @@
 //! Pure types and rules: no I/O, no sled, no axum, no wasmtime.
 //!
-//! Types here derive `serde` and `utoipa::ToSchema` (schema metadata, no I/O) because they
-//! are also what the API speaks.
-//!
-//! **Architecture Invariant:** nothing under `domain` imports `crate::store`, `crate::api`,
-//! `crate::plugins`, or any I/O crate; everything here is unit-tested without a server.
+//! Types here derive `serde`, and `utoipa::ToSchema` behind the `openapi` feature (schema
+//! metadata, no I/O), because they are also what the API speaks.
 
 pub mod agent;
 pub mod autoscale;

@@ -2,19 +2,19 @@
 //! imports (`log`, the types-only interfaces).
 
 use super::sandbox::{CallState, LogLevel};
-use crate::domain::ranking::{CandidateColumns, PlacementRequest};
-use crate::domain::script::{Os, TemplateError, TemplateErrorKind};
+use zonebroker_core::domain::ranking::{CandidateColumns, Columns, PlacementRequest};
+use zonebroker_core::domain::script::{Os, TemplateError, TemplateErrorKind};
 
 pub(crate) mod strategy {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "zonebroker:plugin/strategy",
     });
 }
 
 pub(crate) mod generator {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "zonebroker:plugin/script-generator",
     });
 }
@@ -63,33 +63,36 @@ pub(crate) fn with_wit_candidates<R>(
     columns: &mut CandidateColumns,
     f: impl FnOnce(&wit_placement::Candidates) -> R,
 ) -> R {
-    use std::mem::take;
-    let wit = wit_placement::Candidates {
-        cores_total: take(&mut columns.cores_total),
-        cores_reserved: take(&mut columns.cores_reserved),
-        memory_total: take(&mut columns.memory_total),
-        memory_reserved: take(&mut columns.memory_reserved),
-        gpus_total: take(&mut columns.gpus_total),
-        gpus_reserved: take(&mut columns.gpus_reserved),
-        sessions: take(&mut columns.sessions),
-        max_sessions: take(&mut columns.max_sessions),
-        user_sessions: take(&mut columns.user_sessions),
-        cpu_load: take(&mut columns.cpu_load),
-        memory_load: take(&mut columns.memory_load),
-    };
-    let result = f(&wit);
-    columns.cores_total = wit.cores_total;
-    columns.cores_reserved = wit.cores_reserved;
-    columns.memory_total = wit.memory_total;
-    columns.memory_reserved = wit.memory_reserved;
-    columns.gpus_total = wit.gpus_total;
-    columns.gpus_reserved = wit.gpus_reserved;
-    columns.sessions = wit.sessions;
-    columns.max_sessions = wit.max_sessions;
-    columns.user_sessions = wit.user_sessions;
-    columns.cpu_load = wit.cpu_load;
-    columns.memory_load = wit.memory_load;
-    result
+    columns.lend(|c| {
+        let wit = wit_placement::Candidates {
+            cores_total: c.cores_total,
+            cores_reserved: c.cores_reserved,
+            memory_total: c.memory_total,
+            memory_reserved: c.memory_reserved,
+            gpus_total: c.gpus_total,
+            gpus_reserved: c.gpus_reserved,
+            sessions: c.sessions,
+            max_sessions: c.max_sessions,
+            user_sessions: c.user_sessions,
+            cpu_load: c.cpu_load,
+            memory_load: c.memory_load,
+        };
+        let result = f(&wit);
+        let back = Columns {
+            cores_total: wit.cores_total,
+            cores_reserved: wit.cores_reserved,
+            memory_total: wit.memory_total,
+            memory_reserved: wit.memory_reserved,
+            gpus_total: wit.gpus_total,
+            gpus_reserved: wit.gpus_reserved,
+            sessions: wit.sessions,
+            max_sessions: wit.max_sessions,
+            user_sessions: wit.user_sessions,
+            cpu_load: wit.cpu_load,
+            memory_load: wit.memory_load,
+        };
+        (back, result)
+    })
 }
 
 impl From<Os> for generator::zonebroker::plugin::types::Os {
@@ -121,7 +124,7 @@ impl From<generator::zonebroker::plugin::script_types::RenderError> for Template
 
 pub(crate) mod provider {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "zonebroker:plugin/vm-provider",
         exports: { default: async },
         require_store_data_send: true,
@@ -139,8 +142,8 @@ impl provider::zonebroker::plugin::provider_types::Host for CallState {}
 /// Conversions between the provider world's records and the domain's.
 pub(crate) mod provider_convert {
     use super::provider::zonebroker::plugin::{provider_types as wit, types::Pair};
-    use crate::domain::provider as domain;
-    use crate::domain::script::Os;
+    use zonebroker_core::domain::provider as domain;
+    use zonebroker_core::domain::script::Os;
 
     pub fn pairs(pairs: &[(String, String)]) -> Vec<Pair> {
         pairs
@@ -215,7 +218,7 @@ pub(crate) mod provider_convert {
 
     /// A provider's error, its texts capped (a plugin's message can be any size).
     pub fn error(e: wit::ProviderError) -> domain::ProviderError {
-        use crate::domain::text::cap;
+        use zonebroker_core::domain::text::cap;
         match e {
             wit::ProviderError::InvalidConfig(s) => domain::ProviderError::InvalidConfig {
                 setting: cap(s.setting),
@@ -234,8 +237,8 @@ pub(crate) mod provider_convert {
 mod tests {
     use super::provider::zonebroker::plugin::provider_types as wit;
     use super::provider_convert;
-    use crate::domain::provider::ProviderError;
-    use crate::domain::text::TEXT_CAP;
+    use zonebroker_core::domain::provider::ProviderError;
+    use zonebroker_core::domain::text::TEXT_CAP;
 
     #[test]
     fn a_providers_error_text_is_capped_at_the_plugin_boundary() {

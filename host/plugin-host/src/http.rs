@@ -6,12 +6,12 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use crate::domain::endpoint::{EndpointRefusal, check_address};
 use http_body_util::BodyExt as _;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi_http::{
     Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
 };
+use zonebroker_core::domain::endpoint::{EndpointRefusal, check_address};
 
 /// The longest a provider may wait to connect, for the first byte, or between bytes.
 const MAX_CONNECT: Duration = Duration::from_secs(10);

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+#[cfg(feature = "openapi")]
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
+#[cfg(feature = "openapi")]
 use utoipa::openapi::{RefOr, schema};
 
 /// Why a duration was refused.
@@ -81,7 +83,7 @@ pub fn display(duration: Duration) -> String {
 
 /// Serde for API fields kept as whole seconds (`u64`): accepts a number of seconds or a
 /// string with a unit; answers the number. Use with `#[serde(deserialize_with =
-/// "duration::whole_seconds")]` and `#[schema(schema_with = duration::seconds_schema)]`.
+/// "duration::whole_seconds")]` and `#[schema(schema_with = duration::seconds_schema)]` (behind the `openapi` feature).
 pub fn whole_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -108,6 +110,7 @@ pub fn whole_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, 
 
 /// The OpenAPI schema of a [`whole_seconds`] field: an integer of seconds, or a string with a
 /// unit on input.
+#[cfg(feature = "openapi")]
 pub fn seconds_schema() -> Schema {
     Schema::OneOf(
         OneOfBuilder::new()

@@ -49,6 +49,22 @@ pub struct CandidateRow {
     pub memory_load: f32,
 }
 
+/// [`CandidateColumns`] lent out by value ([`CandidateColumns::lend`]).
+#[derive(Debug, Default)]
+pub struct Columns {
+    pub cores_total: Vec<f64>,
+    pub cores_reserved: Vec<f64>,
+    pub memory_total: Vec<u64>,
+    pub memory_reserved: Vec<u64>,
+    pub gpus_total: Vec<u32>,
+    pub gpus_reserved: Vec<u32>,
+    pub sessions: Vec<u32>,
+    pub max_sessions: Vec<u32>,
+    pub user_sessions: Vec<u32>,
+    pub cpu_load: Vec<f32>,
+    pub memory_load: Vec<f32>,
+}
+
 /// Candidates as columns: entry `i` of every list describes candidate `i`.
 ///
 /// The columns are private so that they always have equal lengths; build with
@@ -109,6 +125,59 @@ impl CandidateColumns {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
+    }
+
+    /// Lend the columns by value to `f` (which moves them into a plugin call's argument
+    /// without copying) and take them back from what it returns.
+    ///
+    /// # Panics
+    /// If `f` gives back columns of unequal lengths.
+    pub fn lend<R>(&mut self, f: impl FnOnce(Columns) -> (Columns, R)) -> R {
+        use std::mem::take;
+        let lent = Columns {
+            cores_total: take(&mut self.cores_total),
+            cores_reserved: take(&mut self.cores_reserved),
+            memory_total: take(&mut self.memory_total),
+            memory_reserved: take(&mut self.memory_reserved),
+            gpus_total: take(&mut self.gpus_total),
+            gpus_reserved: take(&mut self.gpus_reserved),
+            sessions: take(&mut self.sessions),
+            max_sessions: take(&mut self.max_sessions),
+            user_sessions: take(&mut self.user_sessions),
+            cpu_load: take(&mut self.cpu_load),
+            memory_load: take(&mut self.memory_load),
+        };
+        let (columns, result) = f(lent);
+        let n = columns.sessions.len();
+        assert!(
+            [
+                columns.cores_total.len(),
+                columns.cores_reserved.len(),
+                columns.memory_total.len(),
+                columns.memory_reserved.len(),
+                columns.gpus_total.len(),
+                columns.gpus_reserved.len(),
+                columns.max_sessions.len(),
+                columns.user_sessions.len(),
+                columns.cpu_load.len(),
+                columns.memory_load.len(),
+            ]
+            .iter()
+            .all(|&len| len == n),
+            "candidate columns given back with unequal lengths"
+        );
+        self.cores_total = columns.cores_total;
+        self.cores_reserved = columns.cores_reserved;
+        self.memory_total = columns.memory_total;
+        self.memory_reserved = columns.memory_reserved;
+        self.gpus_total = columns.gpus_total;
+        self.gpus_reserved = columns.gpus_reserved;
+        self.sessions = columns.sessions;
+        self.max_sessions = columns.max_sessions;
+        self.user_sessions = columns.user_sessions;
+        self.cpu_load = columns.cpu_load;
+        self.memory_load = columns.memory_load;
+        result
     }
 
     /// Candidate `i` as a row.

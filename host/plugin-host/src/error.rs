@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::PluginKind;
-use crate::domain::ranking::RankingError;
+use zonebroker_core::domain::ranking::RankingError;
 
 /// Why bytes could not become a loaded plugin. Each is the uploader's problem (a 4xx).
 #[derive(Debug, thiserror::Error)]

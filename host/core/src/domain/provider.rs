@@ -1,12 +1,12 @@
 //! What the broker exchanges with VM-provider plugins (mirrors `zonebroker:plugin/provider-types`).
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::script::Os;
 
 /// One setting a provider takes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SettingSpec {
     pub name: String,
     pub description: String,
@@ -17,7 +17,8 @@ pub struct SettingSpec {
 }
 
 /// What a provider is and which settings it takes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderInfo {
     pub name: String,
     pub description: String,

@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::capacity::{Capacity, millicores};
@@ -47,7 +46,8 @@ pub struct Agent {
 }
 
 /// Whether an agent can take sessions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum AgentStatus {
     /// Enabled and checked in within the timeout.
@@ -200,18 +200,25 @@ impl Agent {
 }
 
 /// The body of `POST /agents/checkin`.
-#[derive(Clone, Debug, PartialEq, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AgentCheckin {
-    #[schema(pattern = r"^[A-Za-z0-9._-]+$", max_length = 253)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9._-]+$", max_length = 253)
+    )]
     /// The agent's host name: its identity across check-ins.
     pub hostname: String,
-    #[schema(pattern = r"^[A-Za-z0-9._-]+$", max_length = 253)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9._-]+$", max_length = 253)
+    )]
     /// Where users (without the proxy) and the proxy reach the agent.
     pub address: String,
-    #[schema(minimum = 1, maximum = 65535)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
     pub port: u16,
-    #[schema(minimum = 0.0, maximum = 100000.0)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, maximum = 100000.0))]
     /// CPU cores.
     pub cores: f64,
     /// Memory, bytes.
@@ -219,10 +226,10 @@ pub struct AgentCheckin {
     /// The most sessions the agent runs at once.
     pub max_sessions: u32,
     pub gpus: Option<u32>,
-    #[schema(minimum = 0.0, maximum = 1.0)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, maximum = 1.0))]
     /// Current CPU load, 0 to 1.
     pub cpu_load: Option<f64>,
-    #[schema(minimum = 0.0, maximum = 1.0)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, maximum = 1.0))]
     /// Current memory load, 0 to 1.
     pub memory_load: Option<f64>,
 }
@@ -249,17 +256,18 @@ impl AgentCheckin {
 }
 
 /// The body of `PATCH /agents/{id}`. `null` clears an override.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AgentPatch {
     pub enabled: Option<bool>,
     /// Cores to use instead of the reported ones; `null` to clear.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<f64>, minimum = 0.0, maximum = 100000.0)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>, minimum = 0.0, maximum = 100000.0))]
     pub cores_override: Option<Option<f64>>,
     /// Memory (bytes) to use instead of the reported amount; `null` to clear.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<u64>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
     pub memory_override: Option<Option<u64>>,
 }
 

@@ -2,7 +2,6 @@
 //! AutoScale configs, servers, workspaces, and the reconcile arithmetic.
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::duration;
@@ -10,16 +9,21 @@ use super::script::Os;
 use super::validation::{self, FieldError};
 
 /// A pool of servers that pool workspaces place sessions on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
-    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub name: String,
     #[serde(rename = "type", default)]
     pub pool_type: PoolType,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum PoolType {
     /// RDP/VNC/SSH servers.
@@ -43,24 +47,31 @@ impl Pool {
 }
 
 /// A VM provider config: which provider plugin, with which settings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct VmProviderConfig {
-    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub name: String,
     /// An installed `vm-provider` plugin, e.g. `aws-ec2`.
-    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub provider: String,
     /// The provider's settings, by name (see its `describe`). Secret settings are write-only.
     /// Numbers and booleans are taken as their text (`20` is `"20"`).
     #[serde(default, deserialize_with = "setting_values")]
-    #[schema(value_type = std::collections::BTreeMap<String, SettingValue>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, SettingValue>))]
     pub settings: std::collections::BTreeMap<String, String>,
     /// Bumped by every write; read-only (a value in a request body is ignored). A `GET` of
     /// the config answers it as its `ETag`: send that in `If-Match` to change only the
     /// version you read.
     #[serde(default)]
-    #[schema(read_only)]
+    #[cfg_attr(feature = "openapi", schema(read_only))]
     pub version: u64,
     /// Whether the endpoints the settings name may resolve to loopback or private addresses
     /// (on-premises hypervisors, emulators). Link-local addresses (169.254.0.0/16,
@@ -70,11 +81,12 @@ pub struct VmProviderConfig {
 }
 
 /// A provider setting as it may be written: text, a number or a boolean (kept as text).
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum SettingValue {
     Text(String),
-    #[schema(value_type = f64)]
+    #[cfg_attr(feature = "openapi", schema(value_type = f64))]
     Number(serde_json::Number),
     Flag(bool),
 }
@@ -124,8 +136,20 @@ pub struct StoredProviderConfig {
     pub validated: super::provider::ValidatedSettings,
 }
 
+impl StoredProviderConfig {
+    /// The config with its secret settings left out.
+    pub fn public(&self) -> VmProviderConfig {
+        let mut config = self.config.clone();
+        config
+            .settings
+            .retain(|name, _| !self.secret_settings.contains(name));
+        config
+    }
+}
+
 /// How users connect to a server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ConnectionType {
     Rdp,
@@ -147,7 +171,8 @@ impl ConnectionType {
 }
 
 /// Where session credentials come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum CredentialType {
     /// `connection_username` / `connection_password`, the same for every session.
@@ -157,23 +182,33 @@ pub enum CredentialType {
 }
 
 /// An AutoScale config: keep a pool's servers sized through a VM provider.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AutoScaleConfig {
-    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub name: String,
     #[serde(default = "yes")]
     pub enabled: bool,
     /// The pool its servers join.
-    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub pool: String,
     /// The deployment zone of its servers.
-    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub zone: String,
     pub connection_type: ConnectionType,
     /// Default: the connection type's port (RDP 3389).
     #[serde(default)]
-    #[schema(minimum = 1, maximum = 65535)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
     pub connection_port: Option<u16>,
     pub credential_type: CredentialType,
     #[serde(default)]
@@ -188,23 +223,29 @@ pub struct AutoScaleConfig {
     #[serde(default)]
     pub reusable: bool,
     /// Free session slots to keep available across the config's servers.
-    #[schema(maximum = 100000)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 100000))]
     pub minimum_available_sessions: u32,
-    #[schema(minimum = 1, maximum = 1000)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub max_sessions_per_server: u32,
     /// The VM provider config that creates its VMs.
-    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub vm_provider_config: String,
     pub os: Os,
     /// The startup-script template (see the script generator's documentation).
     pub startup_script: String,
     /// The script-generator plugin. Default `default-generator`.
     #[serde(default = "default_generator")]
-    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub script_generator: String,
     /// Host names are `{prefix}-{random}`, at most 15 characters in all.
     #[serde(default = "default_prefix")]
-    #[schema(pattern = r"^[a-z][a-z0-9]{0,7}$")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[a-z][a-z0-9]{0,7}$"))]
     pub server_name_prefix: String,
     /// Seconds a VM may take to check in before it is destroyed and replaced, from 1 to
     /// 86400 (`"10m"` also reads).
@@ -212,7 +253,7 @@ pub struct AutoScaleConfig {
         default = "default_provision_timeout",
         deserialize_with = "duration::whole_seconds"
     )]
-    #[schema(schema_with = duration::seconds_schema)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = duration::seconds_schema))]
     pub provision_timeout: u64,
     /// Seconds a surplus server must stay idle before it is destroyed, at most 86400
     /// (`"5m"` also reads).
@@ -220,7 +261,7 @@ pub struct AutoScaleConfig {
         default = "default_downscale_backoff",
         deserialize_with = "duration::whole_seconds"
     )]
-    #[schema(schema_with = duration::seconds_schema)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = duration::seconds_schema))]
     pub downscale_backoff: u64,
     #[serde(default)]
     pub create_ad_computer_record: bool,
@@ -234,7 +275,7 @@ pub struct AutoScaleConfig {
     /// the config answers it as its `ETag`: send that in `If-Match` to change only the
     /// version you read.
     #[serde(default)]
-    #[schema(read_only)]
+    #[cfg_attr(feature = "openapi", schema(read_only))]
     pub version: u64,
 }
 
@@ -500,7 +541,8 @@ fn lookup(pairs: &[(String, String)], name: &str) -> String {
 }
 
 /// A server's lifecycle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ServerStatus {
     /// Created (or being created); waits for its check-in.
@@ -619,22 +661,35 @@ impl Server {
 }
 
 /// The body of `POST /servers`: a static server.
-#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StaticServer {
-    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub pool: String,
-    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub zone: String,
-    #[schema(pattern = r"^[A-Za-z0-9._-]+$", max_length = 253)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9._-]+$", max_length = 253)
+    )]
     pub hostname: String,
-    #[schema(pattern = r"^[A-Za-z0-9._-]+$", max_length = 253)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9._-]+$", max_length = 253)
+    )]
     pub address: String,
     #[serde(default)]
-    #[schema(minimum = 1, maximum = 65535)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
     pub port: Option<u16>,
     pub connection_type: ConnectionType,
-    #[schema(minimum = 1, maximum = 1000)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub max_sessions: u32,
 }
 
@@ -655,7 +710,8 @@ impl StaticServer {
 }
 
 /// What a workspace launches.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum WorkspaceType {
     Container,
@@ -663,7 +719,8 @@ pub enum WorkspaceType {
 }
 
 /// How users of a pool workspace connect.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum RdpClient {
     /// In the browser, through the zone's proxy.
@@ -674,10 +731,14 @@ pub enum RdpClient {
 }
 
 /// A workspace users request sessions of.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Workspace {
-    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub name: String,
     #[serde(default)]
     pub friendly_name: Option<String>,

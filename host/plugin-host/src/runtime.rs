@@ -10,9 +10,9 @@ use super::error::{CallError, LoadError};
 use super::kind::PluginKind;
 use super::sandbox::{CallLimits, CallOutput, CallState, LogLevel};
 use super::wit::{self, with_wit_candidates};
-use crate::domain::ranking::{CandidateColumns, PlacementRequest, Ranking};
-use crate::domain::script::{Os, TemplateError};
-use crate::domain::text::cap as cap_text;
+use zonebroker_core::domain::ranking::{CandidateColumns, PlacementRequest, Ranking};
+use zonebroker_core::domain::script::{Os, TemplateError};
+use zonebroker_core::domain::text::cap as cap_text;
 
 /// How the runtime is sized and what each kind of call may use.
 #[derive(Clone, Debug)]
@@ -223,7 +223,7 @@ pub enum SmokeReport {
     /// A generator's rendering of the smoke template.
     Script(String),
     /// A provider's description of itself.
-    Provider(crate::domain::provider::ProviderInfo),
+    Provider(zonebroker_core::domain::provider::ProviderInfo),
 }
 
 /// One call into a VM provider.
@@ -235,7 +235,7 @@ pub enum ProviderCall {
     },
     Create {
         settings: Vec<(String, String)>,
-        spec: crate::domain::provider::VmSpec,
+        spec: zonebroker_core::domain::provider::VmSpec,
     },
     Get {
         settings: Vec<(String, String)>,
@@ -268,13 +268,26 @@ impl ProviderCall {
 /// What a provider answered.
 #[derive(Clone, Debug)]
 pub enum ProviderAnswer {
-    Info(crate::domain::provider::ProviderInfo),
+    Info(zonebroker_core::domain::provider::ProviderInfo),
     Validated(
-        Result<crate::domain::provider::ValidatedSettings, crate::domain::provider::ProviderError>,
+        Result<
+            zonebroker_core::domain::provider::ValidatedSettings,
+            zonebroker_core::domain::provider::ProviderError,
+        >,
     ),
-    Vm(Result<crate::domain::provider::Vm, crate::domain::provider::ProviderError>),
-    Destroyed(Result<(), crate::domain::provider::ProviderError>),
-    Vms(Result<Vec<crate::domain::provider::Vm>, crate::domain::provider::ProviderError>),
+    Vm(
+        Result<
+            zonebroker_core::domain::provider::Vm,
+            zonebroker_core::domain::provider::ProviderError,
+        >,
+    ),
+    Destroyed(Result<(), zonebroker_core::domain::provider::ProviderError>),
+    Vms(
+        Result<
+            Vec<zonebroker_core::domain::provider::Vm>,
+            zonebroker_core::domain::provider::ProviderError,
+        >,
+    ),
 }
 
 /// Fuel a provider call may burn before it yields to the async runtime: a few milliseconds
@@ -490,7 +503,7 @@ impl PluginRuntime {
         let ty = component.component_type();
         if let Some((import, _)) = ty
             .imports(&self.engine)
-            .find(|(name, _)| !kind.allows_import(name))
+            .find(|(name, _)| !super::kind::allows_import(kind, name))
         {
             return Err(LoadError::ForbiddenImport {
                 kind,
@@ -776,7 +789,7 @@ impl PluginRuntime {
 
 /// The synthetic inputs of [`PluginRuntime::smoke_test`].
 mod smoke {
-    use crate::domain::ranking::{CandidateColumns, CandidateRow, PlacementRequest};
+    use zonebroker_core::domain::ranking::{CandidateColumns, CandidateRow, PlacementRequest};
 
     pub fn request() -> PlacementRequest {
         PlacementRequest {
@@ -874,7 +887,10 @@ fn inspect_world(bytes: &[u8]) -> Result<PluginKind, LoadError> {
         }
     }
     let kind = kind_of_exports(exports)?;
-    if let Some(import) = imports.into_iter().find(|name| !kind.allows_import(name)) {
+    if let Some(import) = imports
+        .into_iter()
+        .find(|name| !super::kind::allows_import(kind, name))
+    {
         return Err(LoadError::ForbiddenImport { kind, import });
     }
     Ok(kind)
@@ -884,7 +900,7 @@ fn inspect_world(bytes: &[u8]) -> Result<PluginKind, LoadError> {
 fn kind_of_exports(exports: Vec<String>) -> Result<PluginKind, LoadError> {
     let kinds: Vec<PluginKind> = exports
         .iter()
-        .filter_map(|name| PluginKind::from_export(name))
+        .filter_map(|name| super::kind::from_export(name))
         .collect();
     match kinds.as_slice() {
         [kind] => Ok(*kind),
@@ -975,7 +991,7 @@ mod sandboxed_wasi {
     use wasmtime_wasi::p2::bindings::{cli, clocks, random, sync::io};
     use wasmtime_wasi::random::WasiRandom;
 
-    use crate::plugins::sandbox::CallState;
+    use crate::sandbox::CallState;
 
     struct HasIo;
     impl HasData for HasIo {

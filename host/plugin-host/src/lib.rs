@@ -1,4 +1,4 @@
-//! The sandboxed plugin runtime: one wasmtime engine, plugins loaded once and called with a
+//! zonebroker-plugin-host: the sandboxed plugin runtime. One wasmtime engine, plugins loaded once and called with a
 //! fresh store per call, and a registry of plugins with an atomically swappable active
 //! version.
 //!
@@ -8,7 +8,10 @@
 //!
 //! **Architecture Invariant:** a plugin gets no files, environment, sockets or process
 //! control; a call cannot outlive its deadline, exceed its memory cap or its CPU budget, and
-//! nothing it does survives into the next call. Nothing outside this module touches wasmtime.
+//! nothing it does survives into the next call. Nothing outside this crate touches wasmtime,
+//! and this crate knows nothing about storage, HTTP serving or directories (no sled, axum or
+//! ldap3; CI checks the crate graph): compiled artifacts are kept through the
+//! [`ArtifactCache`] trait the server implements.
 
 mod builtin;
 mod engine;

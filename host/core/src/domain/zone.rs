@@ -1,7 +1,6 @@
 //! Deployment zones: their settings, defaults and how a session's connection is addressed.
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::validation::{self, FieldError};
 
@@ -13,7 +12,8 @@ pub const DEFAULT_ZONE: &str = "default";
 pub const DEFAULT_STRATEGY: &str = "least-load";
 
 /// A deployment zone.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Zone {
     /// The zone's name (a DNS label).
     pub name: String,
@@ -177,27 +177,46 @@ fn bracket_ipv6(host: &str) -> String {
 /// The body of `POST /zones`: a name, and any settings that differ from the defaults.
 /// (Spelled out rather than flattened: serde cannot refuse unknown fields of a flattened
 /// struct.)
-#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ZoneSpec {
-    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub name: String,
-    #[schema(pattern = r"^([A-Za-z0-9._-]|\$request_host\$)+$", max_length = 200)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^([A-Za-z0-9._-]|\$request_host\$)+$", max_length = 200)
+    )]
     pub allow_origin_domain: Option<String>,
-    #[schema(
-        pattern = r"^(([A-Za-z0-9._-]|\$request_host\$)+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$",
-        max_length = 200
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^(([A-Za-z0-9._-]|\$request_host\$)+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$",
+            max_length = 200
+        )
     )]
     pub upstream_auth_address: Option<String>,
-    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub load_balance_strategy: Option<String>,
     pub search_alternate_zones: Option<bool>,
     pub proxy_connections: Option<bool>,
-    #[schema(pattern = r"^([A-Za-z0-9._-]|\$request_host\$)+$", max_length = 200)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^([A-Za-z0-9._-]|\$request_host\$)+$", max_length = 200)
+    )]
     pub proxy_hostname: Option<String>,
-    #[schema(pattern = r"^/[A-Za-z0-9/._~-]*$", max_length = 256)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^/[A-Za-z0-9/._~-]*$", max_length = 256)
+    )]
     pub proxy_path: Option<String>,
-    #[schema(maximum = 65535)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 65535))]
     pub proxy_port: Option<u16>,
 }
 
@@ -220,31 +239,48 @@ impl ZoneSpec {
 }
 
 /// The body of `PATCH /zones/{name}`: the settings to change.
-#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ZonePatch {
-    #[schema(pattern = r"^([A-Za-z0-9._-]|\$request_host\$)+$", max_length = 200)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^([A-Za-z0-9._-]|\$request_host\$)+$", max_length = 200)
+    )]
     pub allow_origin_domain: Option<String>,
-    #[schema(
-        pattern = r"^(([A-Za-z0-9._-]|\$request_host\$)+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$",
-        max_length = 200
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^(([A-Za-z0-9._-]|\$request_host\$)+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$",
+            max_length = 200
+        )
     )]
     pub upstream_auth_address: Option<String>,
-    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub load_balance_strategy: Option<String>,
     pub search_alternate_zones: Option<bool>,
     pub proxy_connections: Option<bool>,
-    #[schema(pattern = r"^([A-Za-z0-9._-]|\$request_host\$)+$", max_length = 200)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^([A-Za-z0-9._-]|\$request_host\$)+$", max_length = 200)
+    )]
     pub proxy_hostname: Option<String>,
-    #[schema(pattern = r"^/[A-Za-z0-9/._~-]*$", max_length = 256)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^/[A-Za-z0-9/._~-]*$", max_length = 256)
+    )]
     pub proxy_path: Option<String>,
-    #[schema(maximum = 65535)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 65535))]
     pub proxy_port: Option<u16>,
 }
 
 /// How the user's client connects to a session, with the settings the connection layer
 /// enforces.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Connection {
     /// Where the client connects.
     pub url: String,
