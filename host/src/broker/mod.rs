@@ -8,7 +8,7 @@
 //! store's compare-and-swap, so the lock is never held across a strategy call.
 
 mod agents;
-mod autoscale;
+mod autoscale_configs;
 mod images;
 mod plugins;
 mod servers;
@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 pub use agents::{AgentState, CheckedIn};
-pub use autoscale::{AutoScaleConfigView, ConfigStatus, UnmanagedVm, VmProblem};
+pub use autoscale_configs::{AutoScaleConfigView, ConfigStatus, UnmanagedVm, VmProblem};
 pub use plugins::{ActivationView, PluginView, UploadError, UploadView, UsedBy, VersionView};
 pub use servers::{Removal, ServerCheckin, ServerEntry, ServerView};
 
