@@ -10,9 +10,14 @@
 mod agents;
 mod autoscale_configs;
 mod images;
+mod ldap_configs;
 mod plugins;
+mod pools;
+mod provider_configs;
+mod records;
 mod servers;
 mod sessions;
+mod workspaces;
 mod zones;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
