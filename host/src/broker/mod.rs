@@ -101,6 +101,24 @@ pub enum BrokerError {
     Upload(#[from] UploadError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A failure that is not the caller's fault (a blocking task that panicked or was
+    /// cancelled, the plugin registry refusing what the inventory allowed). Answered with
+    /// `context` only; `cause` is for the log.
+    #[error("internal error: {context}")]
+    Internal {
+        context: &'static str,
+        cause: String,
+    },
+}
+
+impl BrokerError {
+    /// An [`BrokerError::Internal`] failure: `context` says what failed, `cause` why.
+    pub fn internal(context: &'static str, cause: impl std::fmt::Display) -> Self {
+        BrokerError::Internal {
+            context,
+            cause: cause.to_string(),
+        }
+    }
 }
 
 /// What the broker knows in memory: everything the store holds, indexed for placement.
