@@ -295,10 +295,7 @@ impl Inventory {
             .count() as u32;
         AutoScaleConfigView {
             connection_password_set: config.connection_password.is_some(),
-            config: AutoScaleConfig {
-                connection_password: None,
-                ..config.clone()
-            },
+            config: config.clone(),
             status,
         }
     }

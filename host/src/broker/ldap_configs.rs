@@ -11,16 +11,16 @@ use crate::domain::validation::FieldError;
 impl Broker {
     // LDAP configs.
 
-    /// Every LDAP config, bind passwords left out.
+    /// Every LDAP config (a bind password is a [`Secret`](crate::domain::secret::Secret): shown as absent).
     pub fn ldap_configs(&self) -> Vec<LdapConfig> {
-        self.read().ldap_configs.values().map(public_ldap).collect()
+        self.read().ldap_configs.values().cloned().collect()
     }
 
     pub fn ldap_config(&self, name: &str) -> Result<LdapConfig, BrokerError> {
         self.read()
             .ldap_configs
             .get(name)
-            .map(public_ldap)
+            .cloned()
             .ok_or_else(|| not_found("LDAP config", name))
     }
 
@@ -55,7 +55,7 @@ impl Broker {
             url = config.url,
             "LDAP config created"
         );
-        Ok(public_ldap(&config))
+        Ok(config)
     }
 
     /// Change an LDAP config by JSON merge patch (a password left out keeps its value).
@@ -99,7 +99,7 @@ impl Broker {
             );
         }
         tracing::info!(ldap_config = name, "LDAP config updated");
-        Ok(public_ldap(&config))
+        Ok(config)
     }
 
     /// Delete an LDAP config no AutoScale config uses.
@@ -128,13 +128,5 @@ impl Broker {
         }
         self.commit().await?;
         Ok(())
-    }
-}
-
-/// An LDAP config without its bind password.
-fn public_ldap(config: &LdapConfig) -> LdapConfig {
-    LdapConfig {
-        bind_password: None,
-        ..config.clone()
     }
 }
