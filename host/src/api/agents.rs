@@ -14,6 +14,7 @@ use super::views::{AgentCheckinAnswer, AgentView};
 use super::{AppState, ListenerZone};
 use crate::broker::{AgentState, now_ms};
 use crate::domain::agent::{AgentCheckin, AgentPatch};
+use crate::domain::secret::Secret;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -69,7 +70,8 @@ async fn checkin(
         .await?;
     Ok(Json(AgentCheckinAnswer {
         agent: view(&state, checked_in.state),
-        credential: checked_in.credential,
+        // The one answer that shows it.
+        credential: checked_in.credential.map(Secret::into_exposed),
     }))
 }
 

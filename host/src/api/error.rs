@@ -149,6 +149,38 @@ impl From<BrokerError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
             }
             BrokerError::Store(_) => ApiError::internal(message),
+            BrokerError::Internal { context, cause } => {
+                tracing::error!(cause, "internal error: {context}");
+                ApiError::internal(message)
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::to_bytes;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_internal_failure_is_a_500_naming_no_cause() {
+        let error = BrokerError::internal(
+            "the version's load did not finish",
+            "task 7 panicked with message \"index out of bounds\"",
+        );
+        let response = ApiError::from(error).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            json!({ "error": {
+                "code": "internal",
+                "message": "internal error: the version's load did not finish",
+                "field": null,
+            } })
+        );
     }
 }

@@ -70,7 +70,8 @@ struct UploadParams {
     responses((status = CREATED, body = UploadView), (status = OK, description = "Already a version", body = UploadView),
         (status = PAYLOAD_TOO_LARGE, body = ErrorBody), (status = UNSUPPORTED_MEDIA_TYPE, body = ErrorBody),
         (status = UNPROCESSABLE_ENTITY, description = "Not a component, unknown world, wrong kind, forbidden import or failed smoke call", body = ErrorBody),
-        (status = CONFLICT, body = ErrorBody), (status = UNAUTHORIZED, body = ErrorBody)))]
+        (status = CONFLICT, body = ErrorBody), (status = UNAUTHORIZED, body = ErrorBody),
+        (status = INTERNAL_SERVER_ERROR, description = "An internal failure (its cause is logged)", body = ErrorBody)))]
 async fn upload(
     _: Admin,
     State(state): State<AppState>,
@@ -126,7 +127,8 @@ struct Activate {
     params(("name" = String, Path, description = "The plugin's name")),
     responses((status = OK, body = PluginView), (status = NOT_FOUND, body = ErrorBody),
         (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody),
-        (status = UNAUTHORIZED, body = ErrorBody)))]
+        (status = UNAUTHORIZED, body = ErrorBody),
+        (status = INTERNAL_SERVER_ERROR, description = "An internal failure (its cause is logged)", body = ErrorBody)))]
 async fn activate(
     _: Admin,
     State(state): State<AppState>,

@@ -107,7 +107,10 @@ async fn connect(ldap: &LdapConfig) -> Result<ldap3::Ldap, DirectoryError> {
         .map_err(unreachable)?;
     ldap3::drive!(conn);
     handle.with_timeout(Duration::from_secs(ldap.operation_timeout));
-    let password = ldap.bind_password.as_deref().unwrap_or_default();
+    let password = ldap
+        .bind_password
+        .as_ref()
+        .map_or("", |password| password.expose().as_str());
     let bound = handle
         .simple_bind(&ldap.bind_dn, password)
         .await

@@ -5,22 +5,14 @@ use uuid::Uuid;
 use super::{Broker, BrokerError, now_ms};
 use crate::domain::agent::{Agent, AgentCheckin, AgentPatch, CredentialCheck, credential_hash};
 use crate::domain::capacity::Usage;
+use crate::domain::secret::Secret;
 
 /// What a check-in answers: the agent, and its new credential if this check-in issued one.
-#[derive(Clone, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CheckedIn {
     pub state: AgentState,
     /// 32 random bytes in hex, shown once; the record keeps only its SHA-256.
-    pub credential: Option<String>,
-}
-
-impl std::fmt::Debug for CheckedIn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CheckedIn")
-            .field("state", &self.state)
-            .field("credential", &self.credential.as_ref().map(|_| ".."))
-            .finish()
-    }
+    pub credential: Option<Secret>,
 }
 
 /// A new agent credential: 32 random bytes, hex.
@@ -94,7 +86,7 @@ impl Broker {
                     let credential = new_credential()?;
                     agent.credential_sha256 = Some(credential_hash(&credential));
                     tracing::info!(agent = %agent.id, "agent credential issued");
-                    Some(credential)
+                    Some(Secret::new(credential))
                 }
             };
             let state = AgentState { agent, usage };

@@ -8,11 +8,16 @@
 //! store's compare-and-swap, so the lock is never held across a strategy call.
 
 mod agents;
-mod autoscale;
+mod autoscale_configs;
 mod images;
+mod ldap_configs;
 mod plugins;
+mod pools;
+mod provider_configs;
+mod records;
 mod servers;
 mod sessions;
+mod workspaces;
 mod zones;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -22,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 pub use agents::{AgentState, CheckedIn};
-pub use autoscale::{AutoScaleConfigView, ConfigStatus, UnmanagedVm, VmProblem};
+pub use autoscale_configs::{AutoScaleConfigView, ConfigStatus, UnmanagedVm, VmProblem};
 pub use plugins::{ActivationView, PluginView, UploadError, UploadView, UsedBy, VersionView};
 pub use servers::{Removal, ServerCheckin, ServerEntry, ServerView};
 
@@ -96,6 +101,24 @@ pub enum BrokerError {
     Upload(#[from] UploadError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A failure that is not the caller's fault (a blocking task that panicked or was
+    /// cancelled, the plugin registry refusing what the inventory allowed). Answered with
+    /// `context` only; `cause` is for the log.
+    #[error("internal error: {context}")]
+    Internal {
+        context: &'static str,
+        cause: String,
+    },
+}
+
+impl BrokerError {
+    /// An [`BrokerError::Internal`] failure: `context` says what failed, `cause` why.
+    pub fn internal(context: &'static str, cause: impl std::fmt::Display) -> Self {
+        BrokerError::Internal {
+            context,
+            cause: cause.to_string(),
+        }
+    }
 }
 
 /// What the broker knows in memory: everything the store holds, indexed for placement.

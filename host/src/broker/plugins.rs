@@ -224,9 +224,8 @@ impl Broker {
             Ok::<_, UploadError>((plugin, bytes, pending.into_pending()))
         })
         .await
-        .map_err(|e| BrokerError::Conflict {
-            code: "internal",
-            message: e.to_string(),
+        .map_err(|e| {
+            BrokerError::internal("the upload's load and smoke call did not finish", e)
         })??;
 
         let plugin = Arc::new(plugin);
@@ -267,9 +266,8 @@ impl Broker {
             if activate && record.active.as_deref() != Some(&sha256) {
                 self.registry
                     .activate(name, plugin.clone(), false)
-                    .map_err(|e| BrokerError::Conflict {
-                        code: "registry",
-                        message: e.to_string(),
+                    .map_err(|e| {
+                        BrokerError::internal("the plugin registry refused the version", e)
                     })?;
                 record.activate(&sha256, actor, now);
             }
@@ -333,10 +331,7 @@ impl Broker {
                 .map(|(plugin, _)| plugin)
         })
         .await
-        .map_err(|e| BrokerError::Conflict {
-            code: "internal",
-            message: e.to_string(),
-        })?
+        .map_err(|e| BrokerError::internal("the version's load did not finish", e))?
         .map_err(UploadError::Load)?;
         {
             let mut inventory = self.write();
@@ -350,9 +345,8 @@ impl Broker {
                 self.store.put_plugin(&updated)?;
                 self.registry
                     .activate(name, Arc::new(plugin), false)
-                    .map_err(|e| BrokerError::Conflict {
-                        code: "registry",
-                        message: e.to_string(),
+                    .map_err(|e| {
+                        BrokerError::internal("the plugin registry refused the version", e)
                     })?;
                 *record = updated;
             }

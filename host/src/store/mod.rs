@@ -549,7 +549,8 @@ fn corrupt(tree: &'static str, message: impl std::fmt::Display) -> StoreError {
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("domain records serialize")
+    // Secrets are stored as they are (and shown nowhere else).
+    crate::domain::secret::revealed(|| serde_json::to_vec(value)).expect("domain records serialize")
 }
 
 fn decode<T: DeserializeOwned>(tree: &'static str, raw: &[u8]) -> Result<T, StoreError> {

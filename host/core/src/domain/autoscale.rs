@@ -215,7 +215,8 @@ pub struct AutoScaleConfig {
     pub connection_username: Option<String>,
     /// Write-only.
     #[serde(default)]
-    pub connection_password: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub connection_password: Option<super::secret::Secret>,
     /// Extra connection settings (RemoteApp and the like), passed through.
     #[serde(default)]
     pub connection_info: Option<String>,
@@ -500,7 +501,11 @@ pub fn server_variables(
     let (username, password) = match config.credential_type {
         CredentialType::Static => (
             config.connection_username.clone().unwrap_or_default(),
-            config.connection_password.clone().unwrap_or_default(),
+            config
+                .connection_password
+                .as_ref()
+                .map(|password| password.expose().clone())
+                .unwrap_or_default(),
         ),
         CredentialType::Sso => (String::new(), String::new()),
     };

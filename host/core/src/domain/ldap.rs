@@ -31,7 +31,8 @@ pub struct LdapConfig {
     pub bind_dn: String,
     /// Write-only.
     #[serde(default)]
-    pub bind_password: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub bind_password: Option<super::secret::Secret>,
     /// Where user searches start, e.g. `DC=example,DC=com`.
     #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 1024))]
     pub search_base: String,
@@ -102,7 +103,11 @@ impl LdapConfig {
         validation::host("url", host)?;
         validation::text("bind_dn", &self.bind_dn, 1024)?;
         validation::text("search_base", &self.search_base, 1024)?;
-        if self.bind_password.as_deref().unwrap_or("").is_empty() {
+        if self
+            .bind_password
+            .as_ref()
+            .is_none_or(|p| p.expose().is_empty())
+        {
             return Err(FieldError::new(
                 "bind_password",
                 "a bind password is needed",

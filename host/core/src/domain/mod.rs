@@ -16,6 +16,7 @@ pub mod plugin;
 pub mod provider;
 pub mod ranking;
 pub mod script;
+pub mod secret;
 pub mod session;
 pub mod text;
 pub mod timestamp;

@@ -28,7 +28,9 @@ pub fn merge(target: &mut Value, patch: &Value) {
 
 /// `current` with `patch` merged in, read back as a `T`: a type error names the field.
 pub fn apply<T: Serialize + DeserializeOwned>(current: &T, patch: &Value) -> Result<T, FieldError> {
-    let mut value = serde_json::to_value(current).expect("domain records serialize");
+    // The stored record, secrets included: a patch that leaves one out keeps it.
+    let mut value = super::secret::revealed(|| serde_json::to_value(current))
+        .expect("domain records serialize");
     merge(&mut value, patch);
     from_value(value)
 }

@@ -1,0 +1,335 @@
+//! AutoScale configs: keep a pool sized through a VM provider config. A save checks its
+//! references and renders its template with sample values, so a mistake shows when the
+//! config is saved, not when a VM boots; the reconcile loop's findings are kept per config
+//! in memory ([`ConfigStatus`]).
+
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::records::{
+    MAX_UPDATE_ATTEMPTS, check_precondition, not_found, refuse_existing, too_contended,
+};
+use super::{Broker, BrokerError, Inventory};
+use crate::domain::autoscale::{AutoScaleConfig, Server, ServerStatus, sample_variables};
+use crate::domain::patch;
+use crate::domain::validation::FieldError;
+
+/// What the reconcile loop last found for one AutoScale config (kept in memory).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ConfigStatus {
+    /// The last provider or render failure, until a pass succeeds.
+    pub last_error: Option<String>,
+    /// Failures in a row (the back-off doubles with each).
+    pub consecutive_failures: u32,
+    /// Unix time (ms) before which no VM is created or destroyed for it.
+    pub backoff_until_ms: Option<u64>,
+    /// Free session slots over its live servers at the last pass.
+    pub available_sessions: u32,
+    /// Its servers that are not being destroyed.
+    pub servers: u32,
+    /// VMs its passes found and left alone or could not destroy: an operator should look.
+    pub unmanaged_vms: Vec<UnmanagedVm>,
+}
+
+/// A VM a reconcile pass found and did not manage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct UnmanagedVm {
+    /// The provider's id of the VM.
+    pub instance_id: String,
+    pub problem: VmProblem,
+    /// What the pass saw, for a human.
+    pub message: String,
+}
+
+/// Why a VM is listed in [`ConfigStatus::unmanaged_vms`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VmProblem {
+    /// It carries the config's tag but not this installation's, and no server of the config
+    /// names it: somebody else's (or forged), never touched.
+    NotOurs,
+    /// Ours and to be destroyed, but the provider refused (termination protection, ...):
+    /// retried every pass.
+    DestroyFailed,
+}
+
+/// An AutoScale config as the API shows it: secrets blanked, with its status.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct AutoScaleConfigView {
+    /// The config (`connection_password` always `null`: it is write-only).
+    pub config: AutoScaleConfig,
+    /// Whether a connection password is set.
+    pub connection_password_set: bool,
+    pub status: ConfigStatus,
+}
+
+impl Broker {
+    // AutoScale configs.
+
+    pub fn autoscale_configs(&self) -> Vec<AutoScaleConfigView> {
+        let inventory = self.read();
+        inventory
+            .autoscale_configs
+            .values()
+            .map(|config| inventory.autoscale_view(config))
+            .collect()
+    }
+
+    pub fn autoscale_config(&self, name: &str) -> Result<AutoScaleConfigView, BrokerError> {
+        let inventory = self.read();
+        inventory
+            .autoscale_configs
+            .get(name)
+            .map(|config| inventory.autoscale_view(config))
+            .ok_or_else(|| not_found("AutoScale config", name))
+    }
+
+    pub async fn create_autoscale_config(
+        &self,
+        mut config: AutoScaleConfig,
+    ) -> Result<AutoScaleConfigView, BrokerError> {
+        config.version = 1;
+        self.check_autoscale_config(&config).await?;
+        let view = {
+            let mut inventory = self.write();
+            refuse_existing(
+                inventory.autoscale_configs.contains_key(&config.name),
+                "AutoScale config",
+                &config.name,
+            )?;
+            inventory.check_autoscale_references(&config)?;
+            self.store.put_autoscale_config(&config)?;
+            inventory
+                .autoscale_configs
+                .insert(config.name.clone(), config.clone());
+            inventory.autoscale_view(&config)
+        };
+        self.commit().await?;
+        self.demand_changed([config.name.clone()]);
+        tracing::info!(
+            config = config.name,
+            pool = config.pool,
+            "AutoScale config created"
+        );
+        Ok(view)
+    }
+
+    /// Change an AutoScale config by JSON merge patch (a password left out keeps its value).
+    /// A compare-and-swap on its version, like [`Broker::update_provider_config`]: the checks
+    /// (its VM provider config cannot change while it has servers) read the record the
+    /// write replaces.
+    pub async fn update_autoscale_config(
+        &self,
+        name: &str,
+        changes: &Value,
+        if_match: Option<&[u64]>,
+    ) -> Result<AutoScaleConfigView, BrokerError> {
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let current = self
+                .autoscale_config_stored(name)
+                .ok_or_else(|| not_found("AutoScale config", name))?;
+            check_precondition("AutoScale config", name, current.version, if_match)?;
+            let mut config: AutoScaleConfig = patch::apply(&current, changes)?;
+            if config.name != name {
+                return Err(FieldError::new("name", "a config cannot be renamed").into());
+            }
+            config.version = current.version;
+            self.check_autoscale_config(&config).await?;
+            let view = {
+                let mut inventory = self.write();
+                let latest = inventory
+                    .autoscale_configs
+                    .get(name)
+                    .ok_or_else(|| not_found("AutoScale config", name))?
+                    .version;
+                if latest != current.version {
+                    // Changed while the template rendered: judge the patch against the latest.
+                    check_precondition("AutoScale config", name, latest, if_match)?;
+                    continue;
+                }
+                inventory.check_autoscale_references(&config)?;
+                let has_servers = inventory.server_ids_of(name).next().is_some();
+                if has_servers && config.vm_provider_config != current.vm_provider_config {
+                    return Err(BrokerError::Conflict {
+                        code: "in_use",
+                        message: format!(
+                            "AutoScale config `{name}` has servers: its VM provider config cannot change until they are gone"
+                        ),
+                    });
+                }
+                config.version = latest + 1;
+                self.store.put_autoscale_config(&config)?;
+                inventory
+                    .autoscale_configs
+                    .insert(name.to_string(), config.clone());
+                inventory.autoscale_view(&config)
+            };
+            self.commit().await?;
+            self.demand_changed([name.to_string()]);
+            tracing::info!(
+                config = name,
+                version = config.version,
+                "AutoScale config updated"
+            );
+            return Ok(view);
+        }
+        Err(too_contended("AutoScale config", name))
+    }
+
+    /// Delete an AutoScale config with no VM and no directory object left. Its server
+    /// records that never got either (every create failed, say) go with it; a server with a
+    /// VM or an object must be drained first, and the 409 names each.
+    pub async fn delete_autoscale_config(&self, name: &str) -> Result<(), BrokerError> {
+        let dropped = {
+            let mut inventory = self.write();
+            if !inventory.autoscale_configs.contains_key(name) {
+                return Err(not_found("AutoScale config", name));
+            }
+            let servers: Vec<Server> = inventory
+                .server_ids_of(name)
+                .map(|id| inventory.servers[id].server.clone())
+                .collect();
+            let holding: Vec<String> = servers
+                .iter()
+                .filter(|s| s.may_hold_resources())
+                .map(|s| {
+                    let what = match (&s.instance_id, &s.ad_computer_dn) {
+                        (Some(instance), _) => format!("VM {instance}"),
+                        (None, Some(_)) => "a directory object".to_string(),
+                        (None, None) => {
+                            "perhaps a VM: its create call timed out; the next full pass adopts it or finds none".to_string()
+                        }
+                    };
+                    format!("`{}` ({}, {what})", s.id, s.status.as_str())
+                })
+                .collect();
+            if !holding.is_empty() {
+                return Err(BrokerError::Conflict {
+                    code: "in_use",
+                    message: format!(
+                        "AutoScale config `{name}` still has servers with a VM or directory object: {}. \
+                         Set its `minimum_available_sessions` to 0 (or `enabled` to false) and wait for them to drain, \
+                         or remove each with DELETE /api/v1/servers/{{id}} (`?force=true` ends its sessions)",
+                        holding.join(", ")
+                    ),
+                });
+            }
+            // Records first: a crash in between leaves the config, and a retry finishes.
+            for server in &servers {
+                self.store.delete_server(server.id)?;
+                inventory.remove_server(server.id);
+            }
+            self.store.delete_autoscale_config(name)?;
+            inventory.autoscale_configs.remove(name);
+            inventory.config_status.remove(name);
+            servers.len()
+        };
+        self.commit().await?;
+        tracing::info!(
+            config = name,
+            dropped_servers = dropped,
+            "AutoScale config deleted"
+        );
+        Ok(())
+    }
+
+    /// The fields and plugin-backed checks (the template renders with sample values).
+    async fn check_autoscale_config(&self, config: &AutoScaleConfig) -> Result<(), BrokerError> {
+        config.validate()?;
+        let rendered = self
+            .registry
+            .render(
+                &config.script_generator,
+                config.os,
+                config.startup_script.clone(),
+                sample_variables(config.os),
+            )
+            .await;
+        match rendered {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(template)) => {
+                Err(FieldError::new("startup_script", template.to_string()).into())
+            }
+            Err(error) => Err(FieldError::new("script_generator", error.to_string()).into()),
+        }
+    }
+
+    /// Every AutoScale config's name (the reconcile loop).
+    pub(crate) fn autoscale_config_names(&self) -> Vec<String> {
+        self.read().autoscale_configs.keys().cloned().collect()
+    }
+
+    /// The stored config, secrets included (the reconcile loop).
+    pub(crate) fn autoscale_config_stored(&self, name: &str) -> Option<AutoScaleConfig> {
+        self.read().autoscale_configs.get(name).cloned()
+    }
+
+    /// Set an AutoScale config's status (the reconcile loop).
+    pub(crate) fn set_config_status(&self, name: &str, status: ConfigStatus) {
+        let mut inventory = self.write();
+        if inventory.autoscale_configs.contains_key(name) {
+            inventory.config_status.insert(name.to_string(), status);
+        }
+    }
+
+    pub(crate) fn config_status(&self, name: &str) -> ConfigStatus {
+        self.read()
+            .config_status
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Inventory {
+    fn autoscale_view(&self, config: &AutoScaleConfig) -> AutoScaleConfigView {
+        let mut status = self
+            .config_status
+            .get(&config.name)
+            .cloned()
+            .unwrap_or_default();
+        status.servers = self
+            .server_ids_of(&config.name)
+            .filter(|id| self.servers[*id].server.status != ServerStatus::Destroying)
+            .count() as u32;
+        AutoScaleConfigView {
+            connection_password_set: config.connection_password.is_some(),
+            config: config.clone(),
+            status,
+        }
+    }
+
+    fn check_autoscale_references(&self, config: &AutoScaleConfig) -> Result<(), FieldError> {
+        if !self.pools.contains_key(&config.pool) {
+            return Err(FieldError::new(
+                "pool",
+                format!("no pool `{}`", config.pool),
+            ));
+        }
+        if !self.zones.contains_key(&config.zone) {
+            return Err(FieldError::new(
+                "zone",
+                format!("no zone `{}`", config.zone),
+            ));
+        }
+        if !self
+            .provider_configs
+            .contains_key(&config.vm_provider_config)
+        {
+            return Err(FieldError::new(
+                "vm_provider_config",
+                format!("no VM provider config `{}`", config.vm_provider_config),
+            ));
+        }
+        if let Some(ldap) = &config.ldap_config
+            && !self.ldap_configs.contains_key(ldap)
+        {
+            return Err(FieldError::new(
+                "ldap_config",
+                format!("no LDAP config `{ldap}`"),
+            ));
+        }
+        Ok(())
+    }
+}
