@@ -12,8 +12,8 @@ use std::sync::Arc;
 use super::addresses::BrokerAddresses;
 use super::directory::{Directory, LdapDirectory, random_password};
 use crate::broker::{Broker, BrokerError};
+use crate::domain::autoscale::script_variables::directory_domain;
 use crate::domain::autoscale::{AdJoin, server_variables};
-use crate::domain::ldap::dns_domain;
 
 /// Answers bootstraps.
 pub struct Bootstrapper<D: Directory = LdapDirectory> {
@@ -65,12 +65,7 @@ impl<D: Directory> Bootstrapper<D> {
                     })?;
                 Some(AdJoin {
                     password,
-                    domain: claim
-                        .config
-                        .ad_computer_ou_dn
-                        .as_deref()
-                        .and_then(dns_domain)
-                        .unwrap_or_default(),
+                    domain: directory_domain(&claim.config).unwrap_or_default(),
                 })
             }
             None => None,

@@ -9,11 +9,12 @@ use crate::domain::autoscale::{CredentialType, RdpClient, Workspace, WorkspaceTy
 use crate::domain::capacity::{Capacity, Demand, Usage};
 use crate::domain::ranking::{CandidateColumns, PlacementRequest, Ranking};
 use crate::domain::session::{HostKind, RdpFile};
-use crate::domain::session::{Session, SessionRequest};
+use crate::domain::session::{Session, SessionHost, SessionOf, SessionRequest};
 use crate::domain::zone::RequestOrigin;
 use crate::domain::zone::{Zone, host_port};
 use crate::placement::{
-    self, AgentSnapshot, Candidate, Candidates, Ranker, Reserver, Scope, StrategyFault,
+    self, AgentSnapshot, Candidate, Candidates, Ranker, Reserver, SERVER_SESSION, Scope,
+    ServerSnapshot, StrategyFault,
 };
 use crate::plugins::{Registry, StrategyCallError};
 use crate::store::{Store, StoreError};
@@ -107,25 +108,27 @@ impl Broker {
             };
             // The proxy of the agent's zone fronts its sessions.
             let agent_zone = inventory.zones.get(&agent.zone).unwrap_or(&zone);
-            let session = Session {
-                id: session_id,
-                user: request.user,
-                image: Some(image.name.clone()),
-                workspace: workspace.map(|w| w.name),
-                host_kind: HostKind::Agent,
-                zone: agent.zone.clone(),
-                agent: agent.id,
-                agent_hostname: agent.hostname.clone(),
-                connection: agent_zone.connection(
-                    origin,
-                    &session_id.to_string(),
-                    &agent.address,
-                    agent.port,
-                ),
-                demand,
-                created_at_ms: now_ms(),
-                rdp: None,
-            };
+            let session = Session::placed(
+                session_id,
+                SessionOf {
+                    user: request.user,
+                    image: Some(image.name.clone()),
+                    workspace: workspace.map(|w| w.name),
+                    demand,
+                    rdp: None,
+                },
+                SessionHost {
+                    kind: HostKind::Agent,
+                    id: agent.id,
+                    hostname: &agent.hostname,
+                    zone: &agent.zone,
+                    address: &agent.address,
+                    port: agent.port,
+                },
+                agent_zone,
+                origin,
+                now_ms(),
+            );
             if let Err(error) = self.store.put_session(&session) {
                 drop(inventory);
                 self.store.release(agent_id, &demand)?;
@@ -166,34 +169,15 @@ impl Broker {
             let inventory = self.read();
             let zone = inventory.zone_or_not_found(user_zone)?;
             let user_sessions = inventory.user_sessions.get(user);
-            let mut candidates = Candidates::default();
-            for entry in inventory.servers.values() {
-                let server = &entry.server;
-                let capacity = server_capacity(server.max_sessions);
-                if server.pool != pool
-                    || !server.takes_sessions()
-                    || server.address.is_none()
-                    || !entry.usage.has_room(&capacity, &demand)
-                {
-                    continue;
-                }
-                let candidate = Candidate {
-                    agent: server.id,
-                    capacity,
-                    usage: entry.usage,
-                    cpu_load: 0.0,
-                    memory_load: 0.0,
-                    user_sessions: user_sessions
-                        .and_then(|per_host| per_host.get(&server.id))
-                        .copied()
-                        .unwrap_or(0),
-                };
-                if server.zone == user_zone {
-                    candidates.same_zone.push(candidate);
-                } else {
-                    candidates.other_zones.push(candidate);
-                }
-            }
+            let servers = inventory.servers.values().map(|entry| ServerSnapshot {
+                server: &entry.server,
+                usage: entry.usage,
+                user_sessions: user_sessions
+                    .and_then(|per_host| per_host.get(&entry.server.id))
+                    .copied()
+                    .unwrap_or(0),
+            });
+            let candidates = placement::server_candidates(servers, &pool, user_zone);
             (zone, candidates)
         };
         let Some((server_id, scope, usage)) =
@@ -241,25 +225,27 @@ impl Broker {
                 },
                 gateway_hostname: server_zone.proxy_authority(origin),
             });
-            let session = Session {
-                id: session_id,
-                user: user.to_string(),
-                image: None,
-                workspace: Some(workspace.name.clone()),
-                host_kind: HostKind::Server,
-                zone: server.zone.clone(),
-                agent: server.id,
-                agent_hostname: server.hostname.clone(),
-                connection: server_zone.connection(
-                    origin,
-                    &session_id.to_string(),
-                    &address,
-                    server.port,
-                ),
-                demand,
-                created_at_ms: now_ms(),
-                rdp,
-            };
+            let session = Session::placed(
+                session_id,
+                SessionOf {
+                    user: user.to_string(),
+                    image: None,
+                    workspace: Some(workspace.name.clone()),
+                    demand,
+                    rdp,
+                },
+                SessionHost {
+                    kind: HostKind::Server,
+                    id: server.id,
+                    hostname: &server.hostname,
+                    zone: &server.zone,
+                    address: &address,
+                    port: server.port,
+                },
+                server_zone,
+                origin,
+                now_ms(),
+            );
             server.idle_since_ms = None;
             let written = self
                 .store
@@ -418,24 +404,6 @@ fn not_found(id: Uuid) -> BrokerError {
     BrokerError::NotFound {
         kind: "session",
         key: id.to_string(),
-    }
-}
-
-/// What one session takes of a pool server: a slot. (Counted as a core and a GiB as well,
-/// so that load-based strategies rank servers by the share of their slots in use.)
-pub(crate) const SERVER_SESSION: Demand = Demand {
-    millicores: 1000,
-    memory: 1 << 30,
-    gpus: 0,
-};
-
-/// What a pool server of `max_sessions` slots offers, in [`SERVER_SESSION`]s.
-pub(crate) fn server_capacity(max_sessions: u32) -> Capacity {
-    Capacity {
-        millicores: u64::from(max_sessions) * SERVER_SESSION.millicores,
-        memory: u64::from(max_sessions) * SERVER_SESSION.memory,
-        gpus: 0,
-        max_sessions,
     }
 }
 

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::capacity::Demand;
 use super::validation::{self, FieldError};
-use super::zone::Connection;
+use super::zone::{Connection, RequestOrigin, Zone};
 
 /// A placed session, as stored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,6 +34,62 @@ pub struct Session {
     /// For `local-client` pool workspaces: what the `.rdp` file says.
     #[serde(default)]
     pub rdp: Option<RdpFile>,
+}
+
+/// The host placement reserved for a session: an agent or a pool server.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionHost<'a> {
+    pub kind: HostKind,
+    /// The agent's id, or the server's.
+    pub id: Uuid,
+    pub hostname: &'a str,
+    /// The zone the host is in (its proxy fronts the session).
+    pub zone: &'a str,
+    /// Where the session is reached behind the proxy.
+    pub address: &'a str,
+    pub port: u16,
+}
+
+/// What a session is of, and for whom.
+#[derive(Clone, Debug)]
+pub struct SessionOf {
+    pub user: String,
+    /// The image it runs (container sessions).
+    pub image: Option<String>,
+    /// The workspace it was requested as, if any.
+    pub workspace: Option<String>,
+    /// What it reserves on its host.
+    pub demand: Demand,
+    /// For `local-client` pool workspaces: what the `.rdp` file says.
+    pub rdp: Option<RdpFile>,
+}
+
+impl Session {
+    /// Session `id` of `of` on `host`, reached from `origin` as `host_zone` (the zone of the
+    /// host) connects its sessions; created at `now_ms`.
+    pub fn placed(
+        id: Uuid,
+        of: SessionOf,
+        host: SessionHost<'_>,
+        host_zone: &Zone,
+        origin: &RequestOrigin,
+        now_ms: u64,
+    ) -> Session {
+        Session {
+            id,
+            user: of.user,
+            image: of.image,
+            workspace: of.workspace,
+            host_kind: host.kind,
+            zone: host.zone.to_string(),
+            agent: host.id,
+            agent_hostname: host.hostname.to_string(),
+            connection: host_zone.connection(origin, &id.to_string(), host.address, host.port),
+            demand: of.demand,
+            created_at_ms: now_ms,
+            rdp: of.rdp,
+        }
+    }
 }
 
 /// What a session runs on.
@@ -141,6 +197,92 @@ impl SessionRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_placed_session_names_its_host_and_is_reached_through_the_host_zone() {
+        let id = Uuid::from_u128(42);
+        let host_zone = Zone {
+            proxy_connections: false,
+            upstream_auth_address: "$request_host$".into(),
+            ..Zone::with_defaults("west")
+        };
+        let origin = RequestOrigin {
+            host: "broker.example.com".into(),
+            port: Some(8443),
+        };
+        let of = SessionOf {
+            user: "alice".into(),
+            image: None,
+            workspace: Some("desktops".into()),
+            demand: Demand {
+                millicores: 1000,
+                memory: 1 << 30,
+                gpus: 0,
+            },
+            rdp: None,
+        };
+        let host = SessionHost {
+            kind: HostKind::Server,
+            id: Uuid::from_u128(7),
+            hostname: "zb-00000007",
+            zone: "west",
+            address: "10.1.0.7",
+            port: 3389,
+        };
+        let session = Session::placed(id, of.clone(), host, &host_zone, &origin, 1234);
+        assert_eq!(session.id, id);
+        assert_eq!(
+            (
+                session.user.as_str(),
+                session.workspace.as_deref(),
+                session.image
+            ),
+            ("alice", Some("desktops"), None)
+        );
+        assert_eq!(session.host_kind, HostKind::Server);
+        assert_eq!(
+            (
+                session.zone.as_str(),
+                session.agent,
+                session.agent_hostname.as_str()
+            ),
+            ("west", Uuid::from_u128(7), "zb-00000007")
+        );
+        assert_eq!(session.connection.url, "https://10.1.0.7:3389/");
+        assert_eq!(
+            session.connection.upstream_auth_address,
+            "broker.example.com"
+        );
+        assert_eq!((session.demand, session.created_at_ms), (of.demand, 1234));
+        let proxied = Session::placed(
+            id,
+            of,
+            SessionHost {
+                kind: HostKind::Agent,
+                ..host
+            },
+            &Zone::with_defaults("west"),
+            &origin,
+            1234,
+        );
+        assert_eq!(proxied.host_kind, HostKind::Agent);
+        assert!(
+            proxied
+                .connection
+                .url
+                .ends_with("/00000000-0000-0000-0000-00000000002a/"),
+            "{}",
+            proxied.connection.url
+        );
+        assert!(
+            proxied
+                .connection
+                .url
+                .starts_with("https://broker.example.com"),
+            "{}",
+            proxied.connection.url
+        );
+    }
 
     #[test]
     fn an_rdp_file_names_the_server_and_the_gateway() {

@@ -1,4 +1,5 @@
-//! Session placement: which agent takes a session. Pure: the strategy and the reservation
+//! Session placement: which agent (or, for pool workspaces, which pool server) takes a
+//! session. Pure: the strategy and the reservation
 //! are behind the small traits [`Ranker`] and [`Reserver`], so every rule is unit-tested
 //! without wasm or sled.
 //!
@@ -13,6 +14,10 @@
 //! 4. A strategy failure (trap, timeout, invalid answer) never fails the request: the native
 //!    `least-load` ranks instead, and the fault is reported.
 //!
+//! Sessions of pool workspaces go through the same rules 2 to 4; their candidates (rule 1,
+//! [`server_candidates`]) are the running, unspent servers of the workspace's pool that have
+//! an address and a free slot, one slot counted as [`SERVER_SESSION`].
+//!
 //! **Architecture Invariant:** a strategy's answer is validated before use and only ever
 //! orders candidates that already have room; it cannot place a session where it does not
 //! fit, because the reservation re-checks capacity atomically.
@@ -20,6 +25,7 @@
 use uuid::Uuid;
 
 use crate::domain::agent::Agent;
+use crate::domain::autoscale::Server;
 use crate::domain::capacity::{Capacity, Demand, Usage, cores};
 use crate::domain::image::Image;
 use crate::domain::ranking::{
@@ -27,9 +33,10 @@ use crate::domain::ranking::{
 };
 use crate::domain::zone::Zone;
 
-/// An agent that has room for the session, as placement sees it.
+/// An agent (or pool server) that has room for the session, as placement sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate {
+    /// The agent's id, or the pool server's.
     pub agent: Uuid,
     pub capacity: Capacity,
     pub usage: Usage,
@@ -62,45 +69,116 @@ pub fn candidates<'a>(
     agent_timeout_ms: u64,
 ) -> Candidates {
     let demand = image.demand();
-    let mut found = Candidates::default();
-    for AgentSnapshot {
-        agent,
-        usage,
-        user_sessions,
-    } in agents
-    {
-        if !agent.enabled || !agent.is_fresh(now_ms, agent_timeout_ms) {
-            continue;
-        }
-        if image.zone.as_deref().is_some_and(|zone| zone != agent.zone) {
-            continue;
-        }
-        let capacity = agent.capacity();
-        if !usage.has_room(&capacity, &demand) {
-            continue;
-        }
-        let candidate = Candidate {
-            agent: agent.id,
-            capacity,
-            usage,
-            cpu_load: agent.cpu_load,
-            memory_load: agent.memory_load,
-            user_sessions,
-        };
-        if agent.zone == user_zone {
-            found.same_zone.push(candidate);
+    let found = agents.into_iter().filter_map(
+        |AgentSnapshot {
+             agent,
+             usage,
+             user_sessions,
+         }| {
+            if !agent.enabled || !agent.is_fresh(now_ms, agent_timeout_ms) {
+                return None;
+            }
+            if image.zone.as_deref().is_some_and(|zone| zone != agent.zone) {
+                return None;
+            }
+            let capacity = agent.capacity();
+            if !usage.has_room(&capacity, &demand) {
+                return None;
+            }
+            let candidate = Candidate {
+                agent: agent.id,
+                capacity,
+                usage,
+                cpu_load: agent.cpu_load,
+                memory_load: agent.memory_load,
+                user_sessions,
+            };
+            Some((agent.zone.as_str(), candidate))
+        },
+    );
+    by_zone(found, user_zone)
+}
+
+/// What one session takes of a pool server: a slot. (Counted as a core and a GiB as well,
+/// so that load-based strategies rank servers by the share of their slots in use.)
+pub const SERVER_SESSION: Demand = Demand {
+    millicores: 1000,
+    memory: 1 << 30,
+    gpus: 0,
+};
+
+/// What a pool server of `max_sessions` slots offers, in [`SERVER_SESSION`]s.
+pub fn server_capacity(max_sessions: u32) -> Capacity {
+    Capacity {
+        millicores: u64::from(max_sessions) * SERVER_SESSION.millicores,
+        memory: u64::from(max_sessions) * SERVER_SESSION.memory,
+        gpus: 0,
+        max_sessions,
+    }
+}
+
+/// One pool server as known when a request arrives.
+pub struct ServerSnapshot<'a> {
+    pub server: &'a Server,
+    pub usage: Usage,
+    /// Sessions of the requesting user on this server.
+    pub user_sessions: u32,
+}
+
+/// Rule 1 for a session of a pool workspace: the servers of `pool` that take sessions
+/// (running, not spent), have an address and a free slot, for a user in `user_zone`.
+/// Servers report no load: strategies see their slots.
+pub fn server_candidates<'a>(
+    servers: impl IntoIterator<Item = ServerSnapshot<'a>>,
+    pool: &str,
+    user_zone: &str,
+) -> Candidates {
+    let found = servers.into_iter().filter_map(
+        |ServerSnapshot {
+             server,
+             usage,
+             user_sessions,
+         }| {
+            let capacity = server_capacity(server.max_sessions);
+            if server.pool != pool
+                || !server.takes_sessions()
+                || server.address.is_none()
+                || !usage.has_room(&capacity, &SERVER_SESSION)
+            {
+                return None;
+            }
+            let candidate = Candidate {
+                agent: server.id,
+                capacity,
+                usage,
+                cpu_load: 0.0,
+                memory_load: 0.0,
+                user_sessions,
+            };
+            Some((server.zone.as_str(), candidate))
+        },
+    );
+    by_zone(found, user_zone)
+}
+
+/// Candidates split into `user_zone`'s and the other zones', each group sorted by id.
+fn by_zone<'a>(found: impl Iterator<Item = (&'a str, Candidate)>, user_zone: &str) -> Candidates {
+    let mut candidates = Candidates::default();
+    for (zone, candidate) in found {
+        if zone == user_zone {
+            candidates.same_zone.push(candidate);
         } else {
-            found.other_zones.push(candidate);
+            candidates.other_zones.push(candidate);
         }
     }
-    // Agents usually arrive in id order already (the broker keeps them in a BTreeMap);
+    // Hosts usually arrive in id order already (the broker keeps them in BTreeMaps);
     // checking is linear, sorting is not.
-    for group in [&mut found.same_zone, &mut found.other_zones] {
+    for group in [&mut candidates.same_zone, &mut candidates.other_zones] {
         if !group.is_sorted_by_key(|c| c.agent) {
             group.sort_by_key(|c| c.agent);
         }
     }
-    found
+    candidates
 }
 
 /// Why a strategy produced no usable ranking.

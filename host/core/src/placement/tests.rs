@@ -2,6 +2,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::*;
 use crate::domain::agent::AgentCheckin;
+use crate::domain::autoscale::ServerStatus;
 
 const GIB: u64 = 1 << 30;
 const NOW: u64 = 1_000_000;
@@ -384,4 +385,93 @@ fn reservations_never_overcommit_across_many_requests() {
     assert_eq!(placed, 6, "4 cores in east, 2 in west, 1 core each");
     assert_eq!(reserver.usage[&id(1)].millicores, 4000);
     assert_eq!(reserver.usage[&id(2)].millicores, 2000);
+}
+
+fn pool_server(n: u128, pool: &str, zone: &str) -> Server {
+    Server {
+        id: id(n),
+        pool: pool.into(),
+        zone: zone.into(),
+        address: Some(format!("10.1.0.{n}")),
+        status: ServerStatus::Running,
+        max_sessions: 2,
+        ..crate::domain::autoscale::fixtures::a_server()
+    }
+}
+
+fn server_snapshot(servers: &[(Server, Usage)]) -> Vec<ServerSnapshot<'_>> {
+    servers
+        .iter()
+        .map(|(server, usage)| ServerSnapshot {
+            server,
+            usage: *usage,
+            user_sessions: u32::try_from(server.id.as_u128()).unwrap(),
+        })
+        .collect()
+}
+
+fn slots(sessions: u32) -> Usage {
+    Usage {
+        sessions,
+        millicores: u64::from(sessions) * SERVER_SESSION.millicores,
+        memory: u64::from(sessions) * SERVER_SESSION.memory,
+        gpus: 0,
+        closed: false,
+    }
+}
+
+#[test]
+fn pool_candidates_are_running_unspent_addressed_servers_of_the_pool_with_a_free_slot() {
+    let servers = vec![
+        (pool_server(1, "pool", "east"), slots(0)),
+        (pool_server(2, "other-pool", "east"), slots(0)),
+        (
+            Server {
+                status: ServerStatus::Provisioning,
+                ..pool_server(3, "pool", "east")
+            },
+            slots(0),
+        ),
+        (
+            Server {
+                spent: true,
+                ..pool_server(4, "pool", "east")
+            },
+            slots(0),
+        ),
+        (
+            Server {
+                address: None,
+                ..pool_server(5, "pool", "east")
+            },
+            slots(0),
+        ),
+        (pool_server(6, "pool", "east"), slots(2)),
+        (pool_server(8, "pool", "west"), slots(1)),
+        (pool_server(7, "pool", "east"), slots(1)),
+    ];
+    let found = server_candidates(server_snapshot(&servers), "pool", "east");
+    let ids = |group: &[Candidate]| group.iter().map(|c| c.agent).collect::<Vec<_>>();
+    assert_eq!(ids(&found.same_zone), [id(1), id(7)], "sorted by id");
+    assert_eq!(ids(&found.other_zones), [id(8)]);
+    let seven = &found.same_zone[1];
+    assert_eq!(seven.capacity, server_capacity(2));
+    assert_eq!(seven.usage, slots(1));
+    assert_eq!(seven.user_sessions, 7);
+    assert_eq!((seven.cpu_load, seven.memory_load), (0.0, 0.0));
+}
+
+#[test]
+fn a_pool_server_slot_is_a_core_and_a_gib() {
+    assert_eq!(
+        server_capacity(3),
+        Capacity {
+            millicores: 3000,
+            memory: 3 * GIB,
+            gpus: 0,
+            max_sessions: 3,
+        }
+    );
+    assert!(slots(2).has_room(&server_capacity(3), &SERVER_SESSION));
+    assert!(!slots(3).has_room(&server_capacity(3), &SERVER_SESSION));
 }
