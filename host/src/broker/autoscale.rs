@@ -18,7 +18,7 @@ use crate::domain::ldap::LdapConfig;
 use crate::domain::patch;
 use crate::domain::provider::{ProviderError, ProviderInfo, ValidatedSettings};
 use crate::domain::validation::FieldError;
-use crate::plugins::{EndpointError, Endpoints, NamedCallError, ProviderAnswer, ProviderCall};
+use crate::plugins::{EndpointError, Endpoints, NamedCallError};
 
 /// What the reconcile loop last found for one AutoScale config (kept in memory).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
@@ -317,15 +317,8 @@ impl Broker {
     ) -> Result<StoredProviderConfig, BrokerError> {
         config.validate()?;
         let plugin_error = |error: NamedCallError| FieldError::new("provider", error.to_string());
-        let info: ProviderInfo = match self
-            .registry
-            .provider_call(&config.provider, &Endpoints::none(), ProviderCall::Describe)
-            .await
-            .map_err(plugin_error)?
-        {
-            ProviderAnswer::Info(info) => info,
-            other => unreachable!("describe answered {other:?}"),
-        };
+        let provider = self.registry.provider(&config.provider, Endpoints::none());
+        let info: ProviderInfo = provider.describe().await.map_err(plugin_error)?;
         if let Some(unknown) = config
             .settings
             .keys()
@@ -342,26 +335,18 @@ impl Broker {
             )
             .into());
         }
-        let validated: ValidatedSettings = match self
-            .registry
-            .provider_call(
-                &config.provider,
-                &Endpoints::none(),
-                ProviderCall::Validate {
-                    settings: config.pairs(),
-                },
-            )
+        let validated: ValidatedSettings = match provider
+            .validate(&config.pairs())
             .await
             .map_err(plugin_error)?
         {
-            ProviderAnswer::Validated(Ok(validated)) => validated,
-            ProviderAnswer::Validated(Err(ProviderError::InvalidConfig { setting, message })) => {
+            Ok(validated) => validated,
+            Err(ProviderError::InvalidConfig { setting, message }) => {
                 return Err(FieldError::new(format!("settings.{setting}"), message).into());
             }
-            ProviderAnswer::Validated(Err(error)) => {
+            Err(error) => {
                 return Err(FieldError::new("settings", error.to_string()).into());
             }
-            other => unreachable!("validate answered {other:?}"),
         };
         for endpoint in &validated.endpoints {
             check_endpoint_addresses(&config, endpoint).await?;
