@@ -101,7 +101,7 @@ async fn create_list_get_and_destroy_against_moto() {
     for _ in 0..2 {
         // Destroying twice is not an error.
         let answer = call.destroy(&settings, &vm.instance_id).await.unwrap();
-        assert!(matches!(answer, Ok(())), "{answer:?}");
+        assert!(answer.is_ok(), "{answer:?}");
     }
     let Ok(after) = call.list(&settings, &tag).await.unwrap() else {
         panic!("list failed")
@@ -200,5 +200,5 @@ async fn a_provider_reaches_only_the_endpoints_its_settings_name() {
     // The named endpoint is reachable.
     let tag = ("k".to_string(), "v".to_string());
     let answer = rogue.list(&settings, &tag).await.unwrap();
-    assert!(matches!(answer, Ok(_)), "{answer:?}");
+    assert!(answer.is_ok(), "{answer:?}");
 }
