@@ -7,8 +7,7 @@ use std::time::Duration;
 use zonebroker::domain::provider::{ProviderError, VmSpec, VmState};
 use zonebroker::domain::script::Os;
 use zonebroker::plugins::{
-    BUILTIN_PROVIDERS, Endpoints, LoadedPlugin, PluginRuntime, ProviderAnswer, ProviderCall,
-    RuntimeConfig,
+    BUILTIN_PROVIDERS, Endpoints, LoadedPlugin, PluginRuntime, RuntimeConfig,
 };
 use zonebroker_test_support::fixture;
 use zonebroker_test_support::moto::Moto;
@@ -43,16 +42,13 @@ async fn create_list_get_and_destroy_against_moto() {
         origins: vec![moto.endpoint.clone()],
         allow_private: true,
     };
-    let call = |call| runtime.provider_call(&ec2, &endpoints, call);
+    let no_network = Endpoints::none();
+    let call = runtime.provider(&ec2, &endpoints).unwrap();
 
-    let ProviderAnswer::Validated(Ok(validated)) = runtime
-        .provider_call(
-            &ec2,
-            &Endpoints::none(),
-            ProviderCall::Validate {
-                settings: settings.clone(),
-            },
-        )
+    let Ok(validated) = runtime
+        .provider(&ec2, &no_network)
+        .unwrap()
+        .validate(&settings)
         .await
         .unwrap()
     else {
@@ -60,13 +56,11 @@ async fn create_list_get_and_destroy_against_moto() {
     };
     assert_eq!(validated.endpoints, [moto.endpoint.clone()]);
 
-    let created = call(ProviderCall::Create {
-        settings: settings.clone(),
-        spec: spec("6f1c2a3e-aaaa"),
-    })
-    .await
-    .unwrap();
-    let ProviderAnswer::Vm(Ok(vm)) = created else {
+    let created = call
+        .create(&settings, &spec("6f1c2a3e-aaaa"))
+        .await
+        .unwrap();
+    let Ok(vm) = created else {
         panic!("create failed: {created:?}")
     };
     assert!(vm.instance_id.starts_with("i-"), "{vm:?}");
@@ -88,56 +82,28 @@ async fn create_list_get_and_destroy_against_moto() {
     );
 
     let tag = ("zonebroker:config".to_string(), "pool-a".to_string());
-    let ProviderAnswer::Vms(Ok(listed)) = call(ProviderCall::List {
-        settings: settings.clone(),
-        tag: tag.clone(),
-    })
-    .await
-    .unwrap() else {
+    let Ok(listed) = call.list(&settings, &tag).await.unwrap() else {
         panic!("list failed")
     };
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].tag("zonebroker:server-id"), Some("6f1c2a3e-aaaa"));
     let other = ("zonebroker:config".to_string(), "pool-b".to_string());
-    let ProviderAnswer::Vms(Ok(none)) = call(ProviderCall::List {
-        settings: settings.clone(),
-        tag: other,
-    })
-    .await
-    .unwrap() else {
+    let Ok(none) = call.list(&settings, &other).await.unwrap() else {
         panic!("list failed")
     };
     assert!(none.is_empty());
 
-    let ProviderAnswer::Vm(Ok(got)) = call(ProviderCall::Get {
-        settings: settings.clone(),
-        instance_id: vm.instance_id.clone(),
-    })
-    .await
-    .unwrap() else {
+    let Ok(got) = call.get(&settings, &vm.instance_id).await.unwrap() else {
         panic!("get failed")
     };
     assert_eq!(got.state, VmState::Running);
 
     for _ in 0..2 {
         // Destroying twice is not an error.
-        let answer = call(ProviderCall::Destroy {
-            settings: settings.clone(),
-            instance_id: vm.instance_id.clone(),
-        })
-        .await
-        .unwrap();
-        assert!(
-            matches!(answer, ProviderAnswer::Destroyed(Ok(()))),
-            "{answer:?}"
-        );
+        let answer = call.destroy(&settings, &vm.instance_id).await.unwrap();
+        assert!(answer.is_ok(), "{answer:?}");
     }
-    let ProviderAnswer::Vms(Ok(after)) = call(ProviderCall::List {
-        settings: settings.clone(),
-        tag,
-    })
-    .await
-    .unwrap() else {
+    let Ok(after) = call.list(&settings, &tag).await.unwrap() else {
         panic!("list failed")
     };
     assert!(
@@ -145,14 +111,9 @@ async fn create_list_get_and_destroy_against_moto() {
         "terminated instances are not listed: {after:?}"
     );
 
-    let answer = call(ProviderCall::Get {
-        settings,
-        instance_id: "i-0123456789abcdef0".into(),
-    })
-    .await
-    .unwrap();
+    let answer = call.get(&settings, "i-0123456789abcdef0").await.unwrap();
     assert!(
-        matches!(answer, ProviderAnswer::Vm(Err(ProviderError::NotFound(_)))),
+        matches!(answer, Err(ProviderError::NotFound(_))),
         "{answer:?}"
     );
 }
@@ -161,12 +122,14 @@ async fn create_list_get_and_destroy_against_moto() {
 async fn settings_are_checked_and_name_the_setting() {
     let (runtime, ec2) = runtime_and_ec2();
     let no_network = Endpoints::none();
+    let ec2 = runtime.provider(&ec2, &no_network).unwrap();
     let validate = |settings: Vec<(&str, &str)>| {
-        let settings = settings
+        let settings: Vec<(String, String)> = settings
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        runtime.provider_call(&ec2, &no_network, ProviderCall::Validate { settings })
+        let ec2 = &ec2;
+        async move { ec2.validate(&settings).await }
     };
     let base = vec![
         ("region", "eu-west-1"),
@@ -174,7 +137,7 @@ async fn settings_are_checked_and_name_the_setting() {
         ("secret_access_key", "S"),
         ("ami_id", "ami-1"),
     ];
-    let ProviderAnswer::Validated(Ok(ok)) = validate(base.clone()).await.unwrap() else {
+    let Ok(ok) = validate(base.clone()).await.unwrap() else {
         panic!()
     };
     assert_eq!(ok.endpoints, ["https://ec2.eu-west-1.amazonaws.com"]);
@@ -193,9 +156,7 @@ async fn settings_are_checked_and_name_the_setting() {
         ([base.clone(), vec![("colour", "red")]].concat(), "colour"),
     ] {
         match validate(settings).await.unwrap() {
-            ProviderAnswer::Validated(Err(ProviderError::InvalidConfig {
-                setting: got, ..
-            })) => assert_eq!(got, setting),
+            Err(ProviderError::InvalidConfig { setting: got, .. }) => assert_eq!(got, setting),
             other => panic!("{setting}: {other:?}"),
         }
     }
@@ -219,19 +180,13 @@ async fn a_provider_reaches_only_the_endpoints_its_settings_name() {
         allow_private: true,
     };
 
-    let answer = runtime
-        .provider_call(
-            &rogue,
-            &endpoints,
-            ProviderCall::Create {
-                settings: settings.clone(),
-                spec: spec("000000-rogue"),
-            },
-        )
+    let rogue = runtime.provider(&rogue, &endpoints).unwrap();
+    let answer = rogue
+        .create(&settings, &spec("000000-rogue"))
         .await
         .unwrap();
     match answer {
-        ProviderAnswer::Vm(Err(ProviderError::Transient(message))) => {
+        Err(ProviderError::Transient(message)) => {
             assert!(message.contains("HttpRequestDenied"), "{message}")
         }
         other => panic!("expected the request to be refused, got {other:?}"),
@@ -244,9 +199,6 @@ async fn a_provider_reaches_only_the_endpoints_its_settings_name() {
 
     // The named endpoint is reachable.
     let tag = ("k".to_string(), "v".to_string());
-    let answer = runtime
-        .provider_call(&rogue, &endpoints, ProviderCall::List { settings, tag })
-        .await
-        .unwrap();
-    assert!(matches!(answer, ProviderAnswer::Vms(Ok(_))), "{answer:?}");
+    let answer = rogue.list(&settings, &tag).await.unwrap();
+    assert!(answer.is_ok(), "{answer:?}");
 }

@@ -291,7 +291,7 @@ fn the_builtin_generator_renders_templates_and_points_at_mistakes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_reaches_a_private_address_only_when_its_config_allows_it() {
     use std::io::{Read, Write};
-    use zonebroker::plugins::{Endpoints, ProviderAnswer, ProviderCall};
+    use zonebroker::plugins::Endpoints;
     let runtime = runtime();
     let rogue = runtime.load(&fixture("rogue_provider")).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -308,7 +308,9 @@ async fn a_provider_reaches_a_private_address_only_when_its_config_allows_it() {
         let rogue = &rogue;
         async move {
             runtime
-                .provider_call(rogue, &endpoints, ProviderCall::List { settings, tag })
+                .provider(rogue, &endpoints)
+                .unwrap()
+                .list(&settings, &tag)
                 .await
                 .unwrap()
         }
@@ -318,7 +320,7 @@ async fn a_provider_reaches_a_private_address_only_when_its_config_allows_it() {
         format!("http://localhost:{port}"),
     ] {
         match list(endpoint.clone(), false).await {
-            ProviderAnswer::Vms(Err(error)) => {
+            Err(error) => {
                 assert!(error.to_string().contains("HttpRequestDenied"), "{error}")
             }
             other => panic!("{endpoint}: expected a refusal, got {other:?}"),
@@ -354,7 +356,70 @@ async fn a_provider_reaches_a_private_address_only_when_its_config_allows_it() {
         String::from_utf8_lossy(&request).into_owned()
     });
     let answer = list(format!("http://localhost:{port}"), true).await;
-    assert!(matches!(answer, ProviderAnswer::Vms(Ok(_))), "{answer:?}");
+    assert!(answer.is_ok(), "{answer:?}");
     let request = serve.join().unwrap();
     assert!(request.starts_with("GET /moto-api/ HTTP/1.1"), "{request}");
+}
+
+/// The registry hands out a typed handle per provider name: each call runs on the active
+/// version and answers the domain's types; a name that is not an installed provider is
+/// refused at the call, and a loaded plugin of another kind is not a provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_is_called_by_name_through_a_typed_handle() {
+    use std::sync::Arc;
+    use zonebroker::plugins::{BUILTIN_PROVIDERS, Endpoints, NamedCallError, Registry};
+    let registry = Registry::new(Arc::new(runtime()));
+    let (ec2, bytes) = BUILTIN_PROVIDERS[0];
+    let load = |bytes| Arc::new(registry.runtime().load(bytes).unwrap());
+    registry.activate(ec2, load(bytes), true).unwrap();
+    registry
+        .activate("least-load", load(builtin("least-load")), true)
+        .unwrap();
+
+    let provider = registry.provider(ec2, Endpoints::none());
+    let info = provider.describe().await.unwrap();
+    assert!(info.settings.iter().any(|s| s.name == "region"), "{info:?}");
+    let settings: Vec<(String, String)> = [
+        ("region", "eu-west-1"),
+        ("access_key_id", "A"),
+        ("secret_access_key", "S"),
+        ("ami_id", "ami-1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let validated = provider.validate(&settings).await.unwrap().unwrap();
+    assert_eq!(validated.endpoints, ["https://ec2.eu-west-1.amazonaws.com"]);
+
+    for name in ["least-load", "no-such-provider"] {
+        let error = registry
+            .provider(name, Endpoints::none())
+            .describe()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                NamedCallError::NotFound { kind: PluginKind::VmProvider, name: missing }
+                    if missing == name
+            ),
+            "{error:?}"
+        );
+    }
+
+    let strategy = registry.get("least-load").unwrap().active();
+    let endpoints = Endpoints::none();
+    let Err(error) = registry.runtime().provider(&strategy, &endpoints) else {
+        panic!("a strategy is not a provider");
+    };
+    assert!(
+        matches!(
+            error,
+            CallError::WrongKind {
+                expected: PluginKind::VmProvider,
+                actual: PluginKind::Strategy
+            }
+        ),
+        "{error:?}"
+    );
 }

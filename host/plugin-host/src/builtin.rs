@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
+use super::artifacts::ArtifactCache;
 use super::error::LoadError;
+use super::load::Compiled;
 use super::registry::{Registry, RegistryError};
-use super::runtime::{ArtifactCache, Compiled};
 
 include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
 

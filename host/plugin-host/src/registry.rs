@@ -14,8 +14,8 @@ use tracing::info_span;
 
 use super::error::{CallError, LoadError};
 use super::kind::PluginKind;
-use super::runtime::{LoadedPlugin, PluginRuntime, ProviderAnswer, ProviderCall};
-use tracing::Instrument;
+use super::load::LoadedPlugin;
+use super::runtime::PluginRuntime;
 use zonebroker_core::domain::names::{self, NameError};
 use zonebroker_core::domain::ranking::{CandidateColumns, PlacementRequest, Ranking};
 use zonebroker_core::domain::script::{Os, TemplateError};
@@ -201,7 +201,11 @@ impl Registry {
 
 impl Registry {
     /// The active version of `name` if it is a plugin of `kind`.
-    fn active_of(&self, name: &str, kind: PluginKind) -> Result<Arc<LoadedPlugin>, NamedCallError> {
+    pub(crate) fn active_of(
+        &self,
+        name: &str,
+        kind: PluginKind,
+    ) -> Result<Arc<LoadedPlugin>, NamedCallError> {
         match self.get(name) {
             Some(slot) if slot.kind() == kind => Ok(slot.active()),
             _ => Err(NamedCallError::NotFound {
@@ -209,45 +213,6 @@ impl Registry {
                 name: name.to_string(),
             }),
         }
-    }
-
-    /// Call VM provider `name` (its active version), in a `plugin_call` span.
-    pub async fn provider_call(
-        &self,
-        name: &str,
-        endpoints: &super::http::Endpoints,
-        call: ProviderCall,
-    ) -> Result<ProviderAnswer, NamedCallError> {
-        let plugin = self.active_of(name, PluginKind::VmProvider)?;
-        let function = call.function();
-        let span = info_span!(
-            "plugin_call",
-            plugin = name,
-            version = &plugin.sha256()[..12],
-            function,
-        );
-        let start = Instant::now();
-        let result = self
-            .runtime
-            .provider_call(&plugin, endpoints, call)
-            .instrument(span.clone())
-            .await;
-        let _entered = span.enter();
-        match &result {
-            Ok(_) => tracing::debug!(
-                elapsed_ms = start.elapsed().as_millis() as u64,
-                "provider call done"
-            ),
-            Err(error) => tracing::warn!(
-                elapsed_ms = start.elapsed().as_millis() as u64,
-                code = error.code(),
-                "provider call failed: {error}"
-            ),
-        }
-        result.map_err(|error| NamedCallError::Call {
-            name: name.to_string(),
-            error,
-        })
     }
 
     /// Render `template` with script generator `name` (its active version), in a

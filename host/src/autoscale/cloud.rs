@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::domain::autoscale::StoredProviderConfig;
 use crate::domain::provider::{ProviderError, Vm, VmSpec};
-use crate::plugins::{Endpoints, NamedCallError, ProviderAnswer, ProviderCall, Registry};
+use crate::plugins::{Endpoints, NamedCallError, ProviderHandle, Registry};
 
 /// Creates, destroys and lists VMs for a provider config.
 pub trait Cloud: Send + Sync + 'static {
@@ -42,26 +42,21 @@ pub trait Cloud: Send + Sync + 'static {
 pub struct PluginCloud(pub Arc<Registry>);
 
 impl PluginCloud {
-    async fn call(
-        &self,
-        provider: &StoredProviderConfig,
-        call: ProviderCall,
-    ) -> Result<ProviderAnswer, ProviderError> {
-        self.0
-            .provider_call(
-                &provider.config.provider,
-                &Endpoints {
-                    origins: provider.validated.endpoints.clone(),
-                    allow_private: provider.config.allow_private_endpoints,
-                },
-                call,
-            )
-            .await
-            .map_err(|error| match error {
-                NamedCallError::NotFound { .. } => ProviderError::Other(error.to_string()),
-                // A trap or a deadline: the plugin may do better next time.
-                NamedCallError::Call { .. } => ProviderError::Transient(error.to_string()),
-            })
+    fn provider<'a>(&'a self, provider: &'a StoredProviderConfig) -> ProviderHandle<'a> {
+        let endpoints = Endpoints {
+            origins: provider.validated.endpoints.clone(),
+            allow_private: provider.config.allow_private_endpoints,
+        };
+        self.0.provider(&provider.config.provider, endpoints)
+    }
+}
+
+/// A call that did not reach the provider's answer, as the reconcile loop sees it.
+fn call_failed(error: NamedCallError) -> ProviderError {
+    match error {
+        NamedCallError::NotFound { .. } => ProviderError::Other(error.to_string()),
+        // A trap or a deadline: the plugin may do better next time.
+        NamedCallError::Call { .. } => ProviderError::Transient(error.to_string()),
     }
 }
 
@@ -72,13 +67,8 @@ impl Cloud for PluginCloud {
         spec: VmSpec,
     ) -> Result<Vm, ProviderError> {
         let settings = provider.config.pairs();
-        match self
-            .call(provider, ProviderCall::Create { settings, spec })
-            .await?
-        {
-            ProviderAnswer::Vm(vm) => vm,
-            other => unreachable!("create-vm answered {other:?}"),
-        }
+        let handle = self.provider(provider);
+        handle.create(&settings, &spec).await.map_err(call_failed)?
     }
 
     async fn get(
@@ -86,14 +76,12 @@ impl Cloud for PluginCloud {
         provider: &StoredProviderConfig,
         instance_id: &str,
     ) -> Result<Vm, ProviderError> {
-        let call = ProviderCall::Get {
-            settings: provider.config.pairs(),
-            instance_id: instance_id.to_string(),
-        };
-        match self.call(provider, call).await? {
-            ProviderAnswer::Vm(vm) => vm,
-            other => unreachable!("get-vm answered {other:?}"),
-        }
+        let settings = provider.config.pairs();
+        let handle = self.provider(provider);
+        handle
+            .get(&settings, instance_id)
+            .await
+            .map_err(call_failed)?
     }
 
     async fn destroy(
@@ -101,14 +89,12 @@ impl Cloud for PluginCloud {
         provider: &StoredProviderConfig,
         instance_id: &str,
     ) -> Result<(), ProviderError> {
-        let call = ProviderCall::Destroy {
-            settings: provider.config.pairs(),
-            instance_id: instance_id.to_string(),
-        };
-        match self.call(provider, call).await? {
-            ProviderAnswer::Destroyed(result) => result,
-            other => unreachable!("destroy-vm answered {other:?}"),
-        }
+        let settings = provider.config.pairs();
+        let handle = self.provider(provider);
+        handle
+            .destroy(&settings, instance_id)
+            .await
+            .map_err(call_failed)?
     }
 
     async fn list(
@@ -116,13 +102,8 @@ impl Cloud for PluginCloud {
         provider: &StoredProviderConfig,
         tag: (String, String),
     ) -> Result<Vec<Vm>, ProviderError> {
-        let call = ProviderCall::List {
-            settings: provider.config.pairs(),
-            tag,
-        };
-        match self.call(provider, call).await? {
-            ProviderAnswer::Vms(result) => result,
-            other => unreachable!("list-vms answered {other:?}"),
-        }
+        let settings = provider.config.pairs();
+        let handle = self.provider(provider);
+        handle.list(&settings, &tag).await.map_err(call_failed)?
     }
 }

@@ -13,7 +13,7 @@ use crate::domain::autoscale::{StoredProviderConfig, VmProviderConfig};
 use crate::domain::patch;
 use crate::domain::provider::{ProviderError, ProviderInfo, ValidatedSettings};
 use crate::domain::validation::FieldError;
-use crate::plugins::{EndpointError, Endpoints, NamedCallError, ProviderAnswer, ProviderCall};
+use crate::plugins::{EndpointError, Endpoints, NamedCallError};
 
 impl Broker {
     // VM provider configs.
@@ -200,15 +200,8 @@ impl Broker {
     ) -> Result<StoredProviderConfig, BrokerError> {
         config.validate()?;
         let plugin_error = |error: NamedCallError| FieldError::new("provider", error.to_string());
-        let info: ProviderInfo = match self
-            .registry
-            .provider_call(&config.provider, &Endpoints::none(), ProviderCall::Describe)
-            .await
-            .map_err(plugin_error)?
-        {
-            ProviderAnswer::Info(info) => info,
-            other => unreachable!("describe answered {other:?}"),
-        };
+        let provider = self.registry.provider(&config.provider, Endpoints::none());
+        let info: ProviderInfo = provider.describe().await.map_err(plugin_error)?;
         if let Some(unknown) = config
             .settings
             .keys()
@@ -225,26 +218,18 @@ impl Broker {
             )
             .into());
         }
-        let validated: ValidatedSettings = match self
-            .registry
-            .provider_call(
-                &config.provider,
-                &Endpoints::none(),
-                ProviderCall::Validate {
-                    settings: config.pairs(),
-                },
-            )
+        let validated: ValidatedSettings = match provider
+            .validate(&config.pairs())
             .await
             .map_err(plugin_error)?
         {
-            ProviderAnswer::Validated(Ok(validated)) => validated,
-            ProviderAnswer::Validated(Err(ProviderError::InvalidConfig { setting, message })) => {
+            Ok(validated) => validated,
+            Err(ProviderError::InvalidConfig { setting, message }) => {
                 return Err(FieldError::new(format!("settings.{setting}"), message).into());
             }
-            ProviderAnswer::Validated(Err(error)) => {
+            Err(error) => {
                 return Err(FieldError::new("settings", error.to_string()).into());
             }
-            other => unreachable!("validate answered {other:?}"),
         };
         for endpoint in &validated.endpoints {
             check_endpoint_addresses(&config, endpoint).await?;
