@@ -171,7 +171,12 @@ impl Inputs<'_> {
                 .unwrap_or_default(),
             Variable::CheckinJwt => self.checkin_jwt.unwrap_or_default().to_string(),
             Variable::ConnectionUsername => static_credential(config.connection_username.as_ref()),
-            Variable::ConnectionPassword => static_credential(config.connection_password.as_ref().map(|password| password.expose())),
+            Variable::ConnectionPassword => static_credential(
+                config
+                    .connection_password
+                    .as_ref()
+                    .map(|password| password.expose()),
+            ),
             Variable::Domain => match self.ad_join {
                 Some(join) => join.domain.clone(),
                 None if config.create_ad_computer_record => {
