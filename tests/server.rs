@@ -365,7 +365,11 @@ fn plain_http_on_a_non_loopback_address_is_warned_about() {
             ..ServerOptions::default()
         },
     );
-    let logs = server.logs().join("\n");
+    let logs = server
+        .wait_for_log(Duration::from_secs(10), |line| {
+            line.contains("plain HTTP on a non-loopback address")
+        })
+        .join("\n");
     assert!(
         logs.contains("plain HTTP on a non-loopback address") && logs.contains("WARN"),
         "{logs}"

@@ -7,6 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::broker::BrokerError;
+use crate::domain::validation::FieldError;
 
 /// An error answered to an API client.
 #[derive(Debug)]
@@ -102,6 +103,17 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<FieldError> for ApiError {
+    fn from(field: FieldError) -> Self {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            field.message,
+        )
+        .field(field.field)
+    }
+}
+
 impl From<BrokerError> for ApiError {
     fn from(error: BrokerError) -> Self {
         let message = error.to_string();
@@ -113,12 +125,7 @@ impl From<BrokerError> for ApiError {
             BrokerError::Conflict { code, .. } => {
                 ApiError::new(StatusCode::CONFLICT, code, message)
             }
-            BrokerError::Invalid(field) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
-                field.message,
-            )
-            .field(field.field),
+            BrokerError::Invalid(field) => field.into(),
             BrokerError::NoCapacity { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_capacity", message)
             }

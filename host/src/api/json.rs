@@ -1,5 +1,10 @@
 //! The JSON body extractor: every way a body can be wrong becomes an [`ApiError`] naming
 //! what is wrong and where.
+//!
+//! Request bodies are strict: a field the body's type does not know is refused here, in one
+//! place, while the records they become are tolerant when read back from the store (so a
+//! rollback to an older binary still reads a record a newer one wrote). The OpenAPI
+//! document says the same: every request body's schema has `additionalProperties: false`.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -7,6 +12,7 @@ use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use crate::domain::validation::{self, FieldError};
 
 /// Largest accepted JSON body.
 pub const MAX_JSON_BODY: usize = 1 << 20;
@@ -56,8 +62,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 /// A number with a zero fraction (`2.0`) is accepted where an integer is expected, as JSON
 /// Schema's `integer` (and so the OpenAPI document) allows.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| body_error(&e, "."))?;
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| body_error(&e))?;
     // Every request body is an object (serde would also read a struct from an array).
     if !value.is_object() {
         return Err(ApiError::new(
@@ -67,11 +72,34 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ));
     }
     integral_floats_to_integers(&mut value);
-    serde_path_to_error::deserialize(value).map_err(|error| {
+    Ok(strict(value)?)
+}
+
+/// Read `value` as a `T`, refusing any field `T` does not know; an error names the field.
+pub fn strict<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, FieldError> {
+    let mut unknown: Option<String> = None;
+    let mut note_unknown = |path: serde_ignored::Path| {
+        unknown.get_or_insert_with(|| path.to_string());
+    };
+    let read: T = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+        value,
+        &mut note_unknown,
+    ))
+    .map_err(|error| {
         let path = error.path().to_string();
-        let inner = error.into_inner();
-        body_error(&inner, &path)
-    })
+        let message = error.into_inner().to_string();
+        FieldError::new(validation::serde_error_field(&message, &path), message)
+    })?;
+    match unknown {
+        None => Ok(read),
+        Some(path) => {
+            let name = path.rsplit('.').next().unwrap_or(&path).to_string();
+            Err(FieldError::new(
+                path,
+                format!("unknown field `{name}`: this request takes no such field"),
+            ))
+        }
+    }
 }
 
 fn integral_floats_to_integers(value: &mut serde_json::Value) {
@@ -91,7 +119,7 @@ fn integral_floats_to_integers(value: &mut serde_json::Value) {
     }
 }
 
-fn body_error(error: &serde_json::Error, path: &str) -> ApiError {
+fn body_error(error: &serde_json::Error) -> ApiError {
     use serde_json::error::Category;
     let message = error.to_string();
     match error.classify() {
@@ -101,8 +129,7 @@ fn body_error(error: &serde_json::Error, path: &str) -> ApiError {
             format!("the body is not valid JSON: {message}"),
         ),
         Category::Data => {
-            let field = crate::domain::validation::serde_error_field(&message, path);
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).field(field)
+            FieldError::new(validation::serde_error_field(&message, "."), message).into()
         }
     }
 }
@@ -110,6 +137,7 @@ fn body_error(error: &serde_json::Error, path: &str) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::autoscale::Pool;
     use crate::domain::zone::ZoneSpec;
 
     fn error(body: &str) -> ApiError {
@@ -152,5 +180,30 @@ mod tests {
         );
         let e = error(r#"{"name":"a","proxy_port":1.5}"#);
         assert_eq!(e.field.as_deref(), Some("proxy_port"));
+    }
+
+    #[test]
+    fn a_type_that_tolerates_unknown_fields_is_still_strict_as_a_request_body() {
+        // A pool record read from the store ignores a field it does not know...
+        let stored: Pool = serde_json::from_str(r#"{"name":"p","colour":"red"}"#).unwrap();
+        assert_eq!(stored.name, "p");
+        // ...but a request body naming one is refused, with the field's path.
+        let e = parse::<Pool>(br#"{"name":"p","colour":"red"}"#)
+            .err()
+            .expect("refused");
+        assert_eq!(
+            (e.status, e.code, e.field.as_deref()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                Some("colour")
+            )
+        );
+        assert!(
+            e.message.contains("unknown field `colour`"),
+            "{}",
+            e.message
+        );
+        assert!(parse::<Pool>(br#"{"name":"p"}"#).is_ok());
     }
 }

@@ -43,6 +43,7 @@ pub fn openapi() -> &'static OpenApi {
     DOC.get_or_init(|| {
         let mut doc = super::routes().split_for_parts().1;
         document_body_errors(&mut doc);
+        close_request_bodies(&mut doc);
         doc
     })
 }
@@ -82,6 +83,44 @@ fn document_body_errors(doc: &mut OpenApi) {
                     .entry(status.to_string())
                     .or_insert_with(|| error().into());
             }
+        }
+    }
+}
+
+/// Every request body's schema refuses properties it does not name, as the body extractor
+/// does ([`super::json::strict`]); the types themselves tolerate unknown fields, since they
+/// are also the records read back from the store.
+fn close_request_bodies(doc: &mut OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{AdditionalProperties, Schema};
+    let mut bodies = Vec::new();
+    for item in doc.paths.paths.values() {
+        for operation in [&item.post, &item.patch, &item.put].into_iter().flatten() {
+            let Some(RefOr::T(body)) = &operation.request_body else {
+                continue;
+            };
+            for content in body.content.values() {
+                if let RefOr::T(content) = content
+                    && let Some(RefOr::Ref(schema)) = &content.schema
+                {
+                    bodies.push(
+                        schema
+                            .ref_location
+                            .rsplit('/')
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
+                }
+            }
+        }
+    }
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    for name in bodies {
+        if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(&name) {
+            object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
         }
     }
 }

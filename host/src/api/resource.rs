@@ -186,6 +186,7 @@ macro_rules! named_resource {
         ) -> Result<impl axum::response::IntoResponse, ApiError> {
             use $crate::api::resource::Versioned as _;
             let if_match = $crate::api::resource::if_match(&headers)?;
+            let patch = $crate::api::patch::MergePatch(patch);
             let view = state.broker.$update(&name, &patch, if_match.as_deref()).await?;
             Ok(($crate::api::resource::etag(view.version()), Json(view)))
         }
@@ -217,6 +218,7 @@ macro_rules! named_resource {
             Path(name): Path<String>,
             JsonBody(patch): JsonBody<Value>,
         ) -> Result<Json<$view>, ApiError> {
+            let patch = $crate::api::patch::MergePatch(patch);
             Ok(Json(state.broker.$update(&name, &patch).await?))
         }
     };

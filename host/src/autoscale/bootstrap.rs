@@ -64,7 +64,7 @@ impl<D: Directory> Bootstrapper<D> {
                         }
                     })?;
                 Some(AdJoin {
-                    password,
+                    password: password.into(),
                     domain: directory_domain(&claim.config).unwrap_or_default(),
                 })
             }

@@ -18,7 +18,7 @@ use super::directory::{Directory, DirectoryError};
 use super::reconciler::{Reconciler, ReconcilerSettings};
 use crate::broker::{Broker, BrokerConfig, BrokerError, ServerCheckin, now_ms};
 use crate::checkin;
-use crate::domain::autoscale::{StoredProviderConfig, VmProviderConfig};
+use crate::domain::autoscale::{AutoScaleConfig, StoredProviderConfig, VmProviderConfig};
 use crate::domain::ldap::LdapConfig;
 use crate::domain::provider::{ProviderError, Vm, VmSpec, VmState};
 use crate::domain::session::SessionRequest;
@@ -948,7 +948,16 @@ async fn a_create_that_may_have_made_a_vm_holds_its_server_until_a_listing_settl
     setup.reconciler.pass().await;
     setup
         .broker
-        .update_autoscale_config("none", &json!({"enabled": false}), None)
+        .update_autoscale_config(
+            "none",
+            &|config: &AutoScaleConfig| {
+                Ok(AutoScaleConfig {
+                    enabled: false,
+                    ..config.clone()
+                })
+            },
+            None,
+        )
         .await
         .unwrap();
     let refused = setup.broker.delete_autoscale_config("none").await;

@@ -4,15 +4,13 @@
 //! in memory ([`ConfigStatus`]).
 
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::records::{
     MAX_UPDATE_ATTEMPTS, check_precondition, not_found, refuse_existing, too_contended,
 };
-use super::{Broker, BrokerError, Inventory};
+use super::{Broker, BrokerError, Change, Inventory};
 use crate::domain::autoscale::{AutoScaleConfig, Server, ServerStatus, sample_variables};
-use crate::domain::patch;
 use crate::domain::validation::FieldError;
 
 /// What the reconcile loop last found for one AutoScale config (kept in memory).
@@ -115,14 +113,14 @@ impl Broker {
         Ok(view)
     }
 
-    /// Change an AutoScale config by JSON merge patch (a password left out keeps its value).
+    /// Change an AutoScale config (a password left out keeps its value).
     /// A compare-and-swap on its version, like [`Broker::update_provider_config`]: the checks
     /// (its VM provider config cannot change while it has servers) read the record the
     /// write replaces.
     pub async fn update_autoscale_config(
         &self,
         name: &str,
-        changes: &Value,
+        change: &impl Change<AutoScaleConfig>,
         if_match: Option<&[u64]>,
     ) -> Result<AutoScaleConfigView, BrokerError> {
         for _ in 0..MAX_UPDATE_ATTEMPTS {
@@ -130,7 +128,7 @@ impl Broker {
                 .autoscale_config_stored(name)
                 .ok_or_else(|| not_found("AutoScale config", name))?;
             check_precondition("AutoScale config", name, current.version, if_match)?;
-            let mut config: AutoScaleConfig = patch::apply(&current, changes)?;
+            let mut config = change.apply(&current)?;
             if config.name != name {
                 return Err(FieldError::new("name", "a config cannot be renamed").into());
             }

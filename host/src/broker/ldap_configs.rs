@@ -1,11 +1,8 @@
 //! LDAP configs: the directories AutoScale configs create computer objects in.
 
-use serde_json::Value;
-
 use super::records::{in_use, not_found, refuse_existing};
-use super::{Broker, BrokerError};
+use super::{Broker, BrokerError, Change};
 use crate::domain::ldap::LdapConfig;
-use crate::domain::patch;
 use crate::domain::validation::FieldError;
 
 impl Broker {
@@ -58,11 +55,11 @@ impl Broker {
         Ok(config)
     }
 
-    /// Change an LDAP config by JSON merge patch (a password left out keeps its value).
+    /// Change an LDAP config (a password left out keeps its value).
     pub async fn update_ldap_config(
         &self,
         name: &str,
-        changes: &Value,
+        change: &impl Change<LdapConfig>,
     ) -> Result<LdapConfig, BrokerError> {
         let config = {
             let mut inventory = self.write();
@@ -70,14 +67,14 @@ impl Broker {
                 .ldap_configs
                 .get(name)
                 .ok_or_else(|| not_found("LDAP config", name))?;
-            let config: LdapConfig = patch::apply(current, changes)?;
+            let config = change.apply(current)?;
             if config.name != name {
                 return Err(FieldError::new("name", "a config cannot be renamed").into());
             }
             let retargeted = config.url != current.url
                 || (config.insecure_skip_tls_verify && !current.insecure_skip_tls_verify)
                 || config.ca_certificate != current.ca_certificate;
-            if retargeted && changes.get("bind_password").is_none() {
+            if retargeted && !change.names(&["bind_password"]) {
                 return Err(FieldError::new(
                     "bind_password",
                     "the server or its TLS settings change: give the bind password again",

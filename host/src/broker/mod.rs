@@ -29,6 +29,7 @@ use uuid::Uuid;
 pub use agents::{AgentState, CheckedIn};
 pub use autoscale_configs::{AutoScaleConfigView, ConfigStatus, UnmanagedVm, VmProblem};
 pub use plugins::{ActivationView, PluginView, UploadError, UploadView, UsedBy, VersionView};
+pub use records::Change;
 pub use servers::{Removal, ServerCheckin, ServerEntry, ServerView};
 
 use crate::domain::autoscale::{AutoScaleConfig, Pool, StoredProviderConfig, Workspace};

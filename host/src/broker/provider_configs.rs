@@ -3,14 +3,11 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
-
 use super::records::{
     MAX_UPDATE_ATTEMPTS, check_precondition, in_use, not_found, refuse_existing, too_contended,
 };
-use super::{Broker, BrokerError};
+use super::{Broker, BrokerError, Change};
 use crate::domain::autoscale::{StoredProviderConfig, VmProviderConfig};
-use crate::domain::patch;
 use crate::domain::provider::{ProviderError, ProviderInfo, ValidatedSettings};
 use crate::domain::validation::FieldError;
 use crate::plugins::{EndpointError, Endpoints, NamedCallError};
@@ -73,8 +70,7 @@ impl Broker {
         Ok(stored.public())
     }
 
-    /// Change a provider config by JSON merge patch: secret settings left out of the patch
-    /// keep their values. Every AutoScale config that uses it sees the change.
+    /// Change a provider config: secret settings the change leaves out keep their values. Every AutoScale config that uses it sees the change.
     ///
     /// A compare-and-swap on the config's version: the patch applies to the record it was
     /// checked against, or is applied again to the newer one (no update is lost). With
@@ -83,7 +79,7 @@ impl Broker {
     pub async fn update_provider_config(
         &self,
         name: &str,
-        changes: &Value,
+        change: &impl Change<VmProviderConfig>,
         if_match: Option<&[u64]>,
     ) -> Result<VmProviderConfig, BrokerError> {
         for _ in 0..MAX_UPDATE_ATTEMPTS {
@@ -91,7 +87,7 @@ impl Broker {
                 .stored_provider_config(name)
                 .ok_or_else(|| not_found("VM provider config", name))?;
             check_precondition("VM provider config", name, current.config.version, if_match)?;
-            let mut config: VmProviderConfig = patch::apply(&current.config, changes)?;
+            let mut config = change.apply(&current.config)?;
             if config.name != name {
                 return Err(FieldError::new("name", "a config cannot be renamed").into());
             }
@@ -101,10 +97,8 @@ impl Broker {
                 || stored.validated.endpoints != current.validated.endpoints;
             if retargeted {
                 // Secrets go to the new endpoint only if the operator gives them again.
-                let given = changes.get("settings").and_then(Value::as_object);
                 if let Some(secret) = current.secret_settings.iter().find(|s| {
-                    current.config.settings.contains_key(*s)
-                        && given.is_none_or(|g| !g.contains_key(*s))
+                    current.config.settings.contains_key(*s) && !change.names(&["settings", s])
                 }) {
                     return Err(FieldError::new(
                         format!("settings.{secret}"),

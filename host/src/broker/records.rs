@@ -1,7 +1,32 @@
 //! What the operations on named records share: their refusals (not found, already exists,
-//! in use) and the compare-and-swap of versioned records (`If-Match`, retries).
+//! in use), the changes updates apply, and the compare-and-swap of versioned records
+//! (`If-Match`, retries).
 
 use super::BrokerError;
+use crate::domain::validation::FieldError;
+
+/// A change to a record, as the API hands it over (a JSON merge patch there): the broker
+/// applies it to the record it holds, and again to a newer one if that changed meanwhile,
+/// so it receives typed records and never the request's JSON.
+pub trait Change<T>: Sync {
+    /// The record this change makes of `current`.
+    fn apply(&self, current: &T) -> Result<T, FieldError>;
+    /// Whether the change names the field at `path` (`["settings", "secret_key"]`), so a
+    /// secret given again is told from one left out, which keeps its value.
+    fn names(&self, path: &[&str]) -> bool;
+}
+
+/// A typed change: a function of the current record, which names no field (so it gives no
+/// secret again).
+impl<T, F: Fn(&T) -> Result<T, FieldError> + Sync> Change<T> for F {
+    fn apply(&self, current: &T) -> Result<T, FieldError> {
+        self(current)
+    }
+
+    fn names(&self, _: &[&str]) -> bool {
+        false
+    }
+}
 
 /// How many times an update is applied again to a record that changed under it before it
 /// gives up (409 `concurrent_update`).

@@ -1,11 +1,8 @@
 //! Workspaces: what users ask for, a container image on agents or a pool's servers.
 
-use serde_json::Value;
-
 use super::records::{not_found, refuse_existing};
-use super::{Broker, BrokerError, Inventory};
+use super::{Broker, BrokerError, Change, Inventory};
 use crate::domain::autoscale::{Workspace, WorkspaceType};
-use crate::domain::patch;
 use crate::domain::validation::FieldError;
 
 impl Broker {
@@ -43,11 +40,11 @@ impl Broker {
         Ok(workspace)
     }
 
-    /// Change a workspace by JSON merge patch.
+    /// Change a workspace.
     pub async fn update_workspace(
         &self,
         name: &str,
-        changes: &Value,
+        change: &impl Change<Workspace>,
     ) -> Result<Workspace, BrokerError> {
         let workspace = {
             let mut inventory = self.write();
@@ -55,7 +52,7 @@ impl Broker {
                 .workspaces
                 .get(name)
                 .ok_or_else(|| not_found("workspace", name))?;
-            let workspace: Workspace = patch::apply(current, changes)?;
+            let workspace = change.apply(current)?;
             if workspace.name != name {
                 return Err(FieldError::new("name", "a workspace cannot be renamed").into());
             }

@@ -17,8 +17,8 @@ mod commit;
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -34,7 +34,12 @@ use crate::domain::plugin::PluginRecord;
 use crate::domain::session::Session;
 use crate::domain::zone::Zone;
 
-/// The layout version this build writes; a data directory from a newer layout is refused.
+/// The layout version this build writes; a data directory from a newer layout is refused,
+/// and so is a record of a newer one. Every record carries the version it was written at
+/// (`{"schema":1,"record":{...}}`). A field added to a record needs no new version: records
+/// are read tolerantly (a field a build does not know is ignored), so an older build still
+/// reads what a newer one wrote. A change older builds would misread (a field renamed or
+/// retyped) raises it, with the migration from the older version in [`decode`].
 const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const USER_KEY_SECRET: &[u8] = b"user_key_secret";
@@ -548,13 +553,56 @@ fn corrupt(tree: &'static str, message: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// A record as written: the layout version, then the record.
+#[derive(Serialize)]
+struct Versioned<'a, T> {
+    schema: u32,
+    record: &'a T,
+}
+
+/// A record as read.
+#[derive(Deserialize)]
+struct Read<T> {
+    schema: u32,
+    record: T,
+}
+
+/// The version of a record that did not read.
+#[derive(Deserialize)]
+struct SchemaOf {
+    schema: u32,
+}
+
+/// How every versioned record begins (`serde_json` writes fields in declaration order).
+const VERSIONED_PREFIX: &[u8] = b"{\"schema\":";
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let versioned = Versioned {
+        schema: SCHEMA_VERSION,
+        record: value,
+    };
     // Secrets are stored as they are (and shown nowhere else).
-    crate::domain::secret::revealed(|| serde_json::to_vec(value)).expect("domain records serialize")
+    crate::domain::secret::revealed(|| serde_json::to_vec(&versioned))
+        .expect("domain records serialize")
 }
 
 fn decode<T: DeserializeOwned>(tree: &'static str, raw: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(raw).map_err(|e| corrupt(tree, e))
+    if !raw.starts_with(VERSIONED_PREFIX) {
+        // Written before records carried their version: the layout of version 1.
+        return serde_json::from_slice(raw).map_err(|e| corrupt(tree, e));
+    }
+    let newer = |found: u32| StoreError::NewerSchema {
+        found,
+        known: SCHEMA_VERSION,
+    };
+    match serde_json::from_slice::<Read<T>>(raw) {
+        Ok(read) if read.schema > SCHEMA_VERSION => Err(newer(read.schema)),
+        Ok(read) => Ok(read.record),
+        Err(error) => match serde_json::from_slice::<SchemaOf>(raw) {
+            Ok(SchemaOf { schema }) if schema > SCHEMA_VERSION => Err(newer(schema)),
+            _ => Err(corrupt(tree, error)),
+        },
+    }
 }
 
 fn put<T: Serialize>(tree: &sled::Tree, key: &[u8], value: &T) -> Result<(), StoreError> {

@@ -41,6 +41,61 @@ fn session(agent: Uuid) -> Session {
 }
 
 #[test]
+fn records_carry_their_version_and_read_what_older_and_newer_builds_wrote() {
+    use crate::domain::autoscale::{Pool, PoolType};
+    let dir = tempdir();
+    let store = Store::open(dir.path()).unwrap();
+    let pool = |name: &str| Pool {
+        name: name.into(),
+        pool_type: PoolType::Server,
+    };
+    store.put_pool(&pool("written")).unwrap();
+    let raw = store.pools.get("written").unwrap().unwrap();
+    assert_eq!(
+        std::str::from_utf8(&raw).unwrap(),
+        r#"{"schema":1,"record":{"name":"written","type":"server"}}"#
+    );
+    // A record from before records carried their version.
+    store
+        .pools
+        .insert("bare", r#"{"name":"bare","type":"server"}"#.as_bytes())
+        .unwrap();
+    // A newer build added a field: this one reads the rest (a rollback keeps working).
+    store
+        .pools
+        .insert(
+            "added",
+            r#"{"schema":1,"record":{"name":"added","type":"server","colour":"red"}}"#.as_bytes(),
+        )
+        .unwrap();
+    let mut names: Vec<String> = store.pools().unwrap().into_iter().map(|p| p.name).collect();
+    names.sort();
+    assert_eq!(names, ["added", "bare", "written"]);
+    // A record of a layout this build does not know is refused, readable or not.
+    for raw in [
+        r#"{"schema":2,"record":{"name":"next","type":"server"}}"#,
+        r#"{"schema":2,"record":{"title":"next"}}"#,
+    ] {
+        store.pools.insert("next", raw.as_bytes()).unwrap();
+        assert!(
+            matches!(
+                store.pools(),
+                Err(StoreError::NewerSchema { found: 2, known: 1 })
+            ),
+            "{raw}"
+        );
+    }
+    store
+        .pools
+        .insert("next", r#"{"schema":1,"record":{"title":"x"}}"#.as_bytes())
+        .unwrap();
+    assert!(matches!(
+        store.pools(),
+        Err(StoreError::Corrupt { tree: "pools", .. })
+    ));
+}
+
+#[test]
 fn a_newer_schema_is_refused() {
     let dir = tempdir();
     {

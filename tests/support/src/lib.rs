@@ -381,6 +381,20 @@ impl Server {
         self.logs.lock().unwrap().clone()
     }
 
+    /// Wait until a log line satisfies `wanted`, at most `timeout`; answers every line so far.
+    /// (A line the server writes right after `listening` may not have been read yet when
+    /// `start` returns.)
+    pub fn wait_for_log(&self, timeout: Duration, wanted: impl Fn(&str) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let logs = self.logs();
+            if logs.iter().any(|line| wanted(line)) || Instant::now() > deadline {
+                return logs;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Send a signal (`libc`-free: through the `kill` command).
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
@@ -409,5 +423,24 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what the server warned about, so that a failure seen once
+        // (under CI's load, say) can be explained from its output alone.
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let notable: Vec<&String> = logs
+                .iter()
+                .filter(|line| {
+                    line.contains(r#""level":"WARN""#) || line.contains(r#""level":"ERROR""#)
+                })
+                .collect();
+            eprintln!(
+                "--- the server's {} warnings and errors (of {} log lines) ---",
+                notable.len(),
+                logs.len()
+            );
+            for line in notable.iter().rev().take(200).rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }

@@ -9,7 +9,7 @@ use super::validation::{self, FieldError};
 /// is about user authentication only, so a config used only for joining stays disabled.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
+// A stored record: tolerant of fields it does not know (request bodies are strict).
 pub struct LdapConfig {
     #[cfg_attr(
         feature = "openapi",

@@ -11,7 +11,6 @@ pub mod endpoint;
 pub mod image;
 pub mod ldap;
 pub mod names;
-pub mod patch;
 pub mod plugin;
 pub mod provider;
 pub mod ranking;

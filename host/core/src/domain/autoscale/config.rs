@@ -10,7 +10,7 @@ use crate::domain::validation::{self, FieldError};
 /// A VM provider config: which provider plugin, with which settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
+// A stored record: tolerant of fields it does not know (request bodies are strict).
 pub struct VmProviderConfig {
     #[cfg_attr(
         feature = "openapi",
@@ -145,7 +145,7 @@ pub enum CredentialType {
 /// An AutoScale config: keep a pool's servers sized through a VM provider.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
+// A stored record: tolerant of fields it does not know (request bodies are strict).
 pub struct AutoScaleConfig {
     #[cfg_attr(
         feature = "openapi",

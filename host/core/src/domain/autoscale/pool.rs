@@ -7,7 +7,7 @@ use crate::domain::validation::{self, FieldError};
 /// A pool of servers that pool workspaces place sessions on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
+// A stored record: tolerant of fields it does not know (request bodies are strict).
 pub struct Pool {
     #[cfg_attr(
         feature = "openapi",

@@ -139,7 +139,7 @@ pub fn sample_variables(os: Os) -> Vec<(String, String)> {
 /// How a server joins Active Directory: its pre-created computer account's single-use
 /// password (set when the VM fetches it) and the directory's DNS domain.
 pub struct AdJoin {
-    pub password: String,
+    pub password: crate::domain::secret::Secret,
     pub domain: String,
 }
 
@@ -167,7 +167,7 @@ impl Inputs<'_> {
         match variable {
             Variable::AdJoinCredential => self
                 .ad_join
-                .map(|join| join.password.clone())
+                .map(|join| join.password.expose().clone())
                 .unwrap_or_default(),
             Variable::CheckinJwt => self.checkin_jwt.unwrap_or_default().to_string(),
             Variable::ConnectionUsername => static_credential(config.connection_username.as_ref()),

@@ -28,7 +28,7 @@ pub enum RdpClient {
 /// A workspace users request sessions of.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
+// A stored record: tolerant of fields it does not know (request bodies are strict).
 pub struct Workspace {
     #[cfg_attr(
         feature = "openapi",

@@ -1,11 +1,34 @@
-//! JSON Merge Patch (RFC 7396) of stored entities: `PATCH` bodies name only what changes;
-//! `null` removes an optional field.
+//! JSON Merge Patch (RFC 7396) of records: `PATCH` bodies name only what changes; `null`
+//! removes an optional field. Applied here, at the API's edge: the broker receives the
+//! typed record a patch makes, and the patched record is as strict as a request body.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::validation::{self, FieldError};
+use crate::broker::Change;
+use crate::domain::secret;
+use crate::domain::validation::FieldError;
+
+/// A `PATCH` body: a JSON merge patch, applied to whichever record the broker holds.
+pub struct MergePatch(pub Value);
+
+impl<T: Serialize + DeserializeOwned> Change<T> for MergePatch {
+    fn apply(&self, current: &T) -> Result<T, FieldError> {
+        apply(current, &self.0)
+    }
+
+    fn names(&self, path: &[&str]) -> bool {
+        let mut value = &self.0;
+        for field in path {
+            match value.get(field) {
+                Some(inner) => value = inner,
+                None => return false,
+            }
+        }
+        true
+    }
+}
 
 /// Apply `patch` to `target` in place (RFC 7396 §2).
 pub fn merge(target: &mut Value, patch: &Value) {
@@ -26,22 +49,14 @@ pub fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-/// `current` with `patch` merged in, read back as a `T`: a type error names the field.
+/// `current` with `patch` merged in, read back as a `T` as strictly as a request body: a
+/// type error or an unknown field names the field.
 pub fn apply<T: Serialize + DeserializeOwned>(current: &T, patch: &Value) -> Result<T, FieldError> {
     // The stored record, secrets included: a patch that leaves one out keeps it.
-    let mut value = super::secret::revealed(|| serde_json::to_value(current))
-        .expect("domain records serialize");
+    let mut value =
+        secret::revealed(|| serde_json::to_value(current)).expect("domain records serialize");
     merge(&mut value, patch);
-    from_value(value)
-}
-
-/// Read `value` as a `T`, naming the failing field on error.
-pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, FieldError> {
-    serde_path_to_error::deserialize(value).map_err(|error| {
-        let path = error.path().to_string();
-        let message = error.into_inner().to_string();
-        FieldError::new(validation::serde_error_field(&message, &path), message)
-    })
+    super::json::strict(value)
 }
 
 #[cfg(test)]
@@ -103,8 +118,8 @@ mod tests {
         }
     }
 
+    /// Tolerant of unknown fields, as stored records are.
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(deny_unknown_fields)]
     struct Thing {
         name: String,
         size: u32,
