@@ -15,12 +15,14 @@ use crate::plugins::{EndpointError, Endpoints, NamedCallError};
 impl Broker {
     // VM provider configs.
 
-    /// Every provider config, secret settings left out.
+    /// Every provider config (its secret settings are shown nowhere: [`ProviderSettings`]).
+    ///
+    /// [`ProviderSettings`]: crate::domain::autoscale::ProviderSettings
     pub fn provider_configs(&self) -> Vec<VmProviderConfig> {
         self.read()
             .provider_configs
             .values()
-            .map(StoredProviderConfig::public)
+            .map(|stored| stored.config.clone())
             .collect()
     }
 
@@ -28,7 +30,7 @@ impl Broker {
         self.read()
             .provider_configs
             .get(name)
-            .map(StoredProviderConfig::public)
+            .map(|stored| stored.config.clone())
             .ok_or_else(|| not_found("VM provider config", name))
     }
 
@@ -67,7 +69,7 @@ impl Broker {
             provider = stored.config.provider,
             "VM provider config created"
         );
-        Ok(stored.public())
+        Ok(stored.config)
     }
 
     /// Change a provider config: secret settings the change leaves out keep their values. Every AutoScale config that uses it sees the change.
@@ -97,9 +99,13 @@ impl Broker {
                 || stored.validated.endpoints != current.validated.endpoints;
             if retargeted {
                 // Secrets go to the new endpoint only if the operator gives them again.
-                if let Some(secret) = current.secret_settings.iter().find(|s| {
-                    current.config.settings.contains_key(*s) && !change.names(&["settings", s])
-                }) {
+                if let Some(secret) = current
+                    .config
+                    .settings
+                    .secret_names()
+                    .into_iter()
+                    .find(|s| !change.names(&["settings", s]))
+                {
                     return Err(FieldError::new(
                         format!("settings.{secret}"),
                         "the provider or its endpoint changes: give the secret settings again",
@@ -159,7 +165,7 @@ impl Broker {
                 version = stored.config.version,
                 "VM provider config updated"
             );
-            return Ok(stored.public());
+            return Ok(stored.config);
         }
         Err(too_contended("VM provider config", name))
     }
@@ -190,7 +196,7 @@ impl Broker {
     /// (`validate`). Unknown settings are refused here; the plugin judges the values.
     async fn check_provider_config(
         &self,
-        config: VmProviderConfig,
+        mut config: VmProviderConfig,
     ) -> Result<StoredProviderConfig, BrokerError> {
         config.validate()?;
         let plugin_error = |error: NamedCallError| FieldError::new("provider", error.to_string());
@@ -198,8 +204,8 @@ impl Broker {
         let info: ProviderInfo = provider.describe().await.map_err(plugin_error)?;
         if let Some(unknown) = config
             .settings
-            .keys()
-            .find(|name| !info.settings.iter().any(|s| &s.name == *name))
+            .names()
+            .find(|name| !info.settings.iter().any(|s| s.name == *name))
         {
             let known: Vec<&str> = info.settings.iter().map(|s| s.name.as_str()).collect();
             return Err(FieldError::new(
@@ -228,17 +234,14 @@ impl Broker {
         for endpoint in &validated.endpoints {
             check_endpoint_addresses(&config, endpoint).await?;
         }
-        let secret_settings: BTreeSet<String> = info
+        let secret: BTreeSet<String> = info
             .settings
             .iter()
             .filter(|s| s.secret)
             .map(|s| s.name.clone())
             .collect();
-        Ok(StoredProviderConfig {
-            config,
-            secret_settings,
-            validated,
-        })
+        config.settings.mark_secret(&secret);
+        Ok(StoredProviderConfig { config, validated })
     }
 }
 
@@ -275,7 +278,8 @@ fn setting_naming(config: &VmProviderConfig, endpoint: &str) -> String {
         .and_then(|uri| uri.host().map(str::to_ascii_lowercase));
     config
         .settings
-        .iter()
+        .pairs()
+        .into_iter()
         .find(|(_, value)| {
             let value = value.to_ascii_lowercase();
             value == endpoint.to_ascii_lowercase()

@@ -72,9 +72,15 @@ pub fn revealed<R>(serialise: impl FnOnce() -> R) -> R {
     serialise()
 }
 
+/// Whether this serialisation writes secrets' values (it runs inside [`revealed`]): for a
+/// container of secrets that leaves them out rather than writing `null`.
+pub fn is_revealed() -> bool {
+    REVEALED.with(Cell::get)
+}
+
 impl<T: Serialize> Serialize for Secret<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if REVEALED.with(Cell::get) {
+        if is_revealed() {
             self.0.serialize(serializer)
         } else {
             serializer.serialize_none()

@@ -25,9 +25,9 @@ pub struct VmProviderConfig {
     pub provider: String,
     /// The provider's settings, by name (see its `describe`). Secret settings are write-only.
     /// Numbers and booleans are taken as their text (`20` is `"20"`).
-    #[serde(default, deserialize_with = "setting_values")]
+    #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, SettingValue>))]
-    pub settings: std::collections::BTreeMap<String, String>,
+    pub settings: super::ProviderSettings,
     /// Bumped by every write; read-only (a value in a request body is ignored). A `GET` of
     /// the config answers it as its `ETag`: send that in `If-Match` to change only the
     /// version you read.
@@ -53,7 +53,7 @@ pub enum SettingValue {
 }
 
 impl SettingValue {
-    fn into_text(self) -> String {
+    pub(super) fn into_text(self) -> String {
         match self {
             SettingValue::Text(text) => text,
             SettingValue::Number(number) => number.to_string(),
@@ -62,49 +62,55 @@ impl SettingValue {
     }
 }
 
-fn setting_values<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
-    let values = std::collections::BTreeMap::<String, SettingValue>::deserialize(deserializer)?;
-    Ok(values
-        .into_iter()
-        .map(|(name, value)| (name, value.into_text()))
-        .collect())
-}
-
 impl VmProviderConfig {
     pub fn validate(&self) -> Result<(), FieldError> {
         validation::name("name", &self.name)?;
         validation::name("provider", &self.provider)
     }
 
-    /// The settings as the plugin takes them.
+    /// The settings as the plugin takes them, secret ones included.
     pub fn pairs(&self) -> Vec<(String, String)> {
-        self.settings
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        self.settings.pairs()
     }
 }
 
-/// A provider config as stored: with what its plugin said about it when it was saved.
+/// A provider config as stored: with what its plugin said about it when it was saved (its
+/// secret settings are marked so in `config.settings`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ProviderConfigRecord", into = "ProviderConfigRecord")]
 pub struct StoredProviderConfig {
     pub config: VmProviderConfig,
-    /// The settings the plugin's `describe` marks secret (write-only).
-    pub secret_settings: std::collections::BTreeSet<String>,
     /// The plugin's `validate` answer: the endpoints it may reach, its instance cap.
     pub validated: crate::domain::provider::ValidatedSettings,
 }
 
-impl StoredProviderConfig {
-    /// The config with its secret settings left out.
-    pub fn public(&self) -> VmProviderConfig {
-        let mut config = self.config.clone();
-        config
-            .settings
-            .retain(|name, _| !self.secret_settings.contains(name));
-        config
+/// How a [`StoredProviderConfig`] is written: the settings the plugin's `describe` marks
+/// secret by name, beside the settings' values.
+#[derive(Serialize, Deserialize)]
+struct ProviderConfigRecord {
+    config: VmProviderConfig,
+    secret_settings: std::collections::BTreeSet<String>,
+    validated: crate::domain::provider::ValidatedSettings,
+}
+
+impl From<ProviderConfigRecord> for StoredProviderConfig {
+    fn from(record: ProviderConfigRecord) -> Self {
+        let mut config = record.config;
+        config.settings.mark_secret(&record.secret_settings);
+        StoredProviderConfig {
+            config,
+            validated: record.validated,
+        }
+    }
+}
+
+impl From<StoredProviderConfig> for ProviderConfigRecord {
+    fn from(stored: StoredProviderConfig) -> Self {
+        ProviderConfigRecord {
+            secret_settings: stored.config.settings.secret_names(),
+            config: stored.config,
+            validated: stored.validated,
+        }
     }
 }
 
@@ -357,10 +363,10 @@ mod tests {
                 "settings": {"region": "us-east-1", "max_instances": 20, "ratio": 1.5, "spot": true}}"#,
         )
         .unwrap();
-        assert_eq!(config.settings["max_instances"], "20");
-        assert_eq!(config.settings["ratio"], "1.5");
-        assert_eq!(config.settings["spot"], "true");
-        assert_eq!(config.settings["region"], "us-east-1");
+        assert_eq!(config.settings.get("max_instances"), Some("20"));
+        assert_eq!(config.settings.get("ratio"), Some("1.5"));
+        assert_eq!(config.settings.get("spot"), Some("true"));
+        assert_eq!(config.settings.get("region"), Some("us-east-1"));
         for bad in [r#"{"a": null}"#, r#"{"a": [1]}"#, r#"{"a": {"b": 1}}"#] {
             let json = format!(r#"{{"name": "ec2", "provider": "aws-ec2", "settings": {bad}}}"#);
             assert!(

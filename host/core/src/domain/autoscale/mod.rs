@@ -6,6 +6,7 @@
 pub mod config;
 pub mod plan;
 pub mod pool;
+pub mod provider_settings;
 pub mod script_variables;
 pub mod server;
 pub mod workspace;
@@ -19,6 +20,7 @@ pub use config::{
 };
 pub use plan::{DestroyReason, Plan, ServerState, plan};
 pub use pool::{Pool, PoolType};
+pub use provider_settings::ProviderSettings;
 pub use script_variables::{
     AdJoin, BOOT_SECRETS_PAIR, SECRET_VARIABLES, sample_variables, script_values, server_variables,
 };
