@@ -872,3 +872,134 @@ fn the_openapi_document_covers_every_route() {
         );
     }
 }
+
+/// `GET path` with the admin token: status, the next page's `Link` target, body.
+fn get_page(server: &Server, path: &str) -> (u16, Option<String>, Value) {
+    let response = server.admin_get("east", path);
+    let status = response.status().as_u16();
+    let next = response
+        .headers()
+        .get("link")
+        .map(|v| v.to_str().unwrap().to_string())
+        .map(|link| {
+            let target = link.split(';').next().unwrap().trim();
+            target
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        });
+    (status, next, response.json().unwrap())
+}
+
+/// Follow `path`'s pages from the first: each page's ids, in order.
+fn pages(server: &Server, first: &str) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut next = Some(first.to_string());
+    while let Some(path) = next.take() {
+        let (status, link, body) = get_page(server, &path);
+        assert_eq!(status, 200, "{path}: {body}");
+        pages.push(
+            body.as_array()
+                .unwrap()
+                .iter()
+                .map(|item| item["id"].as_str().unwrap().to_string())
+                .collect(),
+        );
+        next = link;
+    }
+    pages
+}
+
+#[test]
+fn agents_and_sessions_are_listed_in_pages_in_a_stable_order() {
+    let server = east_west();
+    for i in 0..7 {
+        agent(&server, "east", &format!("page-agent-{i}"), 64.0, 100);
+    }
+    image(&server, "desktop", 0.1, None);
+    let sessions: Vec<String> = (0..5)
+        .map(|_| {
+            place(&server, "east", "desktop")["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+
+    // Agents: in the order of their ids, pages of 3, the last without a `Link`.
+    let all = |path: &str| -> Vec<String> {
+        let (status, link, body) = get_page(&server, path);
+        assert_eq!(
+            (status, link),
+            (200, None),
+            "without `limit`, everything at once"
+        );
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let every_agent = all("/api/v1/agents");
+    let mut sorted = every_agent.clone();
+    sorted.sort();
+    assert_eq!(every_agent, sorted, "ordered by id");
+    let agent_pages = pages(&server, "/api/v1/agents?limit=3");
+    assert_eq!(
+        agent_pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        [3, 3, 1]
+    );
+    assert_eq!(agent_pages.concat(), every_agent);
+
+    // Sessions: oldest first; a cursor whose session ended still marks its place.
+    let every_session = all("/api/v1/sessions");
+    assert_eq!(every_session, sessions, "oldest first");
+    let (_, next, first) = get_page(&server, "/api/v1/sessions?limit=2");
+    assert_eq!(first.as_array().unwrap().len(), 2);
+    let (status, _) = server.call(
+        "east",
+        "DELETE",
+        &format!("/api/v1/sessions/{}", sessions[1]),
+        None,
+    );
+    assert_eq!(status, 204);
+    let rest = pages(&server, &next.expect("more sessions follow"));
+    assert_eq!(rest.concat(), sessions[2..]);
+
+    // Bad paging is a 422 naming the parameter.
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=x", ""),
+        ("after=nonsense", "after"),
+    ] {
+        for list in ["agents", "sessions"] {
+            let (status, _, body) = get_page(&server, &format!("/api/v1/{list}?{query}"));
+            assert_eq!(status, 422, "{list}?{query}: {body}");
+            if !field.is_empty() {
+                assert_eq!(body["error"]["field"], field, "{list}?{query}: {body}");
+            }
+        }
+    }
+
+    // The CLI pages through (500 at a time): every agent, once, past a page's end.
+    for i in 7..505 {
+        agent(&server, "east", &format!("page-agent-{i}"), 1.0, 1);
+    }
+    let output = std::process::Command::new(BIN)
+        .args(["agent", "list", "--server", &server.url("east", "")])
+        .env("ZONEBROKER_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let listed: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let mut ids: Vec<&str> = listed.iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 505);
+    ids.dedup();
+    assert_eq!(ids.len(), 505, "no agent twice");
+    assert_eq!(ids, all("/api/v1/agents"));
+}

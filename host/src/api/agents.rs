@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -10,6 +11,7 @@ use uuid::Uuid;
 use super::auth::{Admin, AgentAuth};
 use super::error::{ApiError, ErrorBody};
 use super::json::JsonBody;
+use super::paging::{self, AgentPageParams, Paging};
 use super::views::{AgentCheckinAnswer, AgentView};
 use super::{AppState, ListenerZone};
 use crate::broker::{AgentState, now_ms};
@@ -89,12 +91,15 @@ async fn reset_credential(
     Ok(Json(view(&state, agent)))
 }
 
-/// Every agent.
-#[utoipa::path(get, path = "/agents", tag = "agents", security(("admin" = [])),
-    responses((status = OK, body = Vec<AgentView>), (status = UNAUTHORIZED, body = ErrorBody)))]
-async fn list(_: Admin, State(state): State<AppState>) -> Json<Vec<AgentView>> {
-    let agents = state.broker.agents();
-    Json(agents.into_iter().map(|a| view(&state, a)).collect())
+/// Every agent, in the order of their ids; with `limit`, a page of them (see `Link`).
+#[utoipa::path(get, path = "/agents", tag = "agents", security(("admin" = [])), params(AgentPageParams),
+    responses((status = OK, body = Vec<AgentView>,
+            headers(("Link" = String, description = "With `limit`, when more agents follow: `<...?limit=N&after=CURSOR>; rel=\"next\"`"))),
+        (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = UNAUTHORIZED, body = ErrorBody)))]
+async fn list(_: Admin, State(state): State<AppState>, paging: Paging<Uuid>) -> Response {
+    let (agents, next) = state.broker.agents(paging.after, paging.limit);
+    let views: Vec<AgentView> = agents.into_iter().map(|a| view(&state, a)).collect();
+    paging::answer("/agents", paging.limit, views, next)
 }
 
 /// One agent.

@@ -17,6 +17,7 @@ pub mod json;
 mod ldap_configs;
 mod metrics;
 mod openapi;
+pub mod paging;
 pub mod patch;
 mod plugins;
 mod pools;

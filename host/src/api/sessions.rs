@@ -11,9 +11,10 @@ use uuid::Uuid;
 use super::auth::Admin;
 use super::error::{ApiError, ErrorBody};
 use super::json::JsonBody;
+use super::paging::{self, Paging, SessionPageParams};
 use super::views::SessionView;
 use super::{AppState, ListenerZone};
-use crate::domain::session::SessionRequest;
+use crate::domain::session::{SessionPosition, SessionRequest};
 use crate::domain::zone::RequestOrigin;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -61,18 +62,19 @@ async fn create(
     Ok((StatusCode::CREATED, Json(session.into())))
 }
 
-/// Every session.
-#[utoipa::path(get, path = "/sessions", tag = "sessions", security(("admin" = [])),
-    responses((status = OK, body = Vec<SessionView>), (status = UNAUTHORIZED, body = ErrorBody)))]
-async fn list(_: Admin, State(state): State<AppState>) -> Json<Vec<SessionView>> {
-    Json(
-        state
-            .broker
-            .sessions()
-            .into_iter()
-            .map(SessionView::from)
-            .collect(),
-    )
+/// Every session, oldest first; with `limit`, a page of them (see `Link`).
+#[utoipa::path(get, path = "/sessions", tag = "sessions", security(("admin" = [])), params(SessionPageParams),
+    responses((status = OK, body = Vec<SessionView>,
+            headers(("Link" = String, description = "With `limit`, when more sessions follow: `<...?limit=N&after=CURSOR>; rel=\"next\"`"))),
+        (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = UNAUTHORIZED, body = ErrorBody)))]
+async fn list(
+    _: Admin,
+    State(state): State<AppState>,
+    paging: Paging<SessionPosition>,
+) -> axum::response::Response {
+    let (sessions, next) = state.broker.sessions(paging.after, paging.limit);
+    let views: Vec<SessionView> = sessions.into_iter().map(SessionView::from).collect();
+    paging::answer("/sessions", paging.limit, views, next)
 }
 
 /// One session.

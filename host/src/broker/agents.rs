@@ -5,6 +5,7 @@ use uuid::Uuid;
 use super::{Broker, BrokerError, now_ms};
 use crate::domain::agent::{Agent, AgentCheckin, AgentPatch, CredentialCheck, credential_hash};
 use crate::domain::capacity::Usage;
+use crate::domain::page::page;
 use crate::domain::secret::Secret;
 
 /// What a check-in answers: the agent, and its new credential if this check-in issued one.
@@ -118,8 +119,22 @@ impl Broker {
         Ok(state)
     }
 
-    pub fn agents(&self) -> Vec<AgentState> {
-        self.read().agents.values().cloned().collect()
+    /// A page of the agents in the order of their ids (every agent without `limit`), and
+    /// the id to continue after if more remain. O(agents) per page.
+    pub fn agents(
+        &self,
+        after: Option<Uuid>,
+        limit: Option<usize>,
+    ) -> (Vec<AgentState>, Option<Uuid>) {
+        let inventory = self.read();
+        let limit = limit.unwrap_or(usize::MAX);
+        let (page, next) = page(
+            inventory.agents.values(),
+            |a| a.agent.id,
+            after.as_ref(),
+            limit,
+        );
+        (page.into_iter().cloned().collect(), next)
     }
 
     pub fn agent(&self, id: Uuid) -> Result<AgentState, BrokerError> {

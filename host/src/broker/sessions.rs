@@ -7,9 +7,10 @@ use uuid::Uuid;
 use super::{Broker, BrokerError, now_ms, run_blocking};
 use crate::domain::autoscale::{CredentialType, RdpClient, Workspace, WorkspaceType};
 use crate::domain::capacity::{Capacity, Demand, Usage};
+use crate::domain::page::page;
 use crate::domain::ranking::{CandidateColumns, PlacementRequest, Ranking};
 use crate::domain::session::{HostKind, RdpFile};
-use crate::domain::session::{Session, SessionHost, SessionOf, SessionRequest};
+use crate::domain::session::{Session, SessionHost, SessionOf, SessionPosition, SessionRequest};
 use crate::domain::zone::RequestOrigin;
 use crate::domain::zone::{Zone, host_port};
 use crate::placement::{
@@ -330,10 +331,22 @@ impl Broker {
         }
     }
 
-    pub fn sessions(&self) -> Vec<Session> {
-        let mut sessions: Vec<Session> = self.read().sessions.values().cloned().collect();
-        sessions.sort_by_key(|s| (s.created_at_ms, s.id));
-        sessions
+    /// A page of the sessions, oldest first (every session without `limit`), and the
+    /// position to continue after if more remain. O(sessions) per page.
+    pub fn sessions(
+        &self,
+        after: Option<SessionPosition>,
+        limit: Option<usize>,
+    ) -> (Vec<Session>, Option<SessionPosition>) {
+        let inventory = self.read();
+        let limit = limit.unwrap_or(usize::MAX);
+        let (page, next) = page(
+            inventory.sessions.values(),
+            SessionPosition::of,
+            after.as_ref(),
+            limit,
+        );
+        (page.into_iter().cloned().collect(), next)
     }
 
     pub fn session(&self, id: Uuid) -> Result<Session, BrokerError> {

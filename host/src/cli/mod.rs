@@ -335,6 +335,26 @@ impl Client {
         self.send(method, path, body)
     }
 
+    /// Every item of the list at `path`, fetched a page at a time (following each page's
+    /// `Link: <...>; rel="next"`), so a large fleet is not one huge answer.
+    pub fn list_all(&self, path: &str) -> anyhow::Result<Value> {
+        const PAGE: usize = 500;
+        let mut items = Vec::new();
+        let mut next = Some(format!("{path}?limit={PAGE}"));
+        while let Some(page) = next.take() {
+            let (value, link) = self.exchange("GET", &page, None)?;
+            let Value::Array(page_items) = value else {
+                bail!("GET {page}: not a list: {value}");
+            };
+            items.extend(page_items);
+            next = link
+                .as_deref()
+                .and_then(zonebroker::api::paging::next_link)
+                .map(|target| target.trim_start_matches("/api/v1").to_string());
+        }
+        Ok(Value::Array(items))
+    }
+
     /// Call `method path` with an optional body of the given content type.
     pub fn send(
         &self,
@@ -342,6 +362,16 @@ impl Client {
         path: &str,
         body: Option<(&str, Vec<u8>)>,
     ) -> anyhow::Result<Value> {
+        Ok(self.exchange(method, path, body)?.0)
+    }
+
+    /// Call `method path`: the answer's JSON and its `Link` header.
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> anyhow::Result<(Value, Option<String>)> {
         let url = format!("{}/api/v1{path}", self.base);
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let request = ureq::http::Request::builder().method(method).uri(&url);
@@ -357,6 +387,11 @@ impl Client {
         }
         .with_context(|| format!("{method} {url}"))?;
         let status = response.status();
+        let link = response
+            .headers()
+            .get("link")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let text = response.body_mut().read_to_string().unwrap_or_default();
         let value: Value = if text.is_empty() {
             Value::Null
@@ -364,7 +399,7 @@ impl Client {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
         if status.is_success() {
-            return Ok(value);
+            return Ok((value, link));
         }
         let error = &value["error"];
         match (error["code"].as_str(), error["message"].as_str()) {
@@ -408,7 +443,7 @@ pub fn zone(client: &Client, command: ZoneCommand) -> anyhow::Result<()> {
 
 pub fn agent(client: &Client, command: AgentCommand) -> anyhow::Result<()> {
     let value = match command {
-        AgentCommand::List => client.call("GET", "/agents", None)?,
+        AgentCommand::List => client.list_all("/agents")?,
         AgentCommand::Get { id } => client.call("GET", &format!("/agents/{id}"), None)?,
         AgentCommand::Enable { id, enabled } => client.call(
             "PATCH",
@@ -446,7 +481,7 @@ pub fn session(client: &Client, command: SessionCommand) -> anyhow::Result<()> {
             "/sessions",
             Some(json!({ "image": image, "workspace": workspace, "user": user })),
         )?,
-        SessionCommand::List => client.call("GET", "/sessions", None)?,
+        SessionCommand::List => client.list_all("/sessions")?,
         SessionCommand::Delete { id } => client.call("DELETE", &format!("/sessions/{id}"), None)?,
     };
     print(value)

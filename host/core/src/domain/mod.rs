@@ -11,6 +11,7 @@ pub mod endpoint;
 pub mod image;
 pub mod ldap;
 pub mod names;
+pub mod page;
 pub mod plugin;
 pub mod provider;
 pub mod ranking;

@@ -194,6 +194,43 @@ impl SessionRequest {
     }
 }
 
+/// A session's place in the order sessions are listed in (oldest first, ties by id): the
+/// cursor of a page of sessions, written `<created_at_ms>-<id>`. It marks a place even once
+/// its session has ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SessionPosition {
+    created_at_ms: u64,
+    id: Uuid,
+}
+
+impl SessionPosition {
+    pub fn of(session: &Session) -> Self {
+        SessionPosition {
+            created_at_ms: session.created_at_ms,
+            id: session.id,
+        }
+    }
+}
+
+impl std::fmt::Display for SessionPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.created_at_ms, self.id)
+    }
+}
+
+impl std::str::FromStr for SessionPosition {
+    type Err = &'static str;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let malformed = "a cursor from a previous page (`<milliseconds>-<session id>`)";
+        let (ms, id) = text.split_once('-').ok_or(malformed)?;
+        Ok(SessionPosition {
+            created_at_ms: ms.parse().map_err(|_| malformed)?,
+            id: id.parse().map_err(|_| malformed)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,5 +377,22 @@ mod tests {
             request(Some("a"), Some("w")).validate().unwrap_err().field,
             "workspace"
         );
+    }
+
+    #[test]
+    fn a_session_position_reads_back_what_it_writes_and_orders_by_age_then_id() {
+        let old = SessionPosition {
+            created_at_ms: 5,
+            id: Uuid::from_u128(9),
+        };
+        let new = SessionPosition {
+            created_at_ms: 6,
+            id: Uuid::from_u128(1),
+        };
+        assert!(old < new);
+        assert_eq!(old.to_string().parse::<SessionPosition>(), Ok(old));
+        for bad in ["", "5", "x-00000000-0000-0000-0000-000000000009", "5-nope"] {
+            assert!(bad.parse::<SessionPosition>().is_err(), "{bad}");
+        }
     }
 }
