@@ -1,7 +1,6 @@
 //! `/api/v1/autoscale-configs`.
 
-use crate::broker::AutoScaleConfigView;
-use crate::domain::autoscale::AutoScaleConfig;
+use super::records::{AutoScaleConfig, AutoScaleConfigView};
 
 super::resource::named_resource! {
     collection: "/autoscale-configs",

@@ -10,7 +10,8 @@ use super::AppState;
 use super::auth::Admin;
 use super::error::{ApiError, ErrorBody};
 use super::json::JsonBody;
-use crate::domain::image::{Image, ImagePatch};
+use super::records::Image;
+use crate::domain::image::ImagePatch;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -22,7 +23,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/images", tag = "images", security(("admin" = [])),
     responses((status = OK, body = Vec<Image>), (status = UNAUTHORIZED, body = ErrorBody)))]
 async fn list(_: Admin, State(state): State<AppState>) -> Json<Vec<Image>> {
-    Json(state.broker.images())
+    Json(state.broker.images().into_iter().map(Image::from).collect())
 }
 
 /// Create an image.
@@ -37,7 +38,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<Image>), ApiError> {
     Ok((
         StatusCode::CREATED,
-        Json(state.broker.create_image(image).await?),
+        Json(state.broker.create_image(image.into()).await?.into()),
     ))
 }
 
@@ -50,7 +51,7 @@ async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Image>, ApiError> {
-    Ok(Json(state.broker.image(&name)?))
+    Ok(Json(state.broker.image(&name)?.into()))
 }
 
 /// Change an image.
@@ -65,7 +66,7 @@ async fn update(
     Path(name): Path<String>,
     JsonBody(patch): JsonBody<ImagePatch>,
 ) -> Result<Json<Image>, ApiError> {
-    Ok(Json(state.broker.update_image(&name, patch).await?))
+    Ok(Json(state.broker.update_image(&name, patch).await?.into()))
 }
 
 /// Delete an image no session runs.

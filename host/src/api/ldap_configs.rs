@@ -1,6 +1,6 @@
 //! `/api/v1/ldap-configs`.
 
-use crate::domain::ldap::LdapConfig;
+use super::records::LdapConfig;
 
 super::resource::named_resource! {
     collection: "/ldap-configs",

@@ -22,6 +22,7 @@ pub mod patch;
 mod plugins;
 mod pools;
 mod provider_configs;
+pub mod records;
 mod resource;
 mod servers;
 mod sessions;

@@ -48,7 +48,9 @@ pub struct SessionPageParams {
     limit: Option<u64>,
     /// Start after this cursor (`<created_at_ms>-<session id>`): the `after` of the previous
     /// page's `Link`.
-    #[param(pattern = r"^[0-9]{1,19}-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+    #[param(
+        pattern = r"^[0-9]{1,19}-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     after: Option<String>,
 }
 

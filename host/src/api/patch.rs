@@ -2,6 +2,8 @@
 //! removes an optional field. Applied here, at the API's edge: the broker receives the
 //! typed record a patch makes, and the patched record is as strict as a request body.
 
+use std::marker::PhantomData;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -10,16 +12,30 @@ use crate::broker::Change;
 use crate::domain::secret;
 use crate::domain::validation::FieldError;
 
-/// A `PATCH` body: a JSON merge patch, applied to whichever record the broker holds.
-pub struct MergePatch(pub Value);
+/// A `PATCH` body: a JSON merge patch of the record's API body `A`, applied to whichever
+/// record the broker holds (shown as an `A`, patched, read back as strictly as a request).
+pub struct MergePatch<A> {
+    patch: Value,
+    body: PhantomData<fn() -> A>,
+}
 
-impl<T: Serialize + DeserializeOwned> Change<T> for MergePatch {
+impl<A> MergePatch<A> {
+    pub fn new(patch: Value) -> Self {
+        MergePatch {
+            patch,
+            body: PhantomData,
+        }
+    }
+}
+
+impl<T: Clone, A: From<T> + Into<T> + Serialize + DeserializeOwned> Change<T> for MergePatch<A> {
     fn apply(&self, current: &T) -> Result<T, FieldError> {
-        apply(current, &self.0)
+        let body = A::from(current.clone());
+        apply(&body, &self.patch).map(Into::into)
     }
 
     fn names(&self, path: &[&str]) -> bool {
-        let mut value = &self.0;
+        let mut value = &self.patch;
         for field in path {
             match value.get(field) {
                 Some(inner) => value = inner,

@@ -10,7 +10,7 @@ use super::AppState;
 use super::auth::Admin;
 use super::error::{ApiError, ErrorBody};
 use super::json::JsonBody;
-use crate::domain::autoscale::Pool;
+use super::records::Pool;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -22,7 +22,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/pools", tag = "autoscale", security(("admin" = [])),
     responses((status = OK, body = Vec<Pool>), (status = UNAUTHORIZED, body = ErrorBody)))]
 async fn list(_: Admin, State(state): State<AppState>) -> Json<Vec<Pool>> {
-    Json(state.broker.pools())
+    Json(state.broker.pools().into_iter().map(Pool::from).collect())
 }
 
 /// Create a pool of servers.
@@ -37,7 +37,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<Pool>), ApiError> {
     Ok((
         StatusCode::CREATED,
-        Json(state.broker.create_pool(pool).await?),
+        Json(state.broker.create_pool(pool.into()).await?.into()),
     ))
 }
 
@@ -50,7 +50,7 @@ async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Pool>, ApiError> {
-    Ok(Json(state.broker.pool(&name)?))
+    Ok(Json(state.broker.pool(&name)?.into()))
 }
 
 /// Delete a pool no AutoScale config, workspace or server uses.

@@ -1,6 +1,6 @@
 //! `/api/v1/vm-provider-configs`.
 
-use crate::domain::autoscale::VmProviderConfig;
+use super::records::VmProviderConfig;
 
 super::resource::named_resource! {
     collection: "/vm-provider-configs",

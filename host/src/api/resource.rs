@@ -11,24 +11,10 @@
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::error::ApiError;
-use crate::broker::AutoScaleConfigView;
-use crate::domain::autoscale::VmProviderConfig;
 
 /// A view of a record whose writes compare-and-swap a version.
 pub trait Versioned {
     fn version(&self) -> u64;
-}
-
-impl Versioned for AutoScaleConfigView {
-    fn version(&self) -> u64 {
-        self.config.version
-    }
-}
-
-impl Versioned for VmProviderConfig {
-    fn version(&self) -> u64 {
-        self.version
-    }
 }
 
 /// The `ETag` of a record at `version`: strong, quoted.
@@ -115,7 +101,7 @@ macro_rules! named_resource {
         #[utoipa::path(get, path = $collection, tag = $tag, security(("admin" = [])),
             responses((status = OK, body = Vec<$view>), (status = UNAUTHORIZED, body = ErrorBody)))]
         async fn list(_: Admin, State(state): State<AppState>) -> Json<Vec<$view>> {
-            Json(state.broker.$list())
+            Json(state.broker.$list().into_iter().map(<$view>::from).collect())
         }
 
         #[doc = $create_doc]
@@ -128,10 +114,11 @@ macro_rules! named_resource {
             State(state): State<AppState>,
             JsonBody(body): JsonBody<$body>,
         ) -> Result<(StatusCode, Json<$view>), ApiError> {
-            Ok((StatusCode::CREATED, Json(state.broker.$create(body).await?)))
+            let created = state.broker.$create(body.into()).await?;
+            Ok((StatusCode::CREATED, Json(<$view>::from(created))))
         }
 
-        $crate::api::resource::named_resource!(@get_update $versioned, $item, $tag, $view, $get, $update, $get_doc, $update_doc);
+        $crate::api::resource::named_resource!(@get_update $versioned, $item, $tag, $body, $view, $get, $update, $get_doc, $update_doc);
 
         #[doc = $delete_doc]
         #[utoipa::path(delete, path = $item, tag = $tag, security(("admin" = [])),
@@ -147,7 +134,7 @@ macro_rules! named_resource {
             Ok(StatusCode::NO_CONTENT)
         }
     };
-    (@get_update yes, $item:tt, $tag:tt, $view:ident, $get:ident, $update:ident, $get_doc:tt, $update_doc:tt) => {
+    (@get_update yes, $item:tt, $tag:tt, $body:ident, $view:ident, $get:ident, $update:ident, $get_doc:tt, $update_doc:tt) => {
         #[doc = $get_doc]
         #[utoipa::path(get, path = $item, tag = $tag, security(("admin" = [])),
             params(("name" = String, Path, description = "Its name")),
@@ -160,7 +147,7 @@ macro_rules! named_resource {
             Path(name): Path<String>,
         ) -> Result<impl axum::response::IntoResponse, ApiError> {
             use $crate::api::resource::Versioned as _;
-            let view = state.broker.$get(&name)?;
+            let view = <$view>::from(state.broker.$get(&name)?);
             Ok(($crate::api::resource::etag(view.version()), Json(view)))
         }
 
@@ -186,12 +173,12 @@ macro_rules! named_resource {
         ) -> Result<impl axum::response::IntoResponse, ApiError> {
             use $crate::api::resource::Versioned as _;
             let if_match = $crate::api::resource::if_match(&headers)?;
-            let patch = $crate::api::patch::MergePatch(patch);
-            let view = state.broker.$update(&name, &patch, if_match.as_deref()).await?;
+            let patch = $crate::api::patch::MergePatch::<$body>::new(patch);
+            let view = <$view>::from(state.broker.$update(&name, &patch, if_match.as_deref()).await?);
             Ok(($crate::api::resource::etag(view.version()), Json(view)))
         }
     };
-    (@get_update no, $item:tt, $tag:tt, $view:ident, $get:ident, $update:ident, $get_doc:tt, $update_doc:tt) => {
+    (@get_update no, $item:tt, $tag:tt, $body:ident, $view:ident, $get:ident, $update:ident, $get_doc:tt, $update_doc:tt) => {
         #[doc = $get_doc]
         #[utoipa::path(get, path = $item, tag = $tag, security(("admin" = [])),
             params(("name" = String, Path, description = "Its name")),
@@ -202,7 +189,7 @@ macro_rules! named_resource {
             State(state): State<AppState>,
             Path(name): Path<String>,
         ) -> Result<Json<$view>, ApiError> {
-            Ok(Json(state.broker.$get(&name)?))
+            Ok(Json(state.broker.$get(&name)?.into()))
         }
 
         #[doc = $update_doc]
@@ -218,8 +205,8 @@ macro_rules! named_resource {
             Path(name): Path<String>,
             JsonBody(patch): JsonBody<Value>,
         ) -> Result<Json<$view>, ApiError> {
-            let patch = $crate::api::patch::MergePatch(patch);
-            Ok(Json(state.broker.$update(&name, &patch).await?))
+            let patch = $crate::api::patch::MergePatch::<$body>::new(patch);
+            Ok(Json(state.broker.$update(&name, &patch).await?.into()))
         }
     };
 }

@@ -1,6 +1,6 @@
 //! `/api/v1/workspaces`.
 
-use crate::domain::autoscale::Workspace;
+use super::records::Workspace;
 
 super::resource::named_resource! {
     collection: "/workspaces",

@@ -52,8 +52,8 @@ pub enum VmProblem {
     DestroyFailed,
 }
 
-/// An AutoScale config as the API shows it: secrets blanked, with its status.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+/// An AutoScale config with its status (the API shows it as `api::records::AutoScaleConfigView`).
+#[derive(Clone, Debug)]
 pub struct AutoScaleConfigView {
     /// The config (`connection_password` always `null`: it is write-only).
     pub config: AutoScaleConfig,

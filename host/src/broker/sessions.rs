@@ -135,7 +135,7 @@ impl Broker {
                 self.store.release(agent_id, &demand)?;
                 return Err(error.into());
             }
-            inventory.set_usage(agent_id, usage);
+            inventory.set_usage(agent_id, self.usage_now(agent_id, usage));
             inventory.add_session(session.clone());
             session
         };
@@ -262,7 +262,7 @@ impl Broker {
                 .get_mut(&server_id)
                 .expect("checked above");
             entry.server = server;
-            entry.usage = usage;
+            entry.usage = self.usage_now(server_id, usage);
             inventory.add_session(session.clone());
             session
         };
@@ -347,6 +347,15 @@ impl Broker {
             limit,
         );
         (page.into_iter().cloned().collect(), next)
+    }
+
+    /// The usage of `host` to show, read under the inventory lock after a reservation: the
+    /// reservation's own answer (`reserved`) may already be older than what a concurrent
+    /// placement or release on the same host left, and the view must not go back in time.
+    /// Every write of the view's usage reads the store under the lock, so each is as new
+    /// as the last. (On a read error the reservation's answer stands until the next write.)
+    fn usage_now(&self, host: Uuid, reserved: Usage) -> Usage {
+        self.store.usage_of(host).unwrap_or(reserved)
     }
 
     pub fn session(&self, id: Uuid) -> Result<Session, BrokerError> {

@@ -378,6 +378,14 @@ impl Store {
         scan(&self.sessions, "sessions")
     }
 
+    /// What the sessions of `host` reserve now (nothing if it has none).
+    pub fn usage_of(&self, host: Uuid) -> Result<Usage, StoreError> {
+        match self.usage.get(host.as_bytes())? {
+            Some(raw) => decode("usage", &raw),
+            None => Ok(Usage::default()),
+        }
+    }
+
     /// What the sessions of every agent reserve.
     pub fn usage(&self) -> Result<HashMap<Uuid, Usage>, StoreError> {
         let mut all = HashMap::new();

@@ -441,6 +441,10 @@ impl Drop for Server {
             for line in notable.iter().rev().take(200).rev() {
                 eprintln!("{line}");
             }
+            eprintln!("--- its last 40 log lines ---");
+            for line in logs.iter().rev().take(40).rev() {
+                eprintln!("{line}");
+            }
         }
     }
 }

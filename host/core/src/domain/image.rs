@@ -7,21 +7,11 @@ use super::validation::{self, FieldError};
 
 /// A session image.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 // A stored record: tolerant of fields it does not know (request bodies are strict).
 pub struct Image {
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-    )]
     pub name: String,
-    #[cfg_attr(
-        feature = "openapi",
-        schema(exclusive_minimum = 0.0, maximum = 100000.0)
-    )]
     /// Cores a session reserves (fractions allowed).
     pub cores: f64,
-    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     /// Memory a session reserves, bytes.
     pub memory: u64,
     /// GPUs a session reserves.
@@ -32,14 +22,10 @@ pub struct Image {
     pub enabled: bool,
     /// When set, sessions of this image run only on agents of this zone.
     #[serde(default)]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-    )]
     pub zone: Option<String>,
 }
 
-fn enabled() -> bool {
+pub fn enabled() -> bool {
     true
 }
 

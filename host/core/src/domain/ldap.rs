@@ -8,33 +8,21 @@ use super::validation::{self, FieldError};
 /// A directory connection. Used by AutoScale configs to create computer records; `enabled`
 /// is about user authentication only, so a config used only for joining stays disabled.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 // A stored record: tolerant of fields it does not know (request bodies are strict).
 pub struct LdapConfig {
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-    )]
     pub name: String,
     /// Whether users may authenticate against it (joining works either way).
     #[serde(default)]
     pub enabled: bool,
     /// `ldaps://host[:port]`, or `ldap://host[:port]`, always upgraded with StartTLS: the
     /// broker never sends a password over an unencrypted connection.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = r"^ldaps?://[A-Za-z0-9._\[\]:-]+/?$")
-    )]
     pub url: String,
     /// The DN (or `user@REALM`) the broker binds as.
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 1024))]
     pub bind_dn: String,
     /// Write-only.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub bind_password: Option<super::secret::Secret>,
     /// Where user searches start, e.g. `DC=example,DC=com`.
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 1024))]
     pub search_base: String,
     /// PEM certificates of the CA that signed the server's certificate. Default: the system's
     /// trust store.
@@ -49,21 +37,19 @@ pub struct LdapConfig {
         default = "default_connect_timeout",
         deserialize_with = "super::duration::whole_seconds"
     )]
-    #[cfg_attr(feature = "openapi", schema(schema_with = super::duration::seconds_schema))]
     pub connect_timeout: u64,
     /// Seconds for each operation, from 1 to 300 (`"30s"` also reads).
     #[serde(
         default = "default_operation_timeout",
         deserialize_with = "super::duration::whole_seconds"
     )]
-    #[cfg_attr(feature = "openapi", schema(schema_with = super::duration::seconds_schema))]
     pub operation_timeout: u64,
 }
 
-fn default_connect_timeout() -> u64 {
+pub fn default_connect_timeout() -> u64 {
     10
 }
-fn default_operation_timeout() -> u64 {
+pub fn default_operation_timeout() -> u64 {
     30
 }
 

@@ -9,30 +9,19 @@ use crate::domain::validation::{self, FieldError};
 
 /// A VM provider config: which provider plugin, with which settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 // A stored record: tolerant of fields it does not know (request bodies are strict).
 pub struct VmProviderConfig {
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-    )]
     pub name: String,
     /// An installed `vm-provider` plugin, e.g. `aws-ec2`.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-    )]
     pub provider: String,
     /// The provider's settings, by name (see its `describe`). Secret settings are write-only.
     /// Numbers and booleans are taken as their text (`20` is `"20"`).
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, SettingValue>))]
     pub settings: super::ProviderSettings,
     /// Bumped by every write; read-only (a value in a request body is ignored). A `GET` of
     /// the config answers it as its `ETag`: send that in `If-Match` to change only the
     /// version you read.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(read_only))]
     pub version: u64,
     /// Whether the endpoints the settings name may resolve to loopback or private addresses
     /// (on-premises hypervisors, emulators). Link-local addresses (169.254.0.0/16,
@@ -150,39 +139,24 @@ pub enum CredentialType {
 
 /// An AutoScale config: keep a pool's servers sized through a VM provider.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 // A stored record: tolerant of fields it does not know (request bodies are strict).
 pub struct AutoScaleConfig {
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-    )]
     pub name: String,
     #[serde(default = "yes")]
     pub enabled: bool,
     /// The pool its servers join.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-    )]
     pub pool: String,
     /// The deployment zone of its servers.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-    )]
     pub zone: String,
     pub connection_type: ConnectionType,
     /// Default: the connection type's port (RDP 3389).
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
     pub connection_port: Option<u16>,
     pub credential_type: CredentialType,
     #[serde(default)]
     pub connection_username: Option<String>,
     /// Write-only.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub connection_password: Option<crate::domain::secret::Secret>,
     /// Extra connection settings (RemoteApp and the like), passed through.
     #[serde(default)]
@@ -191,29 +165,18 @@ pub struct AutoScaleConfig {
     #[serde(default)]
     pub reusable: bool,
     /// Free session slots to keep available across the config's servers.
-    #[cfg_attr(feature = "openapi", schema(maximum = 100000))]
     pub minimum_available_sessions: u32,
-    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub max_sessions_per_server: u32,
     /// The VM provider config that creates its VMs.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-    )]
     pub vm_provider_config: String,
     pub os: Os,
     /// The startup-script template (see the script generator's documentation).
     pub startup_script: String,
     /// The script-generator plugin. Default `default-generator`.
     #[serde(default = "default_generator")]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-    )]
     pub script_generator: String,
     /// Host names are `{prefix}-{random}`, at most 15 characters in all.
     #[serde(default = "default_prefix")]
-    #[cfg_attr(feature = "openapi", schema(pattern = r"^[a-z][a-z0-9]{0,7}$"))]
     pub server_name_prefix: String,
     /// Seconds a VM may take to check in before it is destroyed and replaced, from 1 to
     /// 86400 (`"10m"` also reads).
@@ -221,7 +184,6 @@ pub struct AutoScaleConfig {
         default = "default_provision_timeout",
         deserialize_with = "duration::whole_seconds"
     )]
-    #[cfg_attr(feature = "openapi", schema(schema_with = duration::seconds_schema))]
     pub provision_timeout: u64,
     /// Seconds a surplus server must stay idle before it is destroyed, at most 86400
     /// (`"5m"` also reads).
@@ -229,7 +191,6 @@ pub struct AutoScaleConfig {
         default = "default_downscale_backoff",
         deserialize_with = "duration::whole_seconds"
     )]
-    #[cfg_attr(feature = "openapi", schema(schema_with = duration::seconds_schema))]
     pub downscale_backoff: u64,
     #[serde(default)]
     pub create_ad_computer_record: bool,
@@ -243,24 +204,23 @@ pub struct AutoScaleConfig {
     /// the config answers it as its `ETag`: send that in `If-Match` to change only the
     /// version you read.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(read_only))]
     pub version: u64,
 }
 
-fn yes() -> bool {
+pub fn yes() -> bool {
     true
 }
 
-pub(crate) fn default_generator() -> String {
+pub fn default_generator() -> String {
     "default-generator".into()
 }
-pub(crate) fn default_prefix() -> String {
+pub fn default_prefix() -> String {
     "zb".into()
 }
-fn default_provision_timeout() -> u64 {
+pub fn default_provision_timeout() -> u64 {
     600
 }
-fn default_downscale_backoff() -> u64 {
+pub fn default_downscale_backoff() -> u64 {
     300
 }
 

@@ -6,13 +6,8 @@ use crate::domain::validation::{self, FieldError};
 
 /// A pool of servers that pool workspaces place sessions on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 // A stored record: tolerant of fields it does not know (request bodies are strict).
 pub struct Pool {
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-    )]
     pub name: String,
     #[serde(rename = "type", default)]
     pub pool_type: PoolType,
