@@ -68,9 +68,8 @@ pub fn merge(target: &mut Value, patch: &Value) {
 /// `current` with `patch` merged in, read back as a `T` as strictly as a request body: a
 /// type error or an unknown field names the field.
 pub fn apply<T: Serialize + DeserializeOwned>(current: &T, patch: &Value) -> Result<T, FieldError> {
-    // The stored record, secrets included: a patch that leaves one out keeps it.
-    let mut value =
-        secret::revealed(|| serde_json::to_value(current)).expect("domain records serialize");
+    // The current record, secrets included: a patch that leaves one out keeps it.
+    let mut value = secret::revealed(|| serde_json::to_value(current)).expect("records serialize");
     merge(&mut value, patch);
     super::json::strict(value)
 }
