@@ -917,8 +917,11 @@ fn agents_and_sessions_are_listed_in_pages_in_a_stable_order() {
         agent(&server, "east", &format!("page-agent-{i}"), 64.0, 100);
     }
     image(&server, "desktop", 0.1, None);
+    // Sessions are ordered by creation time in milliseconds, then by id: two placed in the
+    // same millisecond may list in either order, so each gets its own.
     let sessions: Vec<String> = (0..5)
         .map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(2));
             place(&server, "east", "desktop")["id"]
                 .as_str()
                 .unwrap()

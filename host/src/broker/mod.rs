@@ -7,6 +7,7 @@
 //! before answering. Placement reads a snapshot under the read lock and reserves through the
 //! store's compare-and-swap, so the lock is never held across a strategy call.
 
+mod agent_index;
 mod agents;
 mod autoscale_configs;
 mod images;
@@ -26,6 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
+use agent_index::AgentIndex;
 pub use agents::{AgentState, CheckedIn};
 pub use autoscale_configs::{AutoScaleConfigView, ConfigStatus, UnmanagedVm, VmProblem};
 pub use plugins::{ActivationView, PluginView, UploadError, UploadView, UsedBy, VersionView};
@@ -127,8 +129,8 @@ impl BrokerError {
 struct Inventory {
     zones: BTreeMap<String, Zone>,
     images: BTreeMap<String, Image>,
-    agents: BTreeMap<Uuid, AgentState>,
-    agent_by_hostname: HashMap<String, Uuid>,
+    /// By zone, id and host name.
+    agents: AgentIndex,
     sessions: HashMap<Uuid, Session>,
     /// Uploaded plugins (built-ins live only in the registry).
     plugins: BTreeMap<String, PluginRecord>,
@@ -143,6 +145,8 @@ struct Inventory {
     servers: BTreeMap<Uuid, ServerEntry>,
     /// The servers of each AutoScale config (the reconcile loop asks per config).
     servers_by_config: HashMap<String, BTreeSet<Uuid>>,
+    /// The servers of each pool by zone (placement on a pool reads one zone's).
+    servers_by_pool: HashMap<String, BTreeMap<String, BTreeSet<Uuid>>>,
     workspaces: BTreeMap<String, Workspace>,
     ldap_configs: BTreeMap<String, LdapConfig>,
     /// Servers whose bootstrap is under way (one at a time per server: a token is answered
@@ -185,13 +189,8 @@ impl Broker {
         }
         let usage = store.usage()?;
         for agent in store.agents()? {
-            inventory
-                .agent_by_hostname
-                .insert(agent.hostname.clone(), agent.id);
             let usage = usage.get(&agent.id).copied().unwrap_or_default();
-            inventory
-                .agents
-                .insert(agent.id, AgentState { agent, usage });
+            inventory.agents.insert(AgentState { agent, usage });
         }
         for session in store.sessions()? {
             inventory.add_session(session);
@@ -389,9 +388,7 @@ impl Inventory {
     }
 
     fn set_usage(&mut self, agent: Uuid, usage: Usage) {
-        if let Some(state) = self.agents.get_mut(&agent) {
-            state.usage = usage;
-        }
+        self.agents.update(&agent, |state| state.usage = usage);
     }
 }
 

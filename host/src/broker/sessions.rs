@@ -4,9 +4,10 @@ use std::time::Instant;
 
 use uuid::Uuid;
 
-use super::{Broker, BrokerError, now_ms, run_blocking};
+use super::{Broker, BrokerError, Inventory, now_ms, run_blocking};
 use crate::domain::autoscale::{CredentialType, RdpClient, Workspace, WorkspaceType};
 use crate::domain::capacity::{Capacity, Demand, Usage};
+use crate::domain::image::Image;
 use crate::domain::page::page;
 use crate::domain::ranking::{CandidateColumns, PlacementRequest, Ranking};
 use crate::domain::session::{HostKind, RdpFile};
@@ -14,8 +15,8 @@ use crate::domain::session::{Session, SessionHost, SessionOf, SessionPosition, S
 use crate::domain::zone::RequestOrigin;
 use crate::domain::zone::{Zone, host_port};
 use crate::placement::{
-    self, AgentSnapshot, Candidate, Candidates, Ranker, Reserver, SERVER_SESSION, Scope,
-    ServerSnapshot, StrategyFault,
+    self, AgentSlot, Candidate, CandidateSource, Elsewhere, Ranker, Reserver, SERVER_SESSION,
+    Scope, ServerSnapshot, StrategyFault,
 };
 use crate::plugins::{Registry, StrategyCallError};
 use crate::store::{Store, StoreError};
@@ -24,6 +25,12 @@ impl Broker {
     /// Place a session of `request.image` (or `request.workspace`) for `request.user`, who
     /// came in through a listener of `user_zone` at `origin`. Answers once the session is on
     /// disk.
+    ///
+    /// Cost: a scan of the user's zone's agent slots (O(agents in that zone), none of any
+    /// other zone's), one strategy call over the candidates with room, one compare-and-swap
+    /// per candidate tried, one session write, and a wait for a flush shared with every
+    /// write that arrived meanwhile (group commit). The other zones' slots are read only
+    /// when the user's zone could not take the session and may search elsewhere.
     pub async fn request_session(
         &self,
         user_zone: &str,
@@ -58,7 +65,8 @@ impl Broker {
             (None, None) => unreachable!("validated"),
         };
         let started = Instant::now();
-        let (zone, image, candidates) = {
+        let now = now_ms();
+        let (zone, image, same_zone) = {
             let inventory = self.read();
             let image = inventory
                 .images
@@ -70,23 +78,39 @@ impl Broker {
                     key: image_name.clone(),
                 })?;
             let zone = inventory.zone_or_not_found(user_zone)?;
-            let user_sessions = inventory.user_sessions.get(&request.user);
-            let agents = inventory.agents.values().map(|state| AgentSnapshot {
-                agent: &state.agent,
-                usage: state.usage,
-                user_sessions: user_sessions
-                    .and_then(|per_agent| per_agent.get(&state.agent.id))
-                    .copied()
-                    .unwrap_or(0),
-            });
-            let candidates =
-                placement::candidates(agents, user_zone, &image, now_ms(), self.agent_timeout_ms());
-            (zone, image, candidates)
+            let (here, _) = placement::image_zones(&image, user_zone);
+            let same_zone = if here {
+                inventory.agent_candidates(
+                    inventory.agents.slots_in(user_zone),
+                    &image,
+                    &request.user,
+                    now,
+                    self.agent_timeout_ms(),
+                )
+            } else {
+                Vec::new()
+            };
+            (zone, image, same_zone)
+        };
+        // The other zones are read only if the user's cannot take the session.
+        let other_zones = || {
+            let inventory = self.read();
+            let agents: Box<dyn Iterator<Item = &AgentSlot>> =
+                match placement::image_zones(&image, user_zone).1 {
+                    Elsewhere::Nowhere => return Vec::new(),
+                    Elsewhere::Only(zone) => Box::new(inventory.agents.slots_in(zone).iter()),
+                    Elsewhere::AnyZone => Box::new(inventory.agents.slots_outside(user_zone)),
+                };
+            inventory.agent_candidates(agents, &image, &request.user, now, self.agent_timeout_ms())
+        };
+        let mut candidates = LazyCandidates {
+            same_zone: Some(same_zone),
+            other_zones,
         };
 
         let demand = image.demand();
         let Some((agent_id, scope, usage)) =
-            self.rank_and_reserve(user_zone, &zone, &demand, &request.user, candidates)?
+            self.rank_and_reserve(user_zone, &zone, &demand, &request.user, &mut candidates)?
         else {
             return Err(BrokerError::NoCapacity {
                 what: format!("a session of `{}`", image.name),
@@ -166,23 +190,21 @@ impl Broker {
     ) -> Result<Session, BrokerError> {
         let pool = workspace.pool.clone().unwrap_or_default();
         let demand = SERVER_SESSION;
-        let (zone, candidates) = {
+        let (zone, same_zone) = {
             let inventory = self.read();
             let zone = inventory.zone_or_not_found(user_zone)?;
-            let user_sessions = inventory.user_sessions.get(user);
-            let servers = inventory.servers.values().map(|entry| ServerSnapshot {
-                server: &entry.server,
-                usage: entry.usage,
-                user_sessions: user_sessions
-                    .and_then(|per_host| per_host.get(&entry.server.id))
-                    .copied()
-                    .unwrap_or(0),
-            });
-            let candidates = placement::server_candidates(servers, &pool, user_zone);
-            (zone, candidates)
+            let same_zone = inventory.server_candidates(&pool, Some(user_zone), None, user);
+            (zone, same_zone)
+        };
+        let mut candidates = LazyCandidates {
+            same_zone: Some(same_zone),
+            other_zones: || {
+                self.read()
+                    .server_candidates(&pool, None, Some(user_zone), user)
+            },
         };
         let Some((server_id, scope, usage)) =
-            self.rank_and_reserve(user_zone, &zone, &demand, user, candidates)?
+            self.rank_and_reserve(user_zone, &zone, &demand, user, &mut candidates)?
         else {
             // Demand the pool cannot meet: let the reconcile loop look now.
             self.demand_changed_in_pool(&pool);
@@ -289,7 +311,7 @@ impl Broker {
         zone: &Zone,
         demand: &Demand,
         user: &str,
-        candidates: Candidates,
+        candidates: &mut impl CandidateSource,
     ) -> Result<Option<(Uuid, Scope, Usage)>, BrokerError> {
         let user_key = self.store.user_key(user);
         let mut ranker = RegistryRanker(&self.registry);
@@ -467,6 +489,75 @@ impl Reserver for StoreReserver<'_> {
                 Ok(true)
             }
             None => Ok(false),
+        }
+    }
+}
+
+/// Rule 1's candidates for [`placement::place`]: the user's zone's, gathered before, and
+/// the other zones', read from the inventory only when asked.
+struct LazyCandidates<O> {
+    same_zone: Option<Vec<Candidate>>,
+    other_zones: O,
+}
+
+impl<O: FnMut() -> Vec<Candidate>> CandidateSource for LazyCandidates<O> {
+    fn same_zone(&mut self) -> Vec<Candidate> {
+        self.same_zone.take().unwrap_or_default()
+    }
+    fn other_zones(&mut self) -> Vec<Candidate> {
+        (self.other_zones)()
+    }
+}
+
+impl Inventory {
+    /// Rule 1 over `agents` (one zone's slots, or the zones searched) for a session of
+    /// `image` for `user`: O(agents given), plus a binary search per host the user already
+    /// has sessions on.
+    fn agent_candidates<'a>(
+        &self,
+        agents: impl IntoIterator<Item = &'a AgentSlot>,
+        image: &Image,
+        user: &str,
+        now: u64,
+        agent_timeout_ms: u64,
+    ) -> Vec<Candidate> {
+        let mut found = placement::candidates(agents, &image.demand(), now, agent_timeout_ms);
+        self.count_user_sessions(user, &mut found);
+        found
+    }
+
+    /// Pool rule 1 over the servers of `pool` in zone `only` (or in every zone but
+    /// `except`), from the pool's zone index: O(servers of the pool in those zones).
+    fn server_candidates(
+        &self,
+        pool: &str,
+        only: Option<&str>,
+        except: Option<&str>,
+        user: &str,
+    ) -> Vec<Candidate> {
+        let servers = self
+            .pool_servers(pool, only, except)
+            .filter_map(|id| self.servers.get(id))
+            .map(|entry| ServerSnapshot {
+                server: &entry.server,
+                usage: entry.usage,
+                user_sessions: 0,
+            });
+        let mut found = placement::server_candidates(servers, pool);
+        self.count_user_sessions(user, &mut found);
+        found
+    }
+
+    /// Set each candidate's count of `user`'s sessions on it: one binary search per host
+    /// the user has sessions on (usually none or a few), not a lookup per candidate.
+    fn count_user_sessions(&self, user: &str, candidates: &mut [Candidate]) {
+        let Some(per_host) = self.user_sessions.get(user) else {
+            return;
+        };
+        for (host, &count) in per_host {
+            if let Ok(i) = candidates.binary_search_by_key(host, |c| c.agent) {
+                candidates[i].user_sessions = count;
+            }
         }
     }
 }

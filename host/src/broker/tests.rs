@@ -219,3 +219,89 @@ async fn a_refused_upload_leaves_no_compiled_artifact() {
     }
     assert!(broker.plugin("refused").is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_zone_index_follows_every_change_to_an_agent_and_placement_reads_only_it() {
+    use crate::domain::agent::AgentPatch;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    let check = |broker: &Broker| broker.read().agents.check();
+    let image = Image {
+        name: "desktop".into(),
+        cores: 1.0,
+        memory: 1 << 30,
+        gpus: 0,
+        enabled: true,
+        zone: None,
+    };
+    broker.create_image(image).await.unwrap();
+    let mut ids = Vec::new();
+    for (i, zone) in ["east", "west", "east", "west"].into_iter().enumerate() {
+        let checked = broker
+            .check_in(zone, checkin(&format!("agent-{i}"), 8.0), None)
+            .await
+            .unwrap();
+        ids.push((checked.state.agent.id, checked.credential.unwrap()));
+        check(&broker);
+    }
+    assert_eq!(broker.read().agents.count_in("east"), 2);
+
+    // A west agent moves to east (its next check-in comes through an east listener).
+    let (moved, credential) = &ids[1];
+    broker
+        .check_in("east", checkin("agent-1", 8.0), Some(credential.expose()))
+        .await
+        .unwrap();
+    check(&broker);
+    assert_eq!(broker.read().agents.count_in("east"), 3);
+    assert_eq!(broker.read().agents.count_in("west"), 1);
+
+    // Disabled agents leave the candidates; usage follows placements and releases.
+    let patch = AgentPatch {
+        enabled: Some(false),
+        ..Default::default()
+    };
+    broker.patch_agent(ids[0].0, patch).await.unwrap();
+    check(&broker);
+    let request = || SessionRequest {
+        image: Some("desktop".into()),
+        workspace: None,
+        user: "ada".into(),
+    };
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        let session = broker
+            .request_session("east", &origin(), request())
+            .await
+            .unwrap();
+        assert_ne!(session.agent, ids[0].0, "a disabled agent is no candidate");
+        assert_eq!(session.zone, "east");
+        check(&broker);
+        sessions.push(session);
+    }
+    assert!(sessions.iter().any(|s| s.agent == *moved));
+    let slot_sessions: u32 = broker
+        .read()
+        .agents
+        .slots_in("east")
+        .iter()
+        .map(|s| s.usage.sessions)
+        .sum();
+    assert_eq!(slot_sessions, 4, "the slots carry the reservations");
+    for session in sessions {
+        broker.delete_session(session.id).await.unwrap();
+        check(&broker);
+    }
+    broker.reset_agent_credential(ids[2].0).await.unwrap();
+    broker.delete_agent(ids[3].0).await.unwrap();
+    check(&broker);
+    assert_eq!(broker.read().agents.count_in("west"), 0);
+    let (page, next) = broker.agents(None, Some(2));
+    assert_eq!(page.len(), 2);
+    let (rest, last) = broker.agents(next, Some(2));
+    assert_eq!((rest.len(), last), (1, None));
+    assert!(
+        page[1].agent.id < rest[0].agent.id,
+        "pages follow in id order"
+    );
+}

@@ -73,11 +73,7 @@ impl Broker {
                     "zone `{name}` is managed by a listener of this server"
                 ));
             }
-            let agents = inventory
-                .agents
-                .values()
-                .filter(|a| a.agent.zone == name)
-                .count();
+            let agents = inventory.agents.count_in(name);
             if agents > 0 {
                 return refuse(format!("zone `{name}` has {agents} agent(s)"));
             }

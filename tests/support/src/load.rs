@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 /// What a load run measured.
 pub struct Run {
+    /// Requests (placements, for [`run`]) answered as expected.
     pub placements: usize,
     pub seconds: f64,
     pub latencies_us: Vec<u64>,
@@ -19,6 +20,9 @@ impl Run {
     }
     /// The latency (milliseconds) at quantile `p` (0 to 1).
     pub fn percentile(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
         let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
         self.latencies_us[i] as f64 / 1000.0
     }
@@ -61,6 +65,71 @@ pub async fn run(
                         "DELETE /api/v1/sessions/{id} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {admin_token}\r\n\r\n"
                     );
                     if connection.exchange(delete.as_bytes()).await.0 != 204 {
+                        errors += 1;
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut run = Run {
+        placements: 0,
+        seconds: 0.0,
+        latencies_us: Vec::new(),
+        errors: 0,
+    };
+    for task in tasks {
+        let (latencies, errors) = task.await.unwrap();
+        run.placements += latencies.len();
+        run.latencies_us.extend(latencies);
+        run.errors += errors;
+    }
+    run.seconds = start.elapsed().as_secs_f64();
+    run.latencies_us.sort_unstable();
+    run
+}
+
+/// Send `requests` (complete HTTP/1.1 requests, each with the address to send it to) round
+/// after round for `seconds`, over `workers` tasks that each keep one connection per address,
+/// paced to `rate` per second in all (`f64::INFINITY`: as fast as the server answers). A
+/// 2xx answer counts and is timed; anything else is an error. A worker that falls behind its
+/// pace sends at once until it has caught up, so a rate the server cannot sustain shows as
+/// a lower measured rate.
+pub async fn paced(
+    requests: Vec<(String, Vec<u8>)>,
+    rate: f64,
+    seconds: f64,
+    workers: usize,
+) -> Run {
+    let requests = std::sync::Arc::new(requests);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(seconds);
+    let interval = Duration::from_secs_f64(workers as f64 / rate);
+    let tasks: Vec<_> = (0..workers)
+        .map(|worker| {
+            let requests = requests.clone();
+            tokio::spawn(async move {
+                let mut connections: std::collections::HashMap<String, Connection> =
+                    Default::default();
+                let (mut latencies, mut errors) = (Vec::new(), 0);
+                let mut next = start;
+                let mut index = worker;
+                while Instant::now() < deadline && !requests.is_empty() {
+                    if rate.is_finite() {
+                        tokio::time::sleep_until(next.into()).await;
+                        next += interval;
+                    }
+                    let (addr, request) = &requests[index % requests.len()];
+                    index += workers;
+                    if !connections.contains_key(addr) {
+                        connections.insert(addr.clone(), Connection::open(addr).await);
+                    }
+                    let connection = connections.get_mut(addr).expect("opened above");
+                    let sent = Instant::now();
+                    let (status, _) = connection.exchange(request).await;
+                    if (200..300).contains(&status) {
+                        latencies.push(sent.elapsed().as_micros() as u64);
+                    } else {
                         errors += 1;
                     }
                 }

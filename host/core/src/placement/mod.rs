@@ -46,57 +46,107 @@ pub struct Candidate {
     pub user_sessions: u32,
 }
 
-/// The candidates of one request, split by zone and sorted by agent id.
+/// Gathers rule 1's candidates for rules 2 and 3, one search at a time: the other zones'
+/// are asked for only when the user's zone could not take the session and its zone allows
+/// searching elsewhere, so a placement that stays in its zone never looks at another.
+/// Each answer is sorted by host id.
+pub trait CandidateSource {
+    fn same_zone(&mut self) -> Vec<Candidate>;
+    fn other_zones(&mut self) -> Vec<Candidate>;
+}
+
+/// The candidates of one request gathered up front, split by zone and sorted by agent id.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Candidates {
     pub same_zone: Vec<Candidate>,
     pub other_zones: Vec<Candidate>,
 }
 
-/// One agent as known when a request arrives.
-pub struct AgentSnapshot<'a> {
-    pub agent: &'a Agent,
-    pub usage: Usage,
-    pub user_sessions: u32,
+impl CandidateSource for Candidates {
+    fn same_zone(&mut self) -> Vec<Candidate> {
+        std::mem::take(&mut self.same_zone)
+    }
+    fn other_zones(&mut self) -> Vec<Candidate> {
+        std::mem::take(&mut self.other_zones)
+    }
 }
 
-/// Rule 1: the agents that could take a session of `image` for a user in `user_zone`.
+/// The zones rule 1 may take a session of an image from, beyond the user's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Elsewhere<'a> {
+    /// The image is restricted to the user's zone.
+    Nowhere,
+    /// The image is restricted to this other zone.
+    Only(&'a str),
+    /// Any zone.
+    AnyZone,
+}
+
+/// Where a session of `image` requested in `user_zone` may run: whether in the user's zone,
+/// and where else (so the broker reads only those zones' agents).
+pub fn image_zones<'a>(image: &'a Image, user_zone: &str) -> (bool, Elsewhere<'a>) {
+    match image.zone.as_deref() {
+        None => (true, Elsewhere::AnyZone),
+        Some(zone) if zone == user_zone => (true, Elsewhere::Nowhere),
+        Some(zone) => (false, Elsewhere::Only(zone)),
+    }
+}
+
+/// What rule 1 needs of one agent, derived from its record and usage whenever either
+/// changes. Small and `Copy`, so that a zone's agents scan as one contiguous array: the
+/// per-request work is this scan, not a walk over the agents' records.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AgentSlot {
+    pub id: Uuid,
+    pub enabled: bool,
+    pub last_heartbeat_ms: u64,
+    /// Reported totals, replaced by the operator's overrides.
+    pub capacity: Capacity,
+    pub usage: Usage,
+    pub cpu_load: f32,
+    pub memory_load: f32,
+}
+
+impl AgentSlot {
+    pub fn new(agent: &Agent, usage: Usage) -> AgentSlot {
+        AgentSlot {
+            id: agent.id,
+            enabled: agent.enabled,
+            last_heartbeat_ms: agent.last_heartbeat_ms,
+            capacity: agent.capacity(),
+            usage,
+            cpu_load: agent.cpu_load,
+            memory_load: agent.memory_load,
+        }
+    }
+}
+
+/// Rule 1 over `agents` (the agents of the zones being searched, see [`image_zones`]): the
+/// enabled ones with a fresh heartbeat and room for `demand`, sorted by id, each with no
+/// sessions of the user counted yet. O(agents given): one pass over compact slots, one
+/// allocation, and no sort when they come in id order (as each zone's do).
 pub fn candidates<'a>(
-    agents: impl IntoIterator<Item = AgentSnapshot<'a>>,
-    user_zone: &str,
-    image: &Image,
+    agents: impl IntoIterator<Item = &'a AgentSlot>,
+    demand: &Demand,
     now_ms: u64,
     agent_timeout_ms: u64,
-) -> Candidates {
-    let demand = image.demand();
-    let found = agents.into_iter().filter_map(
-        |AgentSnapshot {
-             agent,
-             usage,
-             user_sessions,
-         }| {
-            if !agent.enabled || !agent.is_fresh(now_ms, agent_timeout_ms) {
-                return None;
-            }
-            if image.zone.as_deref().is_some_and(|zone| zone != agent.zone) {
-                return None;
-            }
-            let capacity = agent.capacity();
-            if !usage.has_room(&capacity, &demand) {
-                return None;
-            }
-            let candidate = Candidate {
-                agent: agent.id,
-                capacity,
-                usage,
-                cpu_load: agent.cpu_load,
-                memory_load: agent.memory_load,
-                user_sessions,
-            };
-            Some((agent.zone.as_str(), candidate))
-        },
-    );
-    by_zone(found, user_zone)
+) -> Vec<Candidate> {
+    let agents = agents.into_iter();
+    let mut found = Vec::with_capacity(agents.size_hint().1.unwrap_or(0));
+    found.extend(agents.filter_map(|slot| {
+        let fresh = now_ms.saturating_sub(slot.last_heartbeat_ms) <= agent_timeout_ms;
+        (slot.enabled && fresh && slot.usage.has_room(&slot.capacity, demand)).then_some(
+            Candidate {
+                agent: slot.id,
+                capacity: slot.capacity,
+                usage: slot.usage,
+                cpu_load: slot.cpu_load,
+                memory_load: slot.memory_load,
+                user_sessions: 0,
+            },
+        )
+    }));
+    sorted_by_id(found)
 }
 
 /// What one session takes of a pool server: a slot. (Counted as a core and a GiB as well,
@@ -125,14 +175,14 @@ pub struct ServerSnapshot<'a> {
     pub user_sessions: u32,
 }
 
-/// Rule 1 for a session of a pool workspace: the servers of `pool` that take sessions
-/// (running, not spent), have an address and a free slot, for a user in `user_zone`.
-/// Servers report no load: strategies see their slots.
+/// Rule 1 for a session of a pool workspace, over `servers` (those of the zones being
+/// searched): the servers of `pool` that take sessions (running, not spent), have an
+/// address and a free slot, sorted by id. Servers report no load: strategies see their
+/// slots. O(servers given).
 pub fn server_candidates<'a>(
     servers: impl IntoIterator<Item = ServerSnapshot<'a>>,
     pool: &str,
-    user_zone: &str,
-) -> Candidates {
+) -> Vec<Candidate> {
     let found = servers.into_iter().filter_map(
         |ServerSnapshot {
              server,
@@ -147,38 +197,26 @@ pub fn server_candidates<'a>(
             {
                 return None;
             }
-            let candidate = Candidate {
+            Some(Candidate {
                 agent: server.id,
                 capacity,
                 usage,
                 cpu_load: 0.0,
                 memory_load: 0.0,
                 user_sessions,
-            };
-            Some((server.zone.as_str(), candidate))
+            })
         },
     );
-    by_zone(found, user_zone)
+    sorted_by_id(found.collect())
 }
 
-/// Candidates split into `user_zone`'s and the other zones', each group sorted by id.
-fn by_zone<'a>(found: impl Iterator<Item = (&'a str, Candidate)>, user_zone: &str) -> Candidates {
-    let mut candidates = Candidates::default();
-    for (zone, candidate) in found {
-        if zone == user_zone {
-            candidates.same_zone.push(candidate);
-        } else {
-            candidates.other_zones.push(candidate);
-        }
+/// `group` in id order. Hosts usually arrive in id order already (the broker keeps each
+/// zone's in a B-tree); checking is linear, sorting is not.
+fn sorted_by_id(mut group: Vec<Candidate>) -> Vec<Candidate> {
+    if !group.is_sorted_by_key(|c| c.agent) {
+        group.sort_unstable_by_key(|c| c.agent);
     }
-    // Hosts usually arrive in id order already (the broker keeps them in BTreeMaps);
-    // checking is linear, sorting is not.
-    for group in [&mut candidates.same_zone, &mut candidates.other_zones] {
-        if !group.is_sorted_by_key(|c| c.agent) {
-            group.sort_by_key(|c| c.agent);
-        }
-    }
-    candidates
+    group
 }
 
 /// Why a strategy produced no usable ranking.
@@ -231,12 +269,14 @@ pub struct Report {
     pub faults: Vec<StrategyFault>,
 }
 
-/// Rules 2 to 4: rank and reserve.
+/// Rules 2 to 4: rank and reserve. Costs one strategy call over the user's zone's
+/// candidates, one reservation attempt per candidate tried, and, only when none of them
+/// could be reserved and the zone allows it, the same again over the other zones'.
 pub fn place<R: Ranker, V: Reserver>(
     zone: &Zone,
     demand: &Demand,
     user_key: u64,
-    candidates: Candidates,
+    candidates: &mut impl CandidateSource,
     ranker: &mut R,
     reserver: &mut V,
 ) -> Result<Report, V::Error> {
@@ -244,11 +284,12 @@ pub fn place<R: Ranker, V: Reserver>(
         placed: None,
         faults: Vec::new(),
     };
-    let mut groups = vec![(Scope::SameZone, candidates.same_zone)];
-    if zone.search_alternate_zones {
-        groups.push((Scope::AlternateZone, candidates.other_zones));
-    }
-    for (scope, group) in groups {
+    for scope in [Scope::SameZone, Scope::AlternateZone] {
+        let group = match scope {
+            Scope::SameZone => candidates.same_zone(),
+            Scope::AlternateZone if zone.search_alternate_zones => candidates.other_zones(),
+            Scope::AlternateZone => break,
+        };
         if group.is_empty() {
             continue;
         }

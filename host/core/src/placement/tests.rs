@@ -38,14 +38,11 @@ fn image(zone: Option<&str>) -> Image {
     }
 }
 
-fn snapshot(agents: &[(Agent, Usage)]) -> Vec<AgentSnapshot<'_>> {
+/// Each agent's zone and slot.
+fn snapshot(agents: &[(Agent, Usage)]) -> Vec<(&str, AgentSlot)> {
     agents
         .iter()
-        .map(|(agent, usage)| AgentSnapshot {
-            agent,
-            usage: *usage,
-            user_sessions: 0,
-        })
+        .map(|(agent, usage)| (agent.zone.as_str(), AgentSlot::new(agent, *usage)))
         .collect()
 }
 
@@ -138,6 +135,51 @@ fn zone(name: &str) -> Zone {
     Zone::with_defaults(name)
 }
 
+/// Rule 1 over every agent, split as the broker's zone index splits it.
+fn candidates(
+    agents: Vec<(&str, AgentSlot)>,
+    user_zone: &str,
+    image: &Image,
+    now_ms: u64,
+    timeout_ms: u64,
+) -> Candidates {
+    let (same, elsewhere) = image_zones(image, user_zone);
+    let (mut in_zone, mut outside): (Vec<_>, Vec<_>) =
+        agents.into_iter().partition(|(zone, _)| *zone == user_zone);
+    if !same {
+        in_zone.clear();
+    }
+    match elsewhere {
+        Elsewhere::Nowhere => outside.clear(),
+        Elsewhere::Only(only) => outside.retain(|(zone, _)| *zone == only),
+        Elsewhere::AnyZone => {}
+    }
+    let demand = image.demand();
+    let of = |group: Vec<(&str, AgentSlot)>| {
+        let slots: Vec<AgentSlot> = group.into_iter().map(|(_, slot)| slot).collect();
+        super::candidates(&slots, &demand, now_ms, timeout_ms)
+    };
+    Candidates {
+        same_zone: of(in_zone),
+        other_zones: of(outside),
+    }
+}
+
+/// Pool rule 1 over every server, split by zone.
+fn server_candidates<'a>(
+    servers: impl IntoIterator<Item = ServerSnapshot<'a>>,
+    pool: &str,
+    user_zone: &str,
+) -> Candidates {
+    let (in_zone, outside): (Vec<_>, Vec<_>) = servers
+        .into_iter()
+        .partition(|s| s.server.zone == user_zone);
+    Candidates {
+        same_zone: super::server_candidates(in_zone, pool),
+        other_zones: super::server_candidates(outside, pool),
+    }
+}
+
 #[test]
 fn candidates_need_enabled_fresh_agents_with_room() {
     let mut disabled = agent(1, "east", 8.0, 10);
@@ -225,13 +267,13 @@ fn two_zones() -> Vec<(Agent, Usage)> {
 #[test]
 fn the_users_zone_wins_even_when_another_is_emptier() {
     let agents = two_zones();
-    let found = candidates(snapshot(&agents), "east", &image(None), NOW, TIMEOUT);
+    let mut found = candidates(snapshot(&agents), "east", &image(None), NOW, TIMEOUT);
     let (mut ranker, mut reserver) = (FakeRanker::fewest_sessions(), FakeReserver::default());
     let report = place(
         &zone("east"),
         &image(None).demand(),
         7,
-        found,
+        &mut found,
         &mut ranker,
         &mut reserver,
     )
@@ -245,7 +287,7 @@ fn the_users_zone_wins_even_when_another_is_emptier() {
 fn alternate_zones_are_searched_only_when_the_users_zone_cannot_take_it() {
     let agents = two_zones();
     // Both east agents lose their last room to concurrent requests.
-    let found = candidates(snapshot(&agents), "east", &image(None), NOW, TIMEOUT);
+    let mut found = candidates(snapshot(&agents), "east", &image(None), NOW, TIMEOUT);
     let mut reserver = FakeReserver {
         taken: [id(1), id(2)].into(),
         ..Default::default()
@@ -255,7 +297,7 @@ fn alternate_zones_are_searched_only_when_the_users_zone_cannot_take_it() {
         &zone("east"),
         &image(None).demand(),
         7,
-        found.clone(),
+        &mut found.clone(),
         &mut ranker,
         &mut reserver,
     )
@@ -279,7 +321,7 @@ fn alternate_zones_are_searched_only_when_the_users_zone_cannot_take_it() {
         &closed,
         &image(None).demand(),
         7,
-        found,
+        &mut found,
         &mut FakeRanker::fewest_sessions(),
         &mut reserver,
     )
@@ -294,13 +336,13 @@ fn a_failing_strategy_falls_back_to_least_load_and_is_reported() {
         (agent(1, "east", 8.0, 4), used(1, 6)), // load 0.75
         (agent(2, "east", 8.0, 4), used(3, 2)), // load 0.25
     ];
-    let found = candidates(snapshot(&agents), "east", &image(None), NOW, TIMEOUT);
+    let mut found = candidates(snapshot(&agents), "east", &image(None), NOW, TIMEOUT);
     let mut reserver = FakeReserver::default();
     let report = place(
         &zone("east"),
         &image(None).demand(),
         7,
-        found,
+        &mut found,
         &mut FakeRanker::failing(),
         &mut reserver,
     )
@@ -318,7 +360,7 @@ fn a_failing_strategy_falls_back_to_least_load_and_is_reported() {
 #[test]
 fn candidates_a_strategy_leaves_out_are_never_tried() {
     let agents = two_zones();
-    let found = candidates(snapshot(&agents), "east", &image(None), NOW, TIMEOUT);
+    let mut found = candidates(snapshot(&agents), "east", &image(None), NOW, TIMEOUT);
     let zone = Zone {
         search_alternate_zones: false,
         ..zone("east")
@@ -335,7 +377,7 @@ fn candidates_a_strategy_leaves_out_are_never_tried() {
         &zone,
         &image(None).demand(),
         7,
-        found,
+        &mut found,
         &mut ranker,
         &mut reserver,
     )
@@ -351,7 +393,7 @@ fn nothing_to_rank_means_no_strategy_call() {
         &zone("east"),
         &image(None).demand(),
         7,
-        Candidates::default(),
+        &mut Candidates::default(),
         &mut ranker,
         &mut FakeReserver::default(),
     )
@@ -370,12 +412,12 @@ fn reservations_never_overcommit_across_many_requests() {
     let mut placed = 0;
     for _ in 0..20 {
         // Candidates come from a stale snapshot (usage zero): the reserver must still refuse.
-        let found = candidates(snapshot(&agents), "east", &image(None), NOW, TIMEOUT);
+        let mut found = candidates(snapshot(&agents), "east", &image(None), NOW, TIMEOUT);
         let report = place(
             &zone("east"),
             &image(None).demand(),
             7,
-            found,
+            &mut found,
             &mut FakeRanker::fewest_sessions(),
             &mut reserver,
         )
@@ -474,4 +516,100 @@ fn a_pool_server_slot_is_a_core_and_a_gib() {
     );
     assert!(slots(2).has_room(&server_capacity(3), &SERVER_SESSION));
     assert!(!slots(3).has_room(&server_capacity(3), &SERVER_SESSION));
+}
+
+/// Counts how often the other zones' candidates are asked for.
+struct CountingSource {
+    candidates: Candidates,
+    asked_elsewhere: u32,
+}
+
+impl CandidateSource for CountingSource {
+    fn same_zone(&mut self) -> Vec<Candidate> {
+        self.candidates.same_zone()
+    }
+    fn other_zones(&mut self) -> Vec<Candidate> {
+        self.asked_elsewhere += 1;
+        self.candidates.other_zones()
+    }
+}
+
+#[test]
+fn other_zones_are_gathered_only_when_the_users_zone_cannot_take_the_session() {
+    let agents = two_zones();
+    let gather = || CountingSource {
+        candidates: candidates(snapshot(&agents), "east", &image(None), NOW, TIMEOUT),
+        asked_elsewhere: 0,
+    };
+    let mut source = gather();
+    let report = place(
+        &zone("east"),
+        &image(None).demand(),
+        7,
+        &mut source,
+        &mut FakeRanker::fewest_sessions(),
+        &mut FakeReserver::default(),
+    )
+    .unwrap();
+    assert_eq!(report.placed, Some((id(2), Scope::SameZone)));
+    assert_eq!(
+        source.asked_elsewhere, 0,
+        "east had room: west is never read"
+    );
+
+    let mut source = gather();
+    let mut reserver = FakeReserver {
+        taken: [id(1), id(2)].into(),
+        ..Default::default()
+    };
+    let closed = Zone {
+        search_alternate_zones: false,
+        ..zone("east")
+    };
+    let closed_report = place(
+        &closed,
+        &image(None).demand(),
+        7,
+        &mut source,
+        &mut FakeRanker::fewest_sessions(),
+        &mut reserver,
+    )
+    .unwrap();
+    assert_eq!(closed_report.placed, None);
+    assert_eq!(
+        source.asked_elsewhere, 0,
+        "a closed zone never reads the others"
+    );
+
+    let mut source = gather();
+    let report = place(
+        &zone("east"),
+        &image(None).demand(),
+        7,
+        &mut source,
+        &mut FakeRanker::fewest_sessions(),
+        &mut FakeReserver {
+            taken: [id(1), id(2)].into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(report.placed, Some((id(3), Scope::AlternateZone)));
+    assert_eq!(source.asked_elsewhere, 1);
+}
+
+#[test]
+fn an_images_zone_decides_which_zones_are_read() {
+    assert_eq!(
+        image_zones(&image(None), "east"),
+        (true, Elsewhere::AnyZone)
+    );
+    assert_eq!(
+        image_zones(&image(Some("east")), "east"),
+        (true, Elsewhere::Nowhere)
+    );
+    assert_eq!(
+        image_zones(&image(Some("west")), "east"),
+        (false, Elsewhere::Only("west"))
+    );
 }
