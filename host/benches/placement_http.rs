@@ -215,12 +215,10 @@ async fn measure(
     let agents = checkins.len();
     load::run(addr, ADMIN, "desktop", 1.0, clients).await;
     let quiet = load::run(addr, ADMIN, "desktop", seconds, clients).await;
-    let heartbeat = tokio::spawn(load::paced(
-        checkins.clone(),
-        agents as f64 / CHECKIN_PERIOD,
-        seconds,
-        8,
-    ));
+    // Enough senders that the rate holds while each waits ~20 ms for an answer under load.
+    let rate = agents as f64 / CHECKIN_PERIOD;
+    let senders = ((rate / 50.0).ceil() as usize).max(4);
+    let heartbeat = tokio::spawn(load::paced(checkins.clone(), rate, seconds, senders));
     let busy = load::run(addr, ADMIN, "desktop", seconds, clients).await;
     let background = heartbeat.await.unwrap();
     let checkins_flat_out = load::paced(checkins, f64::INFINITY, seconds / 2.0, clients).await;
@@ -314,10 +312,11 @@ fn plot(rows: &[Row]) -> String {
                 y(*v) - 6.0 - 12.0 * i as f64,
             );
         }
+        // The legend, top left: the first fleet is 1.0x by definition, far below it.
         svg += &format!(
             "<text x=\"{}\" y=\"{}\" fill=\"{colour}\">{name}</text>\n",
-            right + 5.0,
-            top + 20.0 + 16.0 * i as f64
+            left + 10.0,
+            top + 12.0 + 16.0 * i as f64
         );
     }
     svg + "</svg>\n"

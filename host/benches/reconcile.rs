@@ -11,7 +11,7 @@
 //!
 //! `cargo bench -p zonebroker --bench reconcile`. Results in BENCHMARKS.md.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,8 @@ use zonebroker::autoscale::directory::LdapDirectory;
 use zonebroker::autoscale::{BrokerAddresses, Cloud, Reconciler, ReconcilerSettings};
 use zonebroker::broker::{Broker, BrokerConfig};
 use zonebroker::domain::autoscale::{
-    AutoScaleConfig, ServerState, ServerStatus, StoredProviderConfig, VmProviderConfig, plan,
+    AutoScaleConfig, ProviderSettings, ServerState, ServerStatus, StoredProviderConfig,
+    VmProviderConfig, plan,
 };
 use zonebroker::domain::provider::{ProviderError, Vm, VmSpec, VmState};
 use zonebroker::plugin_cache::StoredArtifacts;
@@ -148,7 +149,7 @@ async fn run() {
         .create_pool(serde_json::from_value(json!({"name": "pool"})).unwrap())
         .await
         .unwrap();
-    let settings: BTreeMap<String, String> = [
+    let settings: ProviderSettings = [
         ("region", "us-east-1"),
         ("access_key_id", "AKIDBENCH"),
         ("secret_access_key", "bench-secret"),
@@ -157,7 +158,6 @@ async fn run() {
         ("endpoint", "http://127.0.0.1:9"),
     ]
     .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     broker
         .create_provider_config(VmProviderConfig {
@@ -270,7 +270,16 @@ async fn run() {
         let name = format!("config-{i}");
         let minimum = PER_SERVER * (SERVERS_PER_CONFIG + 1);
         broker
-            .update_autoscale_config(&name, &json!({"minimum_available_sessions": minimum}), None)
+            .update_autoscale_config(
+                &name,
+                &|config: &AutoScaleConfig| {
+                    Ok(AutoScaleConfig {
+                        minimum_available_sessions: minimum,
+                        ..config.clone()
+                    })
+                },
+                None,
+            )
             .await
             .unwrap();
         let changed = Instant::now();

@@ -219,6 +219,9 @@ fn run_server(args: &[String]) -> Result<(), String> {
 }
 
 fn test(args: &[String]) -> Result<(), String> {
+    // The benchmarks are not run here, but they must keep compiling: built first, in the
+    // same profile as the tests (so they share every artifact but their own).
+    run(cargo().args(["build", "--release", "--workspace", "--benches"]))?;
     run(cargo()
         .args(["test", "--release", "--workspace", "--no-fail-fast"])
         .args(args))

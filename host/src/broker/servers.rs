@@ -106,12 +106,20 @@ impl Broker {
             .ok_or_else(|| not_found(id))
     }
 
-    /// The servers of AutoScale config `name` (the reconcile loop).
-    pub(crate) fn servers_of(&self, config: &str) -> Vec<ServerEntry> {
+    /// What `pick` takes from each server of AutoScale config `config` (the reconcile
+    /// loop), read under the lock without copying the servers: O(the config's servers),
+    /// whatever the fleet. A pass asks several times, so it copies only what it needs (a
+    /// state, an id, the few servers a step acts on), never every record.
+    pub(crate) fn servers_of<T>(
+        &self,
+        config: &str,
+        pick: impl FnMut(&ServerEntry) -> Option<T>,
+    ) -> Vec<T> {
         let inventory = self.read();
         inventory
             .server_ids_of(config)
-            .map(|id| inventory.servers[id].clone())
+            .map(|id| &inventory.servers[id])
+            .filter_map(pick)
             .collect()
     }
 

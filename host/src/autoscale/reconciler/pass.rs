@@ -50,7 +50,8 @@ pub(super) type Listing = Arc<tokio::sync::OnceCell<Arc<InstallationVms>>>;
 /// This installation's live VMs listed through one provider config, by their config tag
 /// (indexed once, so each config's pass costs its own VMs, not the installation's).
 pub(super) struct InstallationVms {
-    by_config: HashMap<String, Vec<Vm>>,
+    /// Shared with every pass that reads the listing (a pass copies none of them).
+    by_config: HashMap<String, Arc<Vec<Vm>>>,
     /// Ours, but tagged with no config that exists (deleted with a VM it did not know of):
     /// taken, to be destroyed, by the first pass that sees them.
     leftovers: Mutex<Vec<Vm>>,
@@ -67,7 +68,10 @@ impl InstallationVms {
             }
         }
         InstallationVms {
-            by_config,
+            by_config: by_config
+                .into_iter()
+                .map(|(config, vms)| (config, Arc::new(vms)))
+                .collect(),
             leftovers: Mutex::new(leftovers),
         }
     }
@@ -89,9 +93,8 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         let mut unmanaged = findings.unmanaged;
         let servers: HashSet<String> = self
             .broker
-            .servers_of(name)
+            .servers_of(name, |e| e.server.instance_id.clone())
             .into_iter()
-            .filter_map(|e| e.server.instance_id)
             .collect();
         let carried: Vec<UnmanagedVm> = status
             .unmanaged_vms
@@ -184,9 +187,13 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         // start, and any pass that must provision again a record whose earlier create may
         // have made a VM (which must be adopted, not made twice). A demand pass of a healthy
         // config goes straight to planning.
-        let retries = self.broker.servers_of(name).iter().any(|e| {
-            e.server.status == ServerStatus::Provisioning && e.server.instance_id.is_none()
-        });
+        let retries = !self
+            .broker
+            .servers_of(name, |e| {
+                (e.server.status == ServerStatus::Provisioning && e.server.instance_id.is_none())
+                    .then_some(())
+            })
+            .is_empty();
         let listed_before = self
             .listed
             .lock()
@@ -235,7 +242,14 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                 reasons.insert(*id, *reason);
             }
         }
-        for entry in self.broker.servers_of(name) {
+        let closing = self.broker.servers_of(name, |e| {
+            matches!(
+                e.server.status,
+                ServerStatus::Destroying | ServerStatus::Lost
+            )
+            .then(|| e.clone())
+        });
+        for entry in closing {
             let reason = match entry.server.status {
                 ServerStatus::Destroying => reasons
                     .get(&entry.server.id)
@@ -273,18 +287,19 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                 .await
                 .map_err(store_failure)?;
         }
-        for entry in self.broker.servers_of(name) {
-            let server = &entry.server;
-            // A disabled config creates nothing; its records without a VM time out.
-            // (A create whose outcome is unknown waits until a listing settles it.)
-            if config.enabled
+        // A disabled config creates nothing; its records without a VM time out.
+        // (A create whose outcome is unknown waits until a listing settles it.)
+        let to_provision = self.broker.servers_of(name, |e| {
+            let server = &e.server;
+            (config.enabled
                 && server.status == ServerStatus::Provisioning
                 && server.instance_id.is_none()
-                && server.uncertain_create_at_ms.is_none()
-            {
-                self.provision(&config, &provider, server, now).await?;
-                findings.report.created += 1;
-            }
+                && server.uncertain_create_at_ms.is_none())
+            .then(|| server.clone())
+        });
+        for server in &to_provision {
+            self.provision(&config, &provider, server, now).await?;
+            findings.report.created += 1;
         }
         findings.stuck = destroy_failure;
         Ok(planned.available)
@@ -292,10 +307,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
 
     fn planner_states(&self, config: &str) -> Vec<crate::domain::autoscale::ServerState> {
         self.broker
-            .servers_of(config)
-            .iter()
-            .map(|e| e.server.planner_state(e.sessions()))
-            .collect()
+            .servers_of(config, |e| Some(e.server.planner_state(e.sessions())))
     }
 
     /// The live VMs of `config`: this installation's that carry the config's tag and,
@@ -308,7 +320,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         provider: &StoredProviderConfig,
         kind: PassKind,
         findings: &mut Findings,
-    ) -> Result<Vec<Vm>, Failure> {
+    ) -> Result<Arc<Vec<Vm>>, Failure> {
         let ours = self.installation_vms(provider).await?;
         let mut vms = ours
             .by_config
@@ -328,11 +340,12 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                 .await;
         }
 
-        let servers = self.broker.servers_of(&config.name);
-        let legacy: HashSet<Uuid> = servers
-            .iter()
-            .filter(|e| !e.server.installation_tagged)
-            .map(|e| e.server.id)
+        let legacy: HashSet<Uuid> = self
+            .broker
+            .servers_of(&config.name, |e| {
+                (!e.server.installation_tagged).then_some(e.server.id)
+            })
+            .into_iter()
             .collect();
         // VMs from before installation tags are only found this way: list for them on every
         // pass that lists at all while their servers live.
@@ -353,7 +366,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             }
             let server = vm.tag(TAG_SERVER).and_then(|id| Uuid::parse_str(id).ok());
             if server.is_some_and(|id| legacy.contains(&id)) {
-                vms.push(vm); // a VM of ours from before installation tags
+                Arc::make_mut(&mut vms).push(vm); // a VM of ours from before installation tags
                 continue;
             }
             if !previous.iter().any(|p| p.instance_id == vm.instance_id) {
@@ -444,17 +457,22 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         vms: &[Vm],
         findings: &mut Findings,
     ) -> Result<(), Failure> {
-        let servers = self.broker.servers_of(&config.name);
+        // Only what this step reads of each server, not the records.
+        let servers = self.broker.servers_of(&config.name, |e| {
+            Some(HeldVm {
+                server: e.server.id,
+                instance_id: e.server.instance_id.clone(),
+                uncertain_create_at_ms: e.server.uncertain_create_at_ms,
+            })
+        });
         let mut adopted: HashSet<Uuid> = HashSet::new();
         for vm in vms {
             let server_id = vm.tag(TAG_SERVER).and_then(|id| Uuid::parse_str(id).ok());
-            match server_id.and_then(|id| servers.iter().find(|e| e.server.id == id)) {
-                Some(entry)
-                    if entry.server.instance_id.is_none() && adopted.insert(entry.server.id) =>
-                {
+            match server_id.and_then(|id| servers.iter().find(|h| h.server == id)) {
+                Some(entry) if entry.instance_id.is_none() && adopted.insert(entry.server) => {
                     let instance_id = vm.instance_id.clone();
                     self.broker
-                        .update_server(entry.server.id, |s| {
+                        .update_server(entry.server, |s| {
                             s.instance_id = Some(instance_id);
                             s.vm_created_at_ms = Some(now_ms());
                             s.uncertain_create_at_ms = None;
@@ -462,13 +480,12 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                         .await
                         .map_err(store_failure)?;
                     findings.report.adopted += 1;
-                    tracing::info!(server = %entry.server.id, instance = vm.instance_id, "adopted a VM created before a restart");
+                    tracing::info!(server = %entry.server, instance = vm.instance_id, "adopted a VM created before a restart");
                 }
-                Some(entry)
-                    if entry.server.instance_id.as_deref() == Some(vm.instance_id.as_str()) => {}
+                Some(entry) if entry.instance_id.as_deref() == Some(vm.instance_id.as_str()) => {}
                 Some(entry) => {
                     // A second VM for one server (a create that timed out but happened).
-                    tracing::warn!(server = %entry.server.id, instance = vm.instance_id, "destroying a duplicate VM of a server");
+                    tracing::warn!(server = %entry.server, instance = vm.instance_id, "destroying a duplicate VM of a server");
                     self.destroy_unknown(config, provider, vm, "duplicate", findings)
                         .await;
                 }
@@ -487,14 +504,13 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         // no VM carries the server's id: it made none.
         let grace_ms = self.settings.vanish_grace().as_millis() as u64;
         let now = now_ms();
-        for entry in &servers {
-            let server = &entry.server;
-            let settled = server
+        for held in &servers {
+            let settled = held
                 .uncertain_create_at_ms
                 .is_some_and(|at| now.saturating_sub(at) >= grace_ms);
-            if settled && server.instance_id.is_none() && !adopted.contains(&server.id) {
+            if settled && held.instance_id.is_none() && !adopted.contains(&held.server) {
                 self.broker
-                    .update_server(server.id, |s| s.uncertain_create_at_ms = None)
+                    .update_server(held.server, |s| s.uncertain_create_at_ms = None)
                     .await
                     .map_err(store_failure)?;
             }
@@ -550,11 +566,10 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             .map(|vm| (vm.instance_id.as_str(), vm.state))
             .collect();
         let grace_ms = self.settings.vanish_grace().as_millis() as u64;
-        for entry in self.broker.servers_of(&config.name) {
+        // The servers whose VM looks gone (copied: each needs a `get-vm` to confirm).
+        let suspects = self.broker.servers_of(&config.name, |entry| {
             let server = &entry.server;
-            let Some(instance_id) = &server.instance_id else {
-                continue;
-            };
+            let instance_id = server.instance_id.as_deref()?;
             let watched = matches!(
                 server.status,
                 ServerStatus::Provisioning | ServerStatus::Running | ServerStatus::Draining
@@ -562,13 +577,14 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             let young = server
                 .vm_created_at_ms
                 .is_some_and(|at| now.saturating_sub(at) < grace_ms);
-            let suspect = match listed.get(instance_id.as_str()) {
+            let suspect = match listed.get(instance_id) {
                 Some(state) => matches!(state, VmState::Stopped | VmState::Stopping),
                 None => true,
             };
-            if !watched || young || !suspect {
-                continue;
-            }
+            (watched && !young && suspect).then(|| server.clone())
+        });
+        for server in &suspects {
+            let instance_id = server.instance_id.as_deref().unwrap_or_default();
             let why = match self.cloud.get(provider, instance_id).await {
                 Err(ProviderError::NotFound(_)) => "its VM no longer exists",
                 Ok(vm) if vm.state.is_gone() => "its VM was terminated",
@@ -591,4 +607,12 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         }
         Ok(())
     }
+}
+
+/// What adopting and sweeping read of a server: its id, its VM and whether a create of it
+/// has an unknown outcome.
+struct HeldVm {
+    server: Uuid,
+    instance_id: Option<String>,
+    uncertain_create_at_ms: Option<u64>,
 }
