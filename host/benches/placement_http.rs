@@ -9,7 +9,8 @@
 //!
 //! `cargo bench -p zonebroker --bench placement_http [-- SECONDS CLIENTS ZONES,ZONES,... [svg=PATH]]`
 //! (defaults: 10 seconds, 32 concurrent clients, fleets of 1 zone; the growth table in
-//! BENCHMARKS.md is `-- 10 32 1,10,50 svg=docs/placement-growth.svg`).
+//! BENCHMARKS.md is `-- 10 32 1,10,50 svg=docs/placement-growth.svg`, the path relative to
+//! the workspace root).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -401,7 +402,11 @@ fn main() {
         }
     }
     if let Some(path) = svg_path {
-        std::fs::write(path, plot(&rows)).unwrap();
-        println!("plot written to {path}");
+        // Relative to the workspace root (cargo runs benchmarks from the package's directory).
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(path);
+        std::fs::write(&path, plot(&rows)).unwrap();
+        println!("plot written to {}", path.display());
     }
 }
