@@ -72,21 +72,7 @@ pub async fn run(
             })
         })
         .collect();
-    let mut run = Run {
-        placements: 0,
-        seconds: 0.0,
-        latencies_us: Vec::new(),
-        errors: 0,
-    };
-    for task in tasks {
-        let (latencies, errors) = task.await.unwrap();
-        run.placements += latencies.len();
-        run.latencies_us.extend(latencies);
-        run.errors += errors;
-    }
-    run.seconds = start.elapsed().as_secs_f64();
-    run.latencies_us.sort_unstable();
-    run
+    gather(tasks, start).await
 }
 
 /// Send `requests` (complete HTTP/1.1 requests, each with the address to send it to) round
@@ -137,6 +123,11 @@ pub async fn paced(
             })
         })
         .collect();
+    gather(tasks, start).await
+}
+
+/// One [`Run`] from the workers' latencies and error counts, timed from `start`.
+async fn gather(tasks: Vec<tokio::task::JoinHandle<(Vec<u64>, usize)>>, start: Instant) -> Run {
     let mut run = Run {
         placements: 0,
         seconds: 0.0,
