@@ -121,7 +121,7 @@ impl Agent {
 
     /// Whether the agent checked in within `timeout_ms` of `now_ms`.
     pub fn is_fresh(&self, now_ms: u64, timeout_ms: u64) -> bool {
-        now_ms.saturating_sub(self.last_heartbeat_ms) <= timeout_ms
+        heartbeat_is_fresh(self.last_heartbeat_ms, now_ms, timeout_ms)
     }
 
     pub fn status(&self, now_ms: u64, timeout_ms: u64) -> AgentStatus {
@@ -171,6 +171,11 @@ pub enum CredentialCheck {
     Missing,
     /// The presented credential is not the agent's.
     Wrong,
+}
+
+/// Whether a heartbeat at `last_heartbeat_ms` is within `timeout_ms` of `now_ms`.
+pub fn heartbeat_is_fresh(last_heartbeat_ms: u64, now_ms: u64, timeout_ms: u64) -> bool {
+    now_ms.saturating_sub(last_heartbeat_ms) <= timeout_ms
 }
 
 /// The SHA-256 (hex) a credential is stored as.

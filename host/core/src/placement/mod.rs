@@ -24,7 +24,7 @@
 
 use uuid::Uuid;
 
-use crate::domain::agent::Agent;
+use crate::domain::agent::{Agent, heartbeat_is_fresh};
 use crate::domain::autoscale::Server;
 use crate::domain::capacity::{Capacity, Demand, Usage, cores};
 use crate::domain::image::Image;
@@ -134,17 +134,15 @@ pub fn candidates<'a>(
     let agents = agents.into_iter();
     let mut found = Vec::with_capacity(agents.size_hint().1.unwrap_or(0));
     found.extend(agents.filter_map(|slot| {
-        let fresh = now_ms.saturating_sub(slot.last_heartbeat_ms) <= agent_timeout_ms;
-        (slot.enabled && fresh && slot.usage.has_room(&slot.capacity, demand)).then_some(
-            Candidate {
-                agent: slot.id,
-                capacity: slot.capacity,
-                usage: slot.usage,
-                cpu_load: slot.cpu_load,
-                memory_load: slot.memory_load,
-                user_sessions: 0,
-            },
-        )
+        let fresh = heartbeat_is_fresh(slot.last_heartbeat_ms, now_ms, agent_timeout_ms);
+        (slot.enabled && fresh && slot.usage.has_room(&slot.capacity, demand)).then(|| Candidate {
+            agent: slot.id,
+            capacity: slot.capacity,
+            usage: slot.usage,
+            cpu_load: slot.cpu_load,
+            memory_load: slot.memory_load,
+            user_sessions: 0,
+        })
     }));
     sorted_by_id(found)
 }
