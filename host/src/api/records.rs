@@ -20,6 +20,24 @@ use crate::domain::autoscale::{
 use crate::domain::script::Os;
 use crate::domain::secret::Secret;
 
+/// `From` both ways between an API body and the domain record it shows, field by field.
+/// Both are struct literals over the same list, so a field that either type has and the list
+/// lacks (or the other type lacks) is a compile error: a new field cannot be dropped silently.
+macro_rules! same_fields {
+    ($api:ident <=> $domain:path { $($field:ident),+ $(,)? }) => {
+        impl From<$api> for $domain {
+            fn from(record: $api) -> Self {
+                $domain { $($field: record.$field),+ }
+            }
+        }
+        impl From<$domain> for $api {
+            fn from(record: $domain) -> Self {
+                Self { $($field: record.$field),+ }
+            }
+        }
+    };
+}
+
 /// A session image.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -44,31 +62,14 @@ pub struct Image {
     pub zone: Option<String>,
 }
 
-impl From<Image> for crate::domain::image::Image {
-    fn from(record: Image) -> Self {
-        crate::domain::image::Image {
-            name: record.name,
-            cores: record.cores,
-            memory: record.memory,
-            gpus: record.gpus,
-            enabled: record.enabled,
-            zone: record.zone,
-        }
-    }
-}
-
-impl From<crate::domain::image::Image> for Image {
-    fn from(record: crate::domain::image::Image) -> Self {
-        Image {
-            name: record.name,
-            cores: record.cores,
-            memory: record.memory,
-            gpus: record.gpus,
-            enabled: record.enabled,
-            zone: record.zone,
-        }
-    }
-}
+same_fields!(Image <=> crate::domain::image::Image {
+    name,
+    cores,
+    memory,
+    gpus,
+    enabled,
+    zone,
+});
 
 /// A pool of servers that pool workspaces place sessions on.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -80,23 +81,10 @@ pub struct Pool {
     pub pool_type: PoolType,
 }
 
-impl From<Pool> for crate::domain::autoscale::Pool {
-    fn from(record: Pool) -> Self {
-        crate::domain::autoscale::Pool {
-            name: record.name,
-            pool_type: record.pool_type,
-        }
-    }
-}
-
-impl From<crate::domain::autoscale::Pool> for Pool {
-    fn from(record: crate::domain::autoscale::Pool) -> Self {
-        Pool {
-            name: record.name,
-            pool_type: record.pool_type,
-        }
-    }
-}
+same_fields!(Pool <=> crate::domain::autoscale::Pool {
+    name,
+    pool_type,
+});
 
 /// A workspace users request sessions of.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -122,35 +110,16 @@ pub struct Workspace {
     pub rdp_client: RdpClient,
 }
 
-impl From<Workspace> for crate::domain::autoscale::Workspace {
-    fn from(record: Workspace) -> Self {
-        crate::domain::autoscale::Workspace {
-            name: record.name,
-            friendly_name: record.friendly_name,
-            description: record.description,
-            enabled: record.enabled,
-            workspace_type: record.workspace_type,
-            image: record.image,
-            pool: record.pool,
-            rdp_client: record.rdp_client,
-        }
-    }
-}
-
-impl From<crate::domain::autoscale::Workspace> for Workspace {
-    fn from(record: crate::domain::autoscale::Workspace) -> Self {
-        Workspace {
-            name: record.name,
-            friendly_name: record.friendly_name,
-            description: record.description,
-            enabled: record.enabled,
-            workspace_type: record.workspace_type,
-            image: record.image,
-            pool: record.pool,
-            rdp_client: record.rdp_client,
-        }
-    }
-}
+same_fields!(Workspace <=> crate::domain::autoscale::Workspace {
+    name,
+    friendly_name,
+    description,
+    enabled,
+    workspace_type,
+    image,
+    pool,
+    rdp_client,
+});
 
 /// A directory connection. Used by AutoScale configs to create computer records; `enabled`
 /// is about user authentication only, so a config used only for joining stays disabled.
@@ -200,39 +169,18 @@ pub struct LdapConfig {
     pub operation_timeout: u64,
 }
 
-impl From<LdapConfig> for crate::domain::ldap::LdapConfig {
-    fn from(record: LdapConfig) -> Self {
-        crate::domain::ldap::LdapConfig {
-            name: record.name,
-            enabled: record.enabled,
-            url: record.url,
-            bind_dn: record.bind_dn,
-            bind_password: record.bind_password,
-            search_base: record.search_base,
-            ca_certificate: record.ca_certificate,
-            insecure_skip_tls_verify: record.insecure_skip_tls_verify,
-            connect_timeout: record.connect_timeout,
-            operation_timeout: record.operation_timeout,
-        }
-    }
-}
-
-impl From<crate::domain::ldap::LdapConfig> for LdapConfig {
-    fn from(record: crate::domain::ldap::LdapConfig) -> Self {
-        LdapConfig {
-            name: record.name,
-            enabled: record.enabled,
-            url: record.url,
-            bind_dn: record.bind_dn,
-            bind_password: record.bind_password,
-            search_base: record.search_base,
-            ca_certificate: record.ca_certificate,
-            insecure_skip_tls_verify: record.insecure_skip_tls_verify,
-            connect_timeout: record.connect_timeout,
-            operation_timeout: record.operation_timeout,
-        }
-    }
-}
+same_fields!(LdapConfig <=> crate::domain::ldap::LdapConfig {
+    name,
+    enabled,
+    url,
+    bind_dn,
+    bind_password,
+    search_base,
+    ca_certificate,
+    insecure_skip_tls_verify,
+    connect_timeout,
+    operation_timeout,
+});
 
 /// A VM provider config: which provider plugin, with which settings.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -261,29 +209,13 @@ pub struct VmProviderConfig {
     pub allow_private_endpoints: bool,
 }
 
-impl From<VmProviderConfig> for crate::domain::autoscale::VmProviderConfig {
-    fn from(record: VmProviderConfig) -> Self {
-        crate::domain::autoscale::VmProviderConfig {
-            name: record.name,
-            provider: record.provider,
-            settings: record.settings,
-            version: record.version,
-            allow_private_endpoints: record.allow_private_endpoints,
-        }
-    }
-}
-
-impl From<crate::domain::autoscale::VmProviderConfig> for VmProviderConfig {
-    fn from(record: crate::domain::autoscale::VmProviderConfig) -> Self {
-        VmProviderConfig {
-            name: record.name,
-            provider: record.provider,
-            settings: record.settings,
-            version: record.version,
-            allow_private_endpoints: record.allow_private_endpoints,
-        }
-    }
-}
+same_fields!(VmProviderConfig <=> crate::domain::autoscale::VmProviderConfig {
+    name,
+    provider,
+    settings,
+    version,
+    allow_private_endpoints,
+});
 
 /// An AutoScale config: keep a pool's servers sized through a VM provider.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -368,69 +300,33 @@ pub struct AutoScaleConfig {
     pub version: u64,
 }
 
-impl From<AutoScaleConfig> for crate::domain::autoscale::AutoScaleConfig {
-    fn from(record: AutoScaleConfig) -> Self {
-        crate::domain::autoscale::AutoScaleConfig {
-            name: record.name,
-            enabled: record.enabled,
-            pool: record.pool,
-            zone: record.zone,
-            connection_type: record.connection_type,
-            connection_port: record.connection_port,
-            credential_type: record.credential_type,
-            connection_username: record.connection_username,
-            connection_password: record.connection_password,
-            connection_info: record.connection_info,
-            reusable: record.reusable,
-            minimum_available_sessions: record.minimum_available_sessions,
-            max_sessions_per_server: record.max_sessions_per_server,
-            vm_provider_config: record.vm_provider_config,
-            os: record.os,
-            startup_script: record.startup_script,
-            script_generator: record.script_generator,
-            server_name_prefix: record.server_name_prefix,
-            provision_timeout: record.provision_timeout,
-            downscale_backoff: record.downscale_backoff,
-            create_ad_computer_record: record.create_ad_computer_record,
-            ldap_config: record.ldap_config,
-            ad_computer_ou_dn: record.ad_computer_ou_dn,
-            recursive_ad_cleanup: record.recursive_ad_cleanup,
-            version: record.version,
-        }
-    }
-}
-
-impl From<crate::domain::autoscale::AutoScaleConfig> for AutoScaleConfig {
-    fn from(record: crate::domain::autoscale::AutoScaleConfig) -> Self {
-        AutoScaleConfig {
-            name: record.name,
-            enabled: record.enabled,
-            pool: record.pool,
-            zone: record.zone,
-            connection_type: record.connection_type,
-            connection_port: record.connection_port,
-            credential_type: record.credential_type,
-            connection_username: record.connection_username,
-            connection_password: record.connection_password,
-            connection_info: record.connection_info,
-            reusable: record.reusable,
-            minimum_available_sessions: record.minimum_available_sessions,
-            max_sessions_per_server: record.max_sessions_per_server,
-            vm_provider_config: record.vm_provider_config,
-            os: record.os,
-            startup_script: record.startup_script,
-            script_generator: record.script_generator,
-            server_name_prefix: record.server_name_prefix,
-            provision_timeout: record.provision_timeout,
-            downscale_backoff: record.downscale_backoff,
-            create_ad_computer_record: record.create_ad_computer_record,
-            ldap_config: record.ldap_config,
-            ad_computer_ou_dn: record.ad_computer_ou_dn,
-            recursive_ad_cleanup: record.recursive_ad_cleanup,
-            version: record.version,
-        }
-    }
-}
+same_fields!(AutoScaleConfig <=> crate::domain::autoscale::AutoScaleConfig {
+    name,
+    enabled,
+    pool,
+    zone,
+    connection_type,
+    connection_port,
+    credential_type,
+    connection_username,
+    connection_password,
+    connection_info,
+    reusable,
+    minimum_available_sessions,
+    max_sessions_per_server,
+    vm_provider_config,
+    os,
+    startup_script,
+    script_generator,
+    server_name_prefix,
+    provision_timeout,
+    downscale_backoff,
+    create_ad_computer_record,
+    ldap_config,
+    ad_computer_ou_dn,
+    recursive_ad_cleanup,
+    version,
+});
 
 /// An AutoScale config as the API shows it: secrets blanked, with its status.
 #[derive(Clone, Debug, Serialize, ToSchema)]
