@@ -13,6 +13,7 @@ use zonebroker::api::RequestTimeouts;
 use zonebroker::domain::duration;
 use zonebroker::plugins::RuntimeConfig;
 use zonebroker::server::{self, ConnectionLimits, ListenerSpec, ServeConfig, TlsFiles};
+use zonebroker::store::DatabaseOptions;
 
 #[derive(Parser)]
 #[command(
@@ -108,6 +109,9 @@ enum Command {
         #[command(subcommand)]
         command: cli::ResourceCommand,
     },
+    /// Copy an embedded installation (a stopped server's --data-dir) into an empty
+    /// PostgreSQL database: records, plugin components, secrets and tokens.
+    Migrate(MigrateArgs),
     /// Sessions (admin API).
     Session {
         #[command(flatten)]
@@ -118,10 +122,54 @@ enum Command {
 }
 
 #[derive(clap::Args)]
+struct DatabaseArgs {
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=verify-full&sslrootcert=FILE]`:
+    /// keep the state in this PostgreSQL database, shared by every process that names it,
+    /// instead of the embedded store in --data-dir. TLS uses rustls and always verifies the
+    /// server's certificate and host name.
+    #[arg(
+        long = "database",
+        env = "ZONEBROKER_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    url: Option<String>,
+    /// The CA certificates (PEM) that sign the database server's certificate (as
+    /// `sslrootcert` in the URL). [default: the web's roots]
+    #[arg(
+        long = "database-ca-file",
+        env = "ZONEBROKER_DATABASE_CA_FILE",
+        value_name = "FILE"
+    )]
+    ca_file: Option<PathBuf>,
+}
+
+impl DatabaseArgs {
+    fn options(self) -> Option<DatabaseOptions> {
+        self.url.map(|url| DatabaseOptions {
+            url,
+            ca_file: self.ca_file,
+        })
+    }
+}
+
+#[derive(clap::Args)]
+struct MigrateArgs {
+    /// The embedded installation's data directory (its server stopped).
+    #[arg(long, value_name = "DIR")]
+    from_data_dir: PathBuf,
+    #[command(flatten)]
+    database: DatabaseArgs,
+}
+
+#[derive(clap::Args)]
 struct ServeArgs {
-    /// Where the database and generated tokens live.
+    /// Where the embedded store, generated tokens and compiled plugins live; with
+    /// --database only what is local to this process (compiled plugins).
     #[arg(long, env = "ZONEBROKER_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
+    #[command(flatten)]
+    database: DatabaseArgs,
     /// A listener and the zone it manages, as ADDR=ZONE; repeatable. Options after commas:
     /// `tls-cert=FILE,tls-key=FILE` (this listener's own TLS), `public=HOST[:PORT]` (the
     /// address VMs and users reach it at: what `$request_host$` stands for in startup
@@ -207,6 +255,7 @@ fn main() -> std::process::ExitCode {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve(args),
+        Command::Migrate(args) => migrate(args),
         Command::Zone {
             connection,
             command,
@@ -265,6 +314,7 @@ fn run(command: Command) -> anyhow::Result<()> {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig {
         data_dir: args.data_dir,
+        database: args.database.options(),
         listeners: args.listeners,
         admin_token: std::env::var("ZONEBROKER_ADMIN_TOKEN").ok(),
         agent_token: std::env::var("ZONEBROKER_AGENT_TOKEN").ok(),
@@ -303,6 +353,51 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             anyhow::Ok(server::serve(config, shutdown).await?)
         })
         .context("zonebroker serve")
+}
+
+fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let options = args
+        .database
+        .options()
+        .context("name the database to copy into: --database URL (or ZONEBROKER_DATABASE_URL)")?;
+    let data_dir = args.from_data_dir;
+    if !data_dir.join("db").is_dir() {
+        anyhow::bail!(
+            "{} holds no embedded store (no `db` directory): name a server's --data-dir",
+            data_dir.display()
+        );
+    }
+    let tokens = zonebroker::store::migrate::Tokens {
+        admin: read_token(&data_dir, zonebroker::api::auth::ADMIN_TOKEN_FILE)?,
+        agent: read_token(&data_dir, zonebroker::api::auth::AGENT_TOKEN_FILE)?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let copied = runtime
+        .block_on(zonebroker::store::migrate::copy_into_database(
+            &data_dir, &options, tokens,
+        ))
+        .context("zonebroker migrate")?;
+    for (table, records) in copied.tables {
+        println!("{table:<20} {records}");
+    }
+    println!(
+        "copied {} into the database; serve it with --database",
+        data_dir.display()
+    );
+    Ok(())
+}
+
+/// A token file of a data directory, if it has one.
+fn read_token(data_dir: &std::path::Path, file: &str) -> anyhow::Result<Option<String>> {
+    let path = data_dir.join(file);
+    match std::fs::read_to_string(&path) {
+        Ok(token) => Ok(Some(token.trim().to_string()).filter(|t| !t.is_empty())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
 }
 
 fn init_tracing(format: LogFormat) {

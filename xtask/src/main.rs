@@ -4,7 +4,8 @@
 //! - `cargo xtask run [ARGS...]`: install the `wasm32-wasip2` target, then build and start
 //!   the server (`zonebroker serve --data-dir ./data` unless ARGS are given).
 //! - `cargo xtask test [ARGS...]`: set up, check the crate graph (`cargo xtask layers`), run
-//!   the whole test suite, then the README's quickstart as written (`cargo xtask quickstart`).
+//!   the whole test suite on the embedded store, the storage-heavy suites again on
+//!   PostgreSQL, then the README's quickstart as written (`cargo xtask quickstart`).
 //! - `cargo xtask layers`: check that `zonebroker-core` and `zonebroker-plugin-host` depend
 //!   on none of the crates the architecture keeps out of them.
 //! - `cargo xtask quickstart`: run the commands of README.md's "Quickstart for operators"
@@ -12,7 +13,7 @@
 //!   their comments promise.
 //! - `cargo xtask setup`: only the set-up (idempotent): the `wasm32-wasip2` target, a Python
 //!   virtual environment with the test peers (`target/tools/venv`: schemathesis, moto), and
-//!   Debian's Samba.
+//!   Debian's Samba and PostgreSQL.
 //!
 //! Every step is idempotent, so the commands work the same on a fresh machine (with only the
 //! Rust toolchain) and on a warm one.
@@ -85,13 +86,17 @@ fn ensure_debian_packages() -> Result<(), String> {
                 .any(|dir| std::path::Path::new(dir).join(program).is_file())
     };
     let provisioner = std::path::Path::new("/usr/share/samba/setup/provision.ldif").is_file();
-    if DEBIAN_PACKAGES.iter().all(|(program, _)| on_path(program)) && provisioner {
+    if DEBIAN_PACKAGES.iter().all(|(program, _)| on_path(program))
+        && provisioner
+        && postgres_server_installed()
+    {
         return Ok(());
     }
-    let packages: Vec<&str> = DEBIAN_PACKAGES
+    let mut packages: Vec<&str> = DEBIAN_PACKAGES
         .iter()
         .map(|(_, package)| *package)
         .collect();
+    packages.push(POSTGRES_PACKAGE);
     eprintln!("xtask: installing Debian packages {packages:?}");
     let sudo = |command: &mut Command| -> Result<(), String> {
         if is_root() {
@@ -114,6 +119,18 @@ fn ensure_debian_packages() -> Result<(), String> {
             .args(&packages)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// Debian's PostgreSQL server: the tests start a throw-away cluster of it per test binary.
+const POSTGRES_PACKAGE: &str = "postgresql";
+
+/// Whether a PostgreSQL server's programs are installed where Debian puts them.
+fn postgres_server_installed() -> bool {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|version| version.path().join("bin").join("initdb").is_file())
 }
 
 fn is_root() -> bool {
@@ -222,10 +239,35 @@ fn test(args: &[String]) -> Result<(), String> {
     // The benchmarks are not run here, but they must keep compiling: built first, in the
     // same profile as the tests (so they share every artifact but their own).
     run(cargo().args(["build", "--release", "--workspace", "--benches"]))?;
-    run(cargo()
+    let embedded = run(cargo()
         .args(["test", "--release", "--workspace", "--no-fail-fast"])
-        .args(args))
+        .args(args));
+    // The storage-heavy suites again, on PostgreSQL (one throw-away cluster per test binary).
+    let shared = if args.is_empty() {
+        let mut command = cargo();
+        command
+            .args(["test", "--release", "-p", "zonebroker", "--no-fail-fast"])
+            .env("ZONEBROKER_TEST_STORAGE", "postgres");
+        for suite in SUITES_ON_POSTGRES {
+            command.args(["--test", suite]);
+        }
+        eprintln!("xtask: the storage-heavy suites again on PostgreSQL: {SUITES_ON_POSTGRES:?}");
+        run(&mut command)
+    } else {
+        Ok(())
+    };
+    embedded.and(shared)
 }
+
+/// The end-to-end suites that run on both engines (`ZONEBROKER_TEST_STORAGE=postgres`); the
+/// others run on the embedded store only (see README.md, "Storage").
+const SUITES_ON_POSTGRES: &[&str] = &[
+    "zones_and_sessions",
+    "plugin_lifecycle",
+    "config_writes",
+    "agent_identity",
+    "hot_swap",
+];
 
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));

@@ -21,7 +21,7 @@ use crate::plugin_cache::StoredArtifacts;
 use crate::plugins::{
     self, PluginRuntime, Registry, RegistryError, RuntimeConfig, RuntimeInitError,
 };
-use crate::store::{Store, StoreError};
+use crate::store::{DatabaseOptions, SharedToken, Store, StoreError};
 
 pub use http::{ConnectionLimits, TlsError};
 pub use listen::{ListenerSpec, ListenerSpecError, TlsFiles};
@@ -29,7 +29,11 @@ pub use listen::{ListenerSpec, ListenerSpecError, TlsFiles};
 /// Everything `serve` needs.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
+    /// The embedded store, token files and compiled plugins; with `database`, only the
+    /// compiled plugins (what is local to this process).
     pub data_dir: PathBuf,
+    /// The PostgreSQL database that keeps the state instead of the embedded store.
+    pub database: Option<DatabaseOptions>,
     pub listeners: Vec<ListenerSpec>,
     /// `ZONEBROKER_ADMIN_TOKEN`, if set.
     pub admin_token: Option<String>,
@@ -103,16 +107,26 @@ pub async fn serve(
     // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
     unsafe { libc::umask(0o077) };
     create_data_dir(&config.data_dir)?;
-    let store = Store::open(&config.data_dir)?;
+    let store = match &config.database {
+        Some(database) => Store::open_database(database, &config.data_dir).await?,
+        None => {
+            let data_dir = config.data_dir.clone();
+            tokio::task::spawn_blocking(move || Store::open(&data_dir))
+                .await
+                .map_err(|e| ServeError::Task(e.to_string()))??
+        }
+    };
     let admin_token = load_token(
         "admin token",
         config.admin_token.clone(),
+        &store,
         &config.data_dir,
         ADMIN_TOKEN_FILE,
     )?;
     let agent_token = load_token(
         "agent token",
         config.agent_token.clone(),
+        &store,
         &config.data_dir,
         AGENT_TOKEN_FILE,
     )?;
@@ -250,12 +264,27 @@ pub async fn serve(
     result
 }
 
+/// A token from the environment, else the database's (shared by every process), else the
+/// data directory's file (made on first start).
 fn load_token(
     what: &str,
     env: Option<String>,
+    store: &Store,
     data_dir: &std::path::Path,
     file: &str,
 ) -> Result<Token, TokenError> {
+    let which = if file == ADMIN_TOKEN_FILE {
+        SharedToken::Admin
+    } else {
+        SharedToken::Agent
+    };
+    if let (None, Some(shared)) = (
+        env.as_ref().filter(|v| !v.is_empty()),
+        store.shared_token(which),
+    ) {
+        tracing::info!("{what} from the database (the same for every process that shares it)");
+        return Ok(Token::new(shared));
+    }
     let (token, source) = Token::load_or_generate(env, data_dir, file)?;
     match &source {
         TokenSource::Environment => tracing::info!("{what} from the environment"),

@@ -1,18 +1,34 @@
-//! Persistence in sled: one tree per entity, values as JSON, keys as names or UUID bytes.
+//! Persistence behind one interface, [`Store`], with two engines:
 //!
-//! The store speaks in domain operations (record a session, reserve a slot), never in trees,
-//! so that a PostgreSQL-protocol database can replace sled with the same semantics.
+//! - **sled** (the embedded default, `--data-dir`): one tree per entity in the data
+//!   directory, for one process;
+//! - **PostgreSQL** (`--database URL`): one table per entity in a shared database.
 //!
-//! - A reservation is a compare-and-swap on the agent's usage record: it re-checks capacity
-//!   against what is stored, so concurrent requests never over-commit an agent.
-//! - Usage is derived state: at open it is rebuilt from the sessions on disk, so a crash
-//!   between reserving and recording a session leaks nothing.
-//! - Durability: callers apply their writes, then `commit().await`: one flush (fsync) is
-//!   shared by every write that arrived while the previous one ran (group commit).
+//! The store speaks in domain operations (record a session, reserve a slot, close a host),
+//! never in trees or tables, and each engine carries them out its own way:
 //!
-//! **Architecture Invariant:** nothing sled-specific leaks out of this module.
+//! - A reservation re-checks capacity against the usage the store holds, atomically, so
+//!   concurrent requests never over-commit a host: a compare-and-swap on sled's usage
+//!   record; on PostgreSQL, a compare-and-swap on the engine's usage map, written in the same
+//!   transaction as the session it reserves for.
+//! - Writes are applied at once (to sled's trees; to PostgreSQL's write journal) and made
+//!   durable by `commit().await`, which every write path awaits, with no lock held, before
+//!   it answers: one fsync (sled) or one transaction (PostgreSQL) carries every write that
+//!   arrived while the previous one ran (group commit).
+//! - Usage is derived state: at open it is rebuilt from the sessions, so a crash between
+//!   reserving and recording a session leaks nothing.
+//! - The secrets an installation shares (the user-key secret, the check-in signing key, the
+//!   installation id; on PostgreSQL also the admin and agent tokens) are made by the first
+//!   process and read by every later one.
+//! - Compiled plugin artifacts are local to a process (the data directory), never shared:
+//!   code compiled by another machine is never loaded.
+//!
+//! **Architecture Invariant:** nothing sled- or PostgreSQL-specific leaks out of this module.
 
 mod commit;
+pub mod migrate;
+mod postgres;
+mod sled_engine;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,7 +39,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use commit::CommitError;
-use commit::GroupCommit;
+pub use postgres::DatabaseOptions;
 
 use crate::domain::agent::Agent;
 use crate::domain::autoscale::{AutoScaleConfig, Pool, Server, StoredProviderConfig, Workspace};
@@ -33,18 +49,17 @@ use crate::domain::ldap::LdapConfig;
 use crate::domain::plugin::PluginRecord;
 use crate::domain::session::Session;
 use crate::domain::zone::Zone;
+use postgres::Postgres;
+use sled_engine::SledEngine;
 
-/// The layout version this build writes; a data directory from a newer layout is refused,
-/// and so is a record of a newer one. Every record carries the version it was written at
-/// (`{"schema":1,"record":{...}}`). A field added to a record needs no new version: records
-/// are read tolerantly (a field a build does not know is ignored), so an older build still
-/// reads what a newer one wrote. A change older builds would misread (a field renamed or
-/// retyped) raises it, with the migration from the older version in [`decode`].
+/// The layout version of sled records this build writes; a data directory from a newer
+/// layout is refused, and so is a record of a newer one. Every sled record carries the
+/// version it was written at (`{"schema":1,"record":{...}}`). A field added to a record
+/// needs no new version: records are read tolerantly (a field a build does not know is
+/// ignored), so an older build still reads what a newer one wrote. A change older builds
+/// would misread (a field renamed or retyped) raises it, with the migration from the older
+/// version in [`decode`]. (PostgreSQL keeps bare records; its schema has its own version.)
 const SCHEMA_VERSION: u32 = 1;
-const SCHEMA_KEY: &[u8] = b"schema_version";
-const USER_KEY_SECRET: &[u8] = b"user_key_secret";
-const CHECKIN_KEY: &[u8] = b"checkin_key";
-const INSTALLATION_ID: &[u8] = b"installation_id";
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,28 +76,109 @@ pub enum StoreError {
     Commit(#[from] CommitError),
     #[error("cannot start the flusher: {0}")]
     Flusher(std::io::Error),
+    #[error("the database at {database}: {message}")]
+    Database { database: String, message: String },
+    #[error(
+        "the database was migrated by a newer zonebroker (schema {found}, this build knows {known}); upgrade this process"
+    )]
+    NewerDatabaseSchema { found: i32, known: i32 },
 }
 
-/// The durable state of the broker.
-pub struct Store {
-    db: sled::Db,
-    zones: sled::Tree,
-    agents: sled::Tree,
-    images: sled::Tree,
-    sessions: sled::Tree,
-    usage: sled::Tree,
-    plugins: sled::Tree,
-    /// Uploaded components by sha256.
-    plugin_blobs: sled::Tree,
-    /// Compiled components by `{sha256}-{engine fingerprint}`.
-    plugin_artifacts: sled::Tree,
-    pools: sled::Tree,
-    provider_configs: sled::Tree,
-    autoscale_configs: sled::Tree,
-    servers: sled::Tree,
-    workspaces: sled::Tree,
-    ldap_configs: sled::Tree,
-    commit: GroupCommit,
+/// The entities the store keeps: a sled tree or a PostgreSQL table each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Table {
+    Zones,
+    Images,
+    Agents,
+    Sessions,
+    Usage,
+    Plugins,
+    PluginBlobs,
+    Pools,
+    ProviderConfigs,
+    AutoscaleConfigs,
+    Servers,
+    Workspaces,
+    LdapConfigs,
+}
+
+impl Table {
+    const ALL: [Table; 13] = [
+        Table::Zones,
+        Table::Images,
+        Table::Agents,
+        Table::Sessions,
+        Table::Usage,
+        Table::Plugins,
+        Table::PluginBlobs,
+        Table::Pools,
+        Table::ProviderConfigs,
+        Table::AutoscaleConfigs,
+        Table::Servers,
+        Table::Workspaces,
+        Table::LdapConfigs,
+    ];
+
+    /// The sled tree's and the PostgreSQL table's name.
+    fn name(self) -> &'static str {
+        match self {
+            Table::Zones => "zones",
+            Table::Images => "images",
+            Table::Agents => "agents",
+            Table::Sessions => "sessions",
+            Table::Usage => "usage",
+            Table::Plugins => "plugins",
+            Table::PluginBlobs => "plugin_blobs",
+            Table::Pools => "pools",
+            Table::ProviderConfigs => "provider_configs",
+            Table::AutoscaleConfigs => "autoscale_configs",
+            Table::Servers => "servers",
+            Table::Workspaces => "workspaces",
+            Table::LdapConfigs => "ldap_configs",
+        }
+    }
+
+    /// Whether its records are keyed by a UUID (else by a name or a sha256).
+    fn keyed_by_id(self) -> bool {
+        matches!(
+            self,
+            Table::Agents | Table::Sessions | Table::Usage | Table::Servers
+        )
+    }
+}
+
+/// A record's key.
+#[derive(Clone, Copy, Debug)]
+enum Key<'a> {
+    Name(&'a str),
+    Id(Uuid),
+}
+
+impl Key<'_> {
+    /// As sled stores it: the name's bytes, or the UUID's 16 bytes.
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Key::Name(name) => name.as_bytes(),
+            Key::Id(id) => id.as_bytes(),
+        }
+    }
+
+    /// As PostgreSQL stores it.
+    fn text(&self) -> String {
+        match self {
+            Key::Name(name) => name.to_string(),
+            Key::Id(id) => id.to_string(),
+        }
+    }
+}
+
+enum Engine {
+    Sled(SledEngine),
+    Postgres(Postgres),
+}
+
+/// The secrets an installation shares, made once.
+struct Secrets {
     /// Keys the hash that shows strategies a user without naming them.
     user_key_secret: [u8; 32],
     /// Signs check-in tokens.
@@ -92,142 +188,226 @@ pub struct Store {
     installation_id: Uuid,
 }
 
+/// The durable state of the broker.
+pub struct Store {
+    engine: Engine,
+    /// Compiled components by `{sha256}-{engine fingerprint}`: local to this process.
+    plugin_artifacts: sled::Tree,
+    secrets: Secrets,
+}
+
 impl Store {
-    /// Open (or create) the store under `data_dir/db`.
+    /// Open (or create) the embedded store under `data_dir/db`.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(data_dir.join("db"))
-            // Durability comes from explicit group commits of acknowledged writes.
-            .flush_every_ms(None)
-            .open()?;
-        let meta = db.open_tree("meta")?;
-        check_schema(&meta)?;
-        let user_key_secret = random_secret(&meta, USER_KEY_SECRET)?;
-        let checkin_key = random_secret(&meta, CHECKIN_KEY)?;
-        let installation_id = installation_id(&meta)?;
-        db.flush()?;
+        let (engine, secrets) = SledEngine::open(&data_dir.join("db"))?;
+        let plugin_artifacts = engine.artifact_tree()?;
         let store = Store {
-            zones: db.open_tree("zones")?,
-            agents: db.open_tree("agents")?,
-            images: db.open_tree("images")?,
-            sessions: db.open_tree("sessions")?,
-            usage: db.open_tree("usage")?,
-            plugins: db.open_tree("plugins")?,
-            plugin_blobs: db.open_tree("plugin_blobs")?,
-            plugin_artifacts: db.open_tree("plugin_artifacts")?,
-            pools: db.open_tree("pools")?,
-            provider_configs: db.open_tree("provider_configs")?,
-            autoscale_configs: db.open_tree("autoscale_configs")?,
-            servers: db.open_tree("servers")?,
-            workspaces: db.open_tree("workspaces")?,
-            ldap_configs: db.open_tree("ldap_configs")?,
-            commit: GroupCommit::start(db.clone()).map_err(StoreError::Flusher)?,
-            user_key_secret,
-            checkin_key,
-            installation_id,
-            db,
+            engine: Engine::Sled(engine),
+            plugin_artifacts,
+            secrets,
         };
         store.rebuild_usage()?;
         Ok(store)
     }
 
-    /// Wait until every write made before the call is on disk.
+    /// Connect to the PostgreSQL database `options` name, create or migrate its schema, and
+    /// keep the compiled-plugin cache under `data_dir/plugin-cache`. Call it from the async
+    /// runtime the store will live on (its write journal runs there).
+    pub async fn open_database(
+        options: &DatabaseOptions,
+        data_dir: &Path,
+    ) -> Result<Store, StoreError> {
+        Store::open_postgres(options, data_dir, None).await
+    }
+
+    async fn open_postgres(
+        options: &DatabaseOptions,
+        data_dir: &Path,
+        seed: Option<&postgres::Seed<'_>>,
+    ) -> Result<Store, StoreError> {
+        let (engine, secrets) = Postgres::open(options, seed).await?;
+        let cache = sled::Config::new()
+            .path(data_dir.join("plugin-cache"))
+            .open()?;
+        let store = Store {
+            plugin_artifacts: cache.open_tree("plugin_artifacts")?,
+            engine: Engine::Postgres(engine),
+            secrets,
+        };
+        let store = tokio::task::spawn_blocking(move || store.rebuild_usage().map(|()| store))
+            .await
+            .map_err(|e| store_task_failed(&e))??;
+        store.commit().await?;
+        Ok(store)
+    }
+
+    /// Which engine this is, for logs: `sled` or `postgres`.
+    pub fn engine_name(&self) -> &'static str {
+        match &self.engine {
+            Engine::Sled(_) => "sled",
+            Engine::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Wait until every write made before the call is durable.
     pub async fn commit(&self) -> Result<(), StoreError> {
-        Ok(self.commit.commit().await?)
+        match &self.engine {
+            Engine::Sled(sled) => Ok(sled.commit().await?),
+            Engine::Postgres(pg) => pg.commit().await,
+        }
     }
 
-    /// Flush everything now, blocking (start-up).
+    /// Make everything durable now, blocking (start-up, off the async workers).
     pub fn flush_now(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        match &self.engine {
+            Engine::Sled(sled) => sled.flush_now(),
+            Engine::Postgres(pg) => pg.block_on(pg.commit()),
+        }
     }
 
-    /// Flush everything now (shutdown).
+    /// Make everything durable now (shutdown).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
+        match &self.engine {
+            Engine::Sled(sled) => sled.flush().await,
+            Engine::Postgres(pg) => pg.commit().await,
+        }
     }
 
     /// An opaque, stable 64-bit key of `user` for strategies.
     pub fn user_key(&self, user: &str) -> u64 {
         let digest = Sha256::new()
-            .chain_update(self.user_key_secret)
+            .chain_update(self.secrets.user_key_secret)
             .chain_update(user.as_bytes())
             .finalize();
         u64::from_le_bytes(digest[..8].try_into().unwrap())
     }
 
+    /// The key that signs check-in tokens.
+    pub fn checkin_key(&self) -> &[u8; 32] {
+        &self.secrets.checkin_key
+    }
+
+    /// This installation's id (random, made when the store was).
+    pub fn installation_id(&self) -> Uuid {
+        self.secrets.installation_id
+    }
+
+    /// The admin (`admin`) or agent (`agent`) token the database keeps for every process
+    /// that shares it; `None` for the embedded store, whose tokens are files in the data
+    /// directory.
+    pub fn shared_token(&self, which: SharedToken) -> Option<String> {
+        match &self.engine {
+            Engine::Sled(_) => None,
+            Engine::Postgres(pg) => Some(pg.token(which).to_string()),
+        }
+    }
+
+    // Records, one generic path per engine.
+
+    fn put<T: Serialize>(&self, table: Table, key: Key, value: &T) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sled(sled) => sled.put(table, key, encode(value)),
+            Engine::Postgres(pg) => {
+                pg.stage(table, key, Some(encode_bare(value)));
+                Ok(())
+            }
+        }
+    }
+
+    fn delete(&self, table: Table, key: Key) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sled(sled) => sled.delete(table, key),
+            Engine::Postgres(pg) => {
+                pg.stage(table, key, None);
+                Ok(())
+            }
+        }
+    }
+
+    fn scan<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<T>, StoreError> {
+        let raw = match &self.engine {
+            Engine::Sled(sled) => sled.scan(table)?,
+            Engine::Postgres(pg) => pg.block_on(pg.scan(table))?,
+        };
+        raw.iter()
+            .map(|value| decode(table.name(), value))
+            .collect()
+    }
+
     // Zones, by name.
 
     pub fn zones(&self) -> Result<Vec<Zone>, StoreError> {
-        scan(&self.zones, "zones")
+        self.scan(Table::Zones)
     }
 
     pub fn put_zone(&self, zone: &Zone) -> Result<(), StoreError> {
-        put(&self.zones, zone.name.as_bytes(), zone)
+        self.put(Table::Zones, Key::Name(&zone.name), zone)
     }
 
     pub fn delete_zone(&self, name: &str) -> Result<(), StoreError> {
-        self.zones.remove(name.as_bytes())?;
-        Ok(())
+        self.delete(Table::Zones, Key::Name(name))
     }
 
     // Images, by name.
 
     pub fn images(&self) -> Result<Vec<Image>, StoreError> {
-        scan(&self.images, "images")
+        self.scan(Table::Images)
     }
 
     pub fn put_image(&self, image: &Image) -> Result<(), StoreError> {
-        put(&self.images, image.name.as_bytes(), image)
+        self.put(Table::Images, Key::Name(&image.name), image)
     }
 
     pub fn delete_image(&self, name: &str) -> Result<(), StoreError> {
-        self.images.remove(name.as_bytes())?;
-        Ok(())
+        self.delete(Table::Images, Key::Name(name))
     }
 
     // Agents, by id.
 
     pub fn agents(&self) -> Result<Vec<Agent>, StoreError> {
-        scan(&self.agents, "agents")
+        self.scan(Table::Agents)
     }
 
     pub fn put_agent(&self, agent: &Agent) -> Result<(), StoreError> {
-        put(&self.agents, agent.id.as_bytes(), agent)
+        self.put(Table::Agents, Key::Id(agent.id), agent)
     }
 
     pub fn delete_agent(&self, id: Uuid) -> Result<(), StoreError> {
-        self.agents.remove(id.as_bytes())?;
-        self.usage.remove(id.as_bytes())?;
-        Ok(())
+        self.delete(Table::Agents, Key::Id(id))?;
+        self.forget_usage(id)
     }
 
     // Plugins: records by name, components by sha256, compiled artifacts by key.
 
     pub fn plugins(&self) -> Result<Vec<PluginRecord>, StoreError> {
-        scan(&self.plugins, "plugins")
+        self.scan(Table::Plugins)
     }
 
     pub fn put_plugin(&self, record: &PluginRecord) -> Result<(), StoreError> {
-        put(&self.plugins, record.name.as_bytes(), record)
+        self.put(Table::Plugins, Key::Name(&record.name), record)
     }
 
     pub fn delete_plugin(&self, name: &str) -> Result<(), StoreError> {
-        self.plugins.remove(name.as_bytes())?;
-        Ok(())
+        self.delete(Table::Plugins, Key::Name(name))
     }
 
     pub fn put_blob(&self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        self.plugin_blobs.insert(sha256.as_bytes(), bytes)?;
-        Ok(())
+        match &self.engine {
+            Engine::Sled(sled) => sled.put(Table::PluginBlobs, Key::Name(sha256), bytes.to_vec()),
+            Engine::Postgres(pg) => {
+                pg.stage_blob(sha256, Some(bytes.to_vec()));
+                Ok(())
+            }
+        }
     }
 
+    /// The component with this sha256. Blocks on PostgreSQL (a query): call it off the
+    /// async workers or from within [`tokio::task::block_in_place`].
     pub fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .plugin_blobs
-            .get(sha256.as_bytes())?
-            .map(|v| v.to_vec()))
+        match &self.engine {
+            Engine::Sled(sled) => sled.get(Table::PluginBlobs, Key::Name(sha256)),
+            Engine::Postgres(pg) => pg.block_on(pg.blob(sha256)),
+        }
     }
 
     /// How many compiled artifacts of the component with this sha256 the store holds (one
@@ -247,7 +427,10 @@ impl Store {
 
     /// Forget a component and every artifact compiled from it.
     pub fn delete_blob(&self, sha256: &str) -> Result<(), StoreError> {
-        self.plugin_blobs.remove(sha256.as_bytes())?;
+        match &self.engine {
+            Engine::Sled(sled) => sled.delete(Table::PluginBlobs, Key::Name(sha256))?,
+            Engine::Postgres(pg) => pg.stage_blob(sha256, None),
+        }
         for key in self
             .plugin_artifacts
             .scan_prefix(format!("{sha256}-").as_bytes())
@@ -258,99 +441,83 @@ impl Store {
         Ok(())
     }
 
-    /// The key that signs check-in tokens.
-    pub fn checkin_key(&self) -> &[u8; 32] {
-        &self.checkin_key
-    }
-
-    /// This installation's id (random, made when the data directory was).
-    pub fn installation_id(&self) -> Uuid {
-        self.installation_id
-    }
-
     // Pools, provider configs, AutoScale configs and workspaces, by name; servers by id.
 
     pub fn pools(&self) -> Result<Vec<Pool>, StoreError> {
-        scan(&self.pools, "pools")
+        self.scan(Table::Pools)
     }
 
     pub fn put_pool(&self, pool: &Pool) -> Result<(), StoreError> {
-        put(&self.pools, pool.name.as_bytes(), pool)
+        self.put(Table::Pools, Key::Name(&pool.name), pool)
     }
 
     pub fn delete_pool(&self, name: &str) -> Result<(), StoreError> {
-        self.pools.remove(name.as_bytes())?;
-        Ok(())
+        self.delete(Table::Pools, Key::Name(name))
     }
 
     pub fn provider_configs(&self) -> Result<Vec<StoredProviderConfig>, StoreError> {
-        scan(&self.provider_configs, "provider_configs")
+        self.scan(Table::ProviderConfigs)
     }
 
     pub fn put_provider_config(&self, stored: &StoredProviderConfig) -> Result<(), StoreError> {
-        put(
-            &self.provider_configs,
-            stored.config.name.as_bytes(),
+        self.put(
+            Table::ProviderConfigs,
+            Key::Name(&stored.config.name),
             stored,
         )
     }
 
     pub fn delete_provider_config(&self, name: &str) -> Result<(), StoreError> {
-        self.provider_configs.remove(name.as_bytes())?;
-        Ok(())
+        self.delete(Table::ProviderConfigs, Key::Name(name))
     }
 
     pub fn autoscale_configs(&self) -> Result<Vec<AutoScaleConfig>, StoreError> {
-        scan(&self.autoscale_configs, "autoscale_configs")
+        self.scan(Table::AutoscaleConfigs)
     }
 
     pub fn put_autoscale_config(&self, config: &AutoScaleConfig) -> Result<(), StoreError> {
-        put(&self.autoscale_configs, config.name.as_bytes(), config)
+        self.put(Table::AutoscaleConfigs, Key::Name(&config.name), config)
     }
 
     pub fn delete_autoscale_config(&self, name: &str) -> Result<(), StoreError> {
-        self.autoscale_configs.remove(name.as_bytes())?;
-        Ok(())
+        self.delete(Table::AutoscaleConfigs, Key::Name(name))
     }
 
     pub fn workspaces(&self) -> Result<Vec<Workspace>, StoreError> {
-        scan(&self.workspaces, "workspaces")
+        self.scan(Table::Workspaces)
     }
 
     pub fn put_workspace(&self, workspace: &Workspace) -> Result<(), StoreError> {
-        put(&self.workspaces, workspace.name.as_bytes(), workspace)
+        self.put(Table::Workspaces, Key::Name(&workspace.name), workspace)
     }
 
     pub fn delete_workspace(&self, name: &str) -> Result<(), StoreError> {
-        self.workspaces.remove(name.as_bytes())?;
-        Ok(())
+        self.delete(Table::Workspaces, Key::Name(name))
     }
 
     pub fn ldap_configs(&self) -> Result<Vec<LdapConfig>, StoreError> {
-        scan(&self.ldap_configs, "ldap_configs")
+        self.scan(Table::LdapConfigs)
     }
 
     pub fn put_ldap_config(&self, config: &LdapConfig) -> Result<(), StoreError> {
-        put(&self.ldap_configs, config.name.as_bytes(), config)
+        self.put(Table::LdapConfigs, Key::Name(&config.name), config)
     }
 
     pub fn delete_ldap_config(&self, name: &str) -> Result<(), StoreError> {
-        self.ldap_configs.remove(name.as_bytes())?;
-        Ok(())
+        self.delete(Table::LdapConfigs, Key::Name(name))
     }
 
     pub fn servers(&self) -> Result<Vec<Server>, StoreError> {
-        scan(&self.servers, "servers")
+        self.scan(Table::Servers)
     }
 
     pub fn put_server(&self, server: &Server) -> Result<(), StoreError> {
-        put(&self.servers, server.id.as_bytes(), server)
+        self.put(Table::Servers, Key::Id(server.id), server)
     }
 
     pub fn delete_server(&self, id: Uuid) -> Result<(), StoreError> {
-        self.servers.remove(id.as_bytes())?;
-        self.usage.remove(id.as_bytes())?;
-        Ok(())
+        self.delete(Table::Servers, Key::Id(id))?;
+        self.forget_usage(id)
     }
 
     /// Close `host` to new sessions if it has none, atomically, so a placement racing with
@@ -375,31 +542,37 @@ impl Store {
     // Sessions and the usage they reserve.
 
     pub fn sessions(&self) -> Result<Vec<Session>, StoreError> {
-        scan(&self.sessions, "sessions")
+        self.scan(Table::Sessions)
     }
 
     /// What the sessions of `host` reserve now (nothing if it has none).
     pub fn usage_of(&self, host: Uuid) -> Result<Usage, StoreError> {
-        match self.usage.get(host.as_bytes())? {
-            Some(raw) => decode("usage", &raw),
-            None => Ok(Usage::default()),
+        match &self.engine {
+            Engine::Sled(sled) => match sled.get(Table::Usage, Key::Id(host))? {
+                Some(raw) => decode("usage", &raw),
+                None => Ok(Usage::default()),
+            },
+            Engine::Postgres(pg) => Ok(pg.usage_of(host)),
         }
     }
 
-    /// What the sessions of every agent reserve.
+    /// What the sessions of every host reserve.
     pub fn usage(&self) -> Result<HashMap<Uuid, Usage>, StoreError> {
-        let mut all = HashMap::new();
-        for entry in self.usage.iter() {
-            let (key, value) = entry?;
-            let id = Uuid::from_slice(&key).map_err(|e| corrupt("usage", e))?;
-            all.insert(id, decode("usage", &value)?);
+        match &self.engine {
+            Engine::Sled(sled) => sled
+                .entries(Table::Usage)?
+                .into_iter()
+                .map(|(key, value)| {
+                    let id = Uuid::from_slice(&key).map_err(|e| corrupt("usage", e))?;
+                    Ok((id, decode("usage", &value)?))
+                })
+                .collect(),
+            Engine::Postgres(pg) => Ok(pg.all_usage()),
         }
-        Ok(all)
     }
 
     /// Reserve `demand` on `agent` if its stored usage leaves room within `capacity`.
-    /// Answers the new usage, or `None` when there was no room. Atomic: a compare-and-swap
-    /// loop on the agent's usage record.
+    /// Answers the new usage, or `None` when there was no room. Atomic.
     pub fn try_reserve(
         &self,
         agent: Uuid,
@@ -434,63 +607,53 @@ impl Store {
             .unwrap_or_default())
     }
 
+    /// Change `host`'s usage atomically: `change` answers the next usage, or `None` to
+    /// leave it (and answer `None`).
     fn update_usage(
         &self,
-        agent: Uuid,
+        host: Uuid,
         change: impl Fn(Usage) -> Option<Usage>,
     ) -> Result<Option<Usage>, StoreError> {
-        let key = agent.as_bytes();
-        let mut current = self.usage.get(key)?;
-        loop {
-            let usage = match &current {
-                Some(raw) => decode("usage", raw)?,
-                None => Usage::default(),
-            };
-            let Some(next) = change(usage) else {
-                return Ok(None);
-            };
-            let encoded = encode(&next);
-            match self.usage.compare_and_swap(key, current, Some(encoded))? {
-                Ok(()) => return Ok(Some(next)),
-                Err(conflict) => current = conflict.current,
+        match &self.engine {
+            Engine::Sled(sled) => sled.update_usage(host, change),
+            Engine::Postgres(pg) => Ok(pg.update_usage(host, change)),
+        }
+    }
+
+    fn forget_usage(&self, host: Uuid) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sled(sled) => sled.delete(Table::Usage, Key::Id(host)),
+            Engine::Postgres(pg) => {
+                pg.forget_usage(host);
+                Ok(())
             }
         }
+    }
+
+    fn set_usage(&self, host: Uuid, usage: Usage) -> Result<(), StoreError> {
+        self.update_usage(host, |_| Some(usage)).map(drop)
     }
 
     pub fn put_session(&self, session: &Session) -> Result<(), StoreError> {
-        put(&self.sessions, session.id.as_bytes(), session)
+        self.put(Table::Sessions, Key::Id(session.id), session)
     }
 
-    /// Remove a session record; answers it if it existed.
-    pub fn remove_session(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
-        match self.sessions.remove(id.as_bytes())? {
-            Some(raw) => Ok(Some(decode("sessions", &raw)?)),
-            None => Ok(None),
-        }
+    /// Remove a session record.
+    pub fn remove_session(&self, id: Uuid) -> Result<(), StoreError> {
+        self.delete(Table::Sessions, Key::Id(id))
     }
 
-    /// Recompute every agent's usage from the sessions on disk: what a crash between a
-    /// reservation and its session record (or a deletion and its release) left is mended.
-    /// A host closed to new sessions stays closed.
+    /// Recompute every host's usage from the sessions: what a crash between a reservation
+    /// and its session record (or a deletion and its release) left is mended. A host closed
+    /// to new sessions stays closed.
     fn rebuild_usage(&self) -> Result<(), StoreError> {
-        let mut usage: HashMap<Uuid, Usage> = HashMap::new();
-        for session in self.sessions()? {
-            let entry = usage.entry(session.agent).or_default();
-            *entry = entry.plus(&session.demand);
+        let rebuilt = usage_from_sessions(&self.sessions()?, &self.usage()?);
+        for id in rebuilt.forgotten {
+            self.forget_usage(id)?;
         }
-        let stored = self.usage()?;
-        for (id, _) in stored.iter().filter(|(_, usage)| usage.closed) {
-            let entry = usage.entry(*id).or_default();
-            *entry = entry.closed();
-        }
-        for id in stored.keys().filter(|id| !usage.contains_key(id)) {
-            self.usage.remove(id.as_bytes())?;
-        }
-        for (id, usage) in &usage {
-            if stored.get(id) != Some(usage) {
-                tracing::warn!(agent = %id, "usage rebuilt from sessions after an unclean stop");
-                self.usage.insert(id.as_bytes(), encode(usage))?;
-            }
+        for (id, usage) in rebuilt.changed {
+            tracing::warn!(host = %id, "usage rebuilt from sessions after an unclean stop");
+            self.set_usage(id, usage)?;
         }
         Ok(())
     }
@@ -508,56 +671,67 @@ impl Store {
 
     pub fn put_plugin_artifact(&self, key: &str, artifact: Vec<u8>) -> Result<(), StoreError> {
         self.plugin_artifacts.insert(key.as_bytes(), artifact)?;
+        // Rare (one per compile) and worth keeping: on disk now, not at the next commit
+        // (with PostgreSQL, no commit flushes the local cache).
+        self.plugin_artifacts.flush()?;
         Ok(())
     }
 }
 
-fn check_schema(meta: &sled::Tree) -> Result<(), StoreError> {
-    match meta.get(SCHEMA_KEY)? {
-        None => {
-            meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
-        }
-        Some(raw) => {
-            let found = <[u8; 4]>::try_from(raw.as_ref())
-                .map(u32::from_be_bytes)
-                .map_err(|_| corrupt("meta", "schema version is not 4 bytes"))?;
-            if found > SCHEMA_VERSION {
-                return Err(StoreError::NewerSchema {
-                    found,
-                    known: SCHEMA_VERSION,
-                });
-            }
-        }
-    }
-    Ok(())
+/// Which token [`Store::shared_token`] answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SharedToken {
+    Admin,
+    Agent,
 }
 
-/// The installation id kept in `meta`, made on first use.
-fn installation_id(meta: &sled::Tree) -> Result<Uuid, StoreError> {
-    if let Some(raw) = meta.get(INSTALLATION_ID)? {
-        return Uuid::from_slice(&raw).map_err(|e| corrupt("meta", e));
-    }
-    let id = Uuid::new_v4();
-    meta.insert(INSTALLATION_ID, id.as_bytes())?;
-    Ok(id)
+/// What rebuilding usage from sessions changes.
+#[derive(Debug, Default, PartialEq)]
+struct RebuiltUsage {
+    /// Hosts whose usage differs from the stored one, with the right one.
+    changed: Vec<(Uuid, Usage)>,
+    /// Hosts with stored usage and no session, not closed: their record goes.
+    forgotten: Vec<Uuid>,
 }
 
-/// A random secret kept in `meta` under `key`, made on first use.
-fn random_secret(meta: &sled::Tree, key: &[u8]) -> Result<[u8; 32], StoreError> {
-    if let Some(raw) = meta.get(key)? {
-        return <[u8; 32]>::try_from(raw.as_ref())
-            .map_err(|_| corrupt("meta", "a secret is not 32 bytes"));
+/// The usage `sessions` reserve, against what is `stored`: closed hosts stay closed.
+fn usage_from_sessions(sessions: &[Session], stored: &HashMap<Uuid, Usage>) -> RebuiltUsage {
+    let mut usage: HashMap<Uuid, Usage> = HashMap::new();
+    for session in sessions {
+        let entry = usage.entry(session.agent).or_default();
+        *entry = entry.plus(&session.demand);
     }
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| corrupt("meta", e))?;
-    meta.insert(key, &secret)?;
-    Ok(secret)
+    for (id, _) in stored.iter().filter(|(_, usage)| usage.closed) {
+        let entry = usage.entry(*id).or_default();
+        *entry = entry.closed();
+    }
+    let mut rebuilt = RebuiltUsage {
+        forgotten: stored
+            .keys()
+            .filter(|id| !usage.contains_key(id))
+            .copied()
+            .collect(),
+        changed: usage
+            .into_iter()
+            .filter(|(id, usage)| stored.get(id) != Some(usage))
+            .collect(),
+    };
+    rebuilt.forgotten.sort();
+    rebuilt.changed.sort_by_key(|(id, _)| *id);
+    rebuilt
 }
 
 fn corrupt(tree: &'static str, message: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         tree,
         message: message.to_string(),
+    }
+}
+
+fn store_task_failed(error: &tokio::task::JoinError) -> StoreError {
+    StoreError::Corrupt {
+        tree: "(start-up)",
+        message: format!("a start-up task failed: {error}"),
     }
 }
 
@@ -584,6 +758,7 @@ struct SchemaOf {
 /// How every versioned record begins (`serde_json` writes fields in declaration order).
 const VERSIONED_PREFIX: &[u8] = b"{\"schema\":";
 
+/// A record as sled keeps it: with its layout version.
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let versioned = Versioned {
         schema: SCHEMA_VERSION,
@@ -594,9 +769,16 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
         .expect("domain records serialize")
 }
 
+/// A record as PostgreSQL keeps it: bare JSON (the database's schema has the version).
+fn encode_bare<T: Serialize>(value: &T) -> String {
+    crate::domain::secret::revealed(|| serde_json::to_string(value))
+        .expect("domain records serialize")
+}
+
 fn decode<T: DeserializeOwned>(tree: &'static str, raw: &[u8]) -> Result<T, StoreError> {
     if !raw.starts_with(VERSIONED_PREFIX) {
-        // Written before records carried their version: the layout of version 1.
+        // A bare record: PostgreSQL's, or sled's from before records carried their version
+        // (the layout of version 1).
         return serde_json::from_slice(raw).map_err(|e| corrupt(tree, e));
     }
     let newer = |found: u32| StoreError::NewerSchema {
@@ -611,20 +793,6 @@ fn decode<T: DeserializeOwned>(tree: &'static str, raw: &[u8]) -> Result<T, Stor
             _ => Err(corrupt(tree, error)),
         },
     }
-}
-
-fn put<T: Serialize>(tree: &sled::Tree, key: &[u8], value: &T) -> Result<(), StoreError> {
-    tree.insert(key, encode(value))?;
-    Ok(())
-}
-
-fn scan<T: DeserializeOwned>(tree: &sled::Tree, name: &'static str) -> Result<Vec<T>, StoreError> {
-    tree.iter()
-        .map(|entry| {
-            let (_, value) = entry?;
-            decode(name, &value)
-        })
-        .collect()
 }
 
 #[cfg(test)]

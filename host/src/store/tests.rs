@@ -3,6 +3,13 @@ use std::sync::Arc;
 use super::*;
 use crate::domain::zone::{Connection, Zone};
 
+fn sled(store: &Store) -> &SledEngine {
+    match &store.engine {
+        Engine::Sled(sled) => sled,
+        Engine::Postgres(_) => unreachable!("these tests open sled"),
+    }
+}
+
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
@@ -50,19 +57,23 @@ fn records_carry_their_version_and_read_what_older_and_newer_builds_wrote() {
         pool_type: PoolType::Server,
     };
     store.put_pool(&pool("written")).unwrap();
-    let raw = store.pools.get("written").unwrap().unwrap();
+    let raw = sled(&store)
+        .tree(Table::Pools)
+        .get("written")
+        .unwrap()
+        .unwrap();
     assert_eq!(
         std::str::from_utf8(&raw).unwrap(),
         r#"{"schema":1,"record":{"name":"written","type":"server"}}"#
     );
     // A record from before records carried their version.
-    store
-        .pools
+    sled(&store)
+        .tree(Table::Pools)
         .insert("bare", r#"{"name":"bare","type":"server"}"#.as_bytes())
         .unwrap();
     // A newer build added a field: this one reads the rest (a rollback keeps working).
-    store
-        .pools
+    sled(&store)
+        .tree(Table::Pools)
         .insert(
             "added",
             r#"{"schema":1,"record":{"name":"added","type":"server","colour":"red"}}"#.as_bytes(),
@@ -76,7 +87,10 @@ fn records_carry_their_version_and_read_what_older_and_newer_builds_wrote() {
         r#"{"schema":2,"record":{"name":"next","type":"server"}}"#,
         r#"{"schema":2,"record":{"title":"next"}}"#,
     ] {
-        store.pools.insert("next", raw.as_bytes()).unwrap();
+        sled(&store)
+            .tree(Table::Pools)
+            .insert("next", raw.as_bytes())
+            .unwrap();
         assert!(
             matches!(
                 store.pools(),
@@ -85,8 +99,8 @@ fn records_carry_their_version_and_read_what_older_and_newer_builds_wrote() {
             "{raw}"
         );
     }
-    store
-        .pools
+    sled(&store)
+        .tree(Table::Pools)
         .insert("next", r#"{"schema":1,"record":{"title":"x"}}"#.as_bytes())
         .unwrap();
     assert!(matches!(
@@ -100,13 +114,16 @@ fn a_newer_schema_is_refused() {
     let dir = tempdir();
     {
         let store = Store::open(dir.path()).unwrap();
-        store
+        sled(&store)
             .db
             .open_tree("meta")
             .unwrap()
-            .insert(SCHEMA_KEY, &(SCHEMA_VERSION + 1).to_be_bytes())
+            .insert(
+                sled_engine::SCHEMA_KEY_FOR_TESTS,
+                &(SCHEMA_VERSION + 1).to_be_bytes(),
+            )
             .unwrap();
-        store.db.flush().unwrap();
+        sled(&store).db.flush().unwrap();
     }
     assert!(matches!(
         Store::open(dir.path()),
@@ -152,7 +169,7 @@ fn records_survive_a_reopen_and_usage_is_rebuilt_from_sessions() {
         store.put_session(&session(kept)).unwrap();
         store.try_reserve(kept, &CAP, &ONE).unwrap().unwrap();
         user_key = store.user_key("ada");
-        store.db.flush().unwrap();
+        sled(&store).db.flush().unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.zones().unwrap(), [Zone::with_defaults("east")]);
@@ -193,7 +210,7 @@ fn a_closed_host_takes_no_reservation_and_stays_closed_across_a_reopen() {
         assert_eq!((after.sessions, after.closed), (1, true));
         assert!(store.close_if_idle(idle).unwrap());
         assert!(store.try_reserve(idle, &CAP, &ONE).unwrap().is_none());
-        store.db.flush().unwrap();
+        sled(&store).db.flush().unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
     let usage = store.usage().unwrap();
@@ -225,4 +242,27 @@ async fn commits_complete_and_are_shared() {
         task.await.unwrap();
     }
     assert_eq!(store.zones().unwrap().len(), 64);
+}
+
+#[test]
+fn usage_is_rebuilt_as_the_sessions_say_and_closed_hosts_stay_closed() {
+    let (busy, leaked, closed_idle) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let sessions = [session(busy), session(busy)];
+    let stored = HashMap::from([
+        (busy, Usage::default().plus(&ONE)),
+        (leaked, Usage::default().plus(&ONE)),
+        (closed_idle, Usage::default().closed()),
+    ]);
+    let rebuilt = usage_from_sessions(&sessions, &stored);
+    assert_eq!(rebuilt.forgotten, [leaked]);
+    assert_eq!(
+        rebuilt.changed,
+        [(busy, Usage::default().plus(&ONE).plus(&ONE))],
+        "the closed idle host is kept as it is"
+    );
+    assert_eq!(
+        usage_from_sessions(&sessions, &HashMap::from([(busy, rebuilt.changed[0].1)])),
+        RebuiltUsage::default(),
+        "nothing to mend the second time"
+    );
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub mod load;
 pub mod moto;
+pub mod postgres;
 pub mod samba;
 pub mod tls;
 
@@ -136,6 +137,20 @@ pub struct ServerOptions {
     pub args: Vec<String>,
     /// `RUST_LOG` of the server.
     pub log_filter: String,
+    /// Where it keeps its state.
+    pub storage: Storage,
+}
+
+/// Where a test server keeps its state.
+#[derive(Clone, Debug, Default)]
+pub enum Storage {
+    /// The engine `ZONEBROKER_TEST_STORAGE` names (see [`postgres::storage_engine`]).
+    #[default]
+    FromEnvironment,
+    /// sled in the data directory, whatever the environment says.
+    Embedded,
+    /// This PostgreSQL database.
+    Database(String),
 }
 
 impl Default for ServerOptions {
@@ -147,6 +162,7 @@ impl Default for ServerOptions {
             data_dir: None,
             args: Vec::new(),
             log_filter: "info".into(),
+            storage: Storage::default(),
         }
     }
 }
@@ -166,11 +182,24 @@ impl Server {
             .args(&options.args)
             .env_remove("ZONEBROKER_ADMIN_TOKEN")
             .env_remove("ZONEBROKER_AGENT_TOKEN")
+            .env_remove("ZONEBROKER_DATABASE_URL")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for zone in &options.zones {
             command.arg("--listen").arg(format!("127.0.0.1:0={zone}"));
+        }
+        // The engine under test: a database of this binary's PostgreSQL per data directory
+        // (the same one on a restart), unless the test names its own.
+        let database = match options.storage {
+            Storage::FromEnvironment if postgres::storage_engine() == "postgres" => {
+                Some(postgres::database_of(data_dir.path()))
+            }
+            Storage::FromEnvironment | Storage::Embedded => None,
+            Storage::Database(url) => Some(url),
+        };
+        if let Some(url) = database {
+            command.arg("--database").arg(url);
         }
         if let Some(token) = &options.admin_token {
             command.env("ZONEBROKER_ADMIN_TOKEN", token);

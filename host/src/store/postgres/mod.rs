@@ -1,0 +1,474 @@
+//! The shared engine: PostgreSQL over `tokio-postgres`, a `deadpool` pool and rustls.
+//!
+//! - At open: connect, migrate the schema under a row lock ([`schema::migrate`]), read or
+//!   make the installation's shared secrets and tokens in `meta` (the first process makes
+//!   them, every later one reads them), and load the usage records.
+//! - Writes are staged in the [`journal::Journal`] as the broker makes them and committed by a
+//!   writer task, one transaction per batch; `commit().await` waits for the transaction that
+//!   carries the caller's writes.
+//! - Reservations are compare-and-swaps on the engine's usage map, staged in the same batch
+//!   as the sessions they reserve for. This serves one process per database: the usage is
+//!   rebuilt from the sessions at open, which is only right while no other process is live.
+
+mod journal;
+mod schema;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::{Key, Secrets, SharedToken, StoreError, Table};
+use crate::domain::capacity::Usage;
+use journal::{Journal, Value};
+use schema::Migrated;
+
+/// Connections per process: the writer holds one; start-up reads and component reads the
+/// rest.
+const POOL_SIZE: usize = 4;
+
+/// Where the database is and how to trust it.
+#[derive(Clone)]
+pub struct DatabaseOptions {
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=...&sslrootcert=FILE]`
+    /// (or libpq's `key=value` form).
+    pub url: String,
+    /// The CA certificates (PEM) that sign the database server's certificate; the same as
+    /// `sslrootcert` in the URL.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for DatabaseOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the URL: it may carry a password.
+        f.debug_struct("DatabaseOptions")
+            .field("database", &describe_url(&self.url))
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// What a migration brings into the database's `meta`: the installation's secrets, and its
+/// tokens if it had them.
+pub(super) struct Seed<'a> {
+    pub secrets: &'a Secrets,
+    pub admin_token: Option<String>,
+    pub agent_token: Option<String>,
+}
+
+impl Seed<'_> {
+    fn value(&self, key: &str) -> Option<Vec<u8>> {
+        match key {
+            "user_key_secret" => Some(self.secrets.user_key_secret.to_vec()),
+            "checkin_key" => Some(self.secrets.checkin_key.to_vec()),
+            "installation_id" => Some(self.secrets.installation_id.as_bytes().to_vec()),
+            "admin_token" => self.admin_token.clone().map(String::into_bytes),
+            "agent_token" => self.agent_token.clone().map(String::into_bytes),
+            _ => None,
+        }
+    }
+}
+
+pub(super) struct Postgres {
+    pool: deadpool_postgres::Pool,
+    /// `host:port/database`, for errors and logs (never the password).
+    database: String,
+    journal: Arc<Journal>,
+    writer: tokio::task::AbortHandle,
+    /// What the sessions of each host reserve; changed by compare-and-swap under this lock,
+    /// each change staged while it is held so the journal sees them in order.
+    usage: Mutex<HashMap<Uuid, Usage>>,
+    tokens: (String, String),
+    runtime: tokio::runtime::Handle,
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.writer.abort();
+    }
+}
+
+impl Postgres {
+    /// Open the database. With `seed` (a migration), the database must hold no records, and
+    /// the seed's secrets and tokens replace any it has.
+    pub async fn open(
+        options: &DatabaseOptions,
+        seed: Option<&Seed<'_>>,
+    ) -> Result<(Postgres, Secrets), StoreError> {
+        let (config, ca_file) =
+            parse_url(&options.url, options.ca_file.clone()).map_err(|message| {
+                StoreError::Database {
+                    database: describe_url(&options.url),
+                    message,
+                }
+            })?;
+        let database = describe(&config);
+        let failed = |message: String| StoreError::Database {
+            database: database.clone(),
+            message,
+        };
+        let tls = tls_connector(ca_file.as_deref()).map_err(&failed)?;
+        let manager = deadpool_postgres::Manager::from_config(
+            config,
+            tls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(|e| failed(e.to_string()))?;
+        let sql = |e: tokio_postgres::Error| failed(sql_error(&e));
+        let sql_of = sql;
+        let mut client = pool.get().await.map_err(|e| failed(e.to_string()))?;
+        match schema::migrate(&mut client).await.map_err(sql)? {
+            Migrated::Newer(found) => {
+                return Err(StoreError::NewerDatabaseSchema {
+                    found,
+                    known: schema::VERSION,
+                });
+            }
+            Migrated::Upgraded { from } => {
+                tracing::info!(
+                    database,
+                    from,
+                    to = schema::VERSION,
+                    "database schema migrated"
+                )
+            }
+            Migrated::Current => {}
+        }
+        if seed.is_some() {
+            for table in Table::ALL {
+                let sql = format!("SELECT EXISTS (SELECT 1 FROM {})", table.name());
+                let any: bool = client.query_one(&sql, &[]).await.map_err(sql_of)?.get(0);
+                if any {
+                    return Err(failed(format!(
+                        "the database already holds an installation (table `{}` has records): `migrate` copies into an empty database only",
+                        table.name()
+                    )));
+                }
+            }
+        }
+        let random = |n: usize| {
+            let mut bytes = vec![0u8; n];
+            getrandom::fill(&mut bytes).map(|()| bytes)
+        };
+        let mut shared = HashMap::new();
+        for (key, made) in [
+            ("user_key_secret", random(32)),
+            ("checkin_key", random(32)),
+            ("installation_id", Ok(Uuid::new_v4().as_bytes().to_vec())),
+            (
+                "admin_token",
+                random(32).map(|b| hex::encode(b).into_bytes()),
+            ),
+            (
+                "agent_token",
+                random(32).map(|b| hex::encode(b).into_bytes()),
+            ),
+        ] {
+            let made = made.map_err(|e| failed(format!("no randomness: {e}")))?;
+            let (value, statement) = match seed.and_then(|seed| seed.value(key)) {
+                Some(seeded) => (
+                    seeded,
+                    "INSERT INTO meta (key, value) VALUES ($1, $2)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                ),
+                None => (
+                    made,
+                    "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                ),
+            };
+            client
+                .execute(statement, &[&key, &value])
+                .await
+                .map_err(sql)?;
+            let value: Vec<u8> = client
+                .query_one("SELECT value FROM meta WHERE key = $1", &[&key])
+                .await
+                .map_err(sql)?
+                .get(0);
+            shared.insert(key, value);
+        }
+        let corrupt = |key: &str| failed(format!("`{key}` in table `meta` is malformed"));
+        let secret = |key: &str| -> Result<[u8; 32], StoreError> {
+            <[u8; 32]>::try_from(shared[key].as_slice()).map_err(|_| corrupt(key))
+        };
+        let token = |key: &str| String::from_utf8(shared[key].clone()).map_err(|_| corrupt(key));
+        let secrets = Secrets {
+            user_key_secret: secret("user_key_secret")?,
+            checkin_key: secret("checkin_key")?,
+            installation_id: Uuid::from_slice(&shared["installation_id"])
+                .map_err(|_| corrupt("installation_id"))?,
+        };
+        let tokens = (token("admin_token")?, token("agent_token")?);
+        let mut usage = HashMap::new();
+        for row in client
+            .query("SELECT host, record::text FROM usage", &[])
+            .await
+            .map_err(sql)?
+        {
+            let record: String = row.get(1);
+            usage.insert(row.get(0), super::decode("usage", record.as_bytes())?);
+        }
+        drop(client);
+
+        let journal = Arc::new(Journal::new());
+        let writer = tokio::spawn({
+            let (journal, pool, database) = (journal.clone(), pool.clone(), database.clone());
+            async move { journal.run(pool, database).await }
+        })
+        .abort_handle();
+        tracing::info!(database, "using the PostgreSQL database");
+        let engine = Postgres {
+            pool,
+            database,
+            journal,
+            writer,
+            usage: Mutex::new(usage),
+            tokens,
+            runtime: tokio::runtime::Handle::current(),
+        };
+        Ok((engine, secrets))
+    }
+
+    /// Run `future` to completion from synchronous code: on a blocking thread, or on an
+    /// async worker that hands its other tasks off first.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.runtime.block_on(future))
+            }
+            _ => self.runtime.block_on(future),
+        }
+    }
+
+    pub async fn commit(&self) -> Result<(), StoreError> {
+        self.journal
+            .commit()
+            .await
+            .map_err(|message| self.failed(message))
+    }
+
+    pub fn stage(&self, table: Table, key: Key, value: Option<String>) {
+        self.journal
+            .stage(table, key.text(), value.map(Value::Record));
+    }
+
+    pub fn stage_blob(&self, sha256: &str, bytes: Option<Vec<u8>>) {
+        self.journal.stage(
+            Table::PluginBlobs,
+            sha256.to_string(),
+            bytes.map(Value::Bytes),
+        );
+    }
+
+    pub fn token(&self, which: SharedToken) -> &str {
+        match which {
+            SharedToken::Admin => &self.tokens.0,
+            SharedToken::Agent => &self.tokens.1,
+        }
+    }
+
+    /// Every record of `table`, as committed.
+    pub async fn scan(&self, table: Table) -> Result<Vec<Vec<u8>>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!("SELECT record::text FROM {}", table.name());
+        let rows = client.query(&sql, &[]).await.map_err(|e| self.sql(&e))?;
+        Ok(rows
+            .iter()
+            .map(|row| row.get::<_, String>(0).into_bytes())
+            .collect())
+    }
+
+    pub async fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT component FROM plugin_blobs WHERE sha256 = $1",
+                &[&sha256],
+            )
+            .await
+            .map_err(|e| self.sql(&e))?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    /// How many rows `table` holds (`migrate` refuses a database that has any).
+    pub async fn count(&self, table: Table) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        let sql = format!("SELECT count(*) FROM {}", table.name());
+        let row = client
+            .query_one(&sql, &[])
+            .await
+            .map_err(|e| self.sql(&e))?;
+        Ok(row.get(0))
+    }
+
+    pub fn usage_of(&self, host: Uuid) -> Usage {
+        self.usage_map().get(&host).copied().unwrap_or_default()
+    }
+
+    pub fn all_usage(&self) -> HashMap<Uuid, Usage> {
+        self.usage_map().clone()
+    }
+
+    pub fn update_usage(
+        &self,
+        host: Uuid,
+        change: impl Fn(Usage) -> Option<Usage>,
+    ) -> Option<Usage> {
+        let mut usage = self.usage_map();
+        let next = change(usage.get(&host).copied().unwrap_or_default())?;
+        usage.insert(host, next);
+        self.stage(Table::Usage, Key::Id(host), Some(super::encode_bare(&next)));
+        Some(next)
+    }
+
+    pub fn forget_usage(&self, host: Uuid) {
+        let mut usage = self.usage_map();
+        usage.remove(&host);
+        self.stage(Table::Usage, Key::Id(host), None);
+    }
+
+    fn usage_map(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Usage>> {
+        self.usage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| self.failed(e.to_string()))
+    }
+
+    fn failed(&self, message: String) -> StoreError {
+        StoreError::Database {
+            database: self.database.clone(),
+            message,
+        }
+    }
+
+    fn sql(&self, error: &tokio_postgres::Error) -> StoreError {
+        self.failed(sql_error(error))
+    }
+}
+
+fn sql_error(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => error.to_string(),
+    }
+}
+
+/// The URL as `tokio-postgres` reads it, and the CA file. libpq's `sslmode=verify-full` and
+/// `verify-ca` are read as `require` (every TLS connection verifies the server's certificate
+/// and host name with rustls, whatever the mode), `sslrootcert=FILE` as the CA file.
+fn parse_url(
+    url: &str,
+    ca_file: Option<PathBuf>,
+) -> Result<(tokio_postgres::Config, Option<PathBuf>), String> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut ca_file = ca_file;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sslmode", "verify-full" | "verify-ca")) => kept.push("sslmode=require"),
+            Some(("sslrootcert", path)) => ca_file = Some(PathBuf::from(path)),
+            _ => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    let mut config =
+        tokio_postgres::Config::from_str(&url).map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("zonebroker");
+    }
+    Ok((config, ca_file))
+}
+
+/// TLS for the database with rustls: the CA file's certificates, or the web's roots.
+fn tls_connector(
+    ca_file: Option<&std::path::Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| format!("{} is not PEM: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| {
+                    format!("a certificate in {} is not usable: {e}", path.display())
+                })?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// `host:port/database` of a configuration.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}/{}", config.get_dbname().unwrap_or_default())
+}
+
+/// `host:port/database` of a URL, or a placeholder when it does not parse.
+fn describe_url(url: &str) -> String {
+    parse_url(url, None)
+        .map(|(config, _)| describe(&config))
+        .unwrap_or_else(|_| "(an unreadable URL)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libpq_ssl_modes_and_root_certs_are_read_and_the_password_is_never_shown() {
+        let (config, ca) = parse_url(
+            "postgres://zb:s3cret@db.example:6432/broker?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+        assert_eq!(ca, Some(PathBuf::from("/etc/ca.pem")));
+        let options = DatabaseOptions {
+            url: "postgres://zb:s3cret@db.example:6432/broker".into(),
+            ca_file: None,
+        };
+        let shown = format!("{options:?}");
+        assert!(shown.contains("db.example:6432/broker"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(parse_url("mysql://nope", None).is_err());
+    }
+}

@@ -1,0 +1,124 @@
+//! The PostgreSQL schema and its migrations, applied at start under a row lock.
+//!
+//! Every table keeps a domain record as `jsonb` under its key, with the constraints the
+//! broker relies on expressed in SQL (names and ids as primary keys, an agent's host name
+//! unique). The SQL is plain (no advisory locks, no `NOTIFY`, no extensions) so that
+//! PostgreSQL-compatible databases (CockroachDB, YugabyteDB) can run it.
+
+use tokio_postgres::error::SqlState;
+
+use super::super::Table;
+
+/// Migration `n` (1-based) takes the schema from version `n - 1` to `n`. Never edit one
+/// that has shipped: add the next.
+const MIGRATIONS: &[&str] = &[
+    // 1: the tables of the embedded store's trees.
+    r#"
+    CREATE TABLE meta (key text PRIMARY KEY, value bytea NOT NULL);
+    CREATE TABLE zones (name text PRIMARY KEY, record jsonb NOT NULL);
+    CREATE TABLE images (name text PRIMARY KEY, record jsonb NOT NULL);
+    CREATE TABLE agents (
+        id uuid PRIMARY KEY,
+        record jsonb NOT NULL,
+        hostname text GENERATED ALWAYS AS (record->>'hostname') STORED,
+        CONSTRAINT agents_hostname_unique UNIQUE (hostname)
+    );
+    CREATE TABLE sessions (id uuid PRIMARY KEY, record jsonb NOT NULL);
+    CREATE TABLE usage (host uuid PRIMARY KEY, record jsonb NOT NULL);
+    CREATE TABLE plugins (name text PRIMARY KEY, record jsonb NOT NULL);
+    CREATE TABLE plugin_blobs (sha256 text PRIMARY KEY, component bytea NOT NULL);
+    CREATE TABLE pools (name text PRIMARY KEY, record jsonb NOT NULL);
+    CREATE TABLE provider_configs (name text PRIMARY KEY, record jsonb NOT NULL);
+    CREATE TABLE autoscale_configs (name text PRIMARY KEY, record jsonb NOT NULL);
+    CREATE TABLE servers (id uuid PRIMARY KEY, record jsonb NOT NULL);
+    CREATE TABLE workspaces (name text PRIMARY KEY, record jsonb NOT NULL);
+    CREATE TABLE ldap_configs (name text PRIMARY KEY, record jsonb NOT NULL);
+    "#,
+];
+
+/// The schema version this build creates and understands.
+pub const VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// The key column of `table`, and its SQL type.
+pub fn key_column(table: Table) -> (&'static str, &'static str) {
+    match table {
+        Table::Usage => ("host", "uuid"),
+        Table::PluginBlobs => ("sha256", "text"),
+        table if table.keyed_by_id() => ("id", "uuid"),
+        _ => ("name", "text"),
+    }
+}
+
+/// What migrating found.
+pub enum Migrated {
+    /// From this version to [`VERSION`].
+    Upgraded {
+        from: i32,
+    },
+    Current,
+    /// The database is at a newer version than this build knows.
+    Newer(i32),
+}
+
+/// Create the schema or bring it to [`VERSION`], in one transaction holding the lock on the
+/// version row, so that processes starting together migrate once: the others wait on the
+/// row, then find it current.
+pub async fn migrate(
+    client: &mut tokio_postgres::Client,
+) -> Result<Migrated, tokio_postgres::Error> {
+    // Two processes creating the table at once: one may fail on the catalog's unique index;
+    // the table exists then.
+    for attempt in 0.. {
+        match client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS zonebroker_schema (
+                     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+                     version integer NOT NULL
+                 )",
+            )
+            .await
+        {
+            Ok(()) => break,
+            Err(error)
+                if attempt < 5
+                    && matches!(
+                        error.code(),
+                        Some(&SqlState::UNIQUE_VIOLATION | &SqlState::DUPLICATE_TABLE)
+                    ) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    let transaction = client.transaction().await?;
+    transaction
+        .execute(
+            "INSERT INTO zonebroker_schema (singleton, version) VALUES (true, 0)
+             ON CONFLICT (singleton) DO NOTHING",
+            &[],
+        )
+        .await?;
+    let found: i32 = transaction
+        .query_one(
+            "SELECT version FROM zonebroker_schema WHERE singleton FOR UPDATE",
+            &[],
+        )
+        .await?
+        .get(0);
+    if found > VERSION {
+        return Ok(Migrated::Newer(found));
+    }
+    if found == VERSION {
+        transaction.commit().await?;
+        return Ok(Migrated::Current);
+    }
+    for migration in &MIGRATIONS[found as usize..] {
+        transaction.batch_execute(migration).await?;
+    }
+    transaction
+        .execute(
+            "UPDATE zonebroker_schema SET version = $1 WHERE singleton",
+            &[&VERSION],
+        )
+        .await?;
+    transaction.commit().await?;
+    Ok(Migrated::Upgraded { from: found })
+}
