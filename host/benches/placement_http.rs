@@ -7,10 +7,12 @@
 //! the server sustains flat out; and the same load against a bare axum handler, the
 //! baseline every ratio is taken against.
 //!
-//! `cargo bench -p zonebroker --bench placement_http [-- SECONDS CLIENTS ZONES,ZONES,... [svg=PATH]]`
-//! (defaults: 10 seconds, 32 concurrent clients, fleets of 1 zone; the growth table in
-//! BENCHMARKS.md is `-- 10 32 1,10,50 svg=docs/placement-growth.svg`, the path relative to
-//! the workspace root).
+//! `cargo bench -p zonebroker --bench placement_http [-- SECONDS CLIENTS ZONES,ZONES,... [svg=PATH] [engines=sled,postgres]]`
+//! (defaults: 10 seconds, 32 concurrent clients, fleets of 1 zone, the embedded store; the
+//! growth table in BENCHMARKS.md is `-- 10 32 1,10,50 svg=docs/placement-growth.svg`, the
+//! path relative to the workspace root, the plot of the sled rows). `engines=sled,postgres`
+//! measures every fleet on both engines in the same run, PostgreSQL being a throw-away
+//! cluster of Debian's server on the same machine (`fsync` and `synchronous_commit` on).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -83,13 +85,19 @@ impl Drop for Fleet {
     }
 }
 
-fn start(zones: usize) -> Fleet {
+fn start(zones: usize, engine: &str) -> Fleet {
     let dir = zonebroker_test_support::private_tempdir();
     let addrs: Vec<String> = (0..zones)
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
     let mut command = Command::new(BIN);
     command.args(["serve", "--data-dir"]).arg(dir.path());
+    if engine == "postgres" {
+        let cluster = zonebroker_test_support::postgres::cluster();
+        command
+            .arg("--database")
+            .arg(cluster.url(&cluster.create_database()));
+    }
     for (i, addr) in addrs.iter().enumerate() {
         command.args(["--listen", &format!("{addr}=zone-{i:02}")]);
     }
@@ -189,6 +197,7 @@ async fn populate(fleet: &Fleet) -> Vec<(String, Vec<u8>)> {
 
 /// One fleet size's measurements.
 struct Row {
+    engine: &'static str,
     agents: usize,
     zones: usize,
     quiet: Run,
@@ -226,6 +235,7 @@ async fn measure(
     load::run(baseline_addr, ADMIN, "desktop", 1.0, clients).await;
     let baseline = load::run(baseline_addr, ADMIN, "desktop", seconds, clients).await;
     Row {
+        engine: "sled",
         agents,
         zones: fleet.addrs.len(),
         quiet,
@@ -343,6 +353,19 @@ fn main() {
         })
         .unwrap_or_else(|| vec![1]);
     let svg_path = args.iter().find_map(|a| a.strip_prefix("svg="));
+    let engines: Vec<&'static str> = args
+        .iter()
+        .find_map(|a| a.strip_prefix("engines="))
+        .map(|list| {
+            list.split(',')
+                .map(|engine| match engine {
+                    "sled" => "sled",
+                    "postgres" => "postgres",
+                    other => panic!("engine `{other}`: say sled or postgres"),
+                })
+                .collect()
+        })
+        .unwrap_or_else(|| vec!["sled"]);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -351,19 +374,22 @@ fn main() {
     let baseline_addr = bare_axum();
     let mut rows = Vec::new();
     for zones in fleets {
-        let fleet = start(zones);
-        let row = runtime.block_on(async {
-            let checkins = populate(&fleet).await;
-            measure(&fleet, checkins, &baseline_addr, seconds, clients).await
-        });
-        drop(fleet);
-        eprintln!(
-            "{} agents: {:.0} placements/s alone, {:.0} with check-ins",
-            row.agents,
-            row.quiet.rate(),
-            row.busy.rate()
-        );
-        rows.push(row);
+        for &engine in &engines {
+            let fleet = start(zones, engine);
+            let mut row = runtime.block_on(async {
+                let checkins = populate(&fleet).await;
+                measure(&fleet, checkins, &baseline_addr, seconds, clients).await
+            });
+            drop(fleet);
+            row.engine = engine;
+            eprintln!(
+                "{engine}, {} agents: {:.0} placements/s alone, {:.0} with check-ins",
+                row.agents,
+                row.quiet.rate(),
+                row.busy.rate()
+            );
+            rows.push(row);
+        }
     }
 
     println!(
@@ -371,13 +397,16 @@ fn main() {
          all in zone-00 (search_alternate_zones: false); check-ins every {CHECKIN_PERIOD} s per agent"
     );
     println!(
-        "| agents / zones | placements/s | p50 ms | p99 ms | with check-ins: placements/s | p99 ms | check-ins/s done | check-ins/s flat out | bare axum req/s | ratio | cost growth | with check-ins |"
+        "| engine | agents / zones | placements/s | p50 ms | p99 ms | with check-ins: placements/s | p99 ms | check-ins/s done | check-ins/s flat out | bare axum req/s | ratio | cost growth | with check-ins |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let (first_quiet, first_busy) = (rows[0].cost(&rows[0].quiet), rows[0].cost(&rows[0].busy));
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in &rows {
+        // Growth against the same engine's smallest fleet.
+        let first = rows.iter().find(|r| r.engine == row.engine).unwrap();
+        let (first_quiet, first_busy) = (first.cost(&first.quiet), first.cost(&first.busy));
         println!(
-            "| {} / {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.3} | {:.2}x | {:.2}x |",
+            "| {} | {} / {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.3} | {:.2}x | {:.2}x |",
+            row.engine,
             row.agents,
             row.zones,
             row.quiet.rate(),
@@ -406,7 +435,8 @@ fn main() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("..")
             .join(path);
-        std::fs::write(&path, plot(&rows)).unwrap();
+        let sled: Vec<Row> = rows.into_iter().filter(|r| r.engine == "sled").collect();
+        std::fs::write(&path, plot(&sled)).unwrap();
         println!("plot written to {}", path.display());
     }
 }
