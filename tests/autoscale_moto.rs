@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use zonebroker_test_support::moto::Moto;
+use zonebroker_test_support::postgres;
 use zonebroker_test_support::{Server, ServerOptions, workspace_root};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonebroker");
@@ -469,13 +470,20 @@ fn assert_no_secret_is_shown(server: Server, secrets: &[&str]) {
     }
     let data_dir = server.data_dir();
     server.stop();
-    let store = zonebroker::store::Store::open(data_dir.path()).unwrap();
-    let key = store.checkin_key();
+    let key: Vec<u8> = if postgres::storage_engine() == "postgres" {
+        let database = postgres::database_of(data_dir.path());
+        let sql = "SELECT encode(value, 'hex') FROM meta WHERE key = 'checkin_key'";
+        hex::decode(postgres::cluster().psql(&database, sql)).unwrap()
+    } else {
+        let store = zonebroker::store::Store::open(data_dir.path()).unwrap();
+        store.checkin_key().to_vec()
+    };
+    assert_eq!(key.len(), 32);
     use base64::Engine as _;
     for form in [
-        hex::encode(key),
-        base64::engine::general_purpose::STANDARD.encode(key),
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key),
+        hex::encode(&key),
+        base64::engine::general_purpose::STANDARD.encode(&key),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&key),
     ] {
         assert!(!shown.contains(&form), "the check-in key was shown");
     }

@@ -3,7 +3,7 @@
 //! across a database crash, the schema's version and lock, tokens kept in the database, and
 //! `zonebroker migrate` from an embedded installation.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -128,38 +128,62 @@ fn no_acknowledged_session_is_lost_to_a_kill_9_or_a_database_crash() {
     assert_eq!(sessions, acknowledged.len().to_string());
 }
 
+/// Start `zonebroker serve` on `url` as a raw process (it may be refused), in `data_dir`.
+fn serve_raw(url: &str, data_dir: &tempfile::TempDir) -> std::process::Child {
+    Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0=default", "--data-dir"])
+        .arg(data_dir.path())
+        .arg("--database")
+        .arg(url)
+        .env("ZONEBROKER_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
-fn processes_starting_together_migrate_once_and_a_newer_schema_is_refused() {
+fn processes_starting_together_migrate_once_one_serves_and_a_newer_schema_is_refused() {
     let database = cluster().create_database();
-    let servers: Vec<Server> = std::thread::scope(|scope| {
-        let starting: Vec<_> = (0..3)
-            .map(|_| scope.spawn(|| on(&database, ServerOptions::default())))
-            .collect();
-        starting.into_iter().map(|s| s.join().unwrap()).collect()
-    });
-    let migrated: usize = servers
-        .iter()
-        .map(|s| {
-            s.logs()
-                .iter()
-                .filter(|line| line.contains("database schema migrated"))
-                .count()
-        })
-        .sum();
-    assert_eq!(migrated, 1, "one of the three migrated");
-    drop(servers);
+    let url = cluster().url(&database);
+    let dirs: Vec<_> = (0..3).map(|_| private_tempdir()).collect();
+    let mut starting: Vec<_> = dirs.iter().map(|dir| serve_raw(&url, dir)).collect();
+    // Two are refused (one process per database for now) and exit; one serves.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exited = |children: &mut Vec<std::process::Child>| {
+        children
+            .iter_mut()
+            .map(|c| c.try_wait().unwrap().is_some() as usize)
+            .sum::<usize>()
+    };
+    while exited(&mut starting) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "two of the three should have been refused"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(exited(&mut starting), 2, "one process serves");
+    for child in &mut starting {
+        let _ = child.kill();
+    }
+    let logs: Vec<String> = starting
+        .into_iter()
+        .map(|c| String::from_utf8_lossy(&c.wait_with_output().unwrap().stderr).into_owned())
+        .collect();
+    let count = |what: &str| logs.iter().filter(|log| log.contains(what)).count();
+    assert_eq!(count("database schema migrated"), 1, "{logs:#?}");
+    assert_eq!(count("serves this database"), 2, "{logs:#?}");
+
+    // The one that served was killed: a restart on this machine takes its lease over at once.
+    let restarted = on(&database, ServerOptions::default());
+    drop(restarted);
 
     cluster().psql(
         &database,
         "UPDATE zonebroker_schema SET version = version + 1",
     );
-    let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0=default", "--data-dir"])
-        .arg(private_tempdir().path())
-        .arg("--database")
-        .arg(cluster().url(&database))
-        .output()
-        .unwrap();
+    let out = serve_raw(&url, &dirs[0]).wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
@@ -176,29 +200,34 @@ fn every_process_on_a_database_accepts_the_same_generated_tokens() {
         agent_token: None,
         ..ServerOptions::default()
     };
+    let token = || {
+        cluster().psql(
+            &database,
+            "SELECT convert_from(value, 'UTF8') FROM meta WHERE key = 'admin_token'",
+        )
+    };
     let first = on(&database, without_tokens());
+    let made = token();
+    assert_eq!(made.len(), 64, "{made}");
+    let data_dir = first.data_dir();
+    // A clean stop gives the lease back; the next process (another data directory, as
+    // another machine would have) reads the same token.
+    first.stop();
     let second = on(&database, without_tokens());
-    let token = cluster().psql(
-        &database,
-        "SELECT convert_from(value, 'UTF8') FROM meta WHERE key = 'admin_token'",
+    assert_eq!(token(), made);
+    let (status, _) = second.call_as("default", "GET", "/api/v1/zones", None, Some(&made), None);
+    assert_eq!(status, 200);
+    let (status, _) = second.call_as(
+        "default",
+        "GET",
+        "/api/v1/zones",
+        None,
+        Some(ADMIN_TOKEN),
+        None,
     );
-    assert_eq!(token.len(), 64, "{token}");
-    for server in [&first, &second] {
-        let (status, _) =
-            server.call_as("default", "GET", "/api/v1/zones", None, Some(&token), None);
-        assert_eq!(status, 200);
-        let (status, _) = server.call_as(
-            "default",
-            "GET",
-            "/api/v1/zones",
-            None,
-            Some(ADMIN_TOKEN),
-            None,
-        );
-        assert_eq!(status, 401);
-    }
+    assert_eq!(status, 401);
     // Never in a file of the data directory.
-    assert!(!first.data_dir().path().join("admin-token").exists());
+    assert!(!data_dir.path().join("admin-token").exists());
 }
 
 #[test]
@@ -235,13 +264,13 @@ fn migrate_copies_an_embedded_installation_and_a_database_server_serves_it() {
         Some(&json!({ "load_balance_strategy": "spread" })),
     );
     assert_eq!(status, 200, "{answer}");
-    let (status, session) = call(
-        &embedded,
-        "POST",
-        "/api/v1/sessions",
-        Some(&json!({ "image": "desktop", "user": "ada" })),
-    );
-    assert_eq!(status, 201, "{session}");
+    let place_for = |server: &Server, user: &str| {
+        let body = json!({ "image": "desktop", "user": user });
+        let (status, session) = call(server, "POST", "/api/v1/sessions", Some(&body));
+        assert_eq!(status, 201, "{session}");
+        session
+    };
+    place_for(&embedded, "ada");
     let before: Vec<Value> = [
         "/api/v1/zones",
         "/api/v1/agents",
@@ -308,12 +337,55 @@ fn migrate_copies_an_embedded_installation_and_a_database_server_serves_it() {
     assert_eq!(after[..4], before[..4]);
     assert_eq!(after[4]["active_version"], before[4]["active_version"]);
     assert!(!after[4]["active_version"].is_null());
-    let (status, placed) = call(
-        &served,
-        "POST",
-        "/api/v1/sessions",
-        Some(&json!({ "image": "desktop", "user": "bob" })),
+    assert_eq!(place_for(&served, "bob")["agent"], a1.as_str());
+}
+
+#[test]
+fn the_database_is_reached_over_tls_with_its_certificate_verified() {
+    let (cluster, ca) = Cluster::start_tls();
+    let database = cluster.create_database();
+    let url = cluster.url(&database);
+    let verified = format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display());
+    let server = Server::start(
+        BIN,
+        ServerOptions {
+            storage: Storage::Database(verified),
+            ..ServerOptions::default()
+        },
     );
-    assert_eq!(status, 201, "{placed}");
-    assert_eq!(placed["agent"], a1.as_str());
+    agent(&server, "default", "a1", 10);
+    image(&server, ADMIN_TOKEN, "desktop");
+    place(&server, "default", "desktop");
+    drop(server);
+
+    let refused = |url: &str, ca_file: Option<&std::path::Path>| {
+        let mut command = Command::new(BIN);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0=default", "--data-dir"])
+            .arg(private_tempdir().path())
+            .arg("--database")
+            .arg(url);
+        if let Some(ca_file) = ca_file {
+            command.arg("--database-ca-file").arg(ca_file);
+        }
+        let out = command.output().unwrap();
+        assert!(!out.status.success(), "started with {url}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // A certificate the web's roots do not vouch for is refused...
+    let untrusted = refused(&format!("{url}?sslmode=verify-full"), None);
+    assert!(untrusted.contains("certificate"), "{untrusted}");
+    // ...and so is a plain connection, which this database does not take.
+    let plain = refused(&format!("{url}?sslmode=disable"), Some(&ca));
+    assert!(plain.contains("no pg_hba.conf entry"), "{plain}");
+    // The CA given as a flag works as `sslrootcert` does.
+    let flagged = Server::start(
+        BIN,
+        ServerOptions {
+            storage: Storage::Database(format!("{url}?sslmode=require")),
+            args: vec!["--database-ca-file".into(), ca.display().to_string()],
+            ..ServerOptions::default()
+        },
+    );
+    assert_eq!(session_ids(&flagged, "default").len(), 1);
 }

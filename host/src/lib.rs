@@ -17,3 +17,4 @@ pub mod metrics;
 pub mod plugin_cache;
 pub mod server;
 pub mod store;
+pub mod tls_client;

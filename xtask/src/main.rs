@@ -267,6 +267,8 @@ const SUITES_ON_POSTGRES: &[&str] = &[
     "config_writes",
     "agent_identity",
     "hot_swap",
+    "autoscale_moto",
+    "openapi_conformance",
 ];
 
 fn cargo() -> Command {

@@ -127,22 +127,8 @@ async fn connect(ldap: &LdapConfig) -> Result<ldap3::Ldap, DirectoryError> {
 
 /// A rustls client configuration trusting exactly the certificates in `pem`.
 fn tls_config(pem: &str) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-        let cert = cert.map_err(|e| format!("the CA certificate is not PEM: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("the CA certificate is not usable: {e}"))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    let roots = crate::tls_client::roots_from_pem(pem.as_bytes(), "the CA certificate")?;
+    Ok(Arc::new(crate::tls_client::client_config(roots)?))
 }
 
 fn refused(operation: &'static str, dn: &str) -> impl FnOnce(LdapError) -> DirectoryError {

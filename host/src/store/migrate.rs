@@ -68,6 +68,16 @@ pub async fn copy_into_database(
         tables.push((table, entries.len()));
     }
     to.commit().await?;
+    let counted = count_copies(pg, tables).await;
+    to.flush().await?;
+    Ok(Copied { tables: counted? })
+}
+
+/// Check that the database holds as many records of each table as were copied.
+async fn count_copies(
+    pg: &super::postgres::Postgres,
+    tables: Vec<(Table, usize)>,
+) -> Result<Vec<(&'static str, usize)>, StoreError> {
     let mut copied = Vec::new();
     for (table, expected) in tables {
         let found = pg.count(table).await?;
@@ -79,5 +89,5 @@ pub async fn copy_into_database(
         }
         copied.push((table.name(), expected));
     }
-    Ok(Copied { tables: copied })
+    Ok(copied)
 }

@@ -265,11 +265,11 @@ impl Store {
         }
     }
 
-    /// Make everything durable now (shutdown).
+    /// Make everything durable now and let go of the database (shutdown).
     pub async fn flush(&self) -> Result<(), StoreError> {
         match &self.engine {
             Engine::Sled(sled) => sled.flush().await,
-            Engine::Postgres(pg) => pg.commit().await,
+            Engine::Postgres(pg) => pg.close().await,
         }
     }
 
@@ -292,7 +292,7 @@ impl Store {
         self.secrets.installation_id
     }
 
-    /// The admin (`admin`) or agent (`agent`) token the database keeps for every process
+    /// The admin or agent token the database keeps for every process
     /// that shares it; `None` for the embedded store, whose tokens are files in the data
     /// directory.
     pub fn shared_token(&self, which: SharedToken) -> Option<String> {

@@ -193,7 +193,7 @@ impl Server {
         // (the same one on a restart), unless the test names its own.
         let database = match options.storage {
             Storage::FromEnvironment if postgres::storage_engine() == "postgres" => {
-                Some(postgres::database_of(data_dir.path()))
+                Some(postgres::cluster().url(&postgres::database_of(data_dir.path())))
             }
             Storage::FromEnvironment | Storage::Embedded => None,
             Storage::Database(url) => Some(url),

@@ -31,15 +31,15 @@ pub fn cluster() -> &'static Cluster {
     CLUSTER.get_or_init(Cluster::start)
 }
 
-/// The database of a test server's data directory: made on first use, the same on a
-/// restart with the same directory.
+/// The database (in [`cluster`]) of a test server's data directory: made on first use, the
+/// same on a restart with the same directory.
 pub fn database_of(data_dir: &Path) -> String {
     static DATABASES: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
     let mut databases = DATABASES.get_or_init(Default::default).lock().unwrap();
-    let name = databases
+    databases
         .entry(data_dir.to_path_buf())
-        .or_insert_with(|| cluster().create_database());
-    cluster().url(name)
+        .or_insert_with(|| cluster().create_database())
+        .clone()
 }
 
 pub struct Cluster {
@@ -52,6 +52,49 @@ pub struct Cluster {
 impl Cluster {
     /// A cluster of its own (for a test that crashes it; the others share [`cluster`]).
     pub fn start() -> Cluster {
+        let cluster = Cluster::init();
+        cluster.start_server();
+        cluster
+    }
+
+    /// A cluster of its own that takes TCP connections over TLS only (`hostssl` in
+    /// `pg_hba.conf`), with a certificate for 127.0.0.1 signed by a test CA; answers it and
+    /// the CA's file.
+    pub fn start_tls() -> (Cluster, PathBuf) {
+        let cluster = Cluster::init();
+        let certs = cluster.dir.join("certs");
+        crate::tls::make_certificates(&certs, "127.0.0.1");
+        if is_root() {
+            run(
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&certs),
+                "chown",
+            );
+        }
+        let data = cluster.data();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .unwrap();
+        use std::io::Write as _;
+        writeln!(
+            conf,
+            "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'",
+            certs.join("cert.pem").display(),
+            certs.join("key.pem").display()
+        )
+        .unwrap();
+        cluster.start_server();
+        (cluster, certs.join("ca.pem"))
+    }
+
+    fn init() -> Cluster {
         let bin = bin_dir();
         let dir = std::env::temp_dir().join(format!(
             "zonebroker-pg-{}-{}",
@@ -103,7 +146,6 @@ impl Cluster {
             .stderr(Stdio::null())
             .spawn()
             .expect("start the cluster's watchdog");
-        cluster.start_server();
         cluster
     }
 

@@ -17,6 +17,7 @@ use tokio_postgres::error::SqlState;
 
 use super::super::Table;
 use super::schema::key_column;
+use super::{error_chain, sql_error};
 
 /// A staged value: a record (JSON) or a component's bytes; `None` deletes.
 #[derive(Debug)]
@@ -155,7 +156,7 @@ async fn write(pool: &deadpool_postgres::Pool, batch: &Batch) -> Result<(), Fail
     let mut client = pool
         .get()
         .await
-        .map_err(|e| Failure::Retry(e.to_string()))?;
+        .map_err(|e| Failure::Retry(error_chain(&e)))?;
     let transaction = client.transaction().await.map_err(classify)?;
     let mut tables: BTreeMap<Table, (Vec<&str>, Vec<&str>, Vec<&[u8]>, Vec<&str>)> =
         BTreeMap::new();
@@ -228,10 +229,7 @@ fn classify(error: tokio_postgres::Error) -> Failure {
                 || code.code().starts_with("57P")
         }
     };
-    let message = match error.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => error.to_string(),
-    };
+    let message = sql_error(&error);
     if retry {
         Failure::Retry(message)
     } else {

@@ -11,6 +11,7 @@
 //!   rebuilt from the sessions at open, which is only right while no other process is live.
 
 mod journal;
+mod lease;
 mod schema;
 
 use std::collections::HashMap;
@@ -79,6 +80,9 @@ pub(super) struct Postgres {
     database: String,
     journal: Arc<Journal>,
     writer: tokio::task::AbortHandle,
+    renewer: tokio::task::AbortHandle,
+    /// This process, as the lease's holder.
+    holder: lease::Holder,
     /// What the sessions of each host reserve; changed by compare-and-swap under this lock,
     /// each change staged while it is held so the journal sees them in order.
     usage: Mutex<HashMap<Uuid, Usage>>,
@@ -89,6 +93,7 @@ pub(super) struct Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         self.writer.abort();
+        self.renewer.abort();
     }
 }
 
@@ -122,10 +127,10 @@ impl Postgres {
         let pool = deadpool_postgres::Pool::builder(manager)
             .max_size(POOL_SIZE)
             .build()
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| failed(error_chain(&e)))?;
         let sql = |e: tokio_postgres::Error| failed(sql_error(&e));
         let sql_of = sql;
-        let mut client = pool.get().await.map_err(|e| failed(e.to_string()))?;
+        let mut client = pool.get().await.map_err(|e| failed(error_chain(&e)))?;
         match schema::migrate(&mut client).await.map_err(sql)? {
             Migrated::Newer(found) => {
                 return Err(StoreError::NewerDatabaseSchema {
@@ -217,6 +222,18 @@ impl Postgres {
             let record: String = row.get(1);
             usage.insert(row.get(0), super::decode("usage", record.as_bytes())?);
         }
+        // Last, so that nothing above can fail while this process holds the lease.
+        let me = lease::Holder::this_process();
+        match lease::take(&client, &me).await {
+            Ok(()) => {}
+            Err(lease::Refused::Sql(error)) => return Err(sql(error)),
+            Err(lease::Refused::Held { host, pid, for_s }) => {
+                return Err(failed(format!(
+                    "another zonebroker (host {host}, pid {pid}) serves this database (its lease runs {for_s:.0} s more unless it renews it); \
+                     for now one process serves a database, so that no two rebuild or reserve the same hosts' usage"
+                )));
+            }
+        }
         drop(client);
 
         let journal = Arc::new(Journal::new());
@@ -225,12 +242,16 @@ impl Postgres {
             async move { journal.run(pool, database).await }
         })
         .abort_handle();
+        let renewer =
+            tokio::spawn(keep_lease(pool.clone(), me.clone(), database.clone())).abort_handle();
         tracing::info!(database, "using the PostgreSQL database");
         let engine = Postgres {
             pool,
             database,
             journal,
             writer,
+            renewer,
+            holder: me,
             usage: Mutex::new(usage),
             tokens,
             runtime: tokio::runtime::Handle::current(),
@@ -247,6 +268,16 @@ impl Postgres {
             }
             _ => self.runtime.block_on(future),
         }
+    }
+
+    /// Commit what is staged and give the lease back (a clean stop).
+    pub async fn close(&self) -> Result<(), StoreError> {
+        self.commit().await?;
+        self.renewer.abort();
+        let client = self.client().await?;
+        lease::give_back(&client, &self.holder)
+            .await
+            .map_err(|e| self.sql(&e))
     }
 
     pub async fn commit(&self) -> Result<(), StoreError> {
@@ -344,7 +375,7 @@ impl Postgres {
         self.pool
             .get()
             .await
-            .map_err(|e| self.failed(e.to_string()))
+            .map_err(|e| self.failed(error_chain(&e)))
     }
 
     fn failed(&self, message: String) -> StoreError {
@@ -359,11 +390,49 @@ impl Postgres {
     }
 }
 
+/// Renew the lease until the task is aborted. Another process holding it means this one
+/// stalled past it and was replaced: it stops at once rather than write beside its successor.
+async fn keep_lease(pool: deadpool_postgres::Pool, me: lease::Holder, database: String) {
+    loop {
+        tokio::time::sleep(lease::RENEW_EVERY).await;
+        let renewed = match pool.get().await {
+            Ok(client) => lease::renew(&client, &me).await.map_err(|e| sql_error(&e)),
+            Err(error) => Err(error_chain(&error)),
+        };
+        match renewed {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::error!(
+                    database,
+                    "another process took this database's lease while this one could not renew it: stopping"
+                );
+                std::process::exit(75);
+            }
+            Err(error) => tracing::warn!(database, "cannot renew the database lease: {error}"),
+        }
+    }
+}
+
+/// What the database said (its message and SQLSTATE), or why it could not be asked.
 fn sql_error(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => error.to_string(),
+        None => error_chain(error),
     }
+}
+
+/// An error and its causes, `: `-separated (a TLS failure says why the handshake failed).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+        source = source.and_then(std::error::Error::source);
+    }
+    text
 }
 
 /// The URL as `tokio-postgres` reads it, and the CA file. libpq's `sslmode=verify-full` and
@@ -403,28 +472,15 @@ fn parse_url(
 fn tls_connector(
     ca_file: Option<&std::path::Path>,
 ) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject as _;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
+    let roots = match ca_file {
         Some(path) => {
             let pem = std::fs::read(path)
                 .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| format!("{} is not PEM: {e}", path.display()))?;
-                roots.add(cert).map_err(|e| {
-                    format!("a certificate in {} is not usable: {e}", path.display())
-                })?;
-            }
+            crate::tls_client::roots_from_pem(&pem, &path.display().to_string())?
         }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        None => crate::tls_client::web_roots(),
+    };
+    let config = crate::tls_client::client_config(roots)?;
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 

@@ -34,6 +34,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE workspaces (name text PRIMARY KEY, record jsonb NOT NULL);
     CREATE TABLE ldap_configs (name text PRIMARY KEY, record jsonb NOT NULL);
     "#,
+    // 2: the lease of the one process that may serve the database (until several managers
+    // can share it).
+    r#"
+    CREATE TABLE manager_lease (
+        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        holder uuid NOT NULL,
+        host text NOT NULL,
+        pid integer NOT NULL,
+        expires_at timestamptz NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build creates and understands.
@@ -66,8 +77,8 @@ pub enum Migrated {
 pub async fn migrate(
     client: &mut tokio_postgres::Client,
 ) -> Result<Migrated, tokio_postgres::Error> {
-    // Two processes creating the table at once: one may fail on the catalog's unique index;
-    // the table exists then.
+    // Two processes creating the table at once: one may fail on the catalog (its row type
+    // already exists, or the table); the table exists then.
     for attempt in 0.. {
         match client
             .batch_execute(
@@ -83,7 +94,11 @@ pub async fn migrate(
                 if attempt < 5
                     && matches!(
                         error.code(),
-                        Some(&SqlState::UNIQUE_VIOLATION | &SqlState::DUPLICATE_TABLE)
+                        Some(
+                            &SqlState::UNIQUE_VIOLATION
+                                | &SqlState::DUPLICATE_TABLE
+                                | &SqlState::DUPLICATE_OBJECT
+                        )
                     ) => {}
             Err(error) => return Err(error),
         }
