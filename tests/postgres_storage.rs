@@ -271,16 +271,15 @@ fn migrate_copies_an_embedded_installation_and_a_database_server_serves_it() {
         session
     };
     place_for(&embedded, "ada");
-    let before: Vec<Value> = [
-        "/api/v1/zones",
-        "/api/v1/agents",
-        "/api/v1/images",
-        "/api/v1/sessions",
-        "/api/v1/plugins/spread",
-    ]
-    .iter()
-    .map(|path| call(&embedded, "GET", path, None).1)
-    .collect();
+    // What an operator sees: zones, agents, images, sessions, the uploaded plugin.
+    let state = |server: &Server| -> Vec<Value> {
+        let paths = ["zones", "agents", "images", "sessions", "plugins/spread"];
+        paths
+            .iter()
+            .map(|path| call(server, "GET", &format!("/api/v1/{path}"), None).1)
+            .collect()
+    };
+    let before = state(&embedded);
     let data_dir: Arc<tempfile::TempDir> = embedded.data_dir();
     embedded.stop();
 
@@ -324,16 +323,7 @@ fn migrate_copies_an_embedded_installation_and_a_database_server_serves_it() {
             ..ServerOptions::default()
         },
     );
-    let after: Vec<Value> = [
-        "/api/v1/zones",
-        "/api/v1/agents",
-        "/api/v1/images",
-        "/api/v1/sessions",
-        "/api/v1/plugins/spread",
-    ]
-    .iter()
-    .map(|path| call(&served, "GET", path, None).1)
-    .collect();
+    let after = state(&served);
     assert_eq!(after[..4], before[..4]);
     assert_eq!(after[4]["active_version"], before[4]["active_version"]);
     assert!(!after[4]["active_version"].is_null());

@@ -129,7 +129,6 @@ impl Postgres {
             .build()
             .map_err(|e| failed(error_chain(&e)))?;
         let sql = |e: tokio_postgres::Error| failed(sql_error(&e));
-        let sql_of = sql;
         let mut client = pool.get().await.map_err(|e| failed(error_chain(&e)))?;
         match schema::migrate(&mut client).await.map_err(sql)? {
             Migrated::Newer(found) => {
@@ -149,79 +148,10 @@ impl Postgres {
             Migrated::Current => {}
         }
         if seed.is_some() {
-            for table in Table::ALL {
-                let sql = format!("SELECT EXISTS (SELECT 1 FROM {})", table.name());
-                let any: bool = client.query_one(&sql, &[]).await.map_err(sql_of)?.get(0);
-                if any {
-                    return Err(failed(format!(
-                        "the database already holds an installation (table `{}` has records): `migrate` copies into an empty database only",
-                        table.name()
-                    )));
-                }
-            }
+            refuse_unless_empty(&client).await.map_err(&failed)?;
         }
-        let random = |n: usize| {
-            let mut bytes = vec![0u8; n];
-            getrandom::fill(&mut bytes).map(|()| bytes)
-        };
-        let mut shared = HashMap::new();
-        for (key, made) in [
-            ("user_key_secret", random(32)),
-            ("checkin_key", random(32)),
-            ("installation_id", Ok(Uuid::new_v4().as_bytes().to_vec())),
-            (
-                "admin_token",
-                random(32).map(|b| hex::encode(b).into_bytes()),
-            ),
-            (
-                "agent_token",
-                random(32).map(|b| hex::encode(b).into_bytes()),
-            ),
-        ] {
-            let made = made.map_err(|e| failed(format!("no randomness: {e}")))?;
-            let (value, statement) = match seed.and_then(|seed| seed.value(key)) {
-                Some(seeded) => (
-                    seeded,
-                    "INSERT INTO meta (key, value) VALUES ($1, $2)
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                ),
-                None => (
-                    made,
-                    "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-                ),
-            };
-            client
-                .execute(statement, &[&key, &value])
-                .await
-                .map_err(sql)?;
-            let value: Vec<u8> = client
-                .query_one("SELECT value FROM meta WHERE key = $1", &[&key])
-                .await
-                .map_err(sql)?
-                .get(0);
-            shared.insert(key, value);
-        }
-        let corrupt = |key: &str| failed(format!("`{key}` in table `meta` is malformed"));
-        let secret = |key: &str| -> Result<[u8; 32], StoreError> {
-            <[u8; 32]>::try_from(shared[key].as_slice()).map_err(|_| corrupt(key))
-        };
-        let token = |key: &str| String::from_utf8(shared[key].clone()).map_err(|_| corrupt(key));
-        let secrets = Secrets {
-            user_key_secret: secret("user_key_secret")?,
-            checkin_key: secret("checkin_key")?,
-            installation_id: Uuid::from_slice(&shared["installation_id"])
-                .map_err(|_| corrupt("installation_id"))?,
-        };
-        let tokens = (token("admin_token")?, token("agent_token")?);
-        let mut usage = HashMap::new();
-        for row in client
-            .query("SELECT host, record::text FROM usage", &[])
-            .await
-            .map_err(sql)?
-        {
-            let record: String = row.get(1);
-            usage.insert(row.get(0), super::decode("usage", record.as_bytes())?);
-        }
+        let (secrets, tokens) = shared_secrets(&client, seed).await.map_err(&failed)?;
+        let usage = load_usage(&client).await.map_err(&failed)?;
         // Last, so that nothing above can fail while this process holds the lease.
         let me = lease::Holder::this_process();
         match lease::take(&client, &me).await {
@@ -388,6 +318,94 @@ impl Postgres {
     fn sql(&self, error: &tokio_postgres::Error) -> StoreError {
         self.failed(sql_error(error))
     }
+}
+
+/// `migrate` copies into an empty database only.
+async fn refuse_unless_empty(client: &tokio_postgres::Client) -> Result<(), String> {
+    for table in Table::ALL {
+        let query = format!("SELECT EXISTS (SELECT 1 FROM {})", table.name());
+        let row = client
+            .query_one(&query, &[])
+            .await
+            .map_err(|e| sql_error(&e))?;
+        if row.get::<_, bool>(0) {
+            return Err(format!(
+                "the database already holds an installation (table `{}` has records): `migrate` copies into an empty database only",
+                table.name()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The installation's secrets and tokens in `meta`: made by the first process (each one
+/// insert-if-absent, so processes starting together agree), or replaced by a migration's
+/// `seed`.
+async fn shared_secrets(
+    client: &tokio_postgres::Client,
+    seed: Option<&Seed<'_>>,
+) -> Result<(Secrets, (String, String)), String> {
+    let random = |n: usize| {
+        let mut bytes = vec![0u8; n];
+        getrandom::fill(&mut bytes)
+            .map(|()| bytes)
+            .map_err(|e| format!("no randomness: {e}"))
+    };
+    let mut shared = HashMap::new();
+    for (key, made) in [
+        ("user_key_secret", random(32)?),
+        ("checkin_key", random(32)?),
+        ("installation_id", Uuid::new_v4().as_bytes().to_vec()),
+        ("admin_token", hex::encode(random(32)?).into_bytes()),
+        ("agent_token", hex::encode(random(32)?).into_bytes()),
+    ] {
+        let (value, statement) = match seed.and_then(|seed| seed.value(key)) {
+            Some(seeded) => (
+                seeded,
+                "INSERT INTO meta (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            ),
+            None => (
+                made,
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            ),
+        };
+        let sql = |e: tokio_postgres::Error| sql_error(&e);
+        client
+            .execute(statement, &[&key, &value])
+            .await
+            .map_err(sql)?;
+        let row = client
+            .query_one("SELECT value FROM meta WHERE key = $1", &[&key])
+            .await
+            .map_err(sql)?;
+        shared.insert(key, row.get::<_, Vec<u8>>(0));
+    }
+    let corrupt = |key: &str| format!("`{key}` in table `meta` is malformed");
+    let secret = |key: &str| <[u8; 32]>::try_from(shared[key].as_slice()).map_err(|_| corrupt(key));
+    let token = |key: &str| String::from_utf8(shared[key].clone()).map_err(|_| corrupt(key));
+    let secrets = Secrets {
+        user_key_secret: secret("user_key_secret")?,
+        checkin_key: secret("checkin_key")?,
+        installation_id: Uuid::from_slice(&shared["installation_id"])
+            .map_err(|_| corrupt("installation_id"))?,
+    };
+    Ok((secrets, (token("admin_token")?, token("agent_token")?)))
+}
+
+/// Every host's usage record.
+async fn load_usage(client: &tokio_postgres::Client) -> Result<HashMap<Uuid, Usage>, String> {
+    let rows = client
+        .query("SELECT host, record::text FROM usage", &[])
+        .await
+        .map_err(|e| sql_error(&e))?;
+    let mut usage = HashMap::new();
+    for row in rows {
+        let record: String = row.get(1);
+        let decoded = super::decode("usage", record.as_bytes()).map_err(|e| e.to_string())?;
+        usage.insert(row.get(0), decoded);
+    }
+    Ok(usage)
 }
 
 /// Renew the lease until the task is aborted. Another process holding it means this one
