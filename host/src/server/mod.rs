@@ -117,18 +117,16 @@ pub async fn serve(
         }
     };
     let admin_token = load_token(
-        "admin token",
+        SharedToken::Admin,
         config.admin_token.clone(),
         &store,
         &config.data_dir,
-        ADMIN_TOKEN_FILE,
     )?;
     let agent_token = load_token(
-        "agent token",
+        SharedToken::Agent,
         config.agent_token.clone(),
         &store,
         &config.data_dir,
-        AGENT_TOKEN_FILE,
     )?;
 
     // Loading plugins (compiling any whose artifact is not cached) is CPU work: keep it off
@@ -267,16 +265,14 @@ pub async fn serve(
 /// A token from the environment, else the database's (shared by every process), else the
 /// data directory's file (made on first start).
 fn load_token(
-    what: &str,
+    which: SharedToken,
     env: Option<String>,
     store: &Store,
     data_dir: &std::path::Path,
-    file: &str,
 ) -> Result<Token, TokenError> {
-    let which = if file == ADMIN_TOKEN_FILE {
-        SharedToken::Admin
-    } else {
-        SharedToken::Agent
+    let (what, file) = match which {
+        SharedToken::Admin => ("admin token", ADMIN_TOKEN_FILE),
+        SharedToken::Agent => ("agent token", AGENT_TOKEN_FILE),
     };
     if let (None, Some(shared)) = (
         env.as_ref().filter(|v| !v.is_empty()),

@@ -12,11 +12,44 @@ use std::thread::JoinHandle;
 
 use tokio::sync::watch;
 
-/// The flusher's progress: every write numbered up to `seq` is durable (unless `error`).
+/// A group commit's progress: every write numbered up to `seq` is durable (unless `error`).
+/// Shared by sled's flusher and the PostgreSQL journal's writer.
 #[derive(Clone, Debug, Default)]
 struct Flushed {
     seq: u64,
     error: Option<String>,
+}
+
+/// What a group commit's writer reports and its writers wait on.
+pub(crate) struct Progress(watch::Sender<Flushed>);
+
+impl Progress {
+    pub fn new() -> Progress {
+        Progress(watch::Sender::new(Flushed::default()))
+    }
+
+    /// Every write numbered up to `seq` is durable, or failed with `error`.
+    pub fn report(&self, seq: u64, error: Option<String>) {
+        self.0.send_replace(Flushed { seq, error });
+    }
+
+    /// Wait until the write numbered `seq` is durable; `wake` the writer first unless it is
+    /// already.
+    pub async fn wait_for(&self, seq: u64, wake: impl FnOnce()) -> Result<(), CommitError> {
+        let mut flushed = self.0.subscribe();
+        if flushed.borrow().seq >= seq {
+            return Ok(());
+        }
+        wake();
+        let state = flushed
+            .wait_for(|f| f.seq >= seq)
+            .await
+            .map_err(|_| CommitError("the writer stopped".into()))?;
+        match &state.error {
+            Some(error) => Err(CommitError(error.clone())),
+            None => Ok(()),
+        }
+    }
 }
 
 struct Pending {
@@ -32,7 +65,7 @@ struct Shared {
     /// A std `Mutex`, not tokio's: held for a few instructions, never across an `.await`.
     pending: Mutex<Pending>,
     wake: Condvar,
-    flushed: watch::Sender<Flushed>,
+    flushed: Progress,
 }
 
 /// The flusher of one sled database; stops (after a last flush) when dropped.
@@ -55,7 +88,7 @@ impl GroupCommit {
                 stop: false,
             }),
             wake: Condvar::new(),
-            flushed: watch::Sender::new(Flushed::default()),
+            flushed: Progress::new(),
         });
         let thread = std::thread::Builder::new()
             .name("sled-commit".into())
@@ -71,7 +104,6 @@ impl GroupCommit {
 
     /// Wait until every write this task made before the call is on disk.
     pub async fn commit(&self) -> Result<(), CommitError> {
-        let mut flushed = self.shared.flushed.subscribe();
         let seq = {
             let mut pending = self
                 .shared
@@ -81,15 +113,10 @@ impl GroupCommit {
             pending.written += 1;
             pending.written
         };
-        self.shared.wake.notify_one();
-        let state = flushed
-            .wait_for(|f| f.seq >= seq)
+        self.shared
+            .flushed
+            .wait_for(seq, || self.shared.wake.notify_one())
             .await
-            .map_err(|_| CommitError("the flusher stopped".into()))?;
-        match &state.error {
-            Some(error) => Err(CommitError(error.clone())),
-            None => Ok(()),
-        }
     }
 }
 
@@ -129,7 +156,7 @@ fn flusher(db: sled::Db, shared: &Shared) {
             tracing::error!("sled flush failed: {error}");
         }
         done = target;
-        shared.flushed.send_replace(Flushed { seq: target, error });
+        shared.flushed.report(target, error);
     }
     let _ = db.flush();
 }

@@ -103,6 +103,7 @@ enum Table {
 }
 
 impl Table {
+    /// Every table, in declaration order (so `table as usize` indexes it).
     const ALL: [Table; 13] = [
         Table::Zones,
         Table::Images,
@@ -239,14 +240,6 @@ impl Store {
             .map_err(|e| store_task_failed(&e))??;
         store.commit().await?;
         Ok(store)
-    }
-
-    /// Which engine this is, for logs: `sled` or `postgres`.
-    pub fn engine_name(&self) -> &'static str {
-        match &self.engine {
-            Engine::Sled(_) => "sled",
-            Engine::Postgres(_) => "postgres",
-        }
     }
 
     /// Wait until every write made before the call is durable.

@@ -266,3 +266,10 @@ fn usage_is_rebuilt_as_the_sessions_say_and_closed_hosts_stay_closed() {
         "nothing to mend the second time"
     );
 }
+
+#[test]
+fn every_table_is_listed_once_in_declaration_order() {
+    for (index, table) in Table::ALL.iter().enumerate() {
+        assert_eq!(*table as usize, index, "{table:?}");
+    }
+}

@@ -12,10 +12,11 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio_postgres::error::SqlState;
 
 use super::super::Table;
+use super::super::commit::{CommitError, Progress};
 use super::schema::key_column;
 use super::{error_chain, sql_error};
 
@@ -35,18 +36,11 @@ struct Staged {
     count: u64,
 }
 
-/// The writer's progress: every write numbered up to `seq` is committed (unless `error`).
-#[derive(Clone, Debug, Default)]
-struct Written {
-    seq: u64,
-    error: Option<String>,
-}
-
 pub struct Journal {
     /// A std `Mutex`: held to stage a write or take a batch, never across an `.await`.
     staged: Mutex<Staged>,
     wake: Notify,
-    written: watch::Sender<Written>,
+    written: Progress,
 }
 
 impl Journal {
@@ -57,7 +51,7 @@ impl Journal {
                 count: 0,
             }),
             wake: Notify::new(),
-            written: watch::Sender::new(Written::default()),
+            written: Progress::new(),
         }
     }
 
@@ -68,21 +62,9 @@ impl Journal {
     }
 
     /// Wait until every write staged before the call is committed.
-    pub async fn commit(&self) -> Result<(), String> {
-        let mut written = self.written.subscribe();
+    pub async fn commit(&self) -> Result<(), CommitError> {
         let seq = self.staged.lock().unwrap_or_else(|p| p.into_inner()).count;
-        if written.borrow().seq >= seq {
-            return Ok(());
-        }
-        self.wake.notify_one();
-        let state = written
-            .wait_for(|w| w.seq >= seq)
-            .await
-            .map_err(|_| "the database writer stopped".to_string())?;
-        match &state.error {
-            Some(error) => Err(error.clone()),
-            None => Ok(()),
-        }
+        self.written.wait_for(seq, || self.wake.notify_one()).await
     }
 
     /// The writer: takes what is staged, commits it, reports, until the task is aborted.
@@ -100,7 +82,7 @@ impl Journal {
                 };
                 let error = write_retrying(&pool, &batch, &database).await.err();
                 done = target;
-                self.written.send_replace(Written { seq: target, error });
+                self.written.report(target, error);
             }
         }
     }

@@ -214,7 +214,7 @@ impl Postgres {
         self.journal
             .commit()
             .await
-            .map_err(|message| self.failed(message))
+            .map_err(|error| self.failed(error.0))
     }
 
     pub fn stage(&self, table: Table, key: Key, value: Option<String>) {
