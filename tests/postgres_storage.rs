@@ -122,7 +122,7 @@ fn no_acknowledged_session_is_lost_to_a_kill_9_or_a_database_crash() {
     acknowledged.sort();
     assert_eq!(session_ids(&restarted, "default"), acknowledged);
     // The usage in the database is the sum over the sessions.
-    let usage = cluster.psql(&database, "SELECT (record->>'sessions')::int FROM usage");
+    let usage = cluster.psql(&database, "SELECT sum(sessions) FROM usage");
     assert_eq!(usage, acknowledged.len().to_string());
     let sessions = cluster.psql(&database, "SELECT count(*) FROM sessions");
     assert_eq!(sessions, acknowledged.len().to_string());

@@ -180,11 +180,10 @@ impl Broker {
     /// (VM, directory object, record) once its sessions are over; with `force`, they are
     /// ended now. Answers what happened.
     pub async fn remove_server(&self, id: Uuid, force: bool) -> Result<Removal, BrokerError> {
-        let (removal, config) = {
-            let mut inventory = self.write();
+        let config = {
+            let inventory = self.read();
             let entry = inventory.servers.get(&id).ok_or_else(|| not_found(id))?;
-            let config = entry.server.config.clone();
-            if config.is_none() && !force && entry.sessions() > 0 {
+            if entry.server.config.is_none() && !force && entry.sessions() > 0 {
                 return Err(BrokerError::Conflict {
                     code: "server_in_use",
                     message: format!(
@@ -193,38 +192,45 @@ impl Broker {
                     ),
                 });
             }
-            if force {
-                self.end_sessions_on(&mut inventory, id, "its server is removed by an operator")?;
+            entry.server.config.clone()
+        };
+        if force {
+            self.end_sessions_on(id, "its server is removed by an operator")
+                .await?;
+        }
+        let removal = match &config {
+            None => {
+                if !self.store.close_if_idle(id).await? {
+                    return Err(BrokerError::Conflict {
+                        code: "server_in_use",
+                        message: format!("server `{id}` got a session meanwhile: try again"),
+                    });
+                }
+                let mut inventory = self.write();
+                self.store.delete_server(id)?;
+                inventory.remove_server(id);
+                Removal::Removed
             }
-            let entry = &inventory.servers[&id];
-            match &config {
-                None => {
-                    if !self.store.close_if_idle(id)? {
-                        return Err(BrokerError::Conflict {
-                            code: "server_in_use",
-                            message: format!("server `{id}` got a session meanwhile: try again"),
-                        });
-                    }
-                    self.store.delete_server(id)?;
-                    inventory.remove_server(id);
-                    (Removal::Removed, None)
+            Some(_) => {
+                let usage = self.store.close(id).await?;
+                let mut inventory = self.write();
+                let usage = self.usage_now(id, usage);
+                let entry = inventory
+                    .servers
+                    .get_mut(&id)
+                    .ok_or_else(|| not_found(id))?;
+                let mut server = entry.server.clone();
+                if matches!(
+                    server.status,
+                    ServerStatus::Provisioning | ServerStatus::Running
+                ) {
+                    server.status = ServerStatus::Draining;
+                    server.status_changed_at_ms = now_ms();
                 }
-                Some(_) => {
-                    let mut server = entry.server.clone();
-                    if matches!(
-                        server.status,
-                        ServerStatus::Provisioning | ServerStatus::Running
-                    ) {
-                        server.status = ServerStatus::Draining;
-                        server.status_changed_at_ms = now_ms();
-                    }
-                    let usage = self.store.close(id)?;
-                    self.store.put_server(&server)?;
-                    let entry = inventory.servers.get_mut(&id).expect("checked above");
-                    entry.usage = usage;
-                    entry.server = server;
-                    (Removal::Draining(Box::new(entry.view())), config)
-                }
+                self.store.put_server(&server)?;
+                entry.usage = usage;
+                entry.server = server;
+                Removal::Draining(Box::new(entry.view()))
             }
         };
         self.commit().await?;
@@ -239,25 +245,15 @@ impl Broker {
     }
 
     /// End every session on server `id` now (its server is lost or removed), and leave it
-    /// closed to new ones. Under the inventory lock; the caller commits.
-    fn end_sessions_on(
-        &self,
-        inventory: &mut Inventory,
-        id: Uuid,
-        why: &str,
-    ) -> Result<(), BrokerError> {
-        let ended: Vec<Uuid> = inventory
-            .sessions
-            .values()
-            .filter(|s| s.agent == id)
-            .map(|s| s.id)
-            .collect();
+    /// closed to new ones. The caller commits.
+    async fn end_sessions_on(&self, id: Uuid, why: &str) -> Result<(), BrokerError> {
+        let ended = self.store.end_sessions_on(id).await?;
+        let mut inventory = self.write();
         for session in &ended {
-            self.store.remove_session(*session)?;
             inventory.remove_session(*session);
             tracing::warn!(session = %session, server = %id, "session ended: {why}");
         }
-        let usage = self.store.close_emptied(id)?;
+        let usage = self.usage_now(id, Usage::default().closed());
         if let Some(entry) = inventory.servers.get_mut(&id) {
             entry.usage = usage;
         }
@@ -268,23 +264,24 @@ impl Broker {
     /// and it is marked `lost` for the reconcile loop to clean up and replace. Answers how
     /// many sessions ended.
     pub(crate) async fn mark_lost(&self, id: Uuid, why: &str) -> Result<u32, BrokerError> {
-        let ended = {
+        let Some(sessions) = self.read().servers.get(&id).map(|entry| entry.sessions()) else {
+            return Ok(0);
+        };
+        self.end_sessions_on(id, "its server's VM is gone").await?;
+        {
             let mut inventory = self.write();
             let Some(entry) = inventory.servers.get(&id) else {
                 return Ok(0);
             };
-            let sessions = entry.sessions();
             let mut server = entry.server.clone();
-            self.end_sessions_on(&mut inventory, id, "its server's VM is gone")?;
             server.status = ServerStatus::Lost;
             server.status_changed_at_ms = now_ms();
             server.last_error = Some(why.to_string());
             self.store.put_server(&server)?;
             inventory.put_server(server);
-            sessions
-        };
+        }
         self.commit().await?;
-        Ok(ended)
+        Ok(sessions)
     }
 
     /// A booting VM asks for its variables with its `checkin_jwt`: if the token is ours,
@@ -488,23 +485,26 @@ impl Broker {
     /// Close an idle server to new sessions and mark it destroying, atomically against
     /// placement. Answers false (and changes nothing) if a session got there first.
     pub(crate) async fn begin_destroy(&self, id: Uuid) -> Result<bool, BrokerError> {
-        {
+        let closing = match self.read().servers.get(&id) {
+            None => return Ok(false),
+            Some(entry) => !matches!(
+                entry.server.status,
+                ServerStatus::Destroying | ServerStatus::Lost
+            ),
+        };
+        if closing {
+            if !self.store.close_if_idle(id).await? {
+                return Ok(false);
+            }
             let mut inventory = self.write();
+            let usage = self.usage_now(id, Usage::default().closed());
             let Some(entry) = inventory.servers.get_mut(&id) else {
                 return Ok(false);
             };
-            if !matches!(
-                entry.server.status,
-                ServerStatus::Destroying | ServerStatus::Lost
-            ) {
-                if !self.store.close_if_idle(id)? {
-                    return Ok(false);
-                }
-                entry.usage = entry.usage.closed();
-                entry.server.status = ServerStatus::Destroying;
-                entry.server.status_changed_at_ms = now_ms();
-                self.store.put_server(&entry.server)?;
-            }
+            entry.usage = usage;
+            entry.server.status = ServerStatus::Destroying;
+            entry.server.status_changed_at_ms = now_ms();
+            self.store.put_server(&entry.server)?;
         }
         self.commit().await?;
         Ok(true)

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::{Broker, BrokerError, Inventory, now_ms, run_blocking};
 use crate::domain::autoscale::{CredentialType, RdpClient, Workspace, WorkspaceType};
-use crate::domain::capacity::{Capacity, Demand, Usage};
+use crate::domain::capacity::{Demand, Usage};
 use crate::domain::image::Image;
 use crate::domain::page::page;
 use crate::domain::ranking::{CandidateColumns, PlacementRequest, Ranking};
@@ -19,7 +19,7 @@ use crate::placement::{
     Scope, ServerSnapshot, StrategyFault,
 };
 use crate::plugins::{Registry, StrategyCallError};
-use crate::store::{Store, StoreError};
+use crate::store::Offer;
 
 impl Broker {
     /// Place a session of `request.image` (or `request.workspace`) for `request.user`, who
@@ -109,36 +109,18 @@ impl Broker {
         };
 
         let demand = image.demand();
-        let Some((agent_id, scope, usage)) =
-            self.rank_and_reserve(user_zone, &zone, &demand, &request.user, &mut candidates)?
-        else {
-            return Err(BrokerError::NoCapacity {
-                what: format!("a session of `{}`", image.name),
-            });
-        };
-
-        let session = {
-            let mut inventory = self.write();
-            let session_id = Uuid::new_v4();
-            let agent = match inventory.agents.get(&agent_id) {
-                Some(state) => state.agent.clone(),
-                None => {
-                    // Deleted while we placed: give the reservation back.
-                    drop(inventory);
-                    self.store.release(agent_id, &demand)?;
-                    return Err(BrokerError::NoCapacity {
-                        what: format!("a session of `{}`", image.name),
-                    });
-                }
-            };
-            // The proxy of the agent's zone fronts its sessions.
+        let session_id = Uuid::new_v4();
+        // The session as it would run on `candidate`: the proxy of the agent's zone fronts
+        // its sessions.
+        let offer = |inventory: &Inventory, candidate: &Candidate| {
+            let agent = &inventory.agents.get(&candidate.agent)?.agent;
             let agent_zone = inventory.zones.get(&agent.zone).unwrap_or(&zone);
-            let session = Session::placed(
+            Some(Session::placed(
                 session_id,
                 SessionOf {
-                    user: request.user,
+                    user: request.user.clone(),
                     image: Some(image.name.clone()),
-                    workspace: workspace.map(|w| w.name),
+                    workspace: workspace.as_ref().map(|w| w.name.clone()),
                     demand,
                     rdp: None,
                 },
@@ -152,17 +134,41 @@ impl Broker {
                 },
                 agent_zone,
                 origin,
-                now_ms(),
-            );
-            if let Err(error) = self.store.put_session(&session) {
-                drop(inventory);
-                self.store.release(agent_id, &demand)?;
-                return Err(error.into());
-            }
-            inventory.set_usage(agent_id, self.usage_now(agent_id, usage));
-            inventory.add_session(session.clone());
-            session
+                now,
+            ))
         };
+        let placed = self
+            .rank_and_reserve(
+                user_zone,
+                &zone,
+                &demand,
+                &request.user,
+                &mut candidates,
+                offer,
+            )
+            .await?;
+        let Some((session, scope, usage)) = placed else {
+            return Err(BrokerError::NoCapacity {
+                what: format!("a session of `{}`", image.name),
+            });
+        };
+        let agent_id = session.agent;
+        let applied = {
+            let mut inventory = self.write();
+            let present = inventory.agents.get(&agent_id).is_some();
+            if present {
+                inventory.set_usage(agent_id, self.usage_now(agent_id, usage));
+                inventory.add_session(session.clone());
+            }
+            present
+        };
+        if !applied {
+            // Deleted while we placed: give the reservation back.
+            self.store.end_session(&session, false, now_ms()).await?;
+            return Err(BrokerError::NoCapacity {
+                what: format!("a session of `{}`", image.name),
+            });
+        }
         self.metrics
             .placed(user_zone, &zone.load_balance_strategy, scope.as_str());
         self.metrics
@@ -203,40 +209,21 @@ impl Broker {
                     .server_candidates(&pool, None, Some(user_zone), user)
             },
         };
-        let Some((server_id, scope, usage)) =
-            self.rank_and_reserve(user_zone, &zone, &demand, user, &mut candidates)?
-        else {
-            // Demand the pool cannot meet: let the reconcile loop look now.
-            self.demand_changed_in_pool(&pool);
-            return Err(BrokerError::NoCapacity {
-                what: format!(
-                    "a session of workspace `{}` (pool `{pool}`)",
-                    workspace.name
-                ),
-            });
-        };
-        let session = {
-            let mut inventory = self.write();
-            // Gone, or closed (spent, draining, lost) since the reservation: it takes no
-            // new session, whatever the snapshot said.
-            let Some(entry) = inventory
+        let session_id = Uuid::new_v4();
+        let now = now_ms();
+        // The session as it would run on `candidate`, unless the server stopped taking
+        // sessions since the snapshot.
+        let offer = |inventory: &Inventory, candidate: &Candidate| {
+            let server = &inventory
                 .servers
-                .get(&server_id)
-                .filter(|e| e.server.takes_sessions())
-            else {
-                drop(inventory);
-                self.store.release(server_id, &demand)?;
-                return Err(BrokerError::NoCapacity {
-                    what: format!("a session of pool `{pool}`"),
-                });
-            };
-            let mut server = entry.server.clone();
+                .get(&candidate.agent)
+                .filter(|e| e.server.takes_sessions())?
+                .server;
             let config = server
                 .config
                 .as_ref()
                 .and_then(|name| inventory.autoscale_configs.get(name));
             let server_zone = inventory.zones.get(&server.zone).unwrap_or(&zone);
-            let session_id = Uuid::new_v4();
             let address = server.address.clone().unwrap_or_default();
             let rdp = (workspace.rdp_client == RdpClient::LocalClient).then(|| RdpFile {
                 full_address: host_port(&address, server.port),
@@ -248,7 +235,7 @@ impl Broker {
                 },
                 gateway_hostname: server_zone.proxy_authority(origin),
             });
-            let session = Session::placed(
+            Some(Session::placed(
                 session_id,
                 SessionOf {
                     user: user.to_string(),
@@ -267,27 +254,46 @@ impl Broker {
                 },
                 server_zone,
                 origin,
-                now_ms(),
-            );
-            server.idle_since_ms = None;
-            let written = self
-                .store
-                .put_session(&session)
-                .and_then(|()| self.store.put_server(&server));
-            if let Err(error) = written {
-                drop(inventory);
-                self.store.release(server_id, &demand)?;
-                return Err(error.into());
-            }
-            let entry = inventory
+                now,
+            ))
+        };
+        let placed = self
+            .rank_and_reserve(user_zone, &zone, &demand, user, &mut candidates, offer)
+            .await?;
+        let no_capacity = || BrokerError::NoCapacity {
+            what: format!(
+                "a session of workspace `{}` (pool `{pool}`)",
+                workspace.name
+            ),
+        };
+        let Some((session, scope, usage)) = placed else {
+            // Demand the pool cannot meet: let the reconcile loop look now.
+            self.demand_changed_in_pool(&pool);
+            return Err(no_capacity());
+        };
+        let server_id = session.agent;
+        let applied = {
+            let mut inventory = self.write();
+            // Gone, or closed (spent, draining, lost) since the reservation: it takes no
+            // new session, whatever the snapshot said.
+            match inventory
                 .servers
                 .get_mut(&server_id)
-                .expect("checked above");
-            entry.server = server;
-            entry.usage = self.usage_now(server_id, usage);
-            inventory.add_session(session.clone());
-            session
+                .filter(|e| e.server.takes_sessions())
+            {
+                Some(entry) => {
+                    entry.server.session_placed();
+                    entry.usage = self.usage_now(server_id, usage);
+                    inventory.add_session(session.clone());
+                    true
+                }
+                None => false,
+            }
         };
+        if !applied {
+            self.store.end_session(&session, false, now_ms()).await?;
+            return Err(no_capacity());
+        }
         self.metrics
             .placed(user_zone, &zone.load_balance_strategy, scope.as_str());
         self.commit().await?;
@@ -304,31 +310,34 @@ impl Broker {
     }
 
     /// Rank `candidates` with the zone's strategy and reserve `demand` on the first that
-    /// still has room; strategy faults are logged and counted.
-    fn rank_and_reserve(
+    /// still has room, recording the session `offer` makes for it (in the store: the caller
+    /// applies it to the view); strategy faults are logged and counted. Holds no lock while
+    /// it waits for the store.
+    async fn rank_and_reserve(
         &self,
         user_zone: &str,
         zone: &Zone,
         demand: &Demand,
         user: &str,
         candidates: &mut impl CandidateSource,
-    ) -> Result<Option<(Uuid, Scope, Usage)>, BrokerError> {
+        offer: impl Fn(&Inventory, &Candidate) -> Option<Session>,
+    ) -> Result<Option<(Session, Scope, Usage)>, BrokerError> {
         let user_key = self.store.user_key(user);
         let mut ranker = RegistryRanker(&self.registry);
         let mut reserver = StoreReserver {
-            store: &self.store,
-            reserved: None,
+            broker: self,
+            offer,
+            placed: None,
         };
-        let report = run_blocking(|| {
-            placement::place(
-                zone,
-                demand,
-                user_key,
-                candidates,
-                &mut ranker,
-                &mut reserver,
-            )
-        })?;
+        let report = placement::place(
+            zone,
+            demand,
+            user_key,
+            candidates,
+            &mut ranker,
+            &mut reserver,
+        )
+        .await?;
         for fault in &report.faults {
             self.metrics
                 .fell_back(user_zone, &zone.load_balance_strategy, fault.code);
@@ -340,13 +349,9 @@ impl Broker {
                 fault.message
             );
         }
-        match report.placed {
-            Some((host, scope)) => Ok(Some((
-                host,
-                scope,
-                reserver.reserved.expect("a placement reserved"),
-            ))),
-            None => {
+        match (report.placed, reserver.placed) {
+            (Some((_, scope)), Some((session, usage))) => Ok(Some((session, scope, usage))),
+            _ => {
                 self.metrics.no_capacity(user_zone);
                 Ok(None)
             }
@@ -376,7 +381,7 @@ impl Broker {
     /// placement or release on the same host left, and the view must not go back in time.
     /// Every write of the view's usage reads the store under the lock, so each is as new
     /// as the last. (On a read error the reservation's answer stands until the next write.)
-    fn usage_now(&self, host: Uuid, reserved: Usage) -> Usage {
+    pub(super) fn usage_now(&self, host: Uuid, reserved: Usage) -> Usage {
         self.store.usage_of(host).unwrap_or(reserved)
     }
 
@@ -391,50 +396,46 @@ impl Broker {
     /// End a session and free what it reserved. A pool server left without sessions
     /// starts its idle time (or, if spent, waits for the reconcile loop to destroy it).
     pub async fn delete_session(&self, id: Uuid) -> Result<Session, BrokerError> {
-        let session = {
+        let (session, reusable) = {
+            let inventory = self.read();
+            let session = inventory
+                .sessions
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| not_found(id))?;
+            let reusable = session.host_kind == HostKind::Agent
+                || inventory
+                    .servers
+                    .get(&session.agent)
+                    .and_then(|e| e.server.config.as_ref())
+                    .and_then(|name| inventory.autoscale_configs.get(name))
+                    .is_none_or(|config| config.reusable);
+            (session, reusable)
+        };
+        // A single-use server closes in the same atomic step that frees the slot: a
+        // placement ranked on an older snapshot cannot reserve it.
+        let now = now_ms();
+        let ended = self.store.end_session(&session, !reusable, now).await?;
+        {
             let mut inventory = self.write();
-            if !inventory.sessions.contains_key(&id) {
-                return Err(not_found(id));
-            }
-            self.store.remove_session(id)?;
-            let session = inventory.remove_session(id).expect("checked above");
+            inventory.remove_session(id);
+            let usage = self.usage_now(session.agent, ended.usage);
             match session.host_kind {
-                HostKind::Agent => {
-                    let usage = self.store.release(session.agent, &session.demand)?;
-                    inventory.set_usage(session.agent, usage);
-                }
+                HostKind::Agent => inventory.set_usage(session.agent, usage),
                 HostKind::Server => {
-                    let reusable = inventory
-                        .servers
-                        .get(&session.agent)
-                        .and_then(|e| e.server.config.as_ref())
-                        .and_then(|name| inventory.autoscale_configs.get(name))
-                        .is_none_or(|config| config.reusable);
-                    // A single-use server closes in the same atomic step that frees the
-                    // slot: a placement ranked on an older snapshot cannot reserve it.
-                    let usage = if reusable {
-                        self.store.release(session.agent, &session.demand)?
-                    } else {
-                        self.store
-                            .release_and_close(session.agent, &session.demand)?
-                    };
                     if let Some(entry) = inventory.servers.get_mut(&session.agent) {
                         entry.usage = usage;
-                        let mut server = entry.server.clone();
-                        // A server that is not reusable is spent once a session ends on it.
-                        server.spent |= !reusable;
-                        if usage.sessions == 0 {
-                            server.idle_since_ms = Some(now_ms());
-                        }
-                        if server != entry.server {
-                            self.store.put_server(&server)?;
-                            entry.server = server;
+                        if ended.existed {
+                            entry.server.session_ended(reusable, usage.sessions, now);
                         }
                     }
                 }
             }
-            session
-        };
+        }
+        if !ended.existed {
+            // Another request ended it first.
+            return Err(not_found(id));
+        }
         self.commit().await?;
         if session.host_kind == HostKind::Server {
             self.demand_changed_on_server(session.agent);
@@ -451,7 +452,7 @@ fn not_found(id: Uuid) -> BrokerError {
     }
 }
 
-/// Strategies from the plugin registry.
+/// Strategies from the plugin registry, called off the async workers.
 struct RegistryRanker<'a>(&'a Registry);
 
 impl Ranker for RegistryRanker<'_> {
@@ -461,35 +462,63 @@ impl Ranker for RegistryRanker<'_> {
         request: &PlacementRequest,
         candidates: &mut CandidateColumns,
     ) -> Result<Ranking, StrategyFault> {
-        self.0
-            .rank(strategy, request, candidates)
-            .map_err(|error| StrategyFault {
-                code: match &error {
-                    StrategyCallError::NotFound(_) => "not_found",
-                    StrategyCallError::Call(call) => call.code(),
-                },
-                message: error.to_string(),
-            })
+        run_blocking(|| self.0.rank(strategy, request, candidates)).map_err(|error| StrategyFault {
+            code: match &error {
+                StrategyCallError::NotFound(_) => "not_found",
+                StrategyCallError::Call(call) => call.code(),
+            },
+            message: error.to_string(),
+        })
     }
 }
 
-/// Reservations by compare-and-swap in the store; remembers the usage it left.
-struct StoreReserver<'a> {
-    store: &'a Store,
-    reserved: Option<crate::domain::capacity::Usage>,
+/// How many ranked candidates one store round offers: the first usually has room (the
+/// snapshot said so), and building a session per offer costs a little each.
+const OFFERS_PER_ROUND: usize = 8;
+
+/// Reservations in the store, offering the ranked candidates a few at a time with the
+/// session each would run; remembers the session placed and the usage it left.
+struct StoreReserver<'a, F> {
+    broker: &'a Broker,
+    offer: F,
+    placed: Option<(Session, Usage)>,
 }
 
-impl Reserver for StoreReserver<'_> {
-    type Error = StoreError;
-    fn try_reserve(&mut self, candidate: &Candidate, demand: &Demand) -> Result<bool, StoreError> {
-        let capacity: &Capacity = &candidate.capacity;
-        match self.store.try_reserve(candidate.agent, capacity, demand)? {
-            Some(usage) => {
-                self.reserved = Some(usage);
-                Ok(true)
+impl<F: Fn(&Inventory, &Candidate) -> Option<Session>> Reserver for StoreReserver<'_, F> {
+    type Error = BrokerError;
+    async fn reserve_first(
+        &mut self,
+        ranked: &[&Candidate],
+        demand: &Demand,
+    ) -> Result<Option<usize>, BrokerError> {
+        for (round, chunk) in ranked.chunks(OFFERS_PER_ROUND).enumerate() {
+            let (positions, offers): (Vec<usize>, Vec<Offer>) = {
+                let inventory = self.broker.read();
+                chunk
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, candidate)| {
+                        let session = (self.offer)(&inventory, candidate)?;
+                        let offer = Offer {
+                            host: candidate.agent,
+                            capacity: candidate.capacity,
+                            session,
+                        };
+                        Some((round * OFFERS_PER_ROUND + i, offer))
+                    })
+                    .unzip()
+            };
+            if let Some(reserved) = self.broker.store.place(demand, &offers).await? {
+                let session = offers
+                    .into_iter()
+                    .nth(reserved.offer)
+                    .expect("the store answers one of the offers")
+                    .session;
+                self.placed = Some((session, reserved.usage));
+                return Ok(Some(positions[reserved.offer]));
             }
-            None => Ok(false),
         }
+        Ok(None)
     }
 }
 

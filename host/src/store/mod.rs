@@ -4,19 +4,22 @@
 //!   directory, for one process;
 //! - **PostgreSQL** (`--database URL`): one table per entity in a shared database.
 //!
-//! The store speaks in domain operations (record a session, reserve a slot, close a host),
-//! never in trees or tables, and each engine carries them out its own way:
+//! The store speaks in domain operations (place a session, end it, close a host, write a
+//! record), never in trees or tables, and each engine carries them out its own way:
 //!
-//! - A reservation re-checks capacity against the usage the store holds, atomically, so
-//!   concurrent requests never over-commit a host: a compare-and-swap on sled's usage
-//!   record; on PostgreSQL, a compare-and-swap on the engine's usage map, written in the same
-//!   transaction as the session it reserves for.
-//! - Writes are applied at once (to sled's trees; to PostgreSQL's write journal) and made
+//! - A placement re-checks capacity against the usage the store holds and records the
+//!   session, atomically, so concurrent requests never over-commit a host: on sled a
+//!   compare-and-swap on the host's usage record, then the session record; on PostgreSQL
+//!   one statement (a conditional `UPDATE` over the ranked offers, `FOR UPDATE SKIP
+//!   LOCKED`, and the session's `INSERT`). The session operations are `async` and the
+//!   broker awaits them with no lock held.
+//! - Records are written at once (to sled's trees; to PostgreSQL's write journal) and made
 //!   durable by `commit().await`, which every write path awaits, with no lock held, before
 //!   it answers: one fsync (sled) or one transaction (PostgreSQL) carries every write that
 //!   arrived while the previous one ran (group commit).
-//! - Usage is derived state: at open it is rebuilt from the sessions, so a crash between
-//!   reserving and recording a session leaks nothing.
+//! - On sled, usage is rebuilt from the sessions at open, so a crash between reserving and
+//!   recording a session leaks nothing. PostgreSQL changes both in one statement and never
+//!   rebuilds.
 //! - The secrets an installation shares (the user-key secret, the check-in signing key, the
 //!   installation id; on PostgreSQL also the admin and agent tokens) are made by the first
 //!   process and read by every later one.
@@ -47,7 +50,7 @@ use crate::domain::capacity::{Capacity, Demand, Usage};
 use crate::domain::image::Image;
 use crate::domain::ldap::LdapConfig;
 use crate::domain::plugin::PluginRecord;
-use crate::domain::session::Session;
+use crate::domain::session::{HostKind, Session};
 use crate::domain::zone::Zone;
 use postgres::Postgres;
 use sled_engine::SledEngine;
@@ -207,7 +210,9 @@ impl Store {
             plugin_artifacts,
             secrets,
         };
-        store.rebuild_usage()?;
+        if let Engine::Sled(sled) = &store.engine {
+            store.rebuild_usage(sled)?;
+        }
         Ok(store)
     }
 
@@ -230,16 +235,11 @@ impl Store {
         let cache = sled::Config::new()
             .path(data_dir.join("plugin-cache"))
             .open()?;
-        let store = Store {
+        Ok(Store {
             plugin_artifacts: cache.open_tree("plugin_artifacts")?,
             engine: Engine::Postgres(engine),
             secrets,
-        };
-        let store = tokio::task::spawn_blocking(move || store.rebuild_usage().map(|()| store))
-            .await
-            .map_err(|e| store_task_failed(&e))??;
-        store.commit().await?;
-        Ok(store)
+        })
     }
 
     /// Wait until every write made before the call is durable.
@@ -513,25 +513,6 @@ impl Store {
         self.forget_usage(id)
     }
 
-    /// Close `host` to new sessions if it has none, atomically, so a placement racing with
-    /// the close cannot land on it. Answers whether it closed (false: a session got there
-    /// first).
-    pub fn close_if_idle(&self, host: Uuid) -> Result<bool, StoreError> {
-        Ok(self
-            .update_usage(host, |usage| {
-                (usage.sessions == 0).then_some(usage.closed())
-            })?
-            .is_some())
-    }
-
-    /// Close `host` to new sessions, whatever it runs: no reservation succeeds after this,
-    /// whichever snapshot the placement ranked. Answers its usage.
-    pub fn close(&self, host: Uuid) -> Result<Usage, StoreError> {
-        Ok(self
-            .update_usage(host, |usage| Some(usage.closed()))?
-            .unwrap_or_default())
-    }
-
     // Sessions and the usage they reserve.
 
     pub fn sessions(&self) -> Result<Vec<Session>, StoreError> {
@@ -564,53 +545,129 @@ impl Store {
         }
     }
 
-    /// Reserve `demand` on `agent` if its stored usage leaves room within `capacity`.
-    /// Answers the new usage, or `None` when there was no room. Atomic.
-    pub fn try_reserve(
+    /// Reserve `demand` on the first of `offers` (best first; every offer carries the same
+    /// session, as it would run on that host) whose usage leaves room within its capacity,
+    /// and record the offer's session, atomically: on a pool server the same step ends its
+    /// idle time. Answers which offer was taken and its host's usage, or `None` when none had
+    /// room. Durable once the caller's `commit()` returns (on PostgreSQL, once this does).
+    pub async fn place(
         &self,
-        agent: Uuid,
-        capacity: &Capacity,
         demand: &Demand,
-    ) -> Result<Option<Usage>, StoreError> {
-        self.update_usage(agent, |usage| {
-            usage.has_room(capacity, demand).then(|| usage.plus(demand))
+        offers: &[Offer],
+    ) -> Result<Option<Reserved>, StoreError> {
+        let sled = match &self.engine {
+            Engine::Sled(sled) => sled,
+            Engine::Postgres(pg) => return pg.place(demand, offers).await,
+        };
+        for (
+            offer,
+            Offer {
+                host,
+                capacity,
+                session,
+            },
+        ) in offers.iter().enumerate()
+        {
+            let reserved = sled.update_usage(*host, |usage| {
+                usage.has_room(capacity, demand).then(|| usage.plus(demand))
+            })?;
+            let Some(usage) = reserved else { continue };
+            let recorded = self
+                .put_session(session)
+                .and_then(|()| match session.host_kind {
+                    HostKind::Server => self.edit_server(*host, Server::session_placed),
+                    HostKind::Agent => Ok(()),
+                });
+            if let Err(error) = recorded {
+                sled.update_usage(*host, |usage| Some(usage.minus(demand)))?;
+                return Err(error);
+            }
+            return Ok(Some(Reserved { offer, usage }));
+        }
+        Ok(None)
+    }
+
+    /// End `session` and give back what it reserved, atomically; a `single_use` host (a
+    /// server that is not reusable) is closed in the same step, and a pool server is marked
+    /// as [`Server::session_ended`] says. Answers whether the session was still there (it
+    /// may have ended meanwhile, with its host) and its host's usage.
+    pub async fn end_session(
+        &self,
+        session: &Session,
+        single_use: bool,
+        now_ms: u64,
+    ) -> Result<SessionEnded, StoreError> {
+        let sled = match &self.engine {
+            Engine::Sled(sled) => sled,
+            Engine::Postgres(pg) => return pg.end_session(session, single_use, now_ms).await,
+        };
+        if sled.get(Table::Sessions, Key::Id(session.id))?.is_none() {
+            return Ok(SessionEnded {
+                existed: false,
+                usage: self.usage_of(session.agent)?,
+            });
+        }
+        self.remove_session(session.id)?;
+        let usage = sled
+            .update_usage(session.agent, |usage| {
+                let usage = usage.minus(&session.demand);
+                Some(if single_use { usage.closed() } else { usage })
+            })?
+            .unwrap_or_default();
+        if session.host_kind == HostKind::Server {
+            self.edit_server(session.agent, |server| {
+                server.session_ended(!single_use, usage.sessions, now_ms)
+            })?;
+        }
+        Ok(SessionEnded {
+            existed: true,
+            usage,
         })
     }
 
-    /// Give back what a session of `demand` reserved on `agent`.
-    pub fn release(&self, agent: Uuid, demand: &Demand) -> Result<Usage, StoreError> {
-        Ok(self
-            .update_usage(agent, |usage| Some(usage.minus(demand)))?
-            .unwrap_or_default())
-    }
-
-    /// `host`'s sessions all ended at once (they were ended, not released one by one): no
-    /// usage left, closed to new sessions.
-    pub fn close_emptied(&self, host: Uuid) -> Result<Usage, StoreError> {
-        Ok(self
-            .update_usage(host, |_| Some(Usage::default().closed()))?
-            .unwrap_or_default())
-    }
-
-    /// Give back what a session of `demand` reserved on `host` and close it to new
-    /// sessions, in one atomic step (a single-use server whose session ended).
-    pub fn release_and_close(&self, host: Uuid, demand: &Demand) -> Result<Usage, StoreError> {
-        Ok(self
-            .update_usage(host, |usage| Some(usage.minus(demand).closed()))?
-            .unwrap_or_default())
-    }
-
-    /// Change `host`'s usage atomically: `change` answers the next usage, or `None` to
-    /// leave it (and answer `None`).
-    fn update_usage(
-        &self,
-        host: Uuid,
-        change: impl Fn(Usage) -> Option<Usage>,
-    ) -> Result<Option<Usage>, StoreError> {
-        match &self.engine {
-            Engine::Sled(sled) => sled.update_usage(host, change),
-            Engine::Postgres(pg) => Ok(pg.update_usage(host, change)),
+    /// End every session on `host` at once (its server is lost or removed) and leave it
+    /// with no usage, closed to new sessions. Answers the sessions ended.
+    pub async fn end_sessions_on(&self, host: Uuid) -> Result<Vec<Uuid>, StoreError> {
+        let sled = match &self.engine {
+            Engine::Sled(sled) => sled,
+            Engine::Postgres(pg) => return pg.end_sessions_on(host).await,
+        };
+        // O(sessions): a server is lost or removed rarely.
+        let ended: Vec<Uuid> = self
+            .sessions()?
+            .into_iter()
+            .filter(|session| session.agent == host)
+            .map(|session| session.id)
+            .collect();
+        for id in &ended {
+            self.remove_session(*id)?;
         }
+        sled.update_usage(host, |_| Some(Usage::default().closed()))?;
+        Ok(ended)
+    }
+
+    /// Close `host` to new sessions if it has none, atomically, so a placement racing with
+    /// the close cannot land on it. Answers whether it closed (false: a session got there
+    /// first).
+    pub async fn close_if_idle(&self, host: Uuid) -> Result<bool, StoreError> {
+        match &self.engine {
+            Engine::Sled(sled) => Ok(sled
+                .update_usage(host, |usage| {
+                    (usage.sessions == 0).then_some(usage.closed())
+                })?
+                .is_some()),
+            Engine::Postgres(pg) => Ok(pg.close_host(host, true).await?.is_some()),
+        }
+    }
+
+    /// Close `host` to new sessions, whatever it runs: no reservation succeeds after this,
+    /// whichever snapshot the placement ranked. Answers its usage.
+    pub async fn close(&self, host: Uuid) -> Result<Usage, StoreError> {
+        let closed = match &self.engine {
+            Engine::Sled(sled) => sled.update_usage(host, |usage| Some(usage.closed()))?,
+            Engine::Postgres(pg) => pg.close_host(host, false).await?,
+        };
+        Ok(closed.unwrap_or_default())
     }
 
     fn forget_usage(&self, host: Uuid) -> Result<(), StoreError> {
@@ -623,30 +680,40 @@ impl Store {
         }
     }
 
-    fn set_usage(&self, host: Uuid, usage: Usage) -> Result<(), StoreError> {
-        self.update_usage(host, |_| Some(usage)).map(drop)
-    }
-
-    pub fn put_session(&self, session: &Session) -> Result<(), StoreError> {
+    fn put_session(&self, session: &Session) -> Result<(), StoreError> {
         self.put(Table::Sessions, Key::Id(session.id), session)
     }
 
-    /// Remove a session record.
-    pub fn remove_session(&self, id: Uuid) -> Result<(), StoreError> {
+    fn remove_session(&self, id: Uuid) -> Result<(), StoreError> {
         self.delete(Table::Sessions, Key::Id(id))
     }
 
-    /// Recompute every host's usage from the sessions: what a crash between a reservation
-    /// and its session record (or a deletion and its release) left is mended. A host closed
-    /// to new sessions stays closed.
-    fn rebuild_usage(&self) -> Result<(), StoreError> {
+    /// Change server `id`'s record in place (sled; PostgreSQL edits it in SQL). A server
+    /// that is gone stays gone.
+    fn edit_server(&self, id: Uuid, edit: impl FnOnce(&mut Server)) -> Result<(), StoreError> {
+        let Engine::Sled(sled) = &self.engine else {
+            unreachable!("PostgreSQL edits servers in its statements")
+        };
+        if let Some(raw) = sled.get(Table::Servers, Key::Id(id))? {
+            let mut server: Server = decode(Table::Servers.name(), &raw)?;
+            edit(&mut server);
+            self.put_server(&server)?;
+        }
+        Ok(())
+    }
+
+    /// Recompute every host's usage from the sessions (sled, at open: what a crash between
+    /// a reservation and its session record left is mended). A host closed to new sessions
+    /// stays closed. PostgreSQL changes usage and sessions in one statement, so never needs
+    /// this.
+    fn rebuild_usage(&self, sled: &SledEngine) -> Result<(), StoreError> {
         let rebuilt = usage_from_sessions(&self.sessions()?, &self.usage()?);
         for id in rebuilt.forgotten {
-            self.forget_usage(id)?;
+            sled.delete(Table::Usage, Key::Id(id))?;
         }
         for (id, usage) in rebuilt.changed {
             tracing::warn!(host = %id, "usage rebuilt from sessions after an unclean stop");
-            self.set_usage(id, usage)?;
+            sled.update_usage(id, |_| Some(usage))?;
         }
         Ok(())
     }
@@ -669,6 +736,29 @@ impl Store {
         self.plugin_artifacts.flush()?;
         Ok(())
     }
+}
+
+/// A host offered to [`Store::place`], with the session it would run there.
+pub struct Offer {
+    pub host: Uuid,
+    pub capacity: Capacity,
+    pub session: Session,
+}
+
+/// What [`Store::place`] reserved: the offer taken and its host's usage after.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reserved {
+    pub offer: usize,
+    pub usage: Usage,
+}
+
+/// What [`Store::end_session`] did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SessionEnded {
+    /// The session was there (false: it had ended already, with its host or meanwhile).
+    pub existed: bool,
+    /// Its host's usage after.
+    pub usage: Usage,
 }
 
 /// Which token [`Store::shared_token`] answers.

@@ -131,43 +131,87 @@ fn a_newer_schema_is_refused() {
     ));
 }
 
-#[test]
-fn concurrent_reservations_never_overcommit() {
+/// `host` offered alone, with a new session of one unit.
+fn offer(host: Uuid) -> Offer {
+    Offer {
+        host,
+        capacity: CAP,
+        session: session(host),
+    }
+}
+
+/// Place a new session on `host` if it has room: the session placed.
+async fn place_on(store: &Store, host: Uuid) -> Option<Session> {
+    let offers = [offer(host)];
+    let reserved = store.place(&ONE, &offers).await.unwrap()?;
+    Some(offers[reserved.offer].session.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_placements_never_overcommit() {
     let dir = tempdir();
     let store = Arc::new(Store::open(dir.path()).unwrap());
     let agent = Uuid::new_v4();
-    let threads: Vec<_> = (0..8)
+    let tasks: Vec<_> = (0..8)
         .map(|_| {
             let store = store.clone();
-            std::thread::spawn(move || {
-                (0..50)
-                    .filter(|_| store.try_reserve(agent, &CAP, &ONE).unwrap().is_some())
-                    .count()
+            tokio::spawn(async move {
+                let mut placed = Vec::new();
+                for _ in 0..50 {
+                    placed.extend(place_on(&store, agent).await);
+                }
+                placed
             })
         })
         .collect();
-    let reserved: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
-    assert_eq!(reserved, 4);
+    let mut placed = Vec::new();
+    for task in tasks {
+        placed.extend(task.await.unwrap());
+    }
+    assert_eq!(placed.len(), 4);
+    assert_eq!(store.sessions().unwrap().len(), 4, "each with its record");
     assert_eq!(store.usage().unwrap()[&agent].millicores, 4000);
-    assert_eq!(store.release(agent, &ONE).unwrap().millicores, 3000);
+    let ended = store.end_session(&placed[0], false, 5).await.unwrap();
+    assert_eq!((ended.existed, ended.usage.millicores), (true, 3000));
+    let again = store.end_session(&placed[0], false, 5).await.unwrap();
+    assert_eq!(
+        (again.existed, again.usage.millicores),
+        (false, 3000),
+        "ending twice releases once"
+    );
 }
 
-#[test]
-fn records_survive_a_reopen_and_usage_is_rebuilt_from_sessions() {
+#[tokio::test]
+async fn the_first_ranked_offer_with_room_is_taken() {
+    let dir = tempdir();
+    let store = Store::open(dir.path()).unwrap();
+    let (full, free) = (Uuid::new_v4(), Uuid::new_v4());
+    for _ in 0..4 {
+        place_on(&store, full).await.unwrap();
+    }
+    let offers = [offer(full), offer(free)];
+    let reserved = store.place(&ONE, &offers).await.unwrap().unwrap();
+    assert_eq!(reserved.offer, 1);
+    assert_eq!(reserved.usage.sessions, 1);
+    let recorded: Vec<Uuid> = store.sessions().unwrap().iter().map(|s| s.id).collect();
+    assert!(recorded.contains(&offers[1].session.id));
+    assert!(!recorded.contains(&offers[0].session.id));
+}
+
+#[tokio::test]
+async fn records_survive_a_reopen_and_usage_is_rebuilt_from_sessions() {
     let dir = tempdir();
     let (agent, kept, lost) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let user_key;
     {
         let store = Store::open(dir.path()).unwrap();
         store.put_zone(&Zone::with_defaults("east")).unwrap();
-        store.try_reserve(agent, &CAP, &ONE).unwrap().unwrap();
-        let s = session(agent);
-        store.put_session(&s).unwrap();
+        place_on(&store, agent).await.unwrap();
+        place_on(&store, kept).await.unwrap();
         // A crash between a reservation and its session record:
-        store.try_reserve(lost, &CAP, &ONE).unwrap().unwrap();
-        store.try_reserve(kept, &CAP, &ONE).unwrap().unwrap();
-        store.put_session(&session(kept)).unwrap();
-        store.try_reserve(kept, &CAP, &ONE).unwrap().unwrap();
+        let reserve = |usage: Usage| Some(usage.plus(&ONE));
+        sled(&store).update_usage(lost, reserve).unwrap();
+        sled(&store).update_usage(kept, reserve).unwrap();
         user_key = store.user_key("ada");
         sled(&store).db.flush().unwrap();
     }
@@ -193,34 +237,38 @@ fn the_installation_id_is_made_once_and_kept() {
     assert_ne!(Store::open(other.path()).unwrap().installation_id(), id);
 }
 
-#[test]
-fn a_closed_host_takes_no_reservation_and_stays_closed_across_a_reopen() {
+#[tokio::test]
+async fn a_closed_host_takes_no_session_and_stays_closed_across_a_reopen() {
     let dir = tempdir();
     let (busy, idle) = (Uuid::new_v4(), Uuid::new_v4());
     {
         let store = Store::open(dir.path()).unwrap();
-        store.try_reserve(busy, &CAP, &ONE).unwrap().unwrap();
-        store.put_session(&session(busy)).unwrap();
-        store.try_reserve(busy, &CAP, &ONE).unwrap().unwrap();
-        store.put_session(&session(busy)).unwrap();
-        assert!(!store.close_if_idle(busy).unwrap(), "it runs sessions");
-        assert_eq!(store.close(busy).unwrap().sessions, 2);
-        assert!(store.try_reserve(busy, &CAP, &ONE).unwrap().is_none());
-        let after = store.release_and_close(busy, &ONE).unwrap();
+        let first = place_on(&store, busy).await.unwrap();
+        place_on(&store, busy).await.unwrap();
+        assert!(
+            !store.close_if_idle(busy).await.unwrap(),
+            "it runs sessions"
+        );
+        assert_eq!(store.close(busy).await.unwrap().sessions, 2);
+        assert!(place_on(&store, busy).await.is_none());
+        let after = store.end_session(&first, true, 5).await.unwrap().usage;
         assert_eq!((after.sessions, after.closed), (1, true));
-        assert!(store.close_if_idle(idle).unwrap());
-        assert!(store.try_reserve(idle, &CAP, &ONE).unwrap().is_none());
+        assert!(store.close_if_idle(idle).await.unwrap());
+        assert!(place_on(&store, idle).await.is_none());
         sled(&store).db.flush().unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
     let usage = store.usage().unwrap();
     assert!(usage[&busy].closed && usage[&idle].closed, "{usage:?}");
     assert_eq!(
-        usage[&busy].sessions, 2,
-        "rebuilt from the two session records"
+        usage[&busy].sessions, 1,
+        "rebuilt from the session record left"
     );
-    assert!(store.try_reserve(busy, &CAP, &ONE).unwrap().is_none());
-    assert!(store.try_reserve(idle, &CAP, &ONE).unwrap().is_none());
+    assert!(place_on(&store, busy).await.is_none());
+    assert!(place_on(&store, idle).await.is_none());
+    assert_eq!(store.end_sessions_on(busy).await.unwrap().len(), 1);
+    assert_eq!(store.usage().unwrap()[&busy], Usage::default().closed());
+    assert!(store.sessions().unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -235,11 +235,17 @@ pub trait Ranker {
     ) -> Result<Ranking, StrategyFault>;
 }
 
-/// Reserves capacity for one session on one agent, atomically: answers `false` when the
-/// agent turned out to have no room (another request took it first).
+/// Reserves capacity for one session, atomically, on the first of the ranked candidates
+/// that still has room (the others may have lost theirs to concurrent requests since the
+/// snapshot): answers its position in `ranked`, or `None` when none had room. Asynchronous,
+/// since a shared store answers over the network.
 pub trait Reserver {
     type Error;
-    fn try_reserve(&mut self, candidate: &Candidate, demand: &Demand) -> Result<bool, Self::Error>;
+    fn reserve_first(
+        &mut self,
+        ranked: &[&Candidate],
+        demand: &Demand,
+    ) -> impl Future<Output = Result<Option<usize>, Self::Error>>;
 }
 
 /// Where the chosen agent is, relative to the user's zone.
@@ -268,9 +274,9 @@ pub struct Report {
 }
 
 /// Rules 2 to 4: rank and reserve. Costs one strategy call over the user's zone's
-/// candidates, one reservation attempt per candidate tried, and, only when none of them
-/// could be reserved and the zone allows it, the same again over the other zones'.
-pub fn place<R: Ranker, V: Reserver>(
+/// candidates, one reservation over the ranking, and, only when none of them could be
+/// reserved and the zone allows it, the same again over the other zones'.
+pub async fn place<R: Ranker, V: Reserver>(
     zone: &Zone,
     demand: &Demand,
     user_key: u64,
@@ -306,12 +312,14 @@ pub fn place<R: Ranker, V: Reserver>(
                 least_load(&columns)
             }
         };
-        for &index in ranking.indices() {
-            let candidate = &group[index as usize];
-            if reserver.try_reserve(candidate, demand)? {
-                report.placed = Some((candidate.agent, scope));
-                return Ok(report);
-            }
+        let ranked: Vec<&Candidate> = ranking
+            .indices()
+            .iter()
+            .map(|&index| &group[index as usize])
+            .collect();
+        if let Some(position) = reserver.reserve_first(&ranked, demand).await? {
+            report.placed = Some((ranked[position].agent, scope));
+            return Ok(report);
         }
     }
     Ok(report)

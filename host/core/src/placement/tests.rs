@@ -115,19 +115,47 @@ struct FakeReserver {
     tried: Vec<Uuid>,
 }
 
-impl Reserver for FakeReserver {
-    type Error = std::convert::Infallible;
-    fn try_reserve(&mut self, candidate: &Candidate, demand: &Demand) -> Result<bool, Self::Error> {
+impl FakeReserver {
+    fn try_reserve(&mut self, candidate: &Candidate, demand: &Demand) -> bool {
         self.tried.push(candidate.agent);
         if self.taken.contains(&candidate.agent) {
-            return Ok(false);
+            return false;
         }
         let usage = self.usage.entry(candidate.agent).or_insert(candidate.usage);
         if !usage.has_room(&candidate.capacity, demand) {
-            return Ok(false);
+            return false;
         }
         *usage = usage.plus(demand);
-        Ok(true)
+        true
+    }
+}
+
+impl Reserver for FakeReserver {
+    type Error = std::convert::Infallible;
+    async fn reserve_first(
+        &mut self,
+        ranked: &[&Candidate],
+        demand: &Demand,
+    ) -> Result<Option<usize>, Self::Error> {
+        Ok(ranked.iter().position(|c| self.try_reserve(c, demand)))
+    }
+}
+
+/// [`super::place`], run to completion: the fake reserver never waits.
+fn place(
+    zone: &Zone,
+    demand: &Demand,
+    user_key: u64,
+    candidates: &mut impl CandidateSource,
+    ranker: &mut impl Ranker,
+    reserver: &mut FakeReserver,
+) -> Result<Report, std::convert::Infallible> {
+    let future = std::pin::pin!(super::place(
+        zone, demand, user_key, candidates, ranker, reserver
+    ));
+    match future.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(report) => report,
+        std::task::Poll::Pending => unreachable!("nothing to wait for"),
     }
 }
 

@@ -10,15 +10,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio_postgres::error::SqlState;
 
 use super::super::Table;
 use super::super::commit::{CommitError, Progress};
+use super::retry::{Failure, retrying};
 use super::schema::key_column;
-use super::{error_chain, sql_error};
 
 /// A staged value: a record (JSON) or a component's bytes; `None` deletes.
 #[derive(Debug)]
@@ -88,58 +86,21 @@ impl Journal {
     }
 }
 
-/// Commit `batch`, retrying what a retry can mend; answers why it cannot be committed
-/// otherwise (the database refused it: the callers' writes are lost and said so).
+/// Commit `batch`, retrying what a retry can mend (a batch is a set of upserts and deletes:
+/// repeating it is safe); answers why it cannot be committed otherwise (the database refused
+/// it: the callers' writes are lost and said so).
 async fn write_retrying(
     pool: &deadpool_postgres::Pool,
     batch: &Batch,
     database: &str,
 ) -> Result<(), String> {
-    let mut delay = Duration::from_millis(50);
-    for attempt in 1u32.. {
-        match write(pool, batch).await {
-            Ok(()) => {
-                if attempt > 1 {
-                    tracing::info!(database, attempt, "the database took the writes again");
-                }
-                return Ok(());
-            }
-            Err(Failure::Retry(error)) => {
-                tracing::warn!(
-                    database,
-                    attempt,
-                    writes = batch.len(),
-                    "cannot commit to the database, retrying in {delay:?}: {error}"
-                );
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            Err(Failure::Refused(error)) => {
-                tracing::error!(
-                    database,
-                    writes = batch.len(),
-                    "the database refused a batch of writes; they are not stored: {error}"
-                );
-                return Err(format!("the database refused the write: {error}"));
-            }
-        }
-    }
-    unreachable!("the loop returns")
-}
-
-enum Failure {
-    /// The connection or a serialization conflict: the same batch may succeed later.
-    Retry(String),
-    /// The database refused the writes themselves.
-    Refused(String),
+    let what = format!("a batch of {} writes", batch.len());
+    retrying(database, &what, || write(pool, batch)).await
 }
 
 async fn write(pool: &deadpool_postgres::Pool, batch: &Batch) -> Result<(), Failure> {
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|e| Failure::Retry(error_chain(&e)))?;
-    let transaction = client.transaction().await.map_err(classify)?;
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
     let mut tables: BTreeMap<Table, (Vec<&str>, Vec<&str>, Vec<&[u8]>, Vec<&str>)> =
         BTreeMap::new();
     for ((table, key), value) in batch {
@@ -161,16 +122,36 @@ async fn write(pool: &deadpool_postgres::Pool, batch: &Batch) -> Result<(), Fail
         let name = table.name();
         if !deletes.is_empty() {
             let sql = format!("DELETE FROM {name} WHERE {column} = ANY($1::text[]::{key_type}[])");
-            let statement = transaction.prepare_cached(&sql).await.map_err(classify)?;
-            transaction
-                .execute(&statement, &[deletes])
-                .await
-                .map_err(classify)?;
+            let statement = transaction.prepare_cached(&sql).await?;
+            transaction.execute(&statement, &[deletes]).await?;
+            if matches!(table, Table::Agents | Table::Servers) {
+                // A host's usage goes with it.
+                let statement = transaction
+                    .prepare_cached("DELETE FROM usage WHERE host = ANY($1::text[]::uuid[])")
+                    .await?;
+                transaction.execute(&statement, &[deletes]).await?;
+            }
         }
         if !keys.is_empty() {
             let (sql, values): (String, &(dyn tokio_postgres::types::ToSql + Sync)) = if *table
-                == Table::PluginBlobs
+                == Table::Usage
             {
+                // Only `migrate` writes usage records; placements change usage in place.
+                (
+                    "INSERT INTO usage (host, sessions, millicores, memory, gpus, closed)
+                     SELECT k::uuid, (v::jsonb->>'sessions')::integer,
+                            (v::jsonb->>'millicores')::bigint, (v::jsonb->>'memory')::bigint,
+                            (v::jsonb->>'gpus')::integer,
+                            coalesce((v::jsonb->>'closed')::boolean, false)
+                     FROM unnest($1::text[], $2::text[]) AS w(k, v)
+                     ON CONFLICT (host) DO UPDATE SET sessions = excluded.sessions,
+                         millicores = excluded.millicores, memory = excluded.memory,
+                         gpus = excluded.gpus, closed = excluded.closed,
+                         revision = usage.revision + 1"
+                        .to_string(),
+                    records,
+                )
+            } else if *table == Table::PluginBlobs {
                 (
                     format!(
                         "INSERT INTO {name} ({column}, component)
@@ -189,32 +170,19 @@ async fn write(pool: &deadpool_postgres::Pool, batch: &Batch) -> Result<(), Fail
                         records,
                     )
             };
-            let statement = transaction.prepare_cached(&sql).await.map_err(classify)?;
-            transaction
-                .execute(&statement, &[keys, values])
-                .await
-                .map_err(classify)?;
+            let statement = transaction.prepare_cached(&sql).await?;
+            transaction.execute(&statement, &[keys, values]).await?;
+            if matches!(table, Table::Agents | Table::Servers) {
+                // Every host has a usage row for placements to reserve on.
+                let statement = transaction
+                    .prepare_cached(
+                        "INSERT INTO usage (host) SELECT unnest($1::text[]::uuid[])
+                         ON CONFLICT (host) DO NOTHING",
+                    )
+                    .await?;
+                transaction.execute(&statement, &[keys]).await?;
+            }
         }
     }
-    transaction.commit().await.map_err(classify)
-}
-
-/// Whether a retry can mend `error`: a lost connection, the server shutting down or
-/// starting, a serialization failure or deadlock (CockroachDB answers 40001 to conflicts).
-fn classify(error: tokio_postgres::Error) -> Failure {
-    let retry = match error.code() {
-        None => true,
-        Some(code) => {
-            *code == SqlState::T_R_SERIALIZATION_FAILURE
-                || *code == SqlState::T_R_DEADLOCK_DETECTED
-                || code.code().starts_with("08")
-                || code.code().starts_with("57P")
-        }
-    };
-    let message = sql_error(&error);
-    if retry {
-        Failure::Retry(message)
-    } else {
-        Failure::Refused(message)
-    }
+    Ok(transaction.commit().await?)
 }

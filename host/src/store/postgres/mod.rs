@@ -6,13 +6,17 @@
 //! - Writes are staged in the [`journal::Journal`] as the broker makes them and committed by a
 //!   writer task, one transaction per batch; `commit().await` waits for the transaction that
 //!   carries the caller's writes.
-//! - Reservations are compare-and-swaps on the engine's usage map, staged in the same batch
-//!   as the sessions they reserve for. This serves one process per database: the usage is
-//!   rebuilt from the sessions at open, which is only right while no other process is live.
+//! - Usage lives in columns, changed only by single statements that check and change it in
+//!   the database ([`usage`]): a placement reserves and records its session in one
+//!   statement, an ending session deletes and releases in one. Usage is never rebuilt.
+//! - For now one process serves a database ([`lease`]): the broker's view of the other
+//!   records is read once at start.
 
 mod journal;
 mod lease;
+mod retry;
 mod schema;
+mod usage;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -83,9 +87,8 @@ pub(super) struct Postgres {
     renewer: tokio::task::AbortHandle,
     /// This process, as the lease's holder.
     holder: lease::Holder,
-    /// What the sessions of each host reserve; changed by compare-and-swap under this lock,
-    /// each change staged while it is held so the journal sees them in order.
-    usage: Mutex<HashMap<Uuid, Usage>>,
+    /// The last usage seen of each host, with its row's revision.
+    usage: Mutex<HashMap<Uuid, (i64, Usage)>>,
     tokens: (String, String),
     runtime: tokio::runtime::Handle,
 }
@@ -151,7 +154,7 @@ impl Postgres {
             refuse_unless_empty(&client).await.map_err(&failed)?;
         }
         let (secrets, tokens) = shared_secrets(&client, seed).await.map_err(&failed)?;
-        let usage = load_usage(&client).await.map_err(&failed)?;
+        let usage = usage::load(&client).await.map_err(sql)?;
         // Last, so that nothing above can fail while this process holds the lease.
         let me = lease::Holder::this_process();
         match lease::take(&client, &me).await {
@@ -271,33 +274,27 @@ impl Postgres {
         Ok(row.get(0))
     }
 
+    /// The last usage seen of `host`.
     pub fn usage_of(&self, host: Uuid) -> Usage {
-        self.usage_map().get(&host).copied().unwrap_or_default()
+        self.usage_map()
+            .get(&host)
+            .map(|(_, usage)| *usage)
+            .unwrap_or_default()
     }
 
     pub fn all_usage(&self) -> HashMap<Uuid, Usage> {
-        self.usage_map().clone()
+        self.usage_map()
+            .iter()
+            .map(|(host, (_, usage))| (*host, *usage))
+            .collect()
     }
 
-    pub fn update_usage(
-        &self,
-        host: Uuid,
-        change: impl Fn(Usage) -> Option<Usage>,
-    ) -> Option<Usage> {
-        let mut usage = self.usage_map();
-        let next = change(usage.get(&host).copied().unwrap_or_default())?;
-        usage.insert(host, next);
-        self.stage(Table::Usage, Key::Id(host), Some(super::encode_bare(&next)));
-        Some(next)
-    }
-
+    /// `host` is gone (its usage row goes with its record, in the journal).
     pub fn forget_usage(&self, host: Uuid) {
-        let mut usage = self.usage_map();
-        usage.remove(&host);
-        self.stage(Table::Usage, Key::Id(host), None);
+        self.usage_map().remove(&host);
     }
 
-    fn usage_map(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Usage>> {
+    fn usage_map(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, (i64, Usage)>> {
         self.usage.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -391,21 +388,6 @@ async fn shared_secrets(
             .map_err(|_| corrupt("installation_id"))?,
     };
     Ok((secrets, (token("admin_token")?, token("agent_token")?)))
-}
-
-/// Every host's usage record.
-async fn load_usage(client: &tokio_postgres::Client) -> Result<HashMap<Uuid, Usage>, String> {
-    let rows = client
-        .query("SELECT host, record::text FROM usage", &[])
-        .await
-        .map_err(|e| sql_error(&e))?;
-    let mut usage = HashMap::new();
-    for row in rows {
-        let record: String = row.get(1);
-        let decoded = super::decode("usage", record.as_bytes()).map_err(|e| e.to_string())?;
-        usage.insert(row.get(0), decoded);
-    }
-    Ok(usage)
 }
 
 /// Renew the lease until the task is aborted. Another process holding it means this one

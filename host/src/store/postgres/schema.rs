@@ -45,6 +45,26 @@ const MIGRATIONS: &[&str] = &[
         expires_at timestamptz NOT NULL
     );
     "#,
+    // 3: usage as columns that placements reserve with one conditional UPDATE, never
+    // rebuilt at start; every agent and server has its row.
+    r#"
+    ALTER TABLE usage
+        ADD COLUMN sessions integer NOT NULL DEFAULT 0 CHECK (sessions >= 0),
+        ADD COLUMN millicores bigint NOT NULL DEFAULT 0 CHECK (millicores >= 0),
+        ADD COLUMN memory bigint NOT NULL DEFAULT 0 CHECK (memory >= 0),
+        ADD COLUMN gpus integer NOT NULL DEFAULT 0 CHECK (gpus >= 0),
+        ADD COLUMN closed boolean NOT NULL DEFAULT false,
+        ADD COLUMN revision bigint NOT NULL DEFAULT 0;
+    UPDATE usage SET
+        sessions = coalesce((record->>'sessions')::integer, 0),
+        millicores = coalesce((record->>'millicores')::bigint, 0),
+        memory = coalesce((record->>'memory')::bigint, 0),
+        gpus = coalesce((record->>'gpus')::integer, 0),
+        closed = coalesce((record->>'closed')::boolean, false);
+    ALTER TABLE usage DROP COLUMN record;
+    INSERT INTO usage (host) SELECT id FROM agents UNION SELECT id FROM servers
+        ON CONFLICT (host) DO NOTHING;
+    "#,
 ];
 
 /// The schema version this build creates and understands.

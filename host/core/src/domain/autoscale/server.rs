@@ -116,6 +116,21 @@ impl Server {
 }
 
 impl Server {
+    /// A session was placed on it: it is no longer idle.
+    pub fn session_placed(&mut self) {
+        self.idle_since_ms = None;
+    }
+
+    /// A session ended on it, leaving `sessions_left`: a server that is not `reusable` is
+    /// spent, and one left without sessions is idle from `now_ms`. (The PostgreSQL store
+    /// does the same in SQL.)
+    pub fn session_ended(&mut self, reusable: bool, sessions_left: u32, now_ms: u64) {
+        self.spent |= !reusable;
+        if sessions_left == 0 {
+            self.idle_since_ms = Some(now_ms);
+        }
+    }
+
     /// Whether placement may put a session on it.
     pub fn takes_sessions(&self) -> bool {
         self.status == ServerStatus::Running && !self.spent
