@@ -472,9 +472,10 @@ impl Ranker for RegistryRanker<'_> {
     }
 }
 
-/// How many ranked candidates one store round offers: the first usually has room (the
-/// snapshot said so), and building a session per offer costs a little each.
-const OFFERS_PER_ROUND: usize = 8;
+/// How many ranked candidates the first store round offers: the first usually has room
+/// (the snapshot said so), and building a session per offer costs a little each. Each
+/// later round offers four times as many as the one before.
+const FIRST_ROUND: usize = 2;
 
 /// Reservations in the store, offering the ranked candidates a few at a time with the
 /// session each would run; remembers the session placed and the usage it left.
@@ -491,7 +492,11 @@ impl<F: Fn(&Inventory, &Candidate) -> Option<Session>> Reserver for StoreReserve
         ranked: &[&Candidate],
         demand: &Demand,
     ) -> Result<Option<usize>, BrokerError> {
-        for (round, chunk) in ranked.chunks(OFFERS_PER_ROUND).enumerate() {
+        let (mut start, mut size) = (0, FIRST_ROUND);
+        while start < ranked.len() {
+            let chunk = &ranked[start..ranked.len().min(start + size)];
+            let round_start = start;
+            (start, size) = (start + chunk.len(), size * 4);
             let (positions, offers): (Vec<usize>, Vec<Offer>) = {
                 let inventory = self.broker.read();
                 chunk
@@ -504,7 +509,7 @@ impl<F: Fn(&Inventory, &Candidate) -> Option<Session>> Reserver for StoreReserve
                             capacity: candidate.capacity,
                             session,
                         };
-                        Some((round * OFFERS_PER_ROUND + i, offer))
+                        Some((round_start + i, offer))
                     })
                     .unzip()
             };

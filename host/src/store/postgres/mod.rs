@@ -16,6 +16,7 @@ mod journal;
 mod lease;
 mod retry;
 mod schema;
+mod session_writer;
 mod usage;
 
 use std::collections::HashMap;
@@ -32,9 +33,10 @@ use crate::domain::capacity::Usage;
 use journal::{Journal, Value};
 use schema::Migrated;
 
-/// Connections per process: the writer holds one; start-up reads and component reads the
-/// rest.
-const POOL_SIZE: usize = 4;
+/// Connections per process: the journal's writer holds one, the session writer up to two
+/// (a batch running its statements, one waiting for its commit); start-up reads, component
+/// reads and the rare usage statements share the rest.
+const POOL_SIZE: usize = 6;
 
 /// Where the database is and how to trust it.
 #[derive(Clone)]
@@ -84,6 +86,9 @@ pub(super) struct Postgres {
     database: String,
     journal: Arc<Journal>,
     writer: tokio::task::AbortHandle,
+    /// Commits placements and session ends, many to a transaction.
+    sessions: Arc<session_writer::SessionWriter>,
+    session_writer: tokio::task::AbortHandle,
     renewer: tokio::task::AbortHandle,
     /// This process, as the lease's holder.
     holder: lease::Holder,
@@ -96,6 +101,7 @@ pub(super) struct Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         self.writer.abort();
+        self.session_writer.abort();
         self.renewer.abort();
     }
 }
@@ -175,6 +181,12 @@ impl Postgres {
             async move { journal.run(pool, database).await }
         })
         .abort_handle();
+        let sessions = Arc::new(session_writer::SessionWriter::new());
+        let session_writer = tokio::spawn({
+            let (sessions, pool, database) = (sessions.clone(), pool.clone(), database.clone());
+            async move { sessions.run(pool, database).await }
+        })
+        .abort_handle();
         let renewer =
             tokio::spawn(keep_lease(pool.clone(), me.clone(), database.clone())).abort_handle();
         tracing::info!(database, "using the PostgreSQL database");
@@ -183,6 +195,8 @@ impl Postgres {
             database,
             journal,
             writer,
+            sessions,
+            session_writer,
             renewer,
             holder: me,
             usage: Mutex::new(usage),

@@ -46,13 +46,14 @@ const MIGRATIONS: &[&str] = &[
     );
     "#,
     // 3: usage as columns that placements reserve with one conditional UPDATE, never
-    // rebuilt at start; every agent and server has its row.
+    // rebuilt at start; every agent and server has its row. (No CHECK constraints: every
+    // placement would evaluate them, and the statements never take a column below zero.)
     r#"
     ALTER TABLE usage
-        ADD COLUMN sessions integer NOT NULL DEFAULT 0 CHECK (sessions >= 0),
-        ADD COLUMN millicores bigint NOT NULL DEFAULT 0 CHECK (millicores >= 0),
-        ADD COLUMN memory bigint NOT NULL DEFAULT 0 CHECK (memory >= 0),
-        ADD COLUMN gpus integer NOT NULL DEFAULT 0 CHECK (gpus >= 0),
+        ADD COLUMN sessions integer NOT NULL DEFAULT 0,
+        ADD COLUMN millicores bigint NOT NULL DEFAULT 0,
+        ADD COLUMN memory bigint NOT NULL DEFAULT 0,
+        ADD COLUMN gpus integer NOT NULL DEFAULT 0,
         ADD COLUMN closed boolean NOT NULL DEFAULT false,
         ADD COLUMN revision bigint NOT NULL DEFAULT 0;
     UPDATE usage SET

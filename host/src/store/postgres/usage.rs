@@ -1,8 +1,10 @@
 //! Usage on PostgreSQL: columns of the `usage` table, changed only by single statements
 //! that check and change them in the database (a placement's conditional `UPDATE` and the
 //! session it records, a session's end and its release), so that no process reserves
-//! against a copy. Each statement is its own transaction and is safe to repeat after an
-//! attempt whose outcome is unknown.
+//! against a copy. Each statement is safe to repeat after an attempt whose outcome is
+//! unknown. Placements and session ends are committed by the [`super::session_writer`],
+//! many to a transaction; the rare operations (closing a host, ending all of its sessions)
+//! are transactions of their own.
 //!
 //! The engine keeps the last usage it saw of each host (with the row's `revision`, so an
 //! older answer never replaces a newer one) for the broker's view.
@@ -10,22 +12,34 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use tokio_postgres::Row;
+use deadpool_postgres::ClientWrapper;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Error, Row};
 use uuid::Uuid;
 
 use super::super::{Offer, Reserved, SessionEnded, StoreError, encode_bare};
 use super::Postgres;
 use super::retry::{Failure, retrying};
+use super::session_writer::{Done, Op};
 use crate::domain::capacity::{Demand, Usage};
 use crate::domain::session::{HostKind, Session};
 
 /// The usage columns every statement answers, in this order.
 const USAGE: &str = "sessions, millicores, memory, gpus, closed, revision";
 
-/// Reserve on the best-ranked offer with room, record its session and, on a pool server,
-/// end the server's idle time, in one statement. `lock` is `SKIP LOCKED` (rows another
-/// placement holds are passed over) or empty (wait for them, then check them again).
-fn place_sql(lock: &str) -> String {
+/// Reserve on the best-ranked offer with room, record its session and, `on_server`, end
+/// the server's idle time, in one statement. `lock` is `SKIP LOCKED` (rows another
+/// placement holds are passed over) or empty (wait for them, then check them again). The
+/// usage rows are found by index (`host = ANY`), whatever the planner guesses of `unnest`.
+fn place_sql(lock: &str, on_server: bool) -> String {
+    let busy = if on_server {
+        ", busy AS (
+             UPDATE servers s SET record = jsonb_set(s.record, '{idle_since_ms}', 'null')
+             FROM reserved r WHERE s.id = r.host
+         )"
+    } else {
+        ""
+    };
     format!(
         "WITH offer AS (
              SELECT * FROM unnest($1::integer[], $2::uuid[], $3::bigint[], $4::bigint[],
@@ -33,7 +47,8 @@ fn place_sql(lock: &str) -> String {
                  AS o(rank, host, millicores, memory, gpus, max_sessions, session)
          ), pick AS (
              SELECT o.rank, o.host, o.session FROM usage u JOIN offer o ON o.host = u.host
-             WHERE NOT u.closed
+             WHERE u.host = ANY($2::uuid[])
+               AND NOT u.closed
                AND u.sessions < o.max_sessions
                AND u.millicores + $8 <= o.millicores
                AND u.memory + $9 <= o.memory
@@ -47,17 +62,22 @@ fn place_sql(lock: &str) -> String {
              RETURNING pick.rank, pick.session, u.host, u.{}
          ), recorded AS (
              INSERT INTO sessions (id, record) SELECT $11, session::jsonb FROM reserved
-         ), busy AS (
-             UPDATE servers s SET record = jsonb_set(s.record, '{{idle_since_ms}}', 'null')
-             FROM reserved r WHERE s.id = r.host AND $12
-         )
+         ){busy}
          SELECT rank, host, {USAGE} FROM reserved",
         USAGE.replace(", ", ", u.")
     )
 }
 
-static PLACE_SKIPPING_LOCKED: LazyLock<String> = LazyLock::new(|| place_sql("SKIP LOCKED"));
-static PLACE_WAITING: LazyLock<String> = LazyLock::new(|| place_sql(""));
+/// The placement statements: skipping locked rows, then waiting for them; on an agent, on
+/// a pool server.
+static PLACE: LazyLock<[[String; 2]; 2]> = LazyLock::new(|| {
+    [false, true].map(|on_server| {
+        [
+            place_sql("SKIP LOCKED", on_server),
+            place_sql("", on_server),
+        ]
+    })
+});
 
 /// Where a session already recorded is, and its host's usage (a placement repeated after
 /// a lost answer).
@@ -66,34 +86,39 @@ const PLACED: &str = "SELECT (s.record->>'agent')::uuid, u.sessions, u.millicore
                       FROM sessions s JOIN usage u ON u.host = (s.record->>'agent')::uuid
                       WHERE s.id = $1";
 
-/// End a session, give back what it reserved (closing the host if `$6`), and on a pool
-/// server (`$8`) mark it spent if `$6` and idle from `$7` if no session is left. Answers
-/// whether the session was there and the host's usage after (no revision: the host is
-/// gone).
-const END_SESSION: &str = "
-    WITH ended AS (
-        DELETE FROM sessions WHERE id = $1 RETURNING id
-    ), released AS (
-        UPDATE usage u SET sessions = greatest(u.sessions - 1, 0),
+/// End a session and give back what it reserved (closing the host if `$6`); `on_server`,
+/// also mark the server spent if `$6` and idle from `$7` if no session is left. Answers the
+/// host's usage after, or no row if the session was not there (or its host is gone).
+fn end_session_sql(on_server: bool) -> String {
+    let release = "UPDATE usage u SET sessions = greatest(u.sessions - 1, 0),
             millicores = greatest(u.millicores - $3, 0), memory = greatest(u.memory - $4, 0),
             gpus = greatest(u.gpus - $5, 0), closed = u.closed OR $6,
             revision = u.revision + 1
         WHERE u.host = $2 AND EXISTS (SELECT 1 FROM ended)
-        RETURNING u.*
-    ), idle AS (
-        UPDATE servers s SET record = s.record || jsonb_build_object(
-            'spent', coalesce((s.record->>'spent')::boolean, false) OR $6,
-            'idle_since_ms', CASE WHEN r.sessions = 0 THEN to_jsonb($7::bigint)
-                                  ELSE s.record->'idle_since_ms' END)
-        FROM released r WHERE s.id = r.host AND $8
-    )
-    SELECT EXISTS (SELECT 1 FROM ended), coalesce(r.sessions, u.sessions, 0),
-           coalesce(r.millicores, u.millicores, 0), coalesce(r.memory, u.memory, 0),
-           coalesce(r.gpus, u.gpus, 0), coalesce(r.closed, u.closed, false),
-           coalesce(r.revision, u.revision)
-    FROM (SELECT 1) AS one
-        LEFT JOIN usage u ON u.host = $2
-        LEFT JOIN released r ON r.host = u.host";
+        RETURNING";
+    let ended = "WITH ended AS (DELETE FROM sessions WHERE id = $1 RETURNING id)";
+    if on_server {
+        format!(
+            "{ended}, released AS ({release} u.*), idle AS (
+                 UPDATE servers s SET record = s.record || jsonb_build_object(
+                     'spent', coalesce((s.record->>'spent')::boolean, false) OR $6,
+                     'idle_since_ms', CASE WHEN r.sessions = 0 THEN to_jsonb($7::bigint)
+                                           ELSE s.record->'idle_since_ms' END)
+                 FROM released r WHERE s.id = r.host
+             )
+             SELECT {USAGE} FROM released"
+        )
+    } else {
+        format!("{ended} {release} {}", USAGE.replace(", ", ", u."))
+            .replace("RETURNING sessions", "RETURNING u.sessions")
+    }
+}
+
+/// A host's usage (after ending a session that was not there).
+const USAGE_OF: &str = "SELECT sessions, millicores, memory, gpus, closed, revision
+                        FROM usage WHERE host = $1";
+
+static END_SESSION: LazyLock<[String; 2]> = LazyLock::new(|| [false, true].map(end_session_sql));
 
 /// End every session on host `$1` and leave it empty and closed. Answers the sessions ended
 /// and the row's revision.
@@ -117,17 +142,14 @@ const CLOSE: &str = "
 
 /// The usage columns of `row` from column `at` on, and the row's revision after them.
 fn usage_at(row: &Row, at: usize) -> (Usage, i64) {
-    (usage_columns(row, at), row.get(at + 5))
-}
-
-fn usage_columns(row: &Row, at: usize) -> Usage {
-    Usage {
+    let usage = Usage {
         sessions: row.get::<_, i32>(at) as u32,
         millicores: row.get::<_, i64>(at + 1) as u64,
         memory: row.get::<_, i64>(at + 2) as u64,
         gpus: row.get::<_, i32>(at + 3) as u32,
         closed: row.get(at + 4),
-    }
+    };
+    (usage, row.get(at + 5))
 }
 
 /// Every host's usage and revision.
@@ -146,97 +168,200 @@ pub async fn load(
         .collect())
 }
 
+/// One placement as the statements take it: the offers as columns, the demand, the
+/// session's id.
+pub struct Placement {
+    session: Uuid,
+    on_server: bool,
+    ranks: Vec<i32>,
+    hosts: Vec<Uuid>,
+    millicores: Vec<i64>,
+    memory: Vec<i64>,
+    gpus: Vec<i32>,
+    max_sessions: Vec<i32>,
+    sessions: Vec<String>,
+    need: (i64, i64, i32),
+}
+
+/// Where a placement landed: the offer, its host, the host's usage after and its revision.
+pub struct Placed {
+    pub offer: usize,
+    pub host: Uuid,
+    pub usage: Usage,
+    pub revision: i64,
+}
+
+impl Placement {
+    /// `offers` is not empty; every offer carries the same session.
+    pub fn new(demand: &Demand, offers: &[Offer]) -> Placement {
+        let column = |f: &dyn Fn(&Offer) -> u64| offers.iter().map(|o| f(o) as i64).collect();
+        let column32 = |f: &dyn Fn(&Offer) -> u32| offers.iter().map(|o| f(o) as i32).collect();
+        Placement {
+            session: offers[0].session.id,
+            on_server: offers[0].session.host_kind == HostKind::Server,
+            ranks: (0..offers.len() as i32).collect(),
+            hosts: offers.iter().map(|o| o.host).collect(),
+            millicores: column(&|o| o.capacity.millicores),
+            memory: column(&|o| o.capacity.memory),
+            gpus: column32(&|o| o.capacity.gpus),
+            max_sessions: column32(&|o| o.capacity.max_sessions),
+            sessions: offers.iter().map(|o| encode_bare(&o.session)).collect(),
+            need: (
+                demand.millicores as i64,
+                demand.memory as i64,
+                demand.gpus as i32,
+            ),
+        }
+    }
+
+    /// Where an earlier attempt whose answer was lost placed the session, if it did.
+    pub async fn find(&self, client: &ClientWrapper) -> Result<Option<Placed>, Error> {
+        let Some(row) = client.query_opt(PLACED, &[&self.session]).await? else {
+            return Ok(None);
+        };
+        let host: Uuid = row.get(0);
+        let (usage, revision) = usage_at(&row, 1);
+        let offer = self.hosts.iter().position(|h| *h == host).unwrap_or(0);
+        Ok(Some(Placed {
+            offer,
+            host,
+            usage,
+            revision,
+        }))
+    }
+
+    /// One try over the offers: passing over the rows other transactions hold, or waiting
+    /// for them (`wait`) and checking them again.
+    pub async fn try_once(
+        &self,
+        client: &ClientWrapper,
+        wait: bool,
+    ) -> Result<Option<Placed>, Error> {
+        let statement = client
+            .prepare_cached(&PLACE[usize::from(self.on_server)][usize::from(wait)])
+            .await?;
+        let row = client
+            .query_opt(
+                &statement,
+                &[
+                    &self.ranks,
+                    &self.hosts,
+                    &self.millicores,
+                    &self.memory,
+                    &self.gpus,
+                    &self.max_sessions,
+                    &self.sessions,
+                    &self.need.0,
+                    &self.need.1,
+                    &self.need.2,
+                    &self.session,
+                ],
+            )
+            .await?;
+        Ok(row.map(|row| {
+            let (usage, revision) = usage_at(&row, 2);
+            Placed {
+                offer: row.get::<_, i32>(0) as usize,
+                host: row.get(1),
+                usage,
+                revision,
+            }
+        }))
+    }
+}
+
+/// One session's end as its statement takes it.
+pub struct Ending {
+    session: Uuid,
+    host: Uuid,
+    demand: (i64, i64, i32),
+    single_use: bool,
+    now: i64,
+    on_server: bool,
+}
+
+/// What ending a session did: whether it was there, its host's usage after and the row's
+/// revision (none: the host is gone).
+pub struct Ended {
+    pub existed: bool,
+    pub usage: Usage,
+    pub revision: Option<i64>,
+}
+
+impl Ending {
+    pub fn new(session: &Session, single_use: bool, now_ms: u64) -> Ending {
+        Ending {
+            session: session.id,
+            host: session.agent,
+            demand: (
+                session.demand.millicores as i64,
+                session.demand.memory as i64,
+                session.demand.gpus as i32,
+            ),
+            single_use,
+            now: now_ms as i64,
+            on_server: session.host_kind == HostKind::Server,
+        }
+    }
+
+    /// End it (repeatable: a second run finds it gone and releases nothing).
+    pub async fn run(&self, client: &ClientWrapper) -> Result<Ended, Error> {
+        let statement = client
+            .prepare_cached(&END_SESSION[usize::from(self.on_server)])
+            .await?;
+        let params: [&(dyn ToSql + Sync); 7] = [
+            &self.session,
+            &self.host,
+            &self.demand.0,
+            &self.demand.1,
+            &self.demand.2,
+            &self.single_use,
+            &self.now,
+        ];
+        let count = if self.on_server { 7 } else { 6 };
+        if let Some(row) = client.query_opt(&statement, &params[..count]).await? {
+            let (usage, revision) = usage_at(&row, 0);
+            return Ok(Ended {
+                existed: true,
+                usage,
+                revision: Some(revision),
+            });
+        }
+        let row = client.query_opt(USAGE_OF, &[&self.host]).await?;
+        let (usage, revision) = row.map(|row| usage_at(&row, 0)).unzip();
+        Ok(Ended {
+            existed: false,
+            usage: usage.unwrap_or_default(),
+            revision,
+        })
+    }
+}
+
 impl Postgres {
-    /// See [`crate::store::Store::place`].
+    /// See [`crate::store::Store::place`]: one statement, committed with the placements
+    /// and session ends queued beside it.
     pub async fn place(
         &self,
         demand: &Demand,
         offers: &[Offer],
     ) -> Result<Option<Reserved>, StoreError> {
-        let Some(first) = offers.first() else {
+        if offers.is_empty() {
             return Ok(None);
+        }
+        let done = self
+            .sessions
+            .submit(Op::Place(Placement::new(demand, offers)))
+            .await
+            .map_err(|e| self.failed(e))?;
+        let Done::Placed(placed) = done else {
+            unreachable!("a placement answers a placement")
         };
-        let session_id = first.session.id;
-        let on_server = first.session.host_kind == HostKind::Server;
-        let ranks: Vec<i32> = (0..offers.len() as i32).collect();
-        let hosts: Vec<Uuid> = offers.iter().map(|o| o.host).collect();
-        let millicores: Vec<i64> = offers
-            .iter()
-            .map(|o| o.capacity.millicores as i64)
-            .collect();
-        let memory: Vec<i64> = offers.iter().map(|o| o.capacity.memory as i64).collect();
-        let gpus: Vec<i32> = offers.iter().map(|o| o.capacity.gpus as i32).collect();
-        let max_sessions: Vec<i32> = offers
-            .iter()
-            .map(|o| o.capacity.max_sessions as i32)
-            .collect();
-        let sessions: Vec<String> = offers.iter().map(|o| encode_bare(&o.session)).collect();
-        let need = (
-            demand.millicores as i64,
-            demand.memory as i64,
-            demand.gpus as i32,
-        );
-        let mut tries = 0;
-        let placed = retrying(&self.database, "a placement", || {
-            tries += 1;
-            let repeated = tries > 1;
-            let (ranks, hosts, millicores, memory, gpus, max_sessions, sessions) = (
-                &ranks,
-                &hosts,
-                &millicores,
-                &memory,
-                &gpus,
-                &max_sessions,
-                &sessions,
-            );
-            async move {
-                let client = self.pool.get().await?;
-                if repeated && let Some(row) = client.query_opt(PLACED, &[&session_id]).await? {
-                    // The attempt before committed and its answer was lost.
-                    let host: Uuid = row.get(0);
-                    let (usage, revision) = usage_at(&row, 1);
-                    let rank = hosts.iter().position(|h| *h == host).unwrap_or(0);
-                    return Ok(Some((rank, host, usage, revision)));
-                }
-                for sql in [&*PLACE_SKIPPING_LOCKED, &*PLACE_WAITING] {
-                    let statement = client.prepare_cached(sql).await?;
-                    let row = client
-                        .query_opt(
-                            &statement,
-                            &[
-                                ranks,
-                                hosts,
-                                millicores,
-                                memory,
-                                gpus,
-                                max_sessions,
-                                sessions,
-                                &need.0,
-                                &need.1,
-                                &need.2,
-                                &session_id,
-                                &on_server,
-                            ],
-                        )
-                        .await?;
-                    if let Some(row) = row {
-                        let (usage, revision) = usage_at(&row, 2);
-                        return Ok(Some((
-                            row.get::<_, i32>(0) as usize,
-                            row.get(1),
-                            usage,
-                            revision,
-                        )));
-                    }
-                }
-                Ok::<_, Failure>(None)
+        Ok(placed.map(|placed| {
+            self.learn(placed.host, placed.revision, placed.usage);
+            Reserved {
+                offer: placed.offer,
+                usage: placed.usage,
             }
-        })
-        .await
-        .map_err(|e| self.failed(e))?;
-        Ok(placed.map(|(offer, host, usage, revision)| {
-            self.learn(host, revision, usage);
-            Reserved { offer, usage }
         }))
     }
 
@@ -247,43 +372,20 @@ impl Postgres {
         single_use: bool,
         now_ms: u64,
     ) -> Result<SessionEnded, StoreError> {
-        let demand = (
-            session.demand.millicores as i64,
-            session.demand.memory as i64,
-            session.demand.gpus as i32,
-        );
-        let on_server = session.host_kind == HostKind::Server;
-        let now = now_ms as i64;
-        let row = retrying(&self.database, "ending a session", || async {
-            let client = self.pool.get().await?;
-            let statement = client.prepare_cached(END_SESSION).await?;
-            Ok::<_, Failure>(
-                client
-                    .query_one(
-                        &statement,
-                        &[
-                            &session.id,
-                            &session.agent,
-                            &demand.0,
-                            &demand.1,
-                            &demand.2,
-                            &single_use,
-                            &now,
-                            &on_server,
-                        ],
-                    )
-                    .await?,
-            )
-        })
-        .await
-        .map_err(|e| self.failed(e))?;
-        let usage = usage_columns(&row, 1);
-        if let Some(revision) = row.get(6) {
-            self.learn(session.agent, revision, usage);
+        let done = self
+            .sessions
+            .submit(Op::End(Ending::new(session, single_use, now_ms)))
+            .await
+            .map_err(|e| self.failed(e))?;
+        let Done::Ended(ended) = done else {
+            unreachable!("an ending answers an ending")
+        };
+        if let Some(revision) = ended.revision {
+            self.learn(session.agent, revision, ended.usage);
         }
         Ok(SessionEnded {
-            existed: row.get(0),
-            usage,
+            existed: ended.existed,
+            usage: ended.usage,
         })
     }
 
