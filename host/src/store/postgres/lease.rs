@@ -1,6 +1,7 @@
-//! The lease of the one process that serves a database. Until several managers can share one
-//! (reservations in SQL, a change feed), a second process on the same database would rebuild
-//! usage under the first one's feet and over-commit hosts: so a process takes this lease at
+//! The lease of the one process that serves a database. Reservations are checked in SQL and
+//! safe across processes, but until several managers can share one (a change feed, a lease
+//! per AutoScale config), a second process would never see the first one's changes to the
+//! other records and would reconcile the same configs: so a process takes this lease at
 //! start, renews it while it runs, gives it back when it stops, and a second process is
 //! refused while the lease is held.
 //!

@@ -169,7 +169,7 @@ impl Postgres {
             Err(lease::Refused::Held { host, pid, for_s }) => {
                 return Err(failed(format!(
                     "another zonebroker (host {host}, pid {pid}) serves this database (its lease runs {for_s:.0} s more unless it renews it); \
-                     for now one process serves a database, so that no two rebuild or reserve the same hosts' usage"
+                     for now one process serves a database: each reads the other records once at start and reconciles every AutoScale config"
                 )));
             }
         }
