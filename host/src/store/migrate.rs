@@ -48,6 +48,7 @@ pub async fn copy_into_database(
         unreachable!("open_postgres opens PostgreSQL")
     };
     let mut tables = Vec::new();
+    let mut usage = Vec::new();
     for table in Table::ALL {
         let entries = sled.entries(table)?;
         for (key, value) in &entries {
@@ -60,6 +61,9 @@ pub async fn copy_into_database(
             };
             if table == Table::PluginBlobs {
                 pg.stage_blob(&text, Some(value.clone()));
+            } else if table == Table::Usage {
+                let host = uuid::Uuid::from_slice(key).map_err(|e| corrupt("usage", e))?;
+                usage.push((host, decode("usage", value)?));
             } else {
                 let record: serde_json::Value = decode(table.name(), value)?;
                 pg.stage(table, Key::Name(&text), Some(encode_bare(&record)));
@@ -68,6 +72,8 @@ pub async fn copy_into_database(
         tables.push((table, entries.len()));
     }
     to.commit().await?;
+    // After the hosts' records, which give each a usage row.
+    pg.copy_usage(&usage).await?;
     let counted = count_copies(pg, tables).await;
     to.flush().await?;
     Ok(Copied { tables: counted? })

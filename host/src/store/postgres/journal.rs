@@ -134,24 +134,8 @@ async fn write(pool: &deadpool_postgres::Pool, batch: &Batch) -> Result<(), Fail
         }
         if !keys.is_empty() {
             let (sql, values): (String, &(dyn tokio_postgres::types::ToSql + Sync)) = if *table
-                == Table::Usage
+                == Table::PluginBlobs
             {
-                // Only `migrate` writes usage records; placements change usage in place.
-                (
-                    "INSERT INTO usage (host, sessions, millicores, memory, gpus, closed)
-                     SELECT k::uuid, (v::jsonb->>'sessions')::integer,
-                            (v::jsonb->>'millicores')::bigint, (v::jsonb->>'memory')::bigint,
-                            (v::jsonb->>'gpus')::integer,
-                            coalesce((v::jsonb->>'closed')::boolean, false)
-                     FROM unnest($1::text[], $2::text[]) AS w(k, v)
-                     ON CONFLICT (host) DO UPDATE SET sessions = excluded.sessions,
-                         millicores = excluded.millicores, memory = excluded.memory,
-                         gpus = excluded.gpus, closed = excluded.closed,
-                         revision = usage.revision + 1"
-                        .to_string(),
-                    records,
-                )
-            } else if *table == Table::PluginBlobs {
                 (
                     format!(
                         "INSERT INTO {name} ({column}, component)

@@ -27,6 +27,15 @@ use crate::domain::session::{HostKind, Session};
 /// The usage columns every statement answers, in this order.
 const USAGE: &str = "sessions, millicores, memory, gpus, closed, revision";
 
+/// [`USAGE`] of the table as `alias`.
+fn usage_of(alias: &str) -> String {
+    USAGE
+        .split(", ")
+        .map(|column| format!("{alias}.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Reserve on the best-ranked offer with room, record its session and, `on_server`, end
 /// the server's idle time, in one statement. `lock` is `SKIP LOCKED` (rows another
 /// placement holds are passed over) or empty (wait for them, then check them again). The
@@ -59,12 +68,12 @@ fn place_sql(lock: &str, on_server: bool) -> String {
              UPDATE usage u SET sessions = u.sessions + 1, millicores = u.millicores + $8,
                  memory = u.memory + $9, gpus = u.gpus + $10, revision = u.revision + 1
              FROM pick WHERE u.host = pick.host
-             RETURNING pick.rank, pick.session, u.host, u.{}
+             RETURNING pick.rank, pick.session, u.host, {}
          ), recorded AS (
              INSERT INTO sessions (id, record) SELECT $11, session::jsonb FROM reserved
          ){busy}
          SELECT rank, host, {USAGE} FROM reserved",
-        USAGE.replace(", ", ", u.")
+        usage_of("u")
     )
 }
 
@@ -109,8 +118,7 @@ fn end_session_sql(on_server: bool) -> String {
              SELECT {USAGE} FROM released"
         )
     } else {
-        format!("{ended} {release} {}", USAGE.replace(", ", ", u."))
-            .replace("RETURNING sessions", "RETURNING u.sessions")
+        format!("{ended} {release} {}", usage_of("u"))
     }
 }
 
@@ -338,6 +346,31 @@ impl Ending {
 }
 
 impl Postgres {
+    /// Write `usage` as it is (`migrate`; placements change usage in place).
+    pub async fn copy_usage(&self, usage: &[(Uuid, Usage)]) -> Result<(), StoreError> {
+        let hosts: Vec<Uuid> = usage.iter().map(|(host, _)| *host).collect();
+        let sessions: Vec<i32> = usage.iter().map(|(_, u)| u.sessions as i32).collect();
+        let millicores: Vec<i64> = usage.iter().map(|(_, u)| u.millicores as i64).collect();
+        let memory: Vec<i64> = usage.iter().map(|(_, u)| u.memory as i64).collect();
+        let gpus: Vec<i32> = usage.iter().map(|(_, u)| u.gpus as i32).collect();
+        let closed: Vec<bool> = usage.iter().map(|(_, u)| u.closed).collect();
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO usage (host, sessions, millicores, memory, gpus, closed)
+                 SELECT * FROM unnest($1::uuid[], $2::integer[], $3::bigint[], $4::bigint[],
+                                      $5::integer[], $6::boolean[])
+                 ON CONFLICT (host) DO UPDATE SET sessions = excluded.sessions,
+                     millicores = excluded.millicores, memory = excluded.memory,
+                     gpus = excluded.gpus, closed = excluded.closed,
+                     revision = usage.revision + 1",
+                &[&hosts, &sessions, &millicores, &memory, &gpus, &closed],
+            )
+            .await
+            .map_err(|e| self.sql(&e))?;
+        Ok(())
+    }
+
     /// See [`crate::store::Store::place`]: one statement, committed with the placements
     /// and session ends queued beside it.
     pub async fn place(
