@@ -379,3 +379,101 @@ fn the_database_is_reached_over_tls_with_its_certificate_verified() {
     );
     assert_eq!(session_ids(&flagged, "default").len(), 1);
 }
+
+/// Another manager's writes, made in the database behind this process's back, are judged
+/// by the database, not by this process's copy: a PATCH applies to the newer version (its
+/// field is kept, not written over), an `If-Match` naming the version this process last
+/// saw is refused, and a DELETE of a config changed meanwhile is refused and keeps it.
+#[test]
+fn a_config_another_writer_changed_in_the_database_is_never_written_over() {
+    let cluster = cluster();
+    let database = cluster.create_database();
+    let server = on(&database, ServerOptions::default());
+    let created = |path: &str, body: Value| {
+        let (status, answer) = server.call("default", "POST", path, Some(&body));
+        assert_eq!(status, 201, "{path}: {answer}");
+    };
+    created("/api/v1/pools", json!({ "name": "pool" }));
+    created(
+        "/api/v1/vm-provider-configs",
+        json!({ "name": "cloud", "provider": "aws-ec2", "allow_private_endpoints": true, "settings": {
+            "region": "us-east-1", "access_key_id": "AKID", "secret_access_key": "secret",
+            "ami_id": "ami-12345678", "endpoint": "http://127.0.0.1:9",
+        }}),
+    );
+    created(
+        "/api/v1/autoscale-configs",
+        json!({
+            "name": "linux", "enabled": false, "pool": "pool", "zone": "default",
+            "connection_type": "rdp", "credential_type": "static", "connection_username": "kasm",
+            "connection_password": "secret", "minimum_available_sessions": 0,
+            "max_sessions_per_server": 1, "vm_provider_config": "cloud", "os": "linux",
+            "startup_script": "#!/bin/sh\n",
+        }),
+    );
+    const CONFIG: &str = "/api/v1/autoscale-configs/linux";
+    let elsewhere = |version: u64, minimum: u32| {
+        cluster.psql(
+            &database,
+            &format!(
+                "UPDATE autoscale_configs SET record = record || \
+                 '{{\"version\": {version}, \"minimum_available_sessions\": {minimum}}}' \
+                 WHERE name = 'linux'"
+            ),
+        );
+    };
+    let stored = || {
+        cluster.psql(
+            &database,
+            "SELECT record->>'version', record->>'minimum_available_sessions', \
+             record->>'max_sessions_per_server' FROM autoscale_configs WHERE name = 'linux'",
+        )
+    };
+
+    // This process still has version 1; the database has 2.
+    elsewhere(2, 3);
+    let (status, answer) = server.call(
+        "default",
+        "PATCH",
+        CONFIG,
+        Some(&json!({ "max_sessions_per_server": 2 })),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["config"]["version"], 3, "{answer}");
+    assert_eq!(
+        answer["config"]["minimum_available_sessions"], 3,
+        "the other write is kept: {answer}"
+    );
+    assert_eq!(answer["config"]["max_sessions_per_server"], 2, "{answer}");
+    assert_eq!(stored(), "3|3|2");
+
+    // If-Match names the version this process last wrote; the database has moved on.
+    elsewhere(4, 5);
+    let response = server
+        .http()
+        .patch(server.url("default", CONFIG))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("If-Match", "\"3\"")
+        .json(&json!({ "max_sessions_per_server": 7 }))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 412, "{}", response.text().unwrap());
+    assert_eq!(stored(), "4|5|2", "a refused write writes nothing");
+    let (_, answer) = server.call("default", "GET", CONFIG, None);
+    assert_eq!(
+        answer["config"]["version"], 4,
+        "the refusal taught the view: {answer}"
+    );
+
+    // A delete of a config changed meanwhile is refused, and the config stays.
+    elsewhere(6, 1);
+    let (status, answer) = server.call("default", "DELETE", CONFIG, None);
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["code"], "concurrent_update", "{answer}");
+    assert_eq!(stored(), "6|1|2");
+    let (_, answer) = server.call("default", "GET", CONFIG, None);
+    assert_eq!(answer["config"]["version"], 6, "{answer}");
+    let (status, answer) = server.call("default", "DELETE", CONFIG, None);
+    assert_eq!(status, 204, "{answer}");
+    assert_eq!(stored(), "", "gone from the database");
+}

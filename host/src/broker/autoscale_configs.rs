@@ -7,11 +7,19 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::records::{
-    MAX_UPDATE_ATTEMPTS, check_precondition, not_found, refuse_existing, too_contended,
+    MAX_UPDATE_ATTEMPTS, Versioned, changed_meanwhile, check_precondition, not_found,
+    refuse_existing, too_contended,
 };
 use super::{Broker, BrokerError, Change, Inventory};
 use crate::domain::autoscale::{AutoScaleConfig, Server, ServerStatus, sample_variables};
 use crate::domain::validation::FieldError;
+use crate::store::Swapped;
+
+/// Where the view keeps AutoScale configs, and their version.
+const AUTOSCALE_CONFIGS: Versioned<AutoScaleConfig> = Versioned {
+    records: |inventory| &mut inventory.autoscale_configs,
+    version: |config| config.version,
+};
 
 /// What the reconcile loop last found for one AutoScale config (kept in memory).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
@@ -89,6 +97,7 @@ impl Broker {
     ) -> Result<AutoScaleConfigView, BrokerError> {
         config.version = 1;
         self.check_autoscale_config(&config).await?;
+        let _turn = self.versioned_writes.lock().await;
         let view = {
             let mut inventory = self.write();
             refuse_existing(
@@ -97,13 +106,20 @@ impl Broker {
                 &config.name,
             )?;
             inventory.check_autoscale_references(&config)?;
-            self.store.put_autoscale_config(&config)?;
             inventory
                 .autoscale_configs
                 .insert(config.name.clone(), config.clone());
             inventory.autoscale_view(&config)
         };
-        self.commit().await?;
+        let swap = self
+            .store
+            .swap_autoscale_config(&config.name, None, Some(&config));
+        if let Swapped::Stale(_) = self
+            .settle(&AUTOSCALE_CONFIGS, &config.name, Some(&config), None, swap)
+            .await?
+        {
+            refuse_existing(true, "AutoScale config", &config.name)?;
+        }
         self.demand_changed([config.name.clone()]);
         tracing::info!(
             config = config.name,
@@ -134,7 +150,8 @@ impl Broker {
             }
             config.version = current.version;
             self.check_autoscale_config(&config).await?;
-            let view = {
+            let _turn = self.versioned_writes.lock().await;
+            let (previous, view) = {
                 let mut inventory = self.write();
                 let latest = inventory
                     .autoscale_configs
@@ -157,13 +174,23 @@ impl Broker {
                     });
                 }
                 config.version = latest + 1;
-                self.store.put_autoscale_config(&config)?;
-                inventory
+                let previous = inventory
                     .autoscale_configs
                     .insert(name.to_string(), config.clone());
-                inventory.autoscale_view(&config)
+                (previous, inventory.autoscale_view(&config))
             };
-            self.commit().await?;
+            let swap = self
+                .store
+                .swap_autoscale_config(name, Some(current.version), Some(&config));
+            match self
+                .settle(&AUTOSCALE_CONFIGS, name, Some(&config), previous, swap)
+                .await?
+            {
+                Swapped::Done => {}
+                // Another process changed it first: apply the change to that version.
+                Swapped::Stale(Some(_)) => continue,
+                Swapped::Stale(None) => return Err(not_found("AutoScale config", name)),
+            }
             self.demand_changed([name.to_string()]);
             tracing::info!(
                 config = name,
@@ -179,7 +206,8 @@ impl Broker {
     /// records that never got either (every create failed, say) go with it; a server with a
     /// VM or an object must be drained first, and the 409 names each.
     pub async fn delete_autoscale_config(&self, name: &str) -> Result<(), BrokerError> {
-        let dropped = {
+        let _turn = self.versioned_writes.lock().await;
+        let (dropped, previous) = {
             let mut inventory = self.write();
             if !inventory.autoscale_configs.contains_key(name) {
                 return Err(not_found("AutoScale config", name));
@@ -218,12 +246,19 @@ impl Broker {
                 self.store.delete_server(server.id)?;
                 inventory.remove_server(server.id);
             }
-            self.store.delete_autoscale_config(name)?;
-            inventory.autoscale_configs.remove(name);
             inventory.config_status.remove(name);
-            servers.len()
+            (servers.len(), inventory.autoscale_configs.remove(name))
         };
+        // The server records are durable before the config goes.
         self.commit().await?;
+        let expected = previous.as_ref().map(|config| config.version);
+        let swap = self.store.swap_autoscale_config(name, expected, None);
+        if let Swapped::Stale(Some(now)) = self
+            .settle(&AUTOSCALE_CONFIGS, name, None, previous, swap)
+            .await?
+        {
+            return Err(changed_meanwhile("AutoScale config", name, now.version));
+        }
         tracing::info!(
             config = name,
             dropped_servers = dropped,

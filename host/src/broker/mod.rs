@@ -169,6 +169,11 @@ pub struct Broker {
     /// The AutoScale configs whose demand changed since the loop last took them. A std
     /// `Mutex`: held for a set insert or swap, never across an `.await`.
     autoscale_dirty: std::sync::Mutex<BTreeSet<String>>,
+    /// Held by a write of a versioned record (provider and AutoScale configs) from its last
+    /// check against the view until the store has judged it ([`Broker::settle`]), so that
+    /// no write in this process builds on another's before the store took it: a version the
+    /// store refuses was written by another process.
+    versioned_writes: tokio::sync::Mutex<()>,
 }
 
 impl Broker {
@@ -241,6 +246,7 @@ impl Broker {
             metrics: Metrics::default(),
             autoscale_wake: tokio::sync::Notify::new(),
             autoscale_dirty: Default::default(),
+            versioned_writes: Default::default(),
         };
         broker.load_uploaded_plugins();
         // Zones created above and plugin artifacts compiled at start-up: on disk now.

@@ -4,13 +4,21 @@
 use std::collections::BTreeSet;
 
 use super::records::{
-    MAX_UPDATE_ATTEMPTS, check_precondition, in_use, not_found, refuse_existing, too_contended,
+    MAX_UPDATE_ATTEMPTS, Versioned, changed_meanwhile, check_precondition, in_use, not_found,
+    refuse_existing, too_contended,
 };
 use super::{Broker, BrokerError, Change};
 use crate::domain::autoscale::{StoredProviderConfig, VmProviderConfig};
 use crate::domain::provider::{ProviderError, ProviderInfo, ValidatedSettings};
 use crate::domain::validation::FieldError;
 use crate::plugins::{EndpointError, Endpoints, NamedCallError};
+use crate::store::Swapped;
+
+/// Where the view keeps provider configs, and their version.
+const PROVIDER_CONFIGS: Versioned<StoredProviderConfig> = Versioned {
+    records: |inventory| &mut inventory.provider_configs,
+    version: |stored| stored.config.version,
+};
 
 impl Broker {
     // VM provider configs.
@@ -51,19 +59,26 @@ impl Broker {
             });
         }
         let stored = self.check_provider_config(config).await?;
+        let name = &stored.config.name;
+        let _turn = self.versioned_writes.lock().await;
         {
             let mut inventory = self.write();
             refuse_existing(
-                inventory.provider_configs.contains_key(&stored.config.name),
+                inventory.provider_configs.contains_key(name),
                 "VM provider config",
-                &stored.config.name,
+                name,
             )?;
-            self.store.put_provider_config(&stored)?;
             inventory
                 .provider_configs
-                .insert(stored.config.name.clone(), stored.clone());
+                .insert(name.clone(), stored.clone());
         }
-        self.commit().await?;
+        let swap = self.store.swap_provider_config(name, None, Some(&stored));
+        if let Swapped::Stale(_) = self
+            .settle(&PROVIDER_CONFIGS, name, Some(&stored), None, swap)
+            .await?
+        {
+            refuse_existing(true, "VM provider config", name)?;
+        }
         tracing::info!(
             config = stored.config.name,
             provider = stored.config.provider,
@@ -113,7 +128,8 @@ impl Broker {
                     .into());
                 }
             }
-            {
+            let _turn = self.versioned_writes.lock().await;
+            let previous = {
                 let mut inventory = self.write();
                 let latest = inventory
                     .provider_configs
@@ -146,12 +162,22 @@ impl Broker {
                     }
                 }
                 stored.config.version = latest + 1;
-                self.store.put_provider_config(&stored)?;
                 inventory
                     .provider_configs
-                    .insert(name.to_string(), stored.clone());
+                    .insert(name.to_string(), stored.clone())
+            };
+            let swap =
+                self.store
+                    .swap_provider_config(name, Some(current.config.version), Some(&stored));
+            match self
+                .settle(&PROVIDER_CONFIGS, name, Some(&stored), previous, swap)
+                .await?
+            {
+                Swapped::Done => {}
+                // Another process changed it first: apply the change to that version.
+                Swapped::Stale(Some(_)) => continue,
+                Swapped::Stale(None) => return Err(not_found("VM provider config", name)),
             }
-            self.commit().await?;
             self.demand_changed(
                 self.read()
                     .autoscale_configs
@@ -172,7 +198,8 @@ impl Broker {
 
     /// Delete a provider config no AutoScale config uses.
     pub async fn delete_provider_config(&self, name: &str) -> Result<(), BrokerError> {
-        {
+        let _turn = self.versioned_writes.lock().await;
+        let previous = {
             let mut inventory = self.write();
             if !inventory.provider_configs.contains_key(name) {
                 return Err(not_found("VM provider config", name));
@@ -184,10 +211,20 @@ impl Broker {
                 .map(|c| format!("AutoScale config `{}`", c.name))
                 .collect::<Vec<_>>();
             in_use("VM provider config", name, &users)?;
-            self.store.delete_provider_config(name)?;
-            inventory.provider_configs.remove(name);
+            inventory.provider_configs.remove(name)
+        };
+        let expected = previous.as_ref().map(|stored| stored.config.version);
+        let swap = self.store.swap_provider_config(name, expected, None);
+        if let Swapped::Stale(Some(now)) = self
+            .settle(&PROVIDER_CONFIGS, name, None, previous, swap)
+            .await?
+        {
+            return Err(changed_meanwhile(
+                "VM provider config",
+                name,
+                now.config.version,
+            ));
         }
-        self.commit().await?;
         tracing::info!(config = name, "VM provider config deleted");
         Ok(())
     }

@@ -1,9 +1,13 @@
 //! What the operations on named records share: their refusals (not found, already exists,
 //! in use), the changes updates apply, and the compare-and-swap of versioned records
-//! (`If-Match`, retries).
+//! (`If-Match`, retries, the store's swap at a version).
 
-use super::BrokerError;
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use super::{Broker, BrokerError, Inventory};
 use crate::domain::validation::FieldError;
+use crate::store::{StoreError, Swapped};
 
 /// A change to a record, as the API hands it over (a JSON merge patch there): the broker
 /// applies it to the record it holds, and again to a newer one if that changed meanwhile,
@@ -49,10 +53,72 @@ pub(super) fn check_precondition(
     }
 }
 
+/// A versioned record in the view: where the inventory keeps its kind, and its version.
+pub(super) struct Versioned<T> {
+    pub records: fn(&mut Inventory) -> &mut BTreeMap<String, T>,
+    pub version: fn(&T) -> u64,
+}
+
+impl Broker {
+    /// Make durable a versioned write that the view already shows (`ours`: the record
+    /// written, `None` if removed; `previous`: what the view showed before), by `swap`, the
+    /// store's write at the version `previous` had.
+    ///
+    /// The caller holds `versioned_writes`, so no other versioned write of this process
+    /// runs meanwhile. The view shows the write before the store takes it so that the
+    /// checks other writes make under the view's lock (references, records in use) see it;
+    /// the store judges the version itself, so an update another process made is never
+    /// written over. If the store holds another version, the view learns that one in place
+    /// of ours and the answer is [`Swapped::Stale`] with it; if the store fails, the view
+    /// gets `previous` back.
+    pub(super) async fn settle<T: Clone>(
+        &self,
+        kind: &Versioned<T>,
+        name: &str,
+        ours: Option<&T>,
+        previous: Option<T>,
+        swap: impl Future<Output = Result<Swapped<T>, StoreError>>,
+    ) -> Result<Swapped<T>, BrokerError> {
+        let ours = ours.map(kind.version);
+        let restore = |instead: Option<T>| {
+            let mut inventory = self.write();
+            let records = (kind.records)(&mut inventory);
+            if records.get(name).map(kind.version) == ours {
+                match instead {
+                    Some(record) => records.insert(name.to_string(), record),
+                    None => records.remove(name),
+                };
+            }
+        };
+        match swap.await {
+            Ok(Swapped::Done) => Ok(Swapped::Done),
+            Ok(Swapped::Stale(now)) => {
+                restore(now.clone());
+                Ok(Swapped::Stale(now))
+            }
+            Err(error) => {
+                restore(previous);
+                Err(error.into())
+            }
+        }
+    }
+}
+
 pub(super) fn too_contended(kind: &'static str, name: &str) -> BrokerError {
     BrokerError::Conflict {
         code: "concurrent_update",
         message: format!("{kind} `{name}` kept changing under this update: try again"),
+    }
+}
+
+/// A delete that found the record at another version in the store (another process
+/// changed it).
+pub(super) fn changed_meanwhile(kind: &'static str, name: &str, now: u64) -> BrokerError {
+    BrokerError::Conflict {
+        code: "concurrent_update",
+        message: format!(
+            "{kind} `{name}` changed while it was being deleted (it is at version {now} now): look at it again"
+        ),
     }
 }
 

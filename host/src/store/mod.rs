@@ -52,7 +52,7 @@ use crate::domain::ldap::LdapConfig;
 use crate::domain::plugin::PluginRecord;
 use crate::domain::session::{HostKind, Session};
 use crate::domain::zone::Zone;
-use postgres::Postgres;
+use postgres::{Postgres, RawSwap};
 use sled_engine::SledEngine;
 
 /// The layout version of sled records this build writes; a data directory from a newer
@@ -85,6 +85,16 @@ pub enum StoreError {
         "the database was migrated by a newer zonebroker (schema {found}, this build knows {known}); upgrade this process"
     )]
     NewerDatabaseSchema { found: i32, known: i32 },
+}
+
+/// What a write at a version found.
+#[derive(Debug)]
+pub enum Swapped<T> {
+    /// Written (or deleted), durably.
+    Done,
+    /// The stored record is not at the version the write named: here it is as it is now
+    /// (`None`: there is none). Nothing was written.
+    Stale(Option<T>),
 }
 
 /// The entities the store keeps: a sled tree or a PostgreSQL table each.
@@ -317,6 +327,46 @@ impl Store {
         }
     }
 
+    /// Write `next` under `key` (`None` deletes it) if the stored record is at `expected`
+    /// (`version` reads a record's; `None`: only if there is none), durably. The check and
+    /// the write are one step in the engine (a compare-and-swap on sled; one transaction
+    /// holding the row on PostgreSQL), so two writers never lose each other's update, even
+    /// from two processes.
+    async fn swap<T: Serialize + DeserializeOwned>(
+        &self,
+        table: Table,
+        key: Key<'_>,
+        expected: Option<u64>,
+        next: Option<&T>,
+        version: fn(&T) -> u64,
+    ) -> Result<Swapped<T>, StoreError> {
+        let at_expected = |raw: Option<&[u8]>| match raw {
+            None => expected.is_none(),
+            Some(raw) => {
+                decode::<T>(table.name(), raw).is_ok_and(|r| Some(version(&r)) == expected)
+            }
+        };
+        let current = match &self.engine {
+            Engine::Sled(sled) => match sled.swap(table, key, next.map(encode), at_expected)? {
+                Ok(()) => {
+                    sled.commit().await?;
+                    return Ok(Swapped::Done);
+                }
+                Err(current) => current,
+            },
+            Engine::Postgres(pg) => {
+                let next = next.map(encode_bare);
+                let at_expected = |raw: Option<&str>| at_expected(raw.map(str::as_bytes));
+                match pg.swap(table, key, next.as_deref(), at_expected).await? {
+                    RawSwap::Done => return Ok(Swapped::Done),
+                    RawSwap::Stale(current) => current.map(String::into_bytes),
+                }
+            }
+        };
+        let current = current.map(|raw| decode(table.name(), &raw)).transpose()?;
+        Ok(Swapped::Stale(current))
+    }
+
     fn scan<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<T>, StoreError> {
         let raw = match &self.engine {
             Engine::Sled(sled) => sled.scan(table)?,
@@ -452,28 +502,44 @@ impl Store {
         self.scan(Table::ProviderConfigs)
     }
 
-    pub fn put_provider_config(&self, stored: &StoredProviderConfig) -> Result<(), StoreError> {
-        self.put(
+    /// Write provider config `name` (`None` deletes it) if it is at version `expected`
+    /// (`None`: only if there is none): see [`Swapped`].
+    pub async fn swap_provider_config(
+        &self,
+        name: &str,
+        expected: Option<u64>,
+        next: Option<&StoredProviderConfig>,
+    ) -> Result<Swapped<StoredProviderConfig>, StoreError> {
+        self.swap(
             Table::ProviderConfigs,
-            Key::Name(&stored.config.name),
-            stored,
+            Key::Name(name),
+            expected,
+            next,
+            |stored| stored.config.version,
         )
-    }
-
-    pub fn delete_provider_config(&self, name: &str) -> Result<(), StoreError> {
-        self.delete(Table::ProviderConfigs, Key::Name(name))
+        .await
     }
 
     pub fn autoscale_configs(&self) -> Result<Vec<AutoScaleConfig>, StoreError> {
         self.scan(Table::AutoscaleConfigs)
     }
 
-    pub fn put_autoscale_config(&self, config: &AutoScaleConfig) -> Result<(), StoreError> {
-        self.put(Table::AutoscaleConfigs, Key::Name(&config.name), config)
-    }
-
-    pub fn delete_autoscale_config(&self, name: &str) -> Result<(), StoreError> {
-        self.delete(Table::AutoscaleConfigs, Key::Name(name))
+    /// Write AutoScale config `name` (`None` deletes it) if it is at version `expected`
+    /// (`None`: only if there is none): see [`Swapped`].
+    pub async fn swap_autoscale_config(
+        &self,
+        name: &str,
+        expected: Option<u64>,
+        next: Option<&AutoScaleConfig>,
+    ) -> Result<Swapped<AutoScaleConfig>, StoreError> {
+        self.swap(
+            Table::AutoscaleConfigs,
+            Key::Name(name),
+            expected,
+            next,
+            |config| config.version,
+        )
+        .await
     }
 
     pub fn workspaces(&self) -> Result<Vec<Workspace>, StoreError> {

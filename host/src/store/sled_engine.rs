@@ -108,6 +108,29 @@ impl SledEngine {
             .collect()
     }
 
+    /// Write `next` (`None` deletes) under `key` if `at_expected` accepts the stored value
+    /// (`None`: absent), by compare-and-swap on its bytes; answers the stored value instead
+    /// if it does not.
+    pub fn swap(
+        &self,
+        table: Table,
+        key: Key,
+        next: Option<Vec<u8>>,
+        at_expected: impl Fn(Option<&[u8]>) -> bool,
+    ) -> Result<Result<(), Option<Vec<u8>>>, StoreError> {
+        let tree = self.tree(table);
+        let mut current = tree.get(key.bytes())?;
+        loop {
+            if !at_expected(current.as_deref()) {
+                return Ok(Err(current.map(|v| v.to_vec())));
+            }
+            match tree.compare_and_swap(key.bytes(), current, next.clone())? {
+                Ok(()) => return Ok(Ok(())),
+                Err(conflict) => current = conflict.current,
+            }
+        }
+    }
+
     /// A compare-and-swap loop on `host`'s usage record.
     pub fn update_usage(
         &self,

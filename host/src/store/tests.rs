@@ -321,3 +321,88 @@ fn every_table_is_listed_once_in_declaration_order() {
         assert_eq!(*table as usize, index, "{table:?}");
     }
 }
+
+/// A record kept at a version, for the tests of [`Store::swap`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Counted {
+    version: u64,
+    writer: usize,
+}
+
+async fn swap_counted(
+    store: &Store,
+    expected: Option<u64>,
+    next: Option<&Counted>,
+) -> Swapped<Counted> {
+    store
+        .swap(Table::Zones, Key::Name("counted"), expected, next, |c| {
+            c.version
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_at_a_version_lose_no_update_and_refuse_stale_ones() {
+    let dir = tempdir();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let first = Counted {
+        version: 1,
+        writer: 0,
+    };
+    assert!(matches!(
+        swap_counted(&store, None, Some(&first)).await,
+        Swapped::Done
+    ));
+    assert!(
+        matches!(swap_counted(&store, None, Some(&first)).await, Swapped::Stale(Some(ref now)) if *now == first),
+        "a create finds the record there"
+    );
+    // Eight writers each add ten versions, each reading the version it replaces first and
+    // trying again when another got there before: every write lands exactly once.
+    let writers: Vec<_> = (1..=8)
+        .map(|writer| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut seen = 1;
+                let mut written = 0;
+                while written < 10 {
+                    let next = Counted {
+                        version: seen + 1,
+                        writer,
+                    };
+                    match swap_counted(&store, Some(seen), Some(&next)).await {
+                        Swapped::Done => {
+                            written += 1;
+                            seen += 1;
+                        }
+                        Swapped::Stale(now) => seen = now.expect("never deleted").version,
+                    }
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let stale = Counted {
+        version: 2,
+        writer: 9,
+    };
+    match swap_counted(&store, Some(1), Some(&stale)).await {
+        Swapped::Stale(Some(now)) => assert_eq!(now.version, 81, "1 + 8 writers x 10"),
+        other => panic!("a write at an old version was taken: {other:?}"),
+    }
+    assert!(matches!(
+        swap_counted(&store, Some(80), None).await,
+        Swapped::Stale(Some(_))
+    ));
+    assert!(matches!(
+        swap_counted(&store, Some(81), None).await,
+        Swapped::Done
+    ));
+    assert!(matches!(
+        swap_counted(&store, Some(81), None).await,
+        Swapped::Stale(None)
+    ));
+}

@@ -18,6 +18,9 @@ mod retry;
 mod schema;
 mod session_writer;
 mod usage;
+mod versioned;
+
+pub(super) use versioned::RawSwap;
 
 use std::collections::HashMap;
 use std::future::Future;

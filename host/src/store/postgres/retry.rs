@@ -19,6 +19,9 @@ pub enum Failure {
 impl From<tokio_postgres::Error> for Failure {
     fn from(error: tokio_postgres::Error) -> Failure {
         let retry = match error.code() {
+            // A value of the wrong type for its parameter or column: this build's mistake,
+            // which no retry mends.
+            None if misconverted(&error) => false,
             None => true,
             Some(code) => {
                 *code == SqlState::T_R_SERIALIZATION_FAILURE
@@ -34,6 +37,14 @@ impl From<tokio_postgres::Error> for Failure {
             Failure::Refused(message)
         }
     }
+}
+
+fn misconverted(error: &tokio_postgres::Error) -> bool {
+    use std::error::Error as _;
+    error.source().is_some_and(|source| {
+        source.is::<tokio_postgres::types::WrongType>()
+            || source.is::<tokio_postgres::types::WasNull>()
+    })
 }
 
 impl From<deadpool_postgres::PoolError> for Failure {

@@ -1,0 +1,91 @@
+//! Records kept at a version (VM provider configs, AutoScale configs): a write names the
+//! version it replaces and the database refuses it, in the same transaction, if the stored
+//! record is at another, so that no process writes back a copy older than what another
+//! wrote. These writes are transactions of their own, not the journal's: each answers
+//! whether it was taken.
+
+use tokio_postgres::types::ToSql;
+
+use super::super::{Key, StoreError, Table};
+use super::Postgres;
+use super::retry::{Failure, retrying};
+use super::schema::key_column;
+
+/// What a write at a version found.
+pub enum RawSwap {
+    Done,
+    /// The stored record (its JSON; `None`: absent) is not at the version the write named.
+    Stale(Option<String>),
+}
+
+impl Postgres {
+    /// Write `next` (JSON; `None` deletes) under `key` in `table` if `at_expected` accepts
+    /// the stored record (`None`: absent). The row is locked (`FOR UPDATE`) while it is
+    /// judged, so a concurrent write waits and then judges the record this one left.
+    ///
+    /// Repeated after an attempt whose outcome is unknown, a write that finds its own
+    /// record (or, deleting, finds none) counts as taken.
+    pub async fn swap(
+        &self,
+        table: Table,
+        key: Key<'_>,
+        next: Option<&str>,
+        at_expected: impl Fn(Option<&str>) -> bool,
+    ) -> Result<RawSwap, StoreError> {
+        let (column, key_type) = key_column(table);
+        let name = table.name();
+        let select = format!(
+            "SELECT record::text, record = $2::text::jsonb FROM {name}
+             WHERE {column} = $1::text::{key_type} FOR UPDATE"
+        );
+        let update = format!(
+            "UPDATE {name} SET record = $2::text::jsonb WHERE {column} = $1::text::{key_type}"
+        );
+        let insert = format!(
+            "INSERT INTO {name} ({column}, record) VALUES ($1::text::{key_type}, $2::text::jsonb)
+             ON CONFLICT ({column}) DO NOTHING"
+        );
+        let delete = format!("DELETE FROM {name} WHERE {column} = $1::text::{key_type}");
+        let key = key.text();
+        let what = format!("a write of {name} `{key}` at its version");
+        let mut attempts = 0;
+        retrying(&self.database, &what, || {
+            attempts += 1;
+            let repeated = attempts > 1;
+            let (select, update, insert, delete, key) = (&select, &update, &insert, &delete, &key);
+            let at_expected = &at_expected;
+            async move {
+                let mut client = self.pool.get().await?;
+                let transaction = client.transaction().await?;
+                let params: [&(dyn ToSql + Sync); 2] = [key, &next];
+                let found = transaction.query_opt(select.as_str(), &params).await?;
+                let current: Option<String> = found.as_ref().map(|row| row.get(0));
+                let ours = found
+                    .as_ref()
+                    .and_then(|row| row.get::<_, Option<bool>>(1))
+                    .unwrap_or(false);
+                if repeated && (ours || (next.is_none() && current.is_none())) {
+                    return Ok(RawSwap::Done);
+                }
+                if !at_expected(current.as_deref()) {
+                    return Ok(RawSwap::Stale(current));
+                }
+                let written = match (next, &current) {
+                    (Some(_), Some(_)) => transaction.execute(update.as_str(), &params).await?,
+                    (Some(_), None) => transaction.execute(insert.as_str(), &params).await?,
+                    (None, _) => transaction.execute(delete.as_str(), &[key]).await?,
+                };
+                if written == 0 && next.is_some() {
+                    // Another process inserted it meanwhile: judge what it wrote.
+                    return Err(Failure::Retry(format!(
+                        "{name} `{key}` was written meanwhile"
+                    )));
+                }
+                transaction.commit().await?;
+                Ok(RawSwap::Done)
+            }
+        })
+        .await
+        .map_err(|e| self.failed(e))
+    }
+}
