@@ -5,39 +5,17 @@
 use std::sync::Barrier;
 
 use serde_json::{Value, json};
-use zonebroker_test_support::{ADMIN_TOKEN, Server, ServerOptions};
+use zonebroker_test_support::{ADMIN_TOKEN, Server, ServerOptions, configs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonebroker");
 const PROVIDER: &str = "/api/v1/vm-provider-configs/cloud";
 const AUTOSCALE: &str = "/api/v1/autoscale-configs/linux";
 
-fn autoscale_body() -> Value {
-    json!({
-        "name": "linux", "enabled": false, "pool": "pool", "zone": "default",
-        "connection_type": "rdp", "credential_type": "static", "connection_username": "kasm",
-        "connection_password": "secret", "minimum_available_sessions": 0,
-        "max_sessions_per_server": 1, "vm_provider_config": "cloud", "os": "linux",
-        "startup_script": "#!/bin/bash\ncurl -H 'Authorization: Bearer {checkin_jwt}' https://{upstream_auth_address}/\n",
-    })
-}
-
 /// A server with a pool, a VM provider config `cloud` (its endpoint answers nothing) and
 /// a disabled AutoScale config `linux`.
 fn setup() -> Server {
     let server = Server::start(BIN, ServerOptions::default());
-    let created = |path: &str, body: Value| {
-        let (status, answer) = server.call("default", "POST", path, Some(&body));
-        assert_eq!(status, 201, "{path}: {answer}");
-    };
-    created("/api/v1/pools", json!({ "name": "pool" }));
-    created(
-        "/api/v1/vm-provider-configs",
-        json!({ "name": "cloud", "provider": "aws-ec2", "allow_private_endpoints": true, "settings": {
-            "region": "us-east-1", "access_key_id": "AKID", "secret_access_key": "secret",
-            "ami_id": "ami-12345678", "endpoint": "http://127.0.0.1:9",
-        }}),
-    );
-    created("/api/v1/autoscale-configs", autoscale_body());
+    configs::create(&server);
     server
 }
 
@@ -296,7 +274,7 @@ fn if_match_guards_provider_config_writes() {
 fn a_username_that_would_add_a_line_to_an_rdp_file_is_refused() {
     let server = setup();
     let evil = "bob\r\nfull address:s:evil";
-    let mut body = autoscale_body();
+    let mut body = configs::autoscale_body();
     body["name"] = json!("evil");
     body["connection_username"] = json!(evil);
     let (status, answer) = server.call("default", "POST", "/api/v1/autoscale-configs", Some(&body));
@@ -366,7 +344,7 @@ fn the_openapi_document_declares_etag_and_if_match() {
 #[test]
 fn request_bodies_refuse_unknown_fields_and_write_nothing() {
     let server = setup();
-    let mut autoscale = autoscale_body();
+    let mut autoscale = configs::autoscale_body();
     autoscale["name"] = json!("linux2");
     for (collection, mut body) in [
         ("pools", json!({"name": "pool2"})),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use zonebroker_test_support::postgres::{Cluster, cluster};
 use zonebroker_test_support::{
-    ADMIN_TOKEN, Server, ServerOptions, Storage, example_strategy, private_tempdir,
+    ADMIN_TOKEN, Server, ServerOptions, Storage, configs, example_strategy, private_tempdir,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonebroker");
@@ -389,28 +389,7 @@ fn a_config_another_writer_changed_in_the_database_is_never_written_over() {
     let cluster = cluster();
     let database = cluster.create_database();
     let server = on(&database, ServerOptions::default());
-    let created = |path: &str, body: Value| {
-        let (status, answer) = server.call("default", "POST", path, Some(&body));
-        assert_eq!(status, 201, "{path}: {answer}");
-    };
-    created("/api/v1/pools", json!({ "name": "pool" }));
-    created(
-        "/api/v1/vm-provider-configs",
-        json!({ "name": "cloud", "provider": "aws-ec2", "allow_private_endpoints": true, "settings": {
-            "region": "us-east-1", "access_key_id": "AKID", "secret_access_key": "secret",
-            "ami_id": "ami-12345678", "endpoint": "http://127.0.0.1:9",
-        }}),
-    );
-    created(
-        "/api/v1/autoscale-configs",
-        json!({
-            "name": "linux", "enabled": false, "pool": "pool", "zone": "default",
-            "connection_type": "rdp", "credential_type": "static", "connection_username": "kasm",
-            "connection_password": "secret", "minimum_available_sessions": 0,
-            "max_sessions_per_server": 1, "vm_provider_config": "cloud", "os": "linux",
-            "startup_script": "#!/bin/sh\n",
-        }),
-    );
+    configs::create(&server);
     const CONFIG: &str = "/api/v1/autoscale-configs/linux";
     let elsewhere = |version: u64, minimum: u32| {
         cluster.psql(
