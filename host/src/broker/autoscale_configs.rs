@@ -7,7 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::records::{
-    MAX_UPDATE_ATTEMPTS, Versioned, changed_meanwhile, check_precondition, not_found,
+    MAX_UPDATE_ATTEMPTS, VersionedKind, changed_meanwhile, check_precondition, not_found,
     refuse_existing, too_contended,
 };
 use super::{Broker, BrokerError, Change, Inventory};
@@ -16,7 +16,7 @@ use crate::domain::validation::FieldError;
 use crate::store::Swapped;
 
 /// Where the view keeps AutoScale configs, and their version.
-const AUTOSCALE_CONFIGS: Versioned<AutoScaleConfig> = Versioned {
+const AUTOSCALE_CONFIGS: VersionedKind<AutoScaleConfig> = VersionedKind {
     records: |inventory| &mut inventory.autoscale_configs,
     version: |config| config.version,
 };
@@ -187,8 +187,12 @@ impl Broker {
                 .await?
             {
                 Swapped::Done => {}
-                // Another process changed it first: apply the change to that version.
-                Swapped::Stale(Some(_)) => continue,
+                // Another process changed it first: apply the change to that version (the
+                // loop sees the version the view learned).
+                Swapped::Stale(Some(_)) => {
+                    self.demand_changed([name.to_string()]);
+                    continue;
+                }
                 Swapped::Stale(None) => return Err(not_found("AutoScale config", name)),
             }
             self.demand_changed([name.to_string()]);
@@ -249,10 +253,12 @@ impl Broker {
             inventory.config_status.remove(name);
             (servers.len(), inventory.autoscale_configs.remove(name))
         };
-        // The server records are durable before the config goes.
-        self.commit().await?;
         let expected = previous.as_ref().map(|config| config.version);
-        let swap = self.store.swap_autoscale_config(name, expected, None);
+        let swap = async {
+            // The server records are durable before the config goes.
+            self.store.commit().await?;
+            self.store.swap_autoscale_config(name, expected, None).await
+        };
         if let Swapped::Stale(Some(now)) = self
             .settle(&AUTOSCALE_CONFIGS, name, None, previous, swap)
             .await?

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::records::{
-    MAX_UPDATE_ATTEMPTS, Versioned, changed_meanwhile, check_precondition, in_use, not_found,
+    MAX_UPDATE_ATTEMPTS, VersionedKind, changed_meanwhile, check_precondition, in_use, not_found,
     refuse_existing, too_contended,
 };
 use super::{Broker, BrokerError, Change};
@@ -15,7 +15,7 @@ use crate::plugins::{EndpointError, Endpoints, NamedCallError};
 use crate::store::Swapped;
 
 /// Where the view keeps provider configs, and their version.
-const PROVIDER_CONFIGS: Versioned<StoredProviderConfig> = Versioned {
+const PROVIDER_CONFIGS: VersionedKind<StoredProviderConfig> = VersionedKind {
     records: |inventory| &mut inventory.provider_configs,
     version: |stored| stored.config.version,
 };

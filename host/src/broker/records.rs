@@ -53,8 +53,8 @@ pub(super) fn check_precondition(
     }
 }
 
-/// A versioned record in the view: where the inventory keeps its kind, and its version.
-pub(super) struct Versioned<T> {
+/// A kind of versioned record in the view: where the inventory keeps it, and its version.
+pub(super) struct VersionedKind<T> {
     pub records: fn(&mut Inventory) -> &mut BTreeMap<String, T>,
     pub version: fn(&T) -> u64,
 }
@@ -69,37 +69,62 @@ impl Broker {
     /// checks other writes make under the view's lock (references, records in use) see it;
     /// the store judges the version itself, so an update another process made is never
     /// written over. If the store holds another version, the view learns that one in place
-    /// of ours and the answer is [`Swapped::Stale`] with it; if the store fails, the view
-    /// gets `previous` back.
+    /// of ours and the answer is [`Swapped::Stale`] with it; if the store fails, or the
+    /// caller stops waiting (its request cancelled), the view gets `previous` back. Either
+    /// way the view may differ from the store only until the record's next write, which the
+    /// store judges and the view learns from.
     pub(super) async fn settle<T: Clone>(
         &self,
-        kind: &Versioned<T>,
+        kind: &VersionedKind<T>,
         name: &str,
         ours: Option<&T>,
         previous: Option<T>,
         swap: impl Future<Output = Result<Swapped<T>, StoreError>>,
     ) -> Result<Swapped<T>, BrokerError> {
-        let ours = ours.map(kind.version);
-        let restore = |instead: Option<T>| {
-            let mut inventory = self.write();
-            let records = (kind.records)(&mut inventory);
-            if records.get(name).map(kind.version) == ours {
-                match instead {
-                    Some(record) => records.insert(name.to_string(), record),
-                    None => records.remove(name),
-                };
-            }
+        let mut unsettled = Unsettled {
+            broker: self,
+            kind,
+            name,
+            ours: ours.map(kind.version),
+            previous: Some(previous),
         };
         match swap.await {
-            Ok(Swapped::Done) => Ok(Swapped::Done),
+            Ok(Swapped::Done) => {
+                unsettled.previous = None;
+                Ok(Swapped::Done)
+            }
             Ok(Swapped::Stale(now)) => {
-                restore(now.clone());
+                unsettled.previous = Some(now.clone());
                 Ok(Swapped::Stale(now))
             }
-            Err(error) => {
-                restore(previous);
-                Err(error.into())
-            }
+            // `unsettled` puts `previous` back as it goes.
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+/// A write the view shows and the store has not confirmed: dropped, it puts `previous` (if
+/// still set) in the view in place of ours, if the view still shows ours.
+struct Unsettled<'a, T> {
+    broker: &'a Broker,
+    kind: &'a VersionedKind<T>,
+    name: &'a str,
+    ours: Option<u64>,
+    previous: Option<Option<T>>,
+}
+
+impl<T> Drop for Unsettled<'_, T> {
+    fn drop(&mut self) {
+        let Some(instead) = self.previous.take() else {
+            return;
+        };
+        let mut inventory = self.broker.write();
+        let records = (self.kind.records)(&mut inventory);
+        if records.get(self.name).map(self.kind.version) == self.ours {
+            match instead {
+                Some(record) => records.insert(self.name.to_string(), record),
+                None => records.remove(self.name),
+            };
         }
     }
 }

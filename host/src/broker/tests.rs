@@ -305,3 +305,88 @@ async fn the_zone_index_follows_every_change_to_an_agent_and_placement_reads_onl
         "pages follow in id order"
     );
 }
+
+/// `settle` leaves the view as the store has the record: ours once taken, the store's when
+/// it holds another version, and the previous record back when the store fails or the
+/// caller stops waiting (its request cancelled). Zones stand in for a versioned kind here,
+/// with their proxy port as the version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_versioned_write_the_store_did_not_take_leaves_the_view_as_the_store_has_it() {
+    use super::records::VersionedKind;
+    use crate::domain::zone::Zone;
+    use crate::store::{StoreError, Swapped};
+    const ZONES: VersionedKind<Zone> = VersionedKind {
+        records: |inventory| &mut inventory.zones,
+        version: |zone| zone.proxy_port.into(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    let at = |port| Zone {
+        proxy_port: port,
+        ..Zone::with_defaults("x")
+    };
+    let shown = || broker.read().zones.get("x").map(|zone| zone.proxy_port);
+    let show = |zone: Option<Zone>| match zone {
+        Some(zone) => broker.write().zones.insert("x".into(), zone),
+        None => broker.write().zones.remove("x"),
+    };
+    let answered = |answer| async move { answer };
+
+    show(Some(at(2)));
+    let taken = broker
+        .settle(
+            &ZONES,
+            "x",
+            Some(&at(2)),
+            Some(at(1)),
+            answered(Ok(Swapped::Done)),
+        )
+        .await;
+    assert!(matches!(taken, Ok(Swapped::Done)));
+    assert_eq!(shown(), Some(2), "taken: ours stays");
+
+    show(Some(at(3)));
+    let stale = broker
+        .settle(
+            &ZONES,
+            "x",
+            Some(&at(3)),
+            Some(at(2)),
+            answered(Ok(Swapped::Stale(Some(at(5))))),
+        )
+        .await;
+    assert!(matches!(stale, Ok(Swapped::Stale(Some(_)))));
+    assert_eq!(shown(), Some(5), "stale: the store's version replaces ours");
+
+    show(Some(at(6)));
+    let failed = broker
+        .settle(
+            &ZONES,
+            "x",
+            Some(&at(6)),
+            Some(at(5)),
+            answered(Err(StoreError::Corrupt {
+                tree: "zones",
+                message: "the disk went away".into(),
+            })),
+        )
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(shown(), Some(5), "failed: the previous record is back");
+
+    // A create whose request is cancelled while the store has not answered.
+    show(None);
+    show(Some(at(7)));
+    let ours = at(7);
+    let waiting = broker.settle(&ZONES, "x", Some(&ours), None, std::future::pending());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), waiting)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        shown(),
+        None,
+        "cancelled: the view no longer shows the create"
+    );
+}

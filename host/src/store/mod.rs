@@ -52,7 +52,7 @@ use crate::domain::ldap::LdapConfig;
 use crate::domain::plugin::PluginRecord;
 use crate::domain::session::{HostKind, Session};
 use crate::domain::zone::Zone;
-use postgres::{Postgres, RawSwap};
+use postgres::Postgres;
 use sled_engine::SledEngine;
 
 /// The layout version of sled records this build writes; a data directory from a newer
@@ -358,8 +358,8 @@ impl Store {
                 let next = next.map(encode_bare);
                 let at_expected = |raw: Option<&str>| at_expected(raw.map(str::as_bytes));
                 match pg.swap(table, key, next.as_deref(), at_expected).await? {
-                    RawSwap::Done => return Ok(Swapped::Done),
-                    RawSwap::Stale(current) => current.map(String::into_bytes),
+                    Swapped::Done => return Ok(Swapped::Done),
+                    Swapped::Stale(current) => current.map(String::into_bytes),
                 }
             }
         };

@@ -20,8 +20,6 @@ mod session_writer;
 mod usage;
 mod versioned;
 
-pub(super) use versioned::RawSwap;
-
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;

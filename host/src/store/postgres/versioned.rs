@@ -6,22 +6,16 @@
 
 use tokio_postgres::types::ToSql;
 
-use super::super::{Key, StoreError, Table};
+use super::super::{Key, StoreError, Swapped, Table};
 use super::Postgres;
-use super::retry::{Failure, retrying};
+use super::retry::retrying;
 use super::schema::key_column;
-
-/// What a write at a version found.
-pub enum RawSwap {
-    Done,
-    /// The stored record (its JSON; `None`: absent) is not at the version the write named.
-    Stale(Option<String>),
-}
 
 impl Postgres {
     /// Write `next` (JSON; `None` deletes) under `key` in `table` if `at_expected` accepts
-    /// the stored record (`None`: absent). The row is locked (`FOR UPDATE`) while it is
-    /// judged, so a concurrent write waits and then judges the record this one left.
+    /// the stored record (`None`: absent); else answer the stored record's JSON. The row is
+    /// locked (`FOR UPDATE`) while it is judged, so a concurrent write waits and then
+    /// judges the record this one left.
     ///
     /// Repeated after an attempt whose outcome is unknown, a write that finds its own
     /// record (or, deleting, finds none) counts as taken.
@@ -31,7 +25,7 @@ impl Postgres {
         key: Key<'_>,
         next: Option<&str>,
         at_expected: impl Fn(Option<&str>) -> bool,
-    ) -> Result<RawSwap, StoreError> {
+    ) -> Result<Swapped<String>, StoreError> {
         let (column, key_type) = key_column(table);
         let name = table.name();
         let select = format!(
@@ -56,33 +50,34 @@ impl Postgres {
             let at_expected = &at_expected;
             async move {
                 let mut client = self.pool.get().await?;
-                let transaction = client.transaction().await?;
                 let params: [&(dyn ToSql + Sync); 2] = [key, &next];
-                let found = transaction.query_opt(select.as_str(), &params).await?;
-                let current: Option<String> = found.as_ref().map(|row| row.get(0));
-                let ours = found
-                    .as_ref()
-                    .and_then(|row| row.get::<_, Option<bool>>(1))
-                    .unwrap_or(false);
-                if repeated && (ours || (next.is_none() && current.is_none())) {
-                    return Ok(RawSwap::Done);
+                loop {
+                    let transaction = client.transaction().await?;
+                    let found = transaction.query_opt(select.as_str(), &params).await?;
+                    let current: Option<String> = found.as_ref().map(|row| row.get(0));
+                    let ours = found
+                        .as_ref()
+                        .and_then(|row| row.get::<_, Option<bool>>(1))
+                        .unwrap_or(false);
+                    if repeated && (ours || (next.is_none() && current.is_none())) {
+                        return Ok(Swapped::Done);
+                    }
+                    if !at_expected(current.as_deref()) {
+                        return Ok(Swapped::Stale(current));
+                    }
+                    let written = match (next, &current) {
+                        (Some(_), Some(_)) => transaction.execute(update.as_str(), &params).await?,
+                        (Some(_), None) => transaction.execute(insert.as_str(), &params).await?,
+                        (None, _) => transaction.execute(delete.as_str(), &[key]).await?,
+                    };
+                    if written == 0 && next.is_some() {
+                        // Another process inserted it since the row was read (there was no
+                        // row to lock then): judge what it wrote.
+                        continue;
+                    }
+                    transaction.commit().await?;
+                    return Ok(Swapped::Done);
                 }
-                if !at_expected(current.as_deref()) {
-                    return Ok(RawSwap::Stale(current));
-                }
-                let written = match (next, &current) {
-                    (Some(_), Some(_)) => transaction.execute(update.as_str(), &params).await?,
-                    (Some(_), None) => transaction.execute(insert.as_str(), &params).await?,
-                    (None, _) => transaction.execute(delete.as_str(), &[key]).await?,
-                };
-                if written == 0 && next.is_some() {
-                    // Another process inserted it meanwhile: judge what it wrote.
-                    return Err(Failure::Retry(format!(
-                        "{name} `{key}` was written meanwhile"
-                    )));
-                }
-                transaction.commit().await?;
-                Ok(RawSwap::Done)
             }
         })
         .await
