@@ -17,6 +17,9 @@
 //!   durable by `commit().await`, which every write path awaits, with no lock held, before
 //!   it answers: one fsync (sled) or one transaction (PostgreSQL) carries every write that
 //!   arrived while the previous one ran (group commit).
+//! - Records kept at a version (provider and AutoScale configs) are written only over the
+//!   version the write names, judged by the engine ([`Swapped`]): a compare-and-swap on
+//!   sled, a transaction holding the row on PostgreSQL; awaited, with no lock held.
 //! - On sled, usage is rebuilt from the sessions at open, so a crash between reserving and
 //!   recording a session leaks nothing. PostgreSQL changes both in one statement and never
 //!   rebuilds.
