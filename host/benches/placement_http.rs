@@ -7,12 +7,13 @@
 //! the server sustains flat out; and the same load against a bare axum handler, the
 //! baseline every ratio is taken against.
 //!
-//! `cargo bench -p zonebroker --bench placement_http [-- SECONDS CLIENTS ZONES,ZONES,... [svg=PATH] [engines=sled,postgres]]`
+//! `cargo bench -p zonebroker --bench placement_http [-- SECONDS CLIENTS ZONES,ZONES,... [svg=PATH] [engines=sled,postgres,postgres-unix]]`
 //! (defaults: 10 seconds, 32 concurrent clients, fleets of 1 zone, the embedded store; the
 //! growth table in BENCHMARKS.md is `-- 10 32 1,10,50 svg=docs/placement-growth.svg`, the
 //! path relative to the workspace root, the plot of the sled rows). `engines=sled,postgres`
 //! measures every fleet on both engines in the same run, PostgreSQL being a throw-away
-//! cluster of Debian's server on the same machine (`fsync` and `synchronous_commit` on).
+//! cluster of Debian's server on the same machine (`fsync` and `synchronous_commit` on);
+//! `postgres-unix` is that cluster over its Unix socket rather than loopback TCP.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -92,11 +93,13 @@ fn start(zones: usize, engine: &str) -> Fleet {
         .collect();
     let mut command = Command::new(BIN);
     command.args(["serve", "--data-dir"]).arg(dir.path());
-    if engine == "postgres" {
+    if engine != "sled" {
         let cluster = zonebroker_test_support::postgres::cluster();
-        command
-            .arg("--database")
-            .arg(cluster.url(&cluster.create_database()));
+        let database = cluster.create_database();
+        command.arg("--database").arg(match engine {
+            "postgres-unix" => cluster.socket_url(&database),
+            _ => cluster.url(&database),
+        });
     }
     for (i, addr) in addrs.iter().enumerate() {
         command.args(["--listen", &format!("{addr}=zone-{i:02}")]);
@@ -361,7 +364,8 @@ fn main() {
                 .map(|engine| match engine {
                     "sled" => "sled",
                     "postgres" => "postgres",
-                    other => panic!("engine `{other}`: say sled or postgres"),
+                    "postgres-unix" => "postgres-unix",
+                    other => panic!("engine `{other}`: say sled, postgres or postgres-unix"),
                 })
                 .collect()
         })

@@ -201,6 +201,21 @@ impl Cluster {
         format!("postgres://zb@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// The same database over the cluster's Unix socket (a database on the same machine).
+    pub fn socket_url(&self, database: &str) -> String {
+        let directory: String = self
+            .dir
+            .display()
+            .to_string()
+            .bytes()
+            .map(|b| match b {
+                b'/' => "%2F".to_string(),
+                _ => (b as char).to_string(),
+            })
+            .collect();
+        format!("postgres://zb@{directory}:{}/{database}", self.port)
+    }
+
     /// A new, empty database.
     pub fn create_database(&self) -> String {
         let name = format!("t_{}", self.databases.fetch_add(1, Ordering::SeqCst));
