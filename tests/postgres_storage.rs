@@ -456,3 +456,143 @@ fn a_config_another_writer_changed_in_the_database_is_never_written_over() {
     assert_eq!(status, 204, "{answer}");
     assert_eq!(stored(), "", "gone from the database");
 }
+
+/// Stands in for another manager sharing the database: `write` changes a record as that
+/// manager's transaction would, with the record's entry in the change feed (the next
+/// revision, another writer) in the same transaction.
+fn as_another_manager(cluster: &Cluster, database: &str, kind: &str, key: &str, write: &str) {
+    cluster.psql(
+        database,
+        &format!(
+            "BEGIN; {write}; \
+             WITH next AS (UPDATE revision SET value = value + 1 WHERE singleton RETURNING value) \
+             INSERT INTO changes (revision, kind, key, writer) \
+             SELECT value, '{kind}', '{key}', gen_random_uuid() FROM next; COMMIT"
+        ),
+    );
+}
+
+/// Wait until `seen` holds (at most 10 s); answers how long it took.
+fn until(what: &str, seen: impl Fn() -> bool) -> Duration {
+    let start = Instant::now();
+    while !seen() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{what}: not seen after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+/// The change feed: this process lists its writes under a revision each transaction, and
+/// follows what another manager commits (create, update, delete; images, agents and
+/// AutoScale configs) without a restart.
+#[test]
+fn changes_another_manager_commits_reach_this_ones_view() {
+    let cluster = cluster();
+    let database = cluster.create_database();
+    let server = on(&database, ServerOptions::default());
+    image(&server, ADMIN_TOKEN, "desktop");
+    assert_eq!(
+        cluster.psql(
+            &database,
+            "SELECT count(*), (SELECT value FROM revision) = (SELECT max(revision) FROM changes) \
+             FROM changes WHERE kind = 'images' AND key = 'desktop'"
+        ),
+        "1|t",
+        "this process's write is in the feed, at the latest revision"
+    );
+    let get = |path: &str| server.call("default", "GET", path, None);
+
+    // Created, changed and deleted elsewhere.
+    as_another_manager(
+        cluster,
+        &database,
+        "images",
+        "remote",
+        "INSERT INTO images (name, record) \
+         SELECT 'remote', jsonb_set(record, '{name}', '\"remote\"') FROM images WHERE name = 'desktop'",
+    );
+    let took = until("an image created elsewhere", || {
+        get("/api/v1/images/remote").0 == 200
+    });
+    eprintln!("an image created elsewhere was seen after {took:?}");
+    as_another_manager(
+        cluster,
+        &database,
+        "images",
+        "remote",
+        &format!(
+            "UPDATE images SET record = jsonb_set(record, '{{memory}}', '{}') WHERE name = 'remote'",
+            2 * GIB
+        ),
+    );
+    until("an image changed elsewhere", || {
+        get("/api/v1/images/remote").1["memory"] == 2 * GIB
+    });
+    as_another_manager(
+        cluster,
+        &database,
+        "images",
+        "remote",
+        "DELETE FROM images WHERE name = 'remote'",
+    );
+    until("an image deleted elsewhere", || {
+        get("/api/v1/images/remote").0 == 404
+    });
+
+    // An agent disabled elsewhere takes no more sessions here.
+    let id = agent(&server, "default", "host-1", 4);
+    place(&server, "default", "desktop");
+    as_another_manager(
+        cluster,
+        &database,
+        "agents",
+        &id,
+        &format!(
+            "UPDATE agents SET record = jsonb_set(record, '{{enabled}}', 'false') WHERE id = '{id}'"
+        ),
+    );
+    until("an agent disabled elsewhere", || {
+        get(&format!("/api/v1/agents/{id}")).1["enabled"] == false
+    });
+    let (status, answer) = server.call(
+        "default",
+        "POST",
+        "/api/v1/sessions",
+        Some(&json!({ "image": "desktop", "user": "alice" })),
+    );
+    assert_eq!(status, 503, "{answer}");
+
+    // An AutoScale config changed elsewhere: the view has its version, so a write naming
+    // that version is taken at once.
+    configs::create(&server);
+    const CONFIG: &str = "/api/v1/autoscale-configs/linux";
+    as_another_manager(
+        cluster,
+        &database,
+        "autoscale_configs",
+        "linux",
+        "UPDATE autoscale_configs SET record = record || \
+         '{\"version\": 2, \"minimum_available_sessions\": 3}' WHERE name = 'linux'",
+    );
+    until("an AutoScale config changed elsewhere", || {
+        get(CONFIG).1["config"]["version"] == 2
+    });
+    let response = server
+        .http()
+        .patch(server.url("default", CONFIG))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("If-Match", "\"2\"")
+        .json(&json!({ "max_sessions_per_server": 2 }))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().unwrap());
+    let (_, answer) = get(CONFIG);
+    assert_eq!(answer["config"]["version"], 3, "{answer}");
+    assert_eq!(
+        answer["config"]["minimum_available_sessions"], 3,
+        "{answer}"
+    );
+}

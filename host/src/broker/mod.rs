@@ -10,6 +10,7 @@
 mod agent_index;
 mod agents;
 mod autoscale_configs;
+mod feed;
 mod images;
 mod ldap_configs;
 mod plugins;

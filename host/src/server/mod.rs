@@ -228,6 +228,7 @@ pub async fn serve(
         },
     )
     .spawn(stop_rx.clone());
+    let follower = tokio::spawn(broker.clone().follow_changes(stop_rx.clone()));
     let mut servers = tokio::task::JoinSet::new();
     for listener in bound {
         let app = api::router(state.clone(), &listener.spec.zone);
@@ -256,6 +257,9 @@ pub async fn serve(
     }
     if let Err(error) = reconciler.await {
         tracing::error!("the reconcile loop failed: {error}");
+    }
+    if let Err(error) = follower.await {
+        tracing::error!("following the change feed failed: {error}");
     }
     broker.flush().await?;
     tracing::info!("stopped");

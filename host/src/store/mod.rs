@@ -155,6 +155,17 @@ impl Table {
         }
     }
 
+    /// The table called `name`.
+    fn named(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|table| table.name() == name)
+    }
+
+    /// Whether other processes follow its changes (not sessions and usage, which placements
+    /// judge in the database, nor components, which records name by their hash).
+    fn in_feed(self) -> bool {
+        !matches!(self, Table::Sessions | Table::Usage | Table::PluginBlobs)
+    }
+
     /// Whether its records are keyed by a UUID (else by a name or a sha256).
     fn keyed_by_id(self) -> bool {
         matches!(
@@ -828,6 +839,149 @@ pub struct SessionEnded {
     pub existed: bool,
     /// Its host's usage after.
     pub usage: Usage,
+}
+
+/// A record another process changed, as it is now (`None`: it was deleted).
+#[derive(Debug)]
+pub enum Changed {
+    Zone(String, Option<Zone>),
+    Image(String, Option<Image>),
+    Agent(Uuid, Option<Agent>),
+    Plugin(String, Option<PluginRecord>),
+    Pool(String, Option<Pool>),
+    ProviderConfig(String, Option<StoredProviderConfig>),
+    AutoscaleConfig(String, Option<AutoScaleConfig>),
+    Server(Uuid, Option<Server>),
+    Workspace(String, Option<Workspace>),
+    LdapConfig(String, Option<LdapConfig>),
+}
+
+impl Changed {
+    /// Decode `raw` (JSON) as the record of `key` in `table`.
+    fn decode(table: Table, key: &str, raw: Option<&str>) -> Result<Changed, StoreError> {
+        fn record<T: DeserializeOwned>(
+            table: Table,
+            raw: Option<&str>,
+        ) -> Result<Option<T>, StoreError> {
+            raw.map(|raw| decode(table.name(), raw.as_bytes()))
+                .transpose()
+        }
+        let id = || {
+            Uuid::parse_str(key).map_err(|e| StoreError::Corrupt {
+                tree: table.name(),
+                message: format!("key `{key}`: {e}"),
+            })
+        };
+        let name = key.to_string();
+        Ok(match table {
+            Table::Zones => Changed::Zone(name, record(table, raw)?),
+            Table::Images => Changed::Image(name, record(table, raw)?),
+            Table::Agents => Changed::Agent(id()?, record(table, raw)?),
+            Table::Plugins => Changed::Plugin(name, record(table, raw)?),
+            Table::Pools => Changed::Pool(name, record(table, raw)?),
+            Table::ProviderConfigs => Changed::ProviderConfig(name, record(table, raw)?),
+            Table::AutoscaleConfigs => Changed::AutoscaleConfig(name, record(table, raw)?),
+            Table::Servers => Changed::Server(id()?, record(table, raw)?),
+            Table::Workspaces => Changed::Workspace(name, record(table, raw)?),
+            Table::LdapConfigs => Changed::LdapConfig(name, record(table, raw)?),
+            Table::Sessions | Table::Usage | Table::PluginBlobs => {
+                unreachable!("not in the change feed")
+            }
+        })
+    }
+
+    /// Its table and key as the engine keeps them.
+    fn key(&self) -> (Table, String) {
+        match self {
+            Changed::Zone(name, _) => (Table::Zones, name.clone()),
+            Changed::Image(name, _) => (Table::Images, name.clone()),
+            Changed::Agent(id, _) => (Table::Agents, id.to_string()),
+            Changed::Plugin(name, _) => (Table::Plugins, name.clone()),
+            Changed::Pool(name, _) => (Table::Pools, name.clone()),
+            Changed::ProviderConfig(name, _) => (Table::ProviderConfigs, name.clone()),
+            Changed::AutoscaleConfig(name, _) => (Table::AutoscaleConfigs, name.clone()),
+            Changed::Server(id, _) => (Table::Servers, id.to_string()),
+            Changed::Workspace(name, _) => (Table::Workspaces, name.clone()),
+            Changed::LdapConfig(name, _) => (Table::LdapConfigs, name.clone()),
+        }
+    }
+}
+
+/// What [`Store::changes_after`] found.
+pub enum Followed {
+    /// The records other processes changed, read at `revision`; `mark` is for
+    /// [`Store::written_here_since`].
+    Changes {
+        revision: i64,
+        changed: Vec<Changed>,
+        mark: u64,
+    },
+    /// Changes after the revision asked for were pruned: this process cannot catch up.
+    FellBehind { pruned_through: i64 },
+}
+
+impl Store {
+    /// The revision to follow other processes' changes from (taken before any record was
+    /// read); `None` when no other process can share the store (sled).
+    pub fn feed_start(&self) -> Option<i64> {
+        match &self.engine {
+            Engine::Sled(_) => None,
+            Engine::Postgres(pg) => Some(pg.start_revision),
+        }
+    }
+
+    /// The records other processes changed after `revision`, as they are now. A record
+    /// that does not decode is left out (and logged), so that one bad record never stops
+    /// the feed.
+    pub async fn changes_after(&self, revision: i64) -> Result<Followed, StoreError> {
+        let Engine::Postgres(pg) = &self.engine else {
+            return Ok(Followed::Changes {
+                revision,
+                changed: Vec::new(),
+                mark: 0,
+            });
+        };
+        let mark = pg.mark();
+        match pg.changes_after(revision).await? {
+            postgres::ChangesRead::FellBehind { pruned_through } => {
+                Ok(Followed::FellBehind { pruned_through })
+            }
+            postgres::ChangesRead::Changes { revision, changed } => Ok(Followed::Changes {
+                revision,
+                mark,
+                changed: changed
+                    .into_iter()
+                    .filter_map(|(table, key, raw)| {
+                        Changed::decode(table, &key, raw.as_deref())
+                            .inspect_err(|error| {
+                                tracing::error!(%error, "a changed record does not decode: left out")
+                            })
+                            .ok()
+                    })
+                    .collect(),
+            }),
+        }
+    }
+
+    /// Whether this process wrote `changed`'s record after `mark` (its write may be newer
+    /// than the record read): the view keeps its own then.
+    pub fn written_here_since(&self, mark: u64, changed: &Changed) -> bool {
+        match &self.engine {
+            Engine::Sled(_) => false,
+            Engine::Postgres(pg) => {
+                let (table, key) = changed.key();
+                pg.written_since(mark, table, &key)
+            }
+        }
+    }
+
+    /// Remove the changes every follower has had time to read.
+    pub async fn prune_changes(&self) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sled(_) => Ok(()),
+            Engine::Postgres(pg) => pg.prune_changes().await,
+        }
+    }
 }
 
 /// Which token [`Store::shared_token`] answers.

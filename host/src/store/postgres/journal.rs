@@ -8,13 +8,16 @@
 //! failure the same batch is retried (with back-off) until the database takes it, so a
 //! database restart delays acknowledgements and loses none.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use super::super::Table;
 use super::super::commit::{CommitError, Progress};
+use super::changes;
 use super::retry::{Failure, retrying};
 use super::schema::key_column;
 
@@ -32,6 +35,8 @@ struct Staged {
     writes: Batch,
     /// How many writes were staged so far.
     count: u64,
+    /// The number of the last write of each key not yet committed (or failed).
+    unsettled: HashMap<(Table, String), u64>,
 }
 
 pub struct Journal {
@@ -39,6 +44,8 @@ pub struct Journal {
     staged: Mutex<Staged>,
     wake: Notify,
     written: Progress,
+    /// Every write numbered up to this one is committed (or failed): none is in flight.
+    settled: AtomicU64,
 }
 
 impl Journal {
@@ -47,16 +54,37 @@ impl Journal {
             staged: Mutex::new(Staged {
                 writes: BTreeMap::new(),
                 count: 0,
+                unsettled: HashMap::new(),
             }),
             wake: Notify::new(),
             written: Progress::new(),
+            settled: AtomicU64::new(0),
         }
     }
 
     pub fn stage(&self, table: Table, key: String, value: Option<Value>) {
         let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
-        staged.writes.insert((table, key), value);
         staged.count += 1;
+        let count = staged.count;
+        staged.unsettled.insert((table, key.clone()), count);
+        staged.writes.insert((table, key), value);
+    }
+
+    /// A mark: every write numbered up to it is settled (read it before reading the
+    /// database, and [`Journal::written_since`] tells which keys the read may not show).
+    pub fn mark(&self) -> u64 {
+        self.settled.load(Ordering::Acquire)
+    }
+
+    /// Whether a write of `key` in `table` was staged after `mark` (staged, in flight, or
+    /// committed since): a read of the database taken after the mark may predate it.
+    pub fn written_since(&self, mark: u64, table: Table, key: &str) -> bool {
+        let staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+        // Keys settled before `mark` were removed: absent means written at or before it.
+        staged
+            .unsettled
+            .get(&(table, key.to_string()))
+            .is_some_and(|seq| *seq > mark)
     }
 
     /// Wait until every write staged before the call is committed.
@@ -65,8 +93,9 @@ impl Journal {
         self.written.wait_for(seq, || self.wake.notify_one()).await
     }
 
-    /// The writer: takes what is staged, commits it, reports, until the task is aborted.
-    pub async fn run(&self, pool: deadpool_postgres::Pool, database: String) {
+    /// The writer: takes what is staged, commits it (listing the records in the change feed
+    /// as `writer`'s), reports, until the task is aborted.
+    pub async fn run(&self, pool: deadpool_postgres::Pool, database: String, writer: Uuid) {
         let mut done = 0;
         loop {
             self.wake.notified().await;
@@ -78,8 +107,13 @@ impl Journal {
                     }
                     (std::mem::take(&mut staged.writes), staged.count)
                 };
-                let error = write_retrying(&pool, &batch, &database).await.err();
+                let error = write_retrying(&pool, &batch, &database, writer).await.err();
                 done = target;
+                {
+                    let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+                    staged.unsettled.retain(|_, seq| *seq > target);
+                    self.settled.store(target, Ordering::Release);
+                }
                 self.written.report(target, error);
             }
         }
@@ -93,12 +127,13 @@ async fn write_retrying(
     pool: &deadpool_postgres::Pool,
     batch: &Batch,
     database: &str,
+    writer: Uuid,
 ) -> Result<(), String> {
     let what = format!("a batch of {} writes", batch.len());
-    retrying(database, &what, || write(pool, batch)).await
+    retrying(database, &what, || write(pool, batch, writer)).await
 }
 
-async fn write(pool: &deadpool_postgres::Pool, batch: &Batch) -> Result<(), Failure> {
+async fn write(pool: &deadpool_postgres::Pool, batch: &Batch, writer: Uuid) -> Result<(), Failure> {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
     let mut tables: BTreeMap<Table, (Vec<&str>, Vec<&str>, Vec<&[u8]>, Vec<&str>)> =
@@ -168,5 +203,11 @@ async fn write(pool: &deadpool_postgres::Pool, batch: &Batch) -> Result<(), Fail
             }
         }
     }
+    changes::record(
+        &transaction,
+        writer,
+        batch.keys().map(|(table, key)| (*table, key.as_str())),
+    )
+    .await?;
     Ok(transaction.commit().await?)
 }

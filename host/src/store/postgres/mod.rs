@@ -12,6 +12,7 @@
 //! - For now one process serves a database ([`lease`]): the broker's view of the other
 //!   records is read once at start.
 
+mod changes;
 mod journal;
 mod lease;
 mod retry;
@@ -31,6 +32,7 @@ use uuid::Uuid;
 
 use super::{Key, Secrets, SharedToken, StoreError, Table};
 use crate::domain::capacity::Usage;
+pub(super) use changes::Read as ChangesRead;
 use journal::{Journal, Value};
 use schema::Migrated;
 
@@ -97,6 +99,9 @@ pub(super) struct Postgres {
     usage: Mutex<HashMap<Uuid, (i64, Usage)>>,
     tokens: (String, String),
     runtime: tokio::runtime::Handle,
+    /// The revision of the change feed when this process opened the database, before it
+    /// read any record: following the feed from it misses no change.
+    pub start_revision: i64,
 }
 
 impl Drop for Postgres {
@@ -162,6 +167,11 @@ impl Postgres {
         }
         let (secrets, tokens) = shared_secrets(&client, seed).await.map_err(&failed)?;
         let usage = usage::load(&client).await.map_err(sql)?;
+        let start_revision: i64 = client
+            .query_one("SELECT value FROM revision WHERE singleton", &[])
+            .await
+            .map_err(sql)?
+            .get(0);
         // Last, so that nothing above can fail while this process holds the lease.
         let me = lease::Holder::this_process();
         match lease::take(&client, &me).await {
@@ -179,7 +189,8 @@ impl Postgres {
         let journal = Arc::new(Journal::new());
         let writer = tokio::spawn({
             let (journal, pool, database) = (journal.clone(), pool.clone(), database.clone());
-            async move { journal.run(pool, database).await }
+            let writer = me.id;
+            async move { journal.run(pool, database, writer).await }
         })
         .abort_handle();
         let sessions = Arc::new(session_writer::SessionWriter::new());
@@ -203,6 +214,7 @@ impl Postgres {
             usage: Mutex::new(usage),
             tokens,
             runtime: tokio::runtime::Handle::current(),
+            start_revision,
         };
         Ok((engine, secrets))
     }
@@ -233,6 +245,16 @@ impl Postgres {
             .commit()
             .await
             .map_err(|error| self.failed(error.0))
+    }
+
+    /// See [`journal::Journal::mark`].
+    pub fn mark(&self) -> u64 {
+        self.journal.mark()
+    }
+
+    /// See [`journal::Journal::written_since`].
+    pub fn written_since(&self, mark: u64, table: Table, key: &str) -> bool {
+        self.journal.written_since(mark, table, key)
     }
 
     pub fn stage(&self, table: Table, key: Key, value: Option<String>) {

@@ -66,6 +66,26 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO usage (host) SELECT id FROM agents UNION SELECT id FROM servers
         ON CONFLICT (host) DO NOTHING;
     "#,
+    // 4: the change feed: every transaction that changes records takes the next revision
+    // (the row lock orders them: revisions commit in order) and lists what it changed, so
+    // that every process can follow the others' changes.
+    r#"
+    CREATE TABLE revision (
+        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        value bigint NOT NULL,
+        pruned_through bigint NOT NULL
+    );
+    INSERT INTO revision (singleton, value, pruned_through) VALUES (true, 0, 0);
+    CREATE TABLE changes (
+        revision bigint NOT NULL,
+        kind text NOT NULL,
+        key text NOT NULL,
+        writer uuid NOT NULL,
+        written_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (revision, kind, key)
+    );
+    CREATE INDEX changes_written_at ON changes (written_at);
+    "#,
 ];
 
 /// The schema version this build creates and understands.

@@ -8,6 +8,7 @@ use tokio_postgres::types::ToSql;
 
 use super::super::{Key, StoreError, Swapped, Table};
 use super::Postgres;
+use super::changes;
 use super::retry::retrying;
 use super::schema::key_column;
 
@@ -75,6 +76,7 @@ impl Postgres {
                         // row to lock then): judge what it wrote.
                         continue;
                     }
+                    changes::record(&transaction, self.holder.id, [(table, key.as_str())]).await?;
                     transaction.commit().await?;
                     return Ok(Swapped::Done);
                 }

@@ -1,0 +1,140 @@
+//! Following the changes other processes make to the shared store (the change feed): every
+//! [`FOLLOW_EVERY`], the records they changed since the last read, applied to the view.
+//!
+//! A record this process wrote after the read began is left as the view has it (its own
+//! write is newer, or will be once committed: the next read brings whatever comes after
+//! it). Writes at a version wait while a read is applied, so a config's view never goes
+//! back to a version older than one this process wrote.
+//!
+//! So far the feed is applied to zones, images, agents, pools, VM provider and AutoScale
+//! configs, workspaces and LDAP configs; plugins (activation, hot swap) and servers are not
+//! followed yet, and sessions and usage are judged in the database, not followed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::{AgentState, Broker};
+use crate::store::{Changed, Followed};
+
+/// How often the feed is read.
+pub const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+
+/// How often this process removes changes old enough that every follower has read them.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+impl Broker {
+    /// Follow the other processes' changes until `stop` turns true; nothing to do when the
+    /// store is not shared (sled).
+    pub async fn follow_changes(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let Some(mut revision) = self.store.feed_start() else {
+            return;
+        };
+        let mut pruned = Instant::now();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(FOLLOW_EVERY) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            let _versioned = self.versioned_writes.lock().await;
+            match self.store.changes_after(revision).await {
+                Ok(Followed::Changes {
+                    revision: read_at,
+                    changed,
+                    mark,
+                }) => {
+                    self.apply_changes(changed, mark);
+                    revision = read_at;
+                }
+                Ok(Followed::FellBehind { pruned_through }) => {
+                    // The view cannot be brought up to date from the feed: a restart
+                    // reads everything afresh.
+                    tracing::error!(
+                        revision,
+                        pruned_through,
+                        "this process fell behind the change feed (changes it had not read were pruned): stopping"
+                    );
+                    std::process::exit(75);
+                }
+                Err(error) => tracing::warn!(%error, "cannot read the change feed"),
+            }
+            if pruned.elapsed() >= PRUNE_EVERY {
+                pruned = Instant::now();
+                if let Err(error) = self.store.prune_changes().await {
+                    tracing::warn!(%error, "cannot prune the change feed");
+                }
+            }
+        }
+    }
+
+    /// Apply records other processes changed (read after `mark`) to the view.
+    fn apply_changes(&self, changed: Vec<Changed>, mark: u64) {
+        if changed.is_empty() {
+            return;
+        }
+        let mut demand = Vec::new();
+        let mut inventory = self.write();
+        for change in changed {
+            // Checked under the view's lock, which every local write holds as it stages.
+            if self.store.written_here_since(mark, &change) {
+                continue;
+            }
+            tracing::debug!(?change, "applying another process's change");
+            match change {
+                Changed::Zone(name, zone) => replace(&mut inventory.zones, name, zone),
+                Changed::Image(name, image) => replace(&mut inventory.images, name, image),
+                Changed::Pool(name, pool) => replace(&mut inventory.pools, name, pool),
+                Changed::Workspace(name, workspace) => {
+                    replace(&mut inventory.workspaces, name, workspace)
+                }
+                Changed::LdapConfig(name, config) => {
+                    replace(&mut inventory.ldap_configs, name, config)
+                }
+                Changed::ProviderConfig(name, config) => {
+                    replace(&mut inventory.provider_configs, name, config)
+                }
+                Changed::AutoscaleConfig(name, config) => {
+                    replace(&mut inventory.autoscale_configs, name.clone(), config);
+                    demand.push(name);
+                }
+                Changed::Agent(id, Some(agent)) => {
+                    let usage = match inventory.agents.get(&id) {
+                        Some(state) => state.usage,
+                        None => self.store.usage_of(id).unwrap_or_default(),
+                    };
+                    inventory.agents.insert(AgentState { agent, usage });
+                }
+                Changed::Agent(id, None) => {
+                    inventory.agents.remove(&id);
+                }
+                Changed::Plugin(name, _) => {
+                    tracing::warn!(
+                        plugin = name,
+                        "another process changed a plugin: not followed yet (restart this one to load it)"
+                    )
+                }
+                Changed::Server(id, _) => {
+                    tracing::debug!(server = %id, "another process changed a server: not followed yet")
+                }
+            }
+        }
+        drop(inventory);
+        self.demand_changed(demand);
+    }
+}
+
+/// Put `record` under `key` in `records`, or remove the key (`None`).
+fn replace<T>(records: &mut std::collections::BTreeMap<String, T>, key: String, record: Option<T>) {
+    match record {
+        Some(record) => {
+            records.insert(key, record);
+        }
+        None => {
+            records.remove(&key);
+        }
+    }
+}
