@@ -596,3 +596,89 @@ fn changes_another_manager_commits_reach_this_ones_view() {
         "{answer}"
     );
 }
+
+/// An activation another manager commits hot-swaps the plugin here: the next placements
+/// use the version it activated, compiled by this process from the stored component, with
+/// no restart.
+#[test]
+fn a_plugin_another_manager_activates_is_swapped_in_here() {
+    let cluster = cluster();
+    let database = cluster.create_database();
+    let server = on(&database, ServerOptions::default());
+    let builtin = |name: &str| {
+        zonebroker::plugins::BUILTIN_STRATEGIES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap()
+            .1
+    };
+    let upload = |bytes: &[u8], activate: bool| -> String {
+        let path = format!("/api/v1/plugins/swappy/versions?activate={activate}");
+        let response = server
+            .http()
+            .post(server.url("default", &path))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/wasm")
+            .body(bytes.to_vec())
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        response.json::<Value>().unwrap()["version"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    upload(builtin("least-load"), true);
+    let most_load = upload(builtin("most-load"), false);
+    let (status, answer) = server.call(
+        "default",
+        "PATCH",
+        "/api/v1/zones/default",
+        Some(&json!({ "load_balance_strategy": "swappy" })),
+    );
+    assert_eq!(status, 200, "{answer}");
+    image(&server, ADMIN_TOKEN, "desktop");
+    agent(&server, "default", "host-1", 4);
+    agent(&server, "default", "host-2", 4);
+    let place = || {
+        let (status, session) = server.call(
+            "default",
+            "POST",
+            "/api/v1/sessions",
+            Some(&json!({ "image": "desktop", "user": "ada" })),
+        );
+        assert_eq!(status, 201, "{session}");
+        (
+            session["id"].as_str().unwrap().to_string(),
+            session["agent"].clone(),
+        )
+    };
+    let end = |id: &str| {
+        let (status, answer) =
+            server.call("default", "DELETE", &format!("/api/v1/sessions/{id}"), None);
+        assert_eq!(status, 204, "{answer}");
+    };
+    let (_, loaded) = place();
+    let (second, other) = place();
+    assert_ne!(loaded, other, "least-load spreads the sessions");
+    end(&second);
+
+    as_another_manager(
+        cluster,
+        &database,
+        "plugins",
+        "swappy",
+        &format!(
+            "UPDATE plugins SET record = jsonb_set(record, '{{active}}', '\"{most_load}\"') \
+             WHERE name = 'swappy'"
+        ),
+    );
+    let took = until("placements with the version activated elsewhere", || {
+        let (id, agent) = place();
+        end(&id);
+        agent == loaded
+    });
+    eprintln!("the version activated elsewhere placed after {took:?}");
+    let (_, plugin) = server.call("default", "GET", "/api/v1/plugins/swappy", None);
+    assert_eq!(plugin["active_version"], most_load.as_str(), "{plugin}");
+}

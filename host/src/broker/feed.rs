@@ -6,16 +6,18 @@
 //! it). Writes at a version wait while a read is applied, so a config's view never goes
 //! back to a version older than one this process wrote.
 //!
-//! So far the feed is applied to zones, images, agents, pools, VM provider and AutoScale
-//! configs, workspaces and LDAP configs; plugins (activation, hot swap) and servers are not
-//! followed yet, and sessions and usage are judged in the database, not followed.
+//! A plugin whose active version changed elsewhere is loaded here too (compiled from the
+//! stored component into this process's own cache, off the async workers) and swapped in:
+//! an activation on one process hot-swaps the plugin on all. Sessions and usage are not
+//! followed: placements judge usage in the database.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::{AgentState, Broker};
+use super::{AgentState, Broker, ServerEntry};
+use crate::domain::plugin::PluginRecord;
 use crate::store::{Changed, Followed};
 
 /// How often the feed is read.
@@ -40,15 +42,19 @@ impl Broker {
             if *stop.borrow() {
                 return;
             }
-            let _versioned = self.versioned_writes.lock().await;
+            let versioned = self.versioned_writes.lock().await;
             match self.store.changes_after(revision).await {
                 Ok(Followed::Changes {
                     revision: read_at,
                     changed,
                     mark,
                 }) => {
-                    self.apply_changes(changed, mark);
+                    let plugins = self.apply_changes(changed, mark);
                     revision = read_at;
+                    drop(versioned);
+                    if !plugins.is_empty() {
+                        self.load_changed_plugins(plugins).await;
+                    }
                 }
                 Ok(Followed::FellBehind { pruned_through }) => {
                     // The view cannot be brought up to date from the feed: a restart
@@ -71,10 +77,12 @@ impl Broker {
         }
     }
 
-    /// Apply records other processes changed (read after `mark`) to the view.
-    fn apply_changes(&self, changed: Vec<Changed>, mark: u64) {
+    /// Apply records other processes changed (read after `mark`) to the view; answers the
+    /// plugins whose active version may have changed, for [`Broker::load_changed_plugins`].
+    fn apply_changes(&self, changed: Vec<Changed>, mark: u64) -> Vec<PluginRecord> {
+        let mut plugins = Vec::new();
         if changed.is_empty() {
-            return;
+            return plugins;
         }
         let mut demand = Vec::new();
         let mut inventory = self.write();
@@ -111,19 +119,50 @@ impl Broker {
                 Changed::Agent(id, None) => {
                     inventory.agents.remove(&id);
                 }
-                Changed::Plugin(name, _) => {
-                    tracing::warn!(
-                        plugin = name,
-                        "another process changed a plugin: not followed yet (restart this one to load it)"
-                    )
+                Changed::Plugin(name, Some(record)) => {
+                    inventory.plugins.insert(name, record.clone());
+                    plugins.push(record);
                 }
-                Changed::Server(id, _) => {
-                    tracing::debug!(server = %id, "another process changed a server: not followed yet")
+                Changed::Plugin(name, None) => {
+                    inventory.plugins.remove(&name);
+                    self.registry.remove(&name);
+                }
+                Changed::Server(id, server) => {
+                    let usage = match inventory.servers.get(&id) {
+                        Some(entry) => entry.usage,
+                        None => self.store.usage_of(id).unwrap_or_default(),
+                    };
+                    let config = inventory
+                        .servers
+                        .get(&id)
+                        .and_then(|entry| entry.server.config.clone());
+                    inventory.remove_server(id);
+                    if let Some(server) = server {
+                        demand.extend(server.config.clone());
+                        inventory.insert_server(ServerEntry { server, usage });
+                    }
+                    demand.extend(config);
                 }
             }
         }
         drop(inventory);
         self.demand_changed(demand);
+        plugins
+    }
+
+    /// Load the active versions of `plugins` (changed by another process) where the
+    /// registry has another, off the async workers.
+    async fn load_changed_plugins(self: &Arc<Self>, plugins: Vec<PluginRecord>) {
+        let broker = self.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            for record in &plugins {
+                broker.load_active_version(record);
+            }
+        })
+        .await;
+        if let Err(error) = loaded {
+            tracing::error!(%error, "loading plugins another process changed failed");
+        }
     }
 }
 

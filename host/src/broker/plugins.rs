@@ -125,41 +125,56 @@ impl Broker {
     /// inactive; the server still starts.
     pub(super) fn load_uploaded_plugins(&self) {
         let records: Vec<PluginRecord> = self.read().plugins.values().cloned().collect();
-        for record in records {
-            let Some(active) = &record.active else {
-                continue;
-            };
-            let loaded = self
-                .store
-                .blob(active)
-                .map_err(|e| e.to_string())
-                .and_then(|blob| blob.ok_or_else(|| "its component is missing".to_string()))
-                .and_then(|bytes| {
-                    self.registry
-                        .runtime()
-                        .load_cached(&bytes, &StoredArtifacts(&self.store))
-                        .map_err(|e| e.to_string())
-                });
-            match loaded {
-                Ok((plugin, compiled)) => {
-                    tracing::info!(
-                        plugin = record.name,
-                        version = &active[..12],
-                        compiled = compiled == Compiled::Now,
-                        "plugin loaded"
-                    );
-                    if let Err(error) =
-                        self.registry
-                            .activate(&record.name, Arc::new(plugin), false)
-                    {
-                        tracing::error!(plugin = record.name, "cannot activate: {error}");
-                    }
-                }
-                Err(error) => tracing::error!(
+        for record in &records {
+            self.load_active_version(record);
+        }
+    }
+
+    /// Make `record`'s active version the registry's (loading it, from its compiled
+    /// artifact when the store holds one), unless it already is; without an active version,
+    /// take the plugin out of the registry. CPU work: call it off the async workers.
+    pub(super) fn load_active_version(&self, record: &PluginRecord) {
+        let Some(active) = &record.active else {
+            self.registry.remove(&record.name);
+            return;
+        };
+        if self
+            .registry
+            .get(&record.name)
+            .is_some_and(|slot| slot.active().sha256() == active)
+        {
+            return;
+        }
+        let loaded = self
+            .store
+            .blob(active)
+            .map_err(|e| e.to_string())
+            .and_then(|blob| blob.ok_or_else(|| "its component is missing".to_string()))
+            .and_then(|bytes| {
+                self.registry
+                    .runtime()
+                    .load_cached(&bytes, &StoredArtifacts(&self.store))
+                    .map_err(|e| e.to_string())
+            });
+        match loaded {
+            Ok((plugin, compiled)) => {
+                tracing::info!(
                     plugin = record.name,
-                    "cannot load the active version: {error}"
-                ),
+                    version = &active[..12],
+                    compiled = compiled == Compiled::Now,
+                    "plugin loaded"
+                );
+                if let Err(error) = self
+                    .registry
+                    .activate(&record.name, Arc::new(plugin), false)
+                {
+                    tracing::error!(plugin = record.name, "cannot activate: {error}");
+                }
             }
+            Err(error) => tracing::error!(
+                plugin = record.name,
+                "cannot load the active version: {error}"
+            ),
         }
     }
 
