@@ -682,3 +682,66 @@ fn a_plugin_another_manager_activates_is_swapped_in_here() {
     let (_, plugin) = server.call("default", "GET", "/api/v1/plugins/swappy", None);
     assert_eq!(plugin["active_version"], most_load.as_str(), "{plugin}");
 }
+
+/// What another manager's placements change, served here: a session it placed is found
+/// and ended through this process (its reservation given back in the database), and the
+/// usage it reserved shows in this process's view of the agent.
+#[test]
+fn sessions_and_usage_another_manager_changes_are_served_here() {
+    let cluster = cluster();
+    let database = cluster.create_database();
+    let server = on(&database, ServerOptions::default());
+    image(&server, ADMIN_TOKEN, "desktop");
+    let agent_id = agent(&server, "default", "host-1", 4);
+    let ours = place(&server, "default", "desktop");
+    let sessions_shown = || {
+        server
+            .call(
+                "default",
+                "GET",
+                &format!("/api/v1/agents/{agent_id}"),
+                None,
+            )
+            .1["sessions"]
+            .clone()
+    };
+    assert_eq!(sessions_shown(), 1);
+
+    // Another manager places a second session on the same agent, as its statement would:
+    // the session and the agent's usage in one transaction.
+    let theirs = uuid::Uuid::new_v4().to_string();
+    cluster.psql(
+        &database,
+        &format!(
+            "BEGIN; \
+             INSERT INTO sessions (id, record) \
+             SELECT '{theirs}', jsonb_set(record, '{{id}}', '\"{theirs}\"') FROM sessions WHERE id = '{ours}'; \
+             UPDATE usage u SET sessions = u.sessions + 1, \
+                 millicores = u.millicores + (s.record->'demand'->>'millicores')::bigint, \
+                 memory = u.memory + (s.record->'demand'->>'memory')::bigint, \
+                 revision = u.revision + 1 \
+             FROM sessions s WHERE s.id = '{ours}' AND u.host = '{agent_id}'; \
+             COMMIT"
+        ),
+    );
+    let took = until("usage another manager reserved", || sessions_shown() == 2);
+    eprintln!("usage reserved elsewhere shown after {took:?}");
+
+    let path = format!("/api/v1/sessions/{theirs}");
+    let (status, session) = server.call("default", "GET", &path, None);
+    assert_eq!(status, 200, "{session}");
+    assert_eq!(session["agent"], agent_id.as_str(), "{session}");
+    let (status, answer) = server.call("default", "DELETE", &path, None);
+    assert_eq!(status, 204, "{answer}");
+    assert_eq!(
+        cluster.psql(
+            &database,
+            "SELECT (SELECT count(*) FROM sessions), (SELECT sum(sessions) FROM usage)"
+        ),
+        "1|1",
+        "the session is gone and its reservation given back"
+    );
+    let (status, _) = server.call("default", "DELETE", &path, None);
+    assert_eq!(status, 404);
+    assert_eq!(sessions_shown(), 1);
+}

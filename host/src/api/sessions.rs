@@ -86,7 +86,7 @@ async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<SessionView>, ApiError> {
-    Ok(Json(state.broker.session(session_id(&id)?)?.into()))
+    Ok(Json(state.broker.session(session_id(&id)?).await?.into()))
 }
 
 /// The `.rdp` file of a `local-client` pool session: the server's address, the user name
@@ -101,7 +101,7 @@ async fn rdp_file(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let session = state.broker.session(session_id(&id)?)?;
+    let session = state.broker.session(session_id(&id)?).await?;
     let rdp = session.rdp.ok_or_else(|| {
         ApiError::not_found(format!(
             "session `{id}` is not a `local-client` session: it has no .rdp file"

@@ -8,8 +8,13 @@
 //!
 //! A plugin whose active version changed elsewhere is loaded here too (compiled from the
 //! stored component into this process's own cache, off the async workers) and swapped in:
-//! an activation on one process hot-swaps the plugin on all. Sessions and usage are not
-//! followed: placements judge usage in the database.
+//! an activation on one process hot-swaps the plugin on all.
+//!
+//! Usage is not in the feed (every placement changes it): every [`REFRESH_USAGE_EVERY`] the
+//! usage of every host is read again, and what others' placements and ends changed is
+//! shown in the view. The view's usage only steers the ranking; the database judges every
+//! reservation. Sessions other processes placed are not in the view: they are read from
+//! the store when asked for by id ([`Broker::session`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +28,9 @@ use crate::store::{Changed, Followed};
 /// How often the feed is read.
 pub const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 
+/// How often the usage of every host is read again.
+pub const REFRESH_USAGE_EVERY: Duration = Duration::from_secs(1);
+
 /// How often this process removes changes old enough that every follower has read them.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -34,6 +42,7 @@ impl Broker {
             return;
         };
         let mut pruned = Instant::now();
+        let mut usage_read = Instant::now();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(FOLLOW_EVERY) => {}
@@ -67,6 +76,13 @@ impl Broker {
                     std::process::exit(75);
                 }
                 Err(error) => tracing::warn!(%error, "cannot read the change feed"),
+            }
+            if usage_read.elapsed() >= REFRESH_USAGE_EVERY {
+                usage_read = Instant::now();
+                match self.store.refresh_usage().await {
+                    Ok(hosts) => self.show_usage(&hosts),
+                    Err(error) => tracing::warn!(%error, "cannot read the hosts' usage"),
+                }
             }
             if pruned.elapsed() >= PRUNE_EVERY {
                 pruned = Instant::now();
@@ -148,6 +164,24 @@ impl Broker {
         drop(inventory);
         self.demand_changed(demand);
         plugins
+    }
+
+    /// Show in the view the usage the store now knows of `hosts` (agents and servers).
+    fn show_usage(&self, hosts: &[uuid::Uuid]) {
+        if hosts.is_empty() {
+            return;
+        }
+        let mut inventory = self.write();
+        for host in hosts {
+            // Read under the lock, as every write of the view's usage does: the newest.
+            let Ok(usage) = self.store.usage_of(*host) else {
+                continue;
+            };
+            inventory.set_usage(*host, usage);
+            if let Some(entry) = inventory.servers.get_mut(host) {
+                entry.usage = usage;
+            }
+        }
     }
 
     /// Load the active versions of `plugins` (changed by another process) where the

@@ -385,32 +385,29 @@ impl Broker {
         self.store.usage_of(host).unwrap_or(reserved)
     }
 
-    pub fn session(&self, id: Uuid) -> Result<Session, BrokerError> {
-        self.read()
-            .sessions
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| not_found(id))
+    /// The session `id`: from the view, or (placed through another process sharing the
+    /// store) from the store.
+    pub async fn session(&self, id: Uuid) -> Result<Session, BrokerError> {
+        let known = self.read().sessions.get(&id).cloned();
+        match known {
+            Some(session) => Ok(session),
+            None => self.store.session(id).await?.ok_or_else(|| not_found(id)),
+        }
     }
 
     /// End a session and free what it reserved. A pool server left without sessions
     /// starts its idle time (or, if spent, waits for the reconcile loop to destroy it).
     pub async fn delete_session(&self, id: Uuid) -> Result<Session, BrokerError> {
-        let (session, reusable) = {
+        let session = self.session(id).await?;
+        let reusable = {
             let inventory = self.read();
-            let session = inventory
-                .sessions
-                .get(&id)
-                .cloned()
-                .ok_or_else(|| not_found(id))?;
-            let reusable = session.host_kind == HostKind::Agent
+            session.host_kind == HostKind::Agent
                 || inventory
                     .servers
                     .get(&session.agent)
                     .and_then(|e| e.server.config.as_ref())
                     .and_then(|name| inventory.autoscale_configs.get(name))
-                    .is_none_or(|config| config.reusable);
-            (session, reusable)
+                    .is_none_or(|config| config.reusable)
         };
         // A single-use server closes in the same atomic step that frees the slot: a
         // placement ranked on an older snapshot cannot reserve it.

@@ -705,6 +705,29 @@ impl Store {
         })
     }
 
+    /// Session `id` as the store has it: on PostgreSQL, a session another process placed
+    /// (the view has every session this process placed and, on sled, every session).
+    pub async fn session(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
+        match &self.engine {
+            Engine::Sled(_) => Ok(None),
+            Engine::Postgres(pg) => pg
+                .session(id)
+                .await?
+                .map(|raw| decode(Table::Sessions.name(), raw.as_bytes()))
+                .transpose(),
+        }
+    }
+
+    /// Read every host's usage again (other processes' placements and ends change it);
+    /// answers the hosts whose usage is newer than this process knew. Nothing on sled,
+    /// where this process makes every change.
+    pub async fn refresh_usage(&self) -> Result<Vec<Uuid>, StoreError> {
+        match &self.engine {
+            Engine::Sled(_) => Ok(Vec::new()),
+            Engine::Postgres(pg) => pg.refresh_usage().await,
+        }
+    }
+
     /// End every session on `host` at once (its server is lost or removed) and leave it
     /// with no usage, closed to new sessions. Answers the sessions ended.
     pub async fn end_sessions_on(&self, host: Uuid) -> Result<Vec<Uuid>, StoreError> {

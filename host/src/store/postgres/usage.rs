@@ -453,6 +453,31 @@ impl Postgres {
         }))
     }
 
+    /// A session's record (placed by any process).
+    pub async fn session(&self, id: Uuid) -> Result<Option<String>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT record::text FROM sessions WHERE id = $1", &[&id])
+            .await
+            .map_err(|e| self.sql(&e))?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    /// See [`crate::store::Store::refresh_usage`].
+    pub async fn refresh_usage(&self) -> Result<Vec<Uuid>, StoreError> {
+        let client = self.client().await?;
+        let rows = load(&client).await.map_err(|e| self.sql(&e))?;
+        let mut known = self.usage_map();
+        let mut newer = Vec::new();
+        for (host, (revision, usage)) in rows {
+            if known.get(&host).is_none_or(|(seen, _)| *seen < revision) {
+                known.insert(host, (revision, usage));
+                newer.push(host);
+            }
+        }
+        Ok(newer)
+    }
+
     /// Remember `host`'s usage at `revision` unless a newer one is known.
     fn learn(&self, host: Uuid, revision: i64, usage: Usage) {
         let mut known = self.usage_map();
