@@ -745,3 +745,54 @@ fn sessions_and_usage_another_manager_changes_are_served_here() {
     assert_eq!(status, 404);
     assert_eq!(sessions_shown(), 1);
 }
+
+/// An AutoScale config is reconciled by the one process that holds its lease: while another
+/// manager holds it, this process leaves the config alone and says so; once that lease
+/// lapses, this process takes the config over at the next epoch, and a clean stop gives
+/// the lease back.
+#[test]
+fn an_autoscale_config_another_manager_holds_is_left_to_it_until_its_lease_lapses() {
+    let cluster = cluster();
+    let database = cluster.create_database();
+    let server = on(
+        &database,
+        ServerOptions {
+            args: ["--config-lease", "1s", "--autoscale-interval", "200ms"]
+                .map(String::from)
+                .to_vec(),
+            ..ServerOptions::default()
+        },
+    );
+    let other = uuid::Uuid::new_v4();
+    cluster.psql(
+        &database,
+        &format!(
+            "INSERT INTO config_leases (config, holder, epoch, expires_at) \
+             VALUES ('linux', '{other}', 7, now() + interval '3 seconds')"
+        ),
+    );
+    configs::create(&server);
+    const CONFIG: &str = "/api/v1/autoscale-configs/linux";
+    let status = || server.call("default", "GET", CONFIG, None).1["status"].clone();
+    until("the config shown as reconciled elsewhere", || {
+        status()["reconciled_elsewhere"] == true
+    });
+    let lease = || {
+        cluster.psql(
+            &database,
+            &format!(
+                "SELECT holder = '{other}', epoch, expires_at > now() FROM config_leases \
+                 WHERE config = 'linux'"
+            ),
+        )
+    };
+    assert_eq!(lease(), "t|7|t", "the other manager's lease is left alone");
+
+    let took = until("the lapsed lease taken over", || lease() == "f|8|t");
+    eprintln!("taken over {took:?} after the config was created");
+    until("this process reconciling the config", || {
+        status()["reconciled_elsewhere"] == false
+    });
+    server.stop();
+    assert_eq!(lease(), "f|8|f", "a clean stop gives the lease back");
+}

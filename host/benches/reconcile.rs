@@ -193,6 +193,7 @@ async fn run() {
                 default: "127.0.0.1:8080".into(),
                 ..BrokerAddresses::default()
             },
+            config_lease: Duration::from_secs(10),
         },
     );
 

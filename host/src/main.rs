@@ -210,6 +210,11 @@ struct ServeArgs {
     /// seconds, or with a unit (`500ms`, `10s`, `5m`).
     #[arg(long, env = "ZONEBROKER_AUTOSCALE_INTERVAL", default_value = "10s", value_parser = duration_between(Duration::from_millis(50), Duration::from_secs(3600)))]
     autoscale_interval: Duration,
+    /// With a shared database: how long a process's lease on reconciling an AutoScale
+    /// config lasts; another process takes the config over this long after its holder
+    /// stopped renewing (a clean stop gives it back at once).
+    #[arg(long, env = "ZONEBROKER_CONFIG_LEASE", default_value = "10s", value_parser = duration_between(Duration::from_millis(300), Duration::from_secs(3600)))]
+    config_lease: Duration,
     /// How long a client may take to send a request's headers (and its TLS handshake).
     #[arg(long, default_value = "10s", value_parser = duration_between(Duration::from_millis(10), Duration::from_secs(3600)))]
     header_read_timeout: Duration,
@@ -325,6 +330,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..RuntimeConfig::default()
         },
         autoscale_interval: args.autoscale_interval,
+        config_lease: args.config_lease,
         tls: args
             .tls_cert
             .zip(args.tls_key)

@@ -308,6 +308,7 @@ fn settings() -> ReconcilerSettings {
             default: "127.0.0.1:8080".into(),
             ..BrokerAddresses::default()
         },
+        config_lease: Duration::from_secs(10),
     }
 }
 
@@ -823,7 +824,7 @@ async fn a_server_whose_vm_vanished_is_lost_its_sessions_end_and_it_is_replaced(
         "{report:?}"
     );
     assert!(
-        setup.broker.session(session.id).is_err(),
+        setup.broker.session(session.id).await.is_err(),
         "its session ended"
     );
     let servers = setup.broker.servers();

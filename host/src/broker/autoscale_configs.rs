@@ -36,6 +36,9 @@ pub struct ConfigStatus {
     pub servers: u32,
     /// VMs its passes found and left alone or could not destroy: an operator should look.
     pub unmanaged_vms: Vec<UnmanagedVm>,
+    /// Another process sharing the database holds the config's lease and reconciles it;
+    /// the other fields are this process's last own pass, if it made one.
+    pub reconciled_elsewhere: bool,
 }
 
 /// A VM a reconcile pass found and did not manage.

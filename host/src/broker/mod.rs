@@ -352,6 +352,11 @@ impl Broker {
         }
     }
 
+    /// Whether `zone` is one of this process's listeners' zones.
+    pub(crate) fn manages_zone(&self, zone: &str) -> bool {
+        self.config.listener_zones.contains(zone)
+    }
+
     fn agent_timeout_ms(&self) -> u64 {
         self.config.agent_timeout.as_millis() as u64
     }

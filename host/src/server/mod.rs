@@ -46,6 +46,8 @@ pub struct ServeConfig {
     pub runtime: RuntimeConfig,
     /// Time between reconcile passes when nothing wakes the loop sooner.
     pub autoscale_interval: std::time::Duration,
+    /// How long an AutoScale config's lease lasts (see `--config-lease`).
+    pub config_lease: std::time::Duration,
     /// TLS files of every listener that names none of its own.
     pub tls: Option<TlsFiles>,
     /// Per listener: connections at once, time to send headers.
@@ -224,6 +226,7 @@ pub async fn serve(
         directory,
         autoscale::ReconcilerSettings {
             interval: config.autoscale_interval,
+            config_lease: config.config_lease,
             addresses,
         },
     )

@@ -998,6 +998,30 @@ impl Store {
         }
     }
 
+    /// Take, or renew, the lease on reconciling AutoScale config `config` for `lease`,
+    /// unless another process holds it (and has not let it lapse for `grace`). Answers the
+    /// lease's fencing epoch while this process holds it. On sled (one process) always
+    /// held, at epoch 1.
+    pub async fn hold_config_lease(
+        &self,
+        config: &str,
+        lease: std::time::Duration,
+        grace: std::time::Duration,
+    ) -> Result<Option<i64>, StoreError> {
+        match &self.engine {
+            Engine::Sled(_) => Ok(Some(1)),
+            Engine::Postgres(pg) => pg.hold_config_lease(config, lease, grace).await,
+        }
+    }
+
+    /// Give back the config leases this process holds (a clean stop).
+    pub async fn release_config_leases(&self) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sled(_) => Ok(()),
+            Engine::Postgres(pg) => pg.release_config_leases().await,
+        }
+    }
+
     /// Remove the changes every follower has had time to read.
     pub async fn prune_changes(&self) -> Result<(), StoreError> {
         match &self.engine {

@@ -34,6 +34,7 @@
 //! its AD computer object.
 
 mod directory_steps;
+mod leases;
 mod pass;
 mod provisioning;
 
@@ -66,6 +67,9 @@ pub struct ReconcilerSettings {
     pub interval: Duration,
     /// Where VMs reach the broker, by zone.
     pub addresses: BrokerAddresses,
+    /// How long a config's lease lasts: another process takes a config over this long
+    /// after its holder stopped renewing (a clean stop gives it back at once).
+    pub config_lease: Duration,
 }
 
 impl ReconcilerSettings {
@@ -141,6 +145,8 @@ pub struct Reconciler<C: Cloud, D: Directory = LdapDirectory> {
     /// pass has destroyed a VM through that provider since (so a pass of N configs lists
     /// once, not N times). A std `Mutex`, never held across an `.await`.
     listings: Mutex<HashMap<String, (tokio::time::Instant, pass::Listing)>>,
+    /// The configs this process reconciles.
+    leases: leases::ConfigLeases,
 }
 
 impl<C: Cloud, D: Directory> Reconciler<C, D> {
@@ -154,10 +160,11 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             broker,
             cloud,
             directory,
-            settings,
             last_audit: Mutex::default(),
             listed: Mutex::default(),
             listings: Mutex::default(),
+            leases: leases::ConfigLeases::new(settings.config_lease),
+            settings,
         })
     }
 
@@ -167,6 +174,10 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
     /// in flight finish.
     pub fn spawn(self: Arc<Self>, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
+            let keeper = tokio::spawn({
+                let (this, stop) = (self.clone(), stop.clone());
+                async move { this.leases.keep(&this.broker, stop).await }
+            });
             let mut scheduler = PassScheduler::default();
             let mut passes: JoinSet<PassReport> = JoinSet::new();
             let mut names: HashMap<tokio::task::Id, String> = HashMap::new();
@@ -208,6 +219,9 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                 }
             }
             while passes.join_next().await.is_some() {}
+            if let Err(error) = keeper.await {
+                tracing::error!("keeping the config leases failed: {error}");
+            }
             tracing::debug!("reconcile loop stopped");
         })
     }

@@ -81,7 +81,21 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
     /// One config's pass; failures back off and show on the config and in the metrics.
     pub(super) async fn reconcile_config(&self, name: &str, kind: PassKind) -> PassReport {
         let now = now_ms();
-        let status = self.broker.config_status(name);
+        let mut status = self.broker.config_status(name);
+        if self.leases.hold(&self.broker, name).await.is_none() {
+            self.broker.set_config_status(
+                name,
+                ConfigStatus {
+                    reconciled_elsewhere: true,
+                    ..status
+                },
+            );
+            return PassReport::default();
+        }
+        if status.reconciled_elsewhere {
+            status.reconciled_elsewhere = false;
+            self.broker.set_config_status(name, status.clone());
+        }
         if status.backoff_until_ms.is_some_and(|until| now < until) {
             return PassReport::default();
         }

@@ -13,6 +13,7 @@
 //!   records is read once at start.
 
 mod changes;
+mod config_leases;
 mod journal;
 mod lease;
 mod retry;

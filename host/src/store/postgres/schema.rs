@@ -86,6 +86,16 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX changes_written_at ON changes (written_at);
     "#,
+    // 5: who reconciles each AutoScale config: a lease with an expiry, and an epoch that
+    // grows with every change of holder (the fence of the holder's writes).
+    r#"
+    CREATE TABLE config_leases (
+        config text PRIMARY KEY,
+        holder uuid NOT NULL,
+        epoch bigint NOT NULL,
+        expires_at timestamptz NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build creates and understands.

@@ -1,0 +1,146 @@
+//! Which AutoScale configs this process reconciles: those whose lease it holds in the store
+//! (one holder per config across every process sharing it; see `Store::hold_config_lease`).
+//!
+//! A lease is taken before a config's pass when this process does not hold it, and renewed
+//! for every held config every third of the lease, so a live holder keeps its configs and a
+//! dead one's are taken over once its leases expire. A config of a zone this process does
+//! not manage is only taken after its lease has been expired for a whole lease more, which
+//! leaves it to its own zone's managers while any is alive. This process counts a lease as
+//! held until a margin before it could have expired (measured from before the request was
+//! sent, on its own monotonic clock), so it stops reconciling a config before another can
+//! take it over, even while the store cannot be reached.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::broker::Broker;
+
+/// A lease held, as this process counts it.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    epoch: i64,
+    until: Instant,
+}
+
+pub(super) struct ConfigLeases {
+    lease: Duration,
+    /// A std `Mutex`: held for a lookup or an insert, never across an `.await`.
+    held: Mutex<HashMap<String, Held>>,
+}
+
+impl ConfigLeases {
+    pub fn new(lease: Duration) -> ConfigLeases {
+        ConfigLeases {
+            lease,
+            held: Mutex::default(),
+        }
+    }
+
+    /// The epoch of `config`'s lease if this process holds it, taking it if it is free.
+    pub async fn hold(&self, broker: &Broker, config: &str) -> Option<i64> {
+        let now = Instant::now();
+        if let Some(held) = self.lookup(config)
+            && held.until > now
+        {
+            return Some(held.epoch);
+        }
+        self.take(broker, config).await
+    }
+
+    /// Renew every held lease and try for every other config, every third of the lease,
+    /// until `stop`; then give the leases back.
+    pub async fn keep(&self, broker: &Broker, mut stop: watch::Receiver<bool>) {
+        loop {
+            for config in broker.autoscale_config_names() {
+                self.take(broker, &config).await;
+            }
+            self.held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|config, _| broker.autoscale_config_stored(config).is_some());
+            tokio::select! {
+                () = tokio::time::sleep(self.lease / 3) => {}
+                _ = stop.wait_for(|stop| *stop) => break,
+            }
+        }
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        if let Err(error) = broker.store().release_config_leases().await {
+            tracing::warn!(%error, "cannot give back the AutoScale config leases");
+        }
+    }
+
+    fn lookup(&self, config: &str) -> Option<Held> {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(config)
+            .copied()
+    }
+
+    /// Ask the store for `config`'s lease and remember the answer.
+    async fn take(&self, broker: &Broker, config: &str) -> Option<i64> {
+        let own_zone = broker
+            .autoscale_config_stored(config)
+            .is_some_and(|c| broker.manages_zone(&c.zone));
+        let grace = if own_zone { Duration::ZERO } else { self.lease };
+        let sent = Instant::now();
+        let answer = broker
+            .store()
+            .hold_config_lease(config, self.lease, grace)
+            .await;
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        match answer {
+            Ok(Some(epoch)) => {
+                let previous = held.insert(
+                    config.to_string(),
+                    Held {
+                        epoch,
+                        until: sent + counted(self.lease),
+                    },
+                );
+                if previous.is_none_or(|p| p.epoch != epoch) {
+                    tracing::info!(config, epoch, "this process reconciles the config");
+                }
+                Some(epoch)
+            }
+            Ok(None) => {
+                if held.remove(config).is_some() {
+                    tracing::warn!(config, "another process took over the config's lease");
+                }
+                None
+            }
+            // The store cannot be asked: what was held stays held until it runs out.
+            Err(error) => {
+                tracing::warn!(config, %error, "cannot renew the config's lease");
+                held.get(config)
+                    .filter(|h| h.until > Instant::now())
+                    .map(|h| h.epoch)
+            }
+        }
+    }
+}
+
+/// How long a lease of `lease` counts as held after its request was sent: a fifth less,
+/// a margin for the clocks of this process and the database running apart.
+fn counted(lease: Duration) -> Duration {
+    lease - lease / 5
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_counts_as_held_for_less_than_its_length_and_is_renewed_well_before() {
+        let lease = Duration::from_secs(10);
+        assert_eq!(counted(lease), Duration::from_secs(8));
+        assert!(
+            lease / 3 * 2 < counted(lease),
+            "two renewals fit before it runs out"
+        );
+    }
+}

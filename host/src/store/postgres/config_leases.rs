@@ -1,0 +1,66 @@
+//! Who reconciles each AutoScale config: one row per config with its holder, an expiry and
+//! a fencing epoch. A process takes a config's lease when it is free, expired (for at least
+//! the grace it is asked to leave: a config of another zone is left to its own zone's
+//! managers that long), or its own; the epoch grows whenever the holder changes or a lease
+//! lapsed, so a write fenced on an older epoch is known stale. Times are the database's
+//! (`now()`), never a process's clock.
+
+use std::time::Duration;
+
+use super::super::StoreError;
+use super::Postgres;
+use super::retry::{Failure, retrying};
+
+/// Take or renew the lease of config `$1` for holder `$2` for `$3` seconds, unless another
+/// holds it and it has not been expired for `$4` seconds. Answers the epoch if held.
+const HOLD: &str = "
+    INSERT INTO config_leases AS l (config, holder, epoch, expires_at)
+    VALUES ($1, $2, 1, now() + make_interval(secs => $3))
+    ON CONFLICT (config) DO UPDATE SET
+        holder = excluded.holder,
+        epoch = CASE WHEN l.holder = excluded.holder AND l.expires_at > now()
+                     THEN l.epoch ELSE l.epoch + 1 END,
+        expires_at = excluded.expires_at
+    WHERE l.holder = excluded.holder OR l.expires_at <= now() - make_interval(secs => $4)
+    RETURNING epoch";
+
+impl Postgres {
+    /// See [`crate::store::Store::hold_config_lease`].
+    pub async fn hold_config_lease(
+        &self,
+        config: &str,
+        lease: Duration,
+        grace: Duration,
+    ) -> Result<Option<i64>, StoreError> {
+        let params = (lease.as_secs_f64(), grace.as_secs_f64());
+        let row = retrying(&self.database, "taking a config's lease", || async {
+            let client = self.pool.get().await?;
+            let statement = client.prepare_cached(HOLD).await?;
+            Ok::<_, Failure>(
+                client
+                    .query_opt(
+                        &statement,
+                        &[&config, &self.holder.id, &params.0, &params.1],
+                    )
+                    .await?,
+            )
+        })
+        .await
+        .map_err(|e| self.failed(e))?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    /// Give back every config lease this process holds (a clean stop): the others take
+    /// them over at once rather than after they expire.
+    pub async fn release_config_leases(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE config_leases SET expires_at = now() - interval '1 day' WHERE holder = $1",
+                &[&self.holder.id],
+            )
+            .await
+            .map_err(|e| self.sql(&e))?;
+        Ok(())
+    }
+}
