@@ -787,11 +787,33 @@ fn an_autoscale_config_another_manager_holds_is_left_to_it_until_its_lease_lapse
         )
     };
     assert_eq!(lease(), "t|7|t", "the other manager's lease is left alone");
+    // The holder's status is the one shown.
+    as_another_manager(
+        cluster,
+        &database,
+        "config_status",
+        "linux",
+        "INSERT INTO config_status (name, record) VALUES ('linux', \
+         '{\"last_error\": \"list-vms: seen by the holder\", \"consecutive_failures\": 1, \
+           \"backoff_until_ms\": null, \"available_sessions\": 0, \"servers\": 0, \
+           \"unmanaged_vms\": []}')",
+    );
+    until("the holder's status", || {
+        status()["last_error"] == "list-vms: seen by the holder"
+    });
+    assert_eq!(status()["reconciled_elsewhere"], true);
 
     let took = until("the lapsed lease taken over", || lease() == "f|8|t");
     eprintln!("taken over {took:?} after the config was created");
     until("this process reconciling the config", || {
         status()["reconciled_elsewhere"] == false
+    });
+    until("this process's status in the database", || {
+        cluster.psql(
+            &database,
+            "SELECT record->>'last_error' LIKE 'list-vms:%ConnectionRefused%', record->>'reconciled_elsewhere' \
+             FROM config_status WHERE name = 'linux'",
+        ) == "t|false"
     });
     server.stop();
     assert_eq!(lease(), "f|8|f", "a clean stop gives the lease back");

@@ -1,17 +1,16 @@
 //! AutoScale configs: keep a pool sized through a VM provider config. A save checks its
 //! references and renders its template with sample values, so a mistake shows when the
 //! config is saved, not when a VM boots; the reconcile loop's findings are kept per config
-//! in memory ([`ConfigStatus`]).
-
-use serde::Serialize;
-use utoipa::ToSchema;
+//! ([`ConfigStatus`]), in the store too, so every process sharing it shows them.
 
 use super::records::{
     MAX_UPDATE_ATTEMPTS, VersionedKind, changed_meanwhile, check_precondition, not_found,
     refuse_existing, too_contended,
 };
 use super::{Broker, BrokerError, Change, Inventory};
-use crate::domain::autoscale::{AutoScaleConfig, Server, ServerStatus, sample_variables};
+use crate::domain::autoscale::{
+    AutoScaleConfig, ConfigStatus, Server, ServerStatus, sample_variables,
+};
 use crate::domain::validation::FieldError;
 use crate::store::Swapped;
 
@@ -20,48 +19,6 @@ const AUTOSCALE_CONFIGS: VersionedKind<AutoScaleConfig> = VersionedKind {
     records: |inventory| &mut inventory.autoscale_configs,
     version: |config| config.version,
 };
-
-/// What the reconcile loop last found for one AutoScale config (kept in memory).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
-pub struct ConfigStatus {
-    /// The last provider or render failure, until a pass succeeds.
-    pub last_error: Option<String>,
-    /// Failures in a row (the back-off doubles with each).
-    pub consecutive_failures: u32,
-    /// Unix time (ms) before which no VM is created or destroyed for it.
-    pub backoff_until_ms: Option<u64>,
-    /// Free session slots over its live servers at the last pass.
-    pub available_sessions: u32,
-    /// Its servers that are not being destroyed.
-    pub servers: u32,
-    /// VMs its passes found and left alone or could not destroy: an operator should look.
-    pub unmanaged_vms: Vec<UnmanagedVm>,
-    /// Another process sharing the database holds the config's lease and reconciles it;
-    /// the other fields are this process's last own pass, if it made one.
-    pub reconciled_elsewhere: bool,
-}
-
-/// A VM a reconcile pass found and did not manage.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
-pub struct UnmanagedVm {
-    /// The provider's id of the VM.
-    pub instance_id: String,
-    pub problem: VmProblem,
-    /// What the pass saw, for a human.
-    pub message: String,
-}
-
-/// Why a VM is listed in [`ConfigStatus::unmanaged_vms`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum VmProblem {
-    /// It carries the config's tag but not this installation's, and no server of the config
-    /// names it: somebody else's (or forged), never touched.
-    NotOurs,
-    /// Ours and to be destroyed, but the provider refused (termination protection, ...):
-    /// retried every pass.
-    DestroyFailed,
-}
 
 /// An AutoScale config with its status (the API shows it as `api::records::AutoScaleConfigView`).
 #[derive(Clone, Debug)]
@@ -253,7 +210,9 @@ impl Broker {
                 self.store.delete_server(server.id)?;
                 inventory.remove_server(server.id);
             }
-            inventory.config_status.remove(name);
+            if inventory.config_status.remove(name).is_some() {
+                self.store.delete_config_status(name)?;
+            }
             (servers.len(), inventory.autoscale_configs.remove(name))
         };
         let expected = previous.as_ref().map(|config| config.version);
@@ -307,11 +266,39 @@ impl Broker {
         self.read().autoscale_configs.get(name).cloned()
     }
 
-    /// Set an AutoScale config's status (the reconcile loop).
-    pub(crate) fn set_config_status(&self, name: &str, status: ConfigStatus) {
+    /// Record what this process's pass of an AutoScale config found: in the view and, when
+    /// it changed, in the store, where the other processes sharing it read it.
+    pub(crate) async fn record_config_status(&self, name: &str, status: ConfigStatus) {
+        let stored = {
+            let mut inventory = self.write();
+            if !inventory.autoscale_configs.contains_key(name) {
+                return;
+            }
+            let previous = inventory
+                .config_status
+                .insert(name.to_string(), status.clone());
+            if previous.as_ref() == Some(&status) {
+                return;
+            }
+            self.store.put_config_status(name, &status)
+        };
+        if let Err(error) = match stored {
+            Ok(()) => self.store.commit().await,
+            Err(error) => Err(error),
+        } {
+            tracing::warn!(config = name, %error, "cannot store the config's status");
+        }
+    }
+
+    /// Another process reconciles the config: its status (from the store) says so.
+    pub(crate) fn config_reconciled_elsewhere(&self, name: &str) {
         let mut inventory = self.write();
         if inventory.autoscale_configs.contains_key(name) {
-            inventory.config_status.insert(name.to_string(), status);
+            inventory
+                .config_status
+                .entry(name.to_string())
+                .or_default()
+                .reconciled_elsewhere = true;
         }
     }
 

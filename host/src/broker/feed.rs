@@ -6,6 +6,9 @@
 //! it). Writes at a version wait while a read is applied, so a config's view never goes
 //! back to a version older than one this process wrote.
 //!
+//! An AutoScale config's status written by the process that holds its lease is shown here
+//! as that process's (`reconciled_elsewhere`).
+//!
 //! A plugin whose active version changed elsewhere is loaded here too (compiled from the
 //! stored component into this process's own cache, off the async workers) and swapped in:
 //! an activation on one process hot-swaps the plugin on all.
@@ -22,6 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::{AgentState, Broker, ServerEntry};
+use crate::domain::autoscale::ConfigStatus;
 use crate::domain::plugin::PluginRecord;
 use crate::store::{Changed, Followed};
 
@@ -134,6 +138,16 @@ impl Broker {
                 }
                 Changed::Agent(id, None) => {
                     inventory.agents.remove(&id);
+                }
+                Changed::ConfigStatus(name, Some(status)) => {
+                    let status = ConfigStatus {
+                        reconciled_elsewhere: true,
+                        ..status
+                    };
+                    inventory.config_status.insert(name, status);
+                }
+                Changed::ConfigStatus(name, None) => {
+                    inventory.config_status.remove(&name);
                 }
                 Changed::Plugin(name, Some(record)) => {
                     inventory.plugins.insert(name, record.clone());

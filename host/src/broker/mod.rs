@@ -28,9 +28,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
+pub use crate::domain::autoscale::{ConfigStatus, UnmanagedVm, VmProblem};
 use agent_index::AgentIndex;
 pub use agents::{AgentState, CheckedIn};
-pub use autoscale_configs::{AutoScaleConfigView, ConfigStatus, UnmanagedVm, VmProblem};
+pub use autoscale_configs::AutoScaleConfigView;
 pub use plugins::{ActivationView, PluginView, UploadError, UploadView, UsedBy, VersionView};
 pub use records::Change;
 pub use servers::{Removal, ServerCheckin, ServerEntry, ServerView};
@@ -140,8 +141,8 @@ struct Inventory {
     pools: BTreeMap<String, Pool>,
     provider_configs: BTreeMap<String, StoredProviderConfig>,
     autoscale_configs: BTreeMap<String, AutoScaleConfig>,
-    /// What the reconcile loop last found per AutoScale config (not persisted: a restart
-    /// starts every config afresh).
+    /// What the reconcile loop last found per AutoScale config (stored by the process that
+    /// reconciles it; a restart starts from the stored status, back-off included).
     config_status: HashMap<String, ConfigStatus>,
     servers: BTreeMap<Uuid, ServerEntry>,
     /// The servers of each AutoScale config (the reconcile loop asks per config).
@@ -224,6 +225,9 @@ impl Broker {
         }
         for config in store.ldap_configs()? {
             inventory.ldap_configs.insert(config.name.clone(), config);
+        }
+        for (name, status) in store.config_statuses()? {
+            inventory.config_status.insert(name, status);
         }
         for server in store.servers()? {
             let usage = usage.get(&server.id).copied().unwrap_or_default();

@@ -48,7 +48,9 @@ pub use commit::CommitError;
 pub use postgres::DatabaseOptions;
 
 use crate::domain::agent::Agent;
-use crate::domain::autoscale::{AutoScaleConfig, Pool, Server, StoredProviderConfig, Workspace};
+use crate::domain::autoscale::{
+    AutoScaleConfig, ConfigStatus, Pool, Server, StoredProviderConfig, Workspace,
+};
 use crate::domain::capacity::{Capacity, Demand, Usage};
 use crate::domain::image::Image;
 use crate::domain::ldap::LdapConfig;
@@ -116,11 +118,12 @@ enum Table {
     Servers,
     Workspaces,
     LdapConfigs,
+    ConfigStatus,
 }
 
 impl Table {
     /// Every table, in declaration order (so `table as usize` indexes it).
-    const ALL: [Table; 13] = [
+    const ALL: [Table; 14] = [
         Table::Zones,
         Table::Images,
         Table::Agents,
@@ -134,6 +137,7 @@ impl Table {
         Table::Servers,
         Table::Workspaces,
         Table::LdapConfigs,
+        Table::ConfigStatus,
     ];
 
     /// The sled tree's and the PostgreSQL table's name.
@@ -152,6 +156,7 @@ impl Table {
             Table::Servers => "servers",
             Table::Workspaces => "workspaces",
             Table::LdapConfigs => "ldap_configs",
+            Table::ConfigStatus => "config_status",
         }
     }
 
@@ -580,6 +585,35 @@ impl Store {
         self.delete(Table::LdapConfigs, Key::Name(name))
     }
 
+    // What the reconcile loop last found per AutoScale config, by config name.
+
+    pub fn config_statuses(&self) -> Result<Vec<(String, ConfigStatus)>, StoreError> {
+        let table = Table::ConfigStatus;
+        let raw: Vec<(String, Vec<u8>)> = match &self.engine {
+            Engine::Sled(sled) => sled
+                .entries(table)?
+                .into_iter()
+                .map(|(key, value)| {
+                    String::from_utf8(key)
+                        .map(|name| (name, value))
+                        .map_err(|e| corrupt(table.name(), e))
+                })
+                .collect::<Result<_, _>>()?,
+            Engine::Postgres(pg) => pg.block_on(pg.scan_keyed(table))?,
+        };
+        raw.into_iter()
+            .map(|(name, value)| Ok((name, decode(table.name(), &value)?)))
+            .collect()
+    }
+
+    pub fn put_config_status(&self, name: &str, status: &ConfigStatus) -> Result<(), StoreError> {
+        self.put(Table::ConfigStatus, Key::Name(name), status)
+    }
+
+    pub fn delete_config_status(&self, name: &str) -> Result<(), StoreError> {
+        self.delete(Table::ConfigStatus, Key::Name(name))
+    }
+
     pub fn servers(&self) -> Result<Vec<Server>, StoreError> {
         self.scan(Table::Servers)
     }
@@ -877,6 +911,7 @@ pub enum Changed {
     Server(Uuid, Option<Server>),
     Workspace(String, Option<Workspace>),
     LdapConfig(String, Option<LdapConfig>),
+    ConfigStatus(String, Option<ConfigStatus>),
 }
 
 impl Changed {
@@ -907,6 +942,7 @@ impl Changed {
             Table::Servers => Changed::Server(id()?, record(table, raw)?),
             Table::Workspaces => Changed::Workspace(name, record(table, raw)?),
             Table::LdapConfigs => Changed::LdapConfig(name, record(table, raw)?),
+            Table::ConfigStatus => Changed::ConfigStatus(name, record(table, raw)?),
             Table::Sessions | Table::Usage | Table::PluginBlobs => {
                 unreachable!("not in the change feed")
             }
@@ -926,6 +962,7 @@ impl Changed {
             Changed::Server(id, _) => (Table::Servers, id.to_string()),
             Changed::Workspace(name, _) => (Table::Workspaces, name.clone()),
             Changed::LdapConfig(name, _) => (Table::LdapConfigs, name.clone()),
+            Changed::ConfigStatus(name, _) => (Table::ConfigStatus, name.clone()),
         }
     }
 }

@@ -83,18 +83,13 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         let now = now_ms();
         let mut status = self.broker.config_status(name);
         if self.leases.hold(&self.broker, name).await.is_none() {
-            self.broker.set_config_status(
-                name,
-                ConfigStatus {
-                    reconciled_elsewhere: true,
-                    ..status
-                },
-            );
+            self.broker.config_reconciled_elsewhere(name);
             return PassReport::default();
         }
         if status.reconciled_elsewhere {
+            // Taken over: the status is this process's from now on.
             status.reconciled_elsewhere = false;
-            self.broker.set_config_status(name, status.clone());
+            self.broker.record_config_status(name, status.clone()).await;
         }
         if status.backoff_until_ms.is_some_and(|until| now < until) {
             return PassReport::default();
@@ -174,7 +169,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             status.last_error.is_some(),
             status.unmanaged_vms.len(),
         );
-        self.broker.set_config_status(name, status);
+        self.broker.record_config_status(name, status).await;
         report
     }
 

@@ -289,6 +289,18 @@ impl Postgres {
             .collect())
     }
 
+    /// Every record of `table` with its key, as committed.
+    pub async fn scan_keyed(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let client = self.client().await?;
+        let (column, _) = schema::key_column(table);
+        let sql = format!("SELECT {column}::text, record::text FROM {}", table.name());
+        let rows = client.query(&sql, &[]).await.map_err(|e| self.sql(&e))?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get(0), row.get::<_, String>(1).into_bytes()))
+            .collect())
+    }
+
     pub async fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let client = self.client().await?;
         let row = client

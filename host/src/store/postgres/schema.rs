@@ -96,6 +96,11 @@ const MIGRATIONS: &[&str] = &[
         expires_at timestamptz NOT NULL
     );
     "#,
+    // 6: what the reconcile loop last found per AutoScale config, written by the process
+    // that reconciles it, shown by all.
+    r#"
+    CREATE TABLE config_status (name text PRIMARY KEY, record jsonb NOT NULL);
+    "#,
 ];
 
 /// The schema version this build creates and understands.

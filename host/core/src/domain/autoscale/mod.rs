@@ -9,6 +9,7 @@ pub mod pool;
 pub mod provider_settings;
 pub mod script_variables;
 pub mod server;
+pub mod status;
 pub mod workspace;
 
 #[cfg(test)]
@@ -25,4 +26,5 @@ pub use script_variables::{
     AdJoin, BOOT_SECRETS_PAIR, SECRET_VARIABLES, sample_variables, script_values, server_variables,
 };
 pub use server::{Server, ServerStatus, StaticServer, hostname};
+pub use status::{ConfigStatus, UnmanagedVm, VmProblem};
 pub use workspace::{RdpClient, Workspace, WorkspaceType};
