@@ -65,6 +65,19 @@ fn place(server: &Server, zone: &str, image: &str) -> String {
     session["id"].as_str().unwrap().to_string()
 }
 
+/// `PATCH path` with `body`, only if the record is at `version` (`If-Match`).
+fn patch_if_match(server: &Server, path: &str, version: u64, body: Value) -> (u16, String) {
+    let response = server
+        .http()
+        .patch(server.url("default", path))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("If-Match", format!("\"{version}\""))
+        .json(&body)
+        .send()
+        .unwrap();
+    (response.status().as_u16(), response.text().unwrap())
+}
+
 fn session_ids(server: &Server, zone: &str) -> Vec<String> {
     let (status, sessions) = server.call(zone, "GET", "/api/v1/sessions?limit=1000", None);
     assert_eq!(status, 200, "{sessions}");
@@ -428,15 +441,9 @@ fn a_config_another_writer_changed_in_the_database_is_never_written_over() {
 
     // If-Match names the version this process last wrote; the database has moved on.
     elsewhere(4, 5);
-    let response = server
-        .http()
-        .patch(server.url("default", CONFIG))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("If-Match", "\"3\"")
-        .json(&json!({ "max_sessions_per_server": 7 }))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 412, "{}", response.text().unwrap());
+    let (status, answer) =
+        patch_if_match(&server, CONFIG, 3, json!({ "max_sessions_per_server": 7 }));
+    assert_eq!(status, 412, "{answer}");
     assert_eq!(stored(), "4|5|2", "a refused write writes nothing");
     let (_, answer) = server.call("default", "GET", CONFIG, None);
     assert_eq!(
@@ -470,6 +477,13 @@ fn as_another_manager(cluster: &Cluster, database: &str, kind: &str, key: &str, 
              SELECT value, '{kind}', '{key}', gen_random_uuid() FROM next; COMMIT"
         ),
     );
+}
+
+/// The value of the metric line starting with `series` (name and labels) at `/metrics`.
+fn metric(server: &Server, series: &str) -> Option<f64> {
+    let text = server.admin_get("default", "/metrics").text().unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
 /// Wait until `seen` holds (at most 10 s); answers how long it took.
@@ -518,6 +532,10 @@ fn changes_another_manager_commits_reach_this_ones_view() {
         get("/api/v1/images/remote").0 == 200
     });
     eprintln!("an image created elsewhere was seen after {took:?}");
+    assert!(
+        metric(&server, "zonebroker_change_feed_applied_total").is_some_and(|n| n >= 1.0),
+        "the applied change is counted"
+    );
     as_another_manager(
         cluster,
         &database,
@@ -580,15 +598,9 @@ fn changes_another_manager_commits_reach_this_ones_view() {
     until("an AutoScale config changed elsewhere", || {
         get(CONFIG).1["config"]["version"] == 2
     });
-    let response = server
-        .http()
-        .patch(server.url("default", CONFIG))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("If-Match", "\"2\"")
-        .json(&json!({ "max_sessions_per_server": 2 }))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", response.text().unwrap());
+    let (status, answer) =
+        patch_if_match(&server, CONFIG, 2, json!({ "max_sessions_per_server": 2 }));
+    assert_eq!(status, 200, "{answer}");
     let (_, answer) = get(CONFIG);
     assert_eq!(answer["config"]["version"], 3, "{answer}");
     assert_eq!(
@@ -787,6 +799,13 @@ fn an_autoscale_config_another_manager_holds_is_left_to_it_until_its_lease_lapse
         )
     };
     assert_eq!(lease(), "t|7|t", "the other manager's lease is left alone");
+    let held_here = || {
+        metric(
+            &server,
+            "zonebroker_autoscale_config_lease_held{config=\"linux\"}",
+        )
+    };
+    assert_eq!(held_here(), Some(0.0));
     // The holder's status is the one shown.
     as_another_manager(
         cluster,
@@ -808,6 +827,7 @@ fn an_autoscale_config_another_manager_holds_is_left_to_it_until_its_lease_lapse
     until("this process reconciling the config", || {
         status()["reconciled_elsewhere"] == false
     });
+    assert_eq!(held_here(), Some(1.0));
     until("this process's status in the database", || {
         cluster.psql(
             &database,

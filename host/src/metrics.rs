@@ -24,6 +24,10 @@ pub struct Metrics {
     config_failing: Family<Labels, Gauge>,
     unmanaged_vms: Family<Labels, Gauge>,
     autoscale_passes: Family<Labels, Counter>,
+    feed_revision: Gauge,
+    feed_applied: Counter,
+    feed_read_errors: Counter,
+    config_leases_held: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -103,7 +107,35 @@ impl Default for Metrics {
             "Reconcile passes run, by AutoScale config and kind (full: on the tick, with the cloud's listing; demand: after a session, check-in or save)",
             autoscale_passes.clone(),
         );
+        let feed_revision = Gauge::default();
+        let feed_applied = Counter::default();
+        let feed_read_errors = Counter::default();
+        let config_leases_held = Family::default();
+        registry.register(
+            "change_feed_revision",
+            "The last revision of the shared database's change feed this process has applied",
+            feed_revision.clone(),
+        );
+        registry.register(
+            "change_feed_applied",
+            "Records other processes changed that this process applied to its view",
+            feed_applied.clone(),
+        );
+        registry.register(
+            "change_feed_read_errors",
+            "Reads of the change feed that failed (the view falls behind until one succeeds)",
+            feed_read_errors.clone(),
+        );
+        registry.register(
+            "autoscale_config_lease_held",
+            "1 while this process holds an AutoScale config's lease (it reconciles the config), else 0",
+            config_leases_held.clone(),
+        );
         Metrics {
+            feed_revision,
+            feed_applied,
+            feed_read_errors,
+            config_leases_held,
             unmanaged_vms,
             autoscale_passes,
             vms_created,
@@ -212,6 +244,23 @@ impl Metrics {
         self.unmanaged_vms
             .get_or_create(&labels)
             .set(unmanaged as i64);
+    }
+
+    /// The change feed was read up to `revision`, and `applied` records applied.
+    pub fn feed_read(&self, revision: i64, applied: usize) {
+        self.feed_revision.set(revision);
+        self.feed_applied.inc_by(applied as u64);
+    }
+
+    pub fn feed_read_failed(&self) {
+        self.feed_read_errors.inc();
+    }
+
+    /// Whether this process holds `config`'s lease.
+    pub fn config_lease(&self, config: &str, held: bool) {
+        self.config_leases_held
+            .get_or_create(&vec![("config", config.to_string())])
+            .set(i64::from(held));
     }
 
     /// The Prometheus text exposition.

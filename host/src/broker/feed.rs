@@ -62,8 +62,11 @@ impl Broker {
                     changed,
                     mark,
                 }) => {
+                    let applied = changed.len();
                     let plugins = self.apply_changes(changed, mark);
+                    self.store.changes_applied(mark);
                     revision = read_at;
+                    self.metrics.feed_read(revision, applied);
                     drop(versioned);
                     if !plugins.is_empty() {
                         self.load_changed_plugins(plugins).await;
@@ -79,7 +82,10 @@ impl Broker {
                     );
                     std::process::exit(75);
                 }
-                Err(error) => tracing::warn!(%error, "cannot read the change feed"),
+                Err(error) => {
+                    self.metrics.feed_read_failed();
+                    tracing::warn!(%error, "cannot read the change feed");
+                }
             }
             if usage_read.elapsed() >= REFRESH_USAGE_EVERY {
                 usage_read = Instant::now();

@@ -944,7 +944,12 @@ impl Changed {
             Table::LdapConfigs => Changed::LdapConfig(name, record(table, raw)?),
             Table::ConfigStatus => Changed::ConfigStatus(name, record(table, raw)?),
             Table::Sessions | Table::Usage | Table::PluginBlobs => {
-                unreachable!("not in the change feed")
+                return Err(StoreError::Corrupt {
+                    tree: table.name(),
+                    message: format!(
+                        "`{key}` is listed in the change feed, which this kind of record is not"
+                    ),
+                });
             }
         })
     }
@@ -1056,6 +1061,14 @@ impl Store {
         match &self.engine {
             Engine::Sled(_) => Ok(()),
             Engine::Postgres(pg) => pg.release_config_leases().await,
+        }
+    }
+
+    /// The changes read at `mark` are applied: what this process wrote up to it need no
+    /// longer be kept apart from later reads.
+    pub fn changes_applied(&self, mark: u64) {
+        if let Engine::Postgres(pg) = &self.engine {
+            pg.forget_through(mark);
         }
     }
 

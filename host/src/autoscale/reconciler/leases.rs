@@ -52,7 +52,7 @@ impl ConfigLeases {
     }
 
     /// Renew every held lease and try for every other config, every third of the lease,
-    /// until `stop`; then give the leases back.
+    /// until `stop`.
     pub async fn keep(&self, broker: &Broker, mut stop: watch::Receiver<bool>) {
         loop {
             for config in broker.autoscale_config_names() {
@@ -64,9 +64,14 @@ impl ConfigLeases {
                 .retain(|config, _| broker.autoscale_config_stored(config).is_some());
             tokio::select! {
                 () = tokio::time::sleep(self.lease / 3) => {}
-                _ = stop.wait_for(|stop| *stop) => break,
+                _ = stop.wait_for(|stop| *stop) => return,
             }
         }
+    }
+
+    /// Give every lease back (a clean stop, once no pass runs any more), so that the other
+    /// processes take the configs over at once rather than once the leases expire.
+    pub async fn release(&self, broker: &Broker) {
         self.held.lock().unwrap_or_else(|p| p.into_inner()).clear();
         if let Err(error) = broker.store().release_config_leases().await {
             tracing::warn!(%error, "cannot give back the AutoScale config leases");
@@ -104,6 +109,7 @@ impl ConfigLeases {
                 );
                 if previous.is_none_or(|p| p.epoch != epoch) {
                     tracing::info!(config, epoch, "this process reconciles the config");
+                    broker.metrics().config_lease(config, true);
                 }
                 Some(epoch)
             }
@@ -111,6 +117,7 @@ impl ConfigLeases {
                 if held.remove(config).is_some() {
                     tracing::warn!(config, "another process took over the config's lease");
                 }
+                broker.metrics().config_lease(config, false);
                 None
             }
             // The store cannot be asked: what was held stays held until it runs out.

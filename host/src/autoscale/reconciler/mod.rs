@@ -222,6 +222,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             if let Err(error) = keeper.await {
                 tracing::error!("keeping the config leases failed: {error}");
             }
+            self.leases.release(&self.broker).await;
             tracing::debug!("reconcile loop stopped");
         })
     }

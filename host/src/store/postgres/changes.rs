@@ -102,11 +102,11 @@ impl Postgres {
         for row in &rows {
             let kind: &str = row.get(0);
             match Table::named(kind) {
-                Some(table) => keys.entry(table).or_default().push(row.get(1)),
-                None => tracing::warn!(
+                Some(table) if table.in_feed() => keys.entry(table).or_default().push(row.get(1)),
+                _ => tracing::warn!(
                     database = self.database,
                     kind,
-                    "a change to a kind of record this build does not know: ignored"
+                    "a change to a kind of record this build does not follow: ignored"
                 ),
             }
         }

@@ -35,7 +35,8 @@ struct Staged {
     writes: Batch,
     /// How many writes were staged so far.
     count: u64,
-    /// The number of the last write of each key not yet committed (or failed).
+    /// The number of the last write of each key staged after the last mark a reader of
+    /// the database has finished with ([`Journal::forget_through`]).
     unsettled: HashMap<(Table, String), u64>,
 }
 
@@ -80,11 +81,21 @@ impl Journal {
     /// committed since): a read of the database taken after the mark may predate it.
     pub fn written_since(&self, mark: u64, table: Table, key: &str) -> bool {
         let staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
-        // Keys settled before `mark` were removed: absent means written at or before it.
+        // Only writes up to a finished reader's mark were forgotten: absent means written
+        // at or before `mark`.
         staged
             .unsettled
             .get(&(table, key.to_string()))
             .is_some_and(|seq| *seq > mark)
+    }
+
+    /// The reader that took `mark` is done with it (it reads again with a later one): the
+    /// writes up to it need no longer be told apart. Only the reader may forget, never the
+    /// writer: a batch committed while a read was under way must still count as written
+    /// since that read's mark.
+    pub fn forget_through(&self, mark: u64) {
+        let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+        staged.unsettled.retain(|_, seq| *seq > mark);
     }
 
     /// Wait until every write staged before the call is committed.
@@ -109,11 +120,7 @@ impl Journal {
                 };
                 let error = write_retrying(&pool, &batch, &database, writer).await.err();
                 done = target;
-                {
-                    let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
-                    staged.unsettled.retain(|_, seq| *seq > target);
-                    self.settled.store(target, Ordering::Release);
-                }
+                self.settled.store(target, Ordering::Release);
                 self.written.report(target, error);
             }
         }
@@ -210,4 +217,33 @@ async fn write(pool: &deadpool_postgres::Pool, batch: &Batch, writer: Uuid) -> R
     )
     .await?;
     Ok(transaction.commit().await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_counts_as_newer_than_a_read_until_that_reader_forgets_its_mark() {
+        let journal = Journal::new();
+        let read_before = journal.mark();
+        journal.stage(Table::Zones, "east".into(), None);
+        assert!(journal.written_since(read_before, Table::Zones, "east"));
+        assert!(!journal.written_since(read_before, Table::Zones, "west"));
+        assert!(!journal.written_since(read_before, Table::Images, "east"));
+        // The writer committing the batch does not make it older than the read: only the
+        // reader, done with its mark, forgets.
+        journal.settled.store(1, Ordering::Release);
+        assert!(journal.written_since(read_before, Table::Zones, "east"));
+        let read_after = journal.mark();
+        journal.forget_through(read_before);
+        assert!(journal.written_since(read_before, Table::Zones, "east"));
+        journal.forget_through(read_after);
+        assert!(!journal.written_since(read_after, Table::Zones, "east"));
+        journal.stage(Table::Zones, "east".into(), None);
+        assert!(
+            journal.written_since(read_after, Table::Zones, "east"),
+            "written again after the later read's mark"
+        );
+    }
 }

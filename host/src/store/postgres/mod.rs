@@ -258,6 +258,11 @@ impl Postgres {
         self.journal.written_since(mark, table, key)
     }
 
+    /// See [`journal::Journal::forget_through`].
+    pub fn forget_through(&self, mark: u64) {
+        self.journal.forget_through(mark)
+    }
+
     pub fn stage(&self, table: Table, key: Key, value: Option<String>) {
         self.journal
             .stage(table, key.text(), value.map(Value::Record));
