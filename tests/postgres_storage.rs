@@ -838,3 +838,37 @@ fn an_autoscale_config_another_manager_holds_is_left_to_it_until_its_lease_lapse
     server.stop();
     assert_eq!(lease(), "f|8|f", "a clean stop gives the lease back");
 }
+
+/// A process that missed changes the feed no longer keeps (pruned before it read them)
+/// stops rather than serve a view with a hole in it; started again, it reads everything
+/// afresh and serves what it had missed.
+#[test]
+fn a_process_behind_the_pruned_change_feed_stops_and_serves_again_once_restarted() {
+    let cluster = cluster();
+    let database = cluster.create_database();
+    let mut server = on(&database, ServerOptions::default());
+    image(&server, ADMIN_TOKEN, "desktop");
+    // Another manager's image, its change already pruned.
+    cluster.psql(
+        &database,
+        "BEGIN; \
+         INSERT INTO images (name, record) \
+         SELECT 'remote', jsonb_set(record, '{name}', '\"remote\"') FROM images WHERE name = 'desktop'; \
+         UPDATE revision SET value = value + 1, pruned_through = value + 1 WHERE singleton; \
+         COMMIT",
+    );
+    let status = server
+        .wait(Duration::from_secs(10))
+        .expect("the process stops");
+    assert_eq!(status.code(), Some(75), "{status:?}");
+
+    let restarted = on(
+        &database,
+        ServerOptions {
+            data_dir: Some(server.data_dir()),
+            ..ServerOptions::default()
+        },
+    );
+    let (status, answer) = restarted.call("default", "GET", "/api/v1/images/remote", None);
+    assert_eq!(status, 200, "{answer}");
+}

@@ -62,8 +62,7 @@ impl Broker {
                     changed,
                     mark,
                 }) => {
-                    let applied = changed.len();
-                    let plugins = self.apply_changes(changed, mark);
+                    let (applied, plugins) = self.apply_changes(changed, mark);
                     self.store.changes_applied(mark);
                     revision = read_at;
                     self.metrics.feed_read(revision, applied);
@@ -103,12 +102,14 @@ impl Broker {
         }
     }
 
-    /// Apply records other processes changed (read after `mark`) to the view; answers the
-    /// plugins whose active version may have changed, for [`Broker::load_changed_plugins`].
-    fn apply_changes(&self, changed: Vec<Changed>, mark: u64) -> Vec<PluginRecord> {
+    /// Apply records other processes changed (read after `mark`) to the view; answers how
+    /// many were applied, and the plugins whose active version may have changed, for
+    /// [`Broker::load_changed_plugins`].
+    fn apply_changes(&self, changed: Vec<Changed>, mark: u64) -> (usize, Vec<PluginRecord>) {
         let mut plugins = Vec::new();
+        let mut applied = 0;
         if changed.is_empty() {
-            return plugins;
+            return (applied, plugins);
         }
         let mut demand = Vec::new();
         let mut inventory = self.write();
@@ -117,6 +118,7 @@ impl Broker {
             if self.store.written_here_since(mark, &change) {
                 continue;
             }
+            applied += 1;
             tracing::debug!(?change, "applying another process's change");
             match change {
                 Changed::Zone(name, zone) => replace(&mut inventory.zones, name, zone),
@@ -183,7 +185,7 @@ impl Broker {
         }
         drop(inventory);
         self.demand_changed(demand);
-        plugins
+        (applied, plugins)
     }
 
     /// Show in the view the usage the store now knows of `hosts` (agents and servers).
