@@ -872,3 +872,35 @@ fn a_process_behind_the_pruned_change_feed_stops_and_serves_again_once_restarted
     let (status, answer) = restarted.call("default", "GET", "/api/v1/images/remote", None);
     assert_eq!(status, 200, "{answer}");
 }
+
+/// Where the database has `LISTEN/NOTIFY`, a change another manager announces wakes this
+/// process's follower at once: seen long before the next poll (a minute away here).
+#[test]
+fn a_change_another_manager_announces_is_followed_before_the_next_poll() {
+    let cluster = cluster();
+    let database = cluster.create_database();
+    let server = on(
+        &database,
+        ServerOptions {
+            args: ["--feed-interval", "60s"].map(String::from).to_vec(),
+            ..ServerOptions::default()
+        },
+    );
+    image(&server, ADMIN_TOKEN, "desktop");
+    as_another_manager(
+        cluster,
+        &database,
+        "images",
+        "announced",
+        "INSERT INTO images (name, record) \
+         SELECT 'announced', jsonb_set(record, '{name}', '\"announced\"') FROM images WHERE name = 'desktop'; \
+         SELECT pg_notify('zonebroker_changes', 'another manager')",
+    );
+    let took = until("an announced change", || {
+        server
+            .call("default", "GET", "/api/v1/images/announced", None)
+            .0
+            == 200
+    });
+    eprintln!("an announced change was seen after {took:?}");
+}

@@ -215,6 +215,10 @@ struct ServeArgs {
     /// stopped renewing (a clean stop gives it back at once).
     #[arg(long, env = "ZONEBROKER_CONFIG_LEASE", default_value = "10s", value_parser = duration_between(Duration::from_millis(300), Duration::from_secs(3600)))]
     config_lease: Duration,
+    /// With a shared database: how often this process reads the changes other processes
+    /// made (it is also woken at once where the database has LISTEN/NOTIFY).
+    #[arg(long, env = "ZONEBROKER_FEED_INTERVAL", default_value = "200ms", value_parser = duration_between(Duration::from_millis(10), Duration::from_secs(3600)))]
+    feed_interval: Duration,
     /// How long a client may take to send a request's headers (and its TLS handshake).
     #[arg(long, default_value = "10s", value_parser = duration_between(Duration::from_millis(10), Duration::from_secs(3600)))]
     header_read_timeout: Duration,
@@ -331,6 +335,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         autoscale_interval: args.autoscale_interval,
         config_lease: args.config_lease,
+        feed_interval: args.feed_interval,
         tls: args
             .tls_cert
             .zip(args.tls_key)

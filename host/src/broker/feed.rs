@@ -1,5 +1,7 @@
 //! Following the changes other processes make to the shared store (the change feed): every
-//! [`FOLLOW_EVERY`], the records they changed since the last read, applied to the view.
+//! `--feed-interval` (and at once when another process announces changes, where the
+//! database has `LISTEN/NOTIFY`), the records they changed since the last read, applied to
+//! the view.
 //!
 //! A record this process wrote after the read began is left as the view has it (its own
 //! write is newer, or will be once committed: the next read brings whatever comes after
@@ -29,9 +31,6 @@ use crate::domain::autoscale::ConfigStatus;
 use crate::domain::plugin::PluginRecord;
 use crate::store::{Changed, Followed};
 
-/// How often the feed is read.
-pub const FOLLOW_EVERY: Duration = Duration::from_millis(200);
-
 /// How often the usage of every host is read again.
 pub const REFRESH_USAGE_EVERY: Duration = Duration::from_secs(1);
 
@@ -39,17 +38,23 @@ pub const REFRESH_USAGE_EVERY: Duration = Duration::from_secs(1);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 impl Broker {
-    /// Follow the other processes' changes until `stop` turns true; nothing to do when the
-    /// store is not shared (sled).
-    pub async fn follow_changes(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    /// Follow the other processes' changes, reading the feed every `every` and when woken,
+    /// until `stop` turns true; nothing to do when the store is not shared (sled).
+    pub async fn follow_changes(self: Arc<Self>, every: Duration, mut stop: watch::Receiver<bool>) {
         let Some(mut revision) = self.store.feed_start() else {
             return;
+        };
+        let signal = self.store.change_signal();
+        let woken = async || match &signal {
+            Some(signal) => signal.notified().await,
+            None => std::future::pending().await,
         };
         let mut pruned = Instant::now();
         let mut usage_read = Instant::now();
         loop {
             tokio::select! {
-                () = tokio::time::sleep(FOLLOW_EVERY) => {}
+                () = tokio::time::sleep(every) => {}
+                () = woken() => {}
                 _ = stop.changed() => return,
             }
             if *stop.borrow() {

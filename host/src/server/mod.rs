@@ -48,6 +48,8 @@ pub struct ServeConfig {
     pub autoscale_interval: std::time::Duration,
     /// How long an AutoScale config's lease lasts (see `--config-lease`).
     pub config_lease: std::time::Duration,
+    /// How often the change feed of a shared database is read (see `--feed-interval`).
+    pub feed_interval: std::time::Duration,
     /// TLS files of every listener that names none of its own.
     pub tls: Option<TlsFiles>,
     /// Per listener: connections at once, time to send headers.
@@ -231,7 +233,11 @@ pub async fn serve(
         },
     )
     .spawn(stop_rx.clone());
-    let follower = tokio::spawn(broker.clone().follow_changes(stop_rx.clone()));
+    let follower = tokio::spawn(
+        broker
+            .clone()
+            .follow_changes(config.feed_interval, stop_rx.clone()),
+    );
     let mut servers = tokio::task::JoinSet::new();
     for listener in bound {
         let app = api::router(state.clone(), &listener.spec.zone);

@@ -1064,6 +1064,16 @@ impl Store {
         }
     }
 
+    /// Notified when another process announces changes (PostgreSQL's `LISTEN/NOTIFY`, where
+    /// the database has them): a follower reads the feed at once rather than at its next
+    /// poll. `None`: poll only.
+    pub fn change_signal(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        match &self.engine {
+            Engine::Sled(_) => None,
+            Engine::Postgres(pg) => pg.change_signal(),
+        }
+    }
+
     /// The changes read at `mark` are applied: what this process wrote up to it need no
     /// longer be kept apart from later reads.
     pub fn changes_applied(&self, mark: u64) {

@@ -33,11 +33,18 @@ const RECORD: &str = "
     INSERT INTO changes (revision, kind, key, writer)
     SELECT next.value, c.kind, c.key, $3 FROM next, unnest($1::text[], $2::text[]) AS c(kind, key)";
 
-/// List `changed` (tables and keys) under the next revision, inside `transaction`; nothing
-/// when none of them is in the feed.
+/// Who lists changes: this process, and whether it announces them ([`super::notify`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Writer {
+    pub id: Uuid,
+    pub notify: bool,
+}
+
+/// List `changed` (tables and keys) under the next revision, inside `transaction`, and
+/// announce them at commit if `writer` does; nothing when none of them is in the feed.
 pub async fn record(
     transaction: &deadpool_postgres::Transaction<'_>,
-    writer: Uuid,
+    writer: Writer,
     changed: impl IntoIterator<Item = (Table, &str)>,
 ) -> Result<(), tokio_postgres::Error> {
     let (kinds, keys): (Vec<&str>, Vec<&str>) = changed
@@ -49,9 +56,19 @@ pub async fn record(
         return Ok(());
     }
     let statement = transaction.prepare_cached(RECORD).await?;
-    transaction
-        .execute(&statement, &[&kinds, &keys, &writer])
-        .await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&kinds, &keys, &writer.id];
+    let listed = transaction.execute(&statement, &params);
+    if writer.notify {
+        let announcement = [super::notify::CHANNEL.to_string(), writer.id.to_string()];
+        let announce_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+            [&announcement[0], &announcement[1]];
+        let announce = transaction.execute("SELECT pg_notify($1, $2)", &announce_params);
+        let (listed, announced) = tokio::join!(listed, announce);
+        listed?;
+        announced?;
+    } else {
+        listed.await?;
+    }
     Ok(())
 }
 

@@ -13,7 +13,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::Notify;
-use uuid::Uuid;
 
 use super::super::Table;
 use super::super::commit::{CommitError, Progress};
@@ -106,7 +105,12 @@ impl Journal {
 
     /// The writer: takes what is staged, commits it (listing the records in the change feed
     /// as `writer`'s), reports, until the task is aborted.
-    pub async fn run(&self, pool: deadpool_postgres::Pool, database: String, writer: Uuid) {
+    pub async fn run(
+        &self,
+        pool: deadpool_postgres::Pool,
+        database: String,
+        writer: changes::Writer,
+    ) {
         let mut done = 0;
         loop {
             self.wake.notified().await;
@@ -134,13 +138,17 @@ async fn write_retrying(
     pool: &deadpool_postgres::Pool,
     batch: &Batch,
     database: &str,
-    writer: Uuid,
+    writer: changes::Writer,
 ) -> Result<(), String> {
     let what = format!("a batch of {} writes", batch.len());
     retrying(database, &what, || write(pool, batch, writer)).await
 }
 
-async fn write(pool: &deadpool_postgres::Pool, batch: &Batch, writer: Uuid) -> Result<(), Failure> {
+async fn write(
+    pool: &deadpool_postgres::Pool,
+    batch: &Batch,
+    writer: changes::Writer,
+) -> Result<(), Failure> {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
     let mut tables: BTreeMap<Table, (Vec<&str>, Vec<&str>, Vec<&[u8]>, Vec<&str>)> =

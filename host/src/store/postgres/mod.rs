@@ -16,6 +16,7 @@ mod changes;
 mod config_leases;
 mod journal;
 mod lease;
+mod notify;
 mod retry;
 mod schema;
 mod session_writer;
@@ -103,6 +104,11 @@ pub(super) struct Postgres {
     /// The revision of the change feed when this process opened the database, before it
     /// read any record: following the feed from it misses no change.
     pub start_revision: i64,
+    /// Wakes the change feed's follower when another process announces changes (`None`:
+    /// the database does not take `LISTEN`; the feed is polled only).
+    listener: Option<notify::Listener>,
+    /// How this process lists its changes.
+    feed_writer: changes::Writer,
 }
 
 impl Drop for Postgres {
@@ -133,6 +139,7 @@ impl Postgres {
             message,
         };
         let tls = tls_connector(ca_file.as_deref()).map_err(&failed)?;
+        let listen_with = (config.clone(), tls.clone());
         let manager = deadpool_postgres::Manager::from_config(
             config,
             tls,
@@ -186,12 +193,16 @@ impl Postgres {
             }
         }
         drop(client);
+        let listener = notify::listen(listen_with.0, listen_with.1, me.id, database.clone()).await;
+        let feed_writer = changes::Writer {
+            id: me.id,
+            notify: listener.is_some(),
+        };
 
         let journal = Arc::new(Journal::new());
         let writer = tokio::spawn({
             let (journal, pool, database) = (journal.clone(), pool.clone(), database.clone());
-            let writer = me.id;
-            async move { journal.run(pool, database, writer).await }
+            async move { journal.run(pool, database, feed_writer).await }
         })
         .abort_handle();
         let sessions = Arc::new(session_writer::SessionWriter::new());
@@ -216,6 +227,8 @@ impl Postgres {
             tokens,
             runtime: tokio::runtime::Handle::current(),
             start_revision,
+            listener,
+            feed_writer,
         };
         Ok((engine, secrets))
     }
@@ -246,6 +259,16 @@ impl Postgres {
             .commit()
             .await
             .map_err(|error| self.failed(error.0))
+    }
+
+    /// How this process lists its changes in the feed.
+    fn writer(&self) -> changes::Writer {
+        self.feed_writer
+    }
+
+    /// Notified when another process announces changes, if the database can say so.
+    pub fn change_signal(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.listener.as_ref().map(|l| l.woken.clone())
     }
 
     /// See [`journal::Journal::mark`].

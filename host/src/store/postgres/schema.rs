@@ -2,7 +2,7 @@
 //!
 //! Every table keeps a domain record as `jsonb` under its key, with the constraints the
 //! broker relies on expressed in SQL (names and ids as primary keys, an agent's host name
-//! unique). The SQL is plain (no advisory locks, no `NOTIFY`, no extensions) so that
+//! unique). The SQL is plain (no advisory locks, no extensions; `NOTIFY` only as an optional wake-up) so that
 //! PostgreSQL-compatible databases (CockroachDB, YugabyteDB) can run it.
 
 use tokio_postgres::error::SqlState;

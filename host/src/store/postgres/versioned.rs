@@ -76,7 +76,7 @@ impl Postgres {
                         // row to lock then): judge what it wrote.
                         continue;
                     }
-                    changes::record(&transaction, self.holder.id, [(table, key.as_str())]).await?;
+                    changes::record(&transaction, self.writer(), [(table, key.as_str())]).await?;
                     transaction.commit().await?;
                     return Ok(Swapped::Done);
                 }
