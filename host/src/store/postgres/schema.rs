@@ -2,8 +2,9 @@
 //!
 //! Every table keeps a domain record as `jsonb` under its key, with the constraints the
 //! broker relies on expressed in SQL (names and ids as primary keys, an agent's host name
-//! unique). The SQL is plain (no advisory locks, no extensions; `NOTIFY` only as an optional wake-up) so that
-//! PostgreSQL-compatible databases (CockroachDB, YugabyteDB) can run it.
+//! unique). The SQL is plain (no advisory locks, no extensions; `NOTIFY` only as an
+//! optional wake-up) so that PostgreSQL-compatible databases (CockroachDB, YugabyteDB) can
+//! run it.
 
 use tokio_postgres::error::SqlState;
 
