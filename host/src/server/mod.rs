@@ -233,11 +233,21 @@ pub async fn serve(
         },
     )
     .spawn(stop_rx.clone());
-    let follower = tokio::spawn(
+    let following = tokio::spawn(
         broker
             .clone()
             .follow_changes(config.feed_interval, stop_rx.clone()),
     );
+    // A follower that failed would leave this process serving a view that no longer
+    // follows the others: stop rather than serve it.
+    let follower = tokio::spawn(async move {
+        if let Err(error) = following.await
+            && error.is_panic()
+        {
+            tracing::error!("following the change feed failed: {error}; stopping");
+            std::process::exit(70);
+        }
+    });
     let mut servers = tokio::task::JoinSet::new();
     for listener in bound {
         let app = api::router(state.clone(), &listener.spec.zone);

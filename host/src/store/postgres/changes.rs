@@ -30,8 +30,9 @@ pub const KEPT_FOR: Duration = Duration::from_secs(300);
 /// Take the next revision and list `$1` (tables) / `$2` (keys) under it, written by `$3`.
 const RECORD: &str = "
     WITH next AS (UPDATE revision SET value = value + 1 WHERE singleton RETURNING value)
-    INSERT INTO changes (revision, kind, key, writer)
-    SELECT next.value, c.kind, c.key, $3 FROM next, unnest($1::text[], $2::text[]) AS c(kind, key)";
+    INSERT INTO changes (revision, kind, key, writer, written_at)
+    SELECT next.value, c.kind, c.key, $3, clock_timestamp()
+    FROM next, unnest($1::text[], $2::text[]) AS c(kind, key)";
 
 /// Who lists changes: this process, and whether it announces them ([`super::notify`]).
 #[derive(Clone, Copy, Debug)]
@@ -85,9 +86,25 @@ pub enum Read {
 }
 
 impl Postgres {
-    /// The records other processes changed after `after`, as they are now, read in one
-    /// snapshot.
+    /// The records other processes changed after `after`, and those an earlier read left
+    /// to be read again, as they are now, read in one snapshot.
     pub async fn changes_after(&self, after: i64) -> Result<Read, StoreError> {
+        let again = std::mem::take(&mut *self.recheck.lock().unwrap_or_else(|p| p.into_inner()));
+        let read = self.read_changes(after, &again).await;
+        if read.is_err() {
+            self.recheck
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(again);
+        }
+        read
+    }
+
+    async fn read_changes(
+        &self,
+        after: i64,
+        again: &std::collections::BTreeSet<(Table, String)>,
+    ) -> Result<Read, StoreError> {
         let sql = |e: tokio_postgres::Error| self.sql(&e);
         let mut client = self.client().await?;
         let transaction = client
@@ -115,11 +132,16 @@ impl Postgres {
             )
             .await
             .map_err(sql)?;
-        let mut keys: BTreeMap<Table, Vec<String>> = BTreeMap::new();
+        let mut keys: BTreeMap<Table, std::collections::BTreeSet<String>> = BTreeMap::new();
+        for (table, key) in again {
+            keys.entry(*table).or_default().insert(key.clone());
+        }
         for row in &rows {
             let kind: &str = row.get(0);
             match Table::named(kind) {
-                Some(table) if table.in_feed() => keys.entry(table).or_default().push(row.get(1)),
+                Some(table) if table.in_feed() => {
+                    keys.entry(table).or_default().insert(row.get(1));
+                }
                 _ => tracing::warn!(
                     database = self.database,
                     kind,
@@ -129,6 +151,7 @@ impl Postgres {
         }
         let mut changed = Vec::with_capacity(rows.len());
         for (table, keys) in keys {
+            let keys: Vec<String> = keys.into_iter().collect();
             let (column, key_type) = key_column(table);
             let query = format!(
                 "SELECT {column}::text, record::text FROM {} WHERE {column} = ANY($1::text[]::{key_type}[])",

@@ -50,13 +50,14 @@ impl Postgres {
         Ok(row.map(|row| row.get(0)))
     }
 
-    /// Give back every config lease this process holds (a clean stop): the others take
-    /// them over at once rather than after they expire.
+    /// Give back every config lease this process holds (a clean stop): they expire now, so
+    /// the others take them over at once (those of another zone still leave them a lease
+    /// longer to the config's own zone's managers).
     pub async fn release_config_leases(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE config_leases SET expires_at = now() - interval '1 day' WHERE holder = $1",
+                "UPDATE config_leases SET expires_at = now() WHERE holder = $1",
                 &[&self.holder.id],
             )
             .await

@@ -99,6 +99,10 @@ pub(super) struct Postgres {
     holder: lease::Holder,
     /// The last usage seen of each host, with its row's revision.
     usage: Mutex<HashMap<Uuid, (i64, Usage)>>,
+    /// Records a read of the change feed found changed elsewhere but left as the view had
+    /// them (this process wrote them after the read's mark): read again with the next read,
+    /// whether or not they change again, so that the view never keeps an older copy.
+    recheck: Mutex<std::collections::BTreeSet<(Table, String)>>,
     tokens: (String, String),
     runtime: tokio::runtime::Handle,
     /// The revision of the change feed when this process opened the database, before it
@@ -224,6 +228,7 @@ impl Postgres {
             renewer,
             holder: me,
             usage: Mutex::new(usage),
+            recheck: Mutex::default(),
             tokens,
             runtime: tokio::runtime::Handle::current(),
             start_revision,
@@ -277,8 +282,17 @@ impl Postgres {
     }
 
     /// See [`journal::Journal::written_since`].
+    /// Whether this process wrote `key` after `mark`: if so, the next read of the feed
+    /// reads the record again.
     pub fn written_since(&self, mark: u64, table: Table, key: &str) -> bool {
-        self.journal.written_since(mark, table, key)
+        let written = self.journal.written_since(mark, table, key);
+        if written {
+            self.recheck
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((table, key.to_string()));
+        }
+        written
     }
 
     /// See [`journal::Journal::forget_through`].
