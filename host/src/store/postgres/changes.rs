@@ -14,7 +14,7 @@
 //! Changes are kept for [`KEPT_FOR`]; `revision.pruned_through` says up to which revision
 //! they were removed, so a follower further behind knows it missed some.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tokio_postgres::IsolationLevel;
@@ -103,7 +103,7 @@ impl Postgres {
     async fn read_changes(
         &self,
         after: i64,
-        again: &std::collections::BTreeSet<(Table, String)>,
+        again: &BTreeSet<(Table, String)>,
     ) -> Result<Read, StoreError> {
         let sql = |e: tokio_postgres::Error| self.sql(&e);
         let mut client = self.client().await?;
@@ -132,7 +132,7 @@ impl Postgres {
             )
             .await
             .map_err(sql)?;
-        let mut keys: BTreeMap<Table, std::collections::BTreeSet<String>> = BTreeMap::new();
+        let mut keys: BTreeMap<Table, BTreeSet<String>> = BTreeMap::new();
         for (table, key) in again {
             keys.entry(*table).or_default().insert(key.clone());
         }

@@ -23,7 +23,7 @@ mod session_writer;
 mod usage;
 mod versioned;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -102,7 +102,7 @@ pub(super) struct Postgres {
     /// Records a read of the change feed found changed elsewhere but left as the view had
     /// them (this process wrote them after the read's mark): read again with the next read,
     /// whether or not they change again, so that the view never keeps an older copy.
-    recheck: Mutex<std::collections::BTreeSet<(Table, String)>>,
+    recheck: Mutex<BTreeSet<(Table, String)>>,
     tokens: (String, String),
     runtime: tokio::runtime::Handle,
     /// The revision of the change feed when this process opened the database, before it
