@@ -70,6 +70,8 @@ impl Broker {
                     let (applied, plugins) = self.apply_changes(changed, mark);
                     self.store.changes_applied(mark);
                     revision = read_at;
+                    self.applied_revision
+                        .store(revision, std::sync::atomic::Ordering::Release);
                     self.metrics.feed_read(revision, applied);
                     drop(versioned);
                     if !plugins.is_empty() {

@@ -176,6 +176,8 @@ pub struct Broker {
     /// no write in this process builds on another's before the store took it: a version the
     /// store refuses was written by another process.
     versioned_writes: tokio::sync::Mutex<()>,
+    /// The change feed's revision the view has applied (a shared store's; 0 otherwise).
+    applied_revision: std::sync::atomic::AtomicI64,
 }
 
 impl Broker {
@@ -252,7 +254,13 @@ impl Broker {
             autoscale_wake: tokio::sync::Notify::new(),
             autoscale_dirty: Default::default(),
             versioned_writes: Default::default(),
+            applied_revision: std::sync::atomic::AtomicI64::new(0),
         };
+        if let Some(start) = broker.store.feed_start() {
+            broker
+                .applied_revision
+                .store(start, std::sync::atomic::Ordering::Release);
+        }
         broker.load_uploaded_plugins();
         // Zones created above and plugin artifacts compiled at start-up: on disk now.
         broker.store.flush_now()?;
@@ -354,6 +362,12 @@ impl Broker {
                 format!("no strategy plugin named `{name}` is installed"),
             )),
         }
+    }
+
+    /// The change feed's revision the view has applied: every change up to it is in it.
+    pub(crate) fn applied_revision(&self) -> i64 {
+        self.applied_revision
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether `zone` is one of this process's listeners' zones.

@@ -972,6 +972,17 @@ impl Changed {
     }
 }
 
+/// A config's lease as [`Store::hold_config_lease`] answers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigLease {
+    /// Grows with every change of holder: the fence of the holder's writes.
+    pub epoch: i64,
+    /// The change feed's revision when it was answered: a process that has just taken the
+    /// lease acts only once its view has applied the feed this far (its predecessor's last
+    /// records included).
+    pub revision: i64,
+}
+
 /// What [`Store::changes_after`] found.
 pub enum Followed {
     /// The records other processes changed, read at `revision`; `mark` is for
@@ -1042,17 +1053,22 @@ impl Store {
 
     /// Take, or renew, the lease on reconciling AutoScale config `config` for `lease`,
     /// unless another process holds it (and has not let it lapse for `grace`). Answers the
-    /// lease's fencing epoch while this process holds it. On sled (one process) always
-    /// held, at epoch 1.
+    /// lease while this process holds it. On sled (one process) always held, at epoch 1.
     pub async fn hold_config_lease(
         &self,
         config: &str,
         lease: std::time::Duration,
         grace: std::time::Duration,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<ConfigLease>, StoreError> {
         match &self.engine {
-            Engine::Sled(_) => Ok(Some(1)),
-            Engine::Postgres(pg) => pg.hold_config_lease(config, lease, grace).await,
+            Engine::Sled(_) => Ok(Some(ConfigLease {
+                epoch: 1,
+                revision: 0,
+            })),
+            Engine::Postgres(pg) => Ok(pg
+                .hold_config_lease(config, lease, grace)
+                .await?
+                .map(|(epoch, revision)| ConfigLease { epoch, revision })),
         }
     }
 

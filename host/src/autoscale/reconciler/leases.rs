@@ -8,7 +8,10 @@
 //! leaves it to its own zone's managers while any is alive. This process counts a lease as
 //! held until a margin before it could have expired (measured from before the request was
 //! sent, on its own monotonic clock), so it stops reconciling a config before another can
-//! take it over, even while the store cannot be reached.
+//! take it over, even while the store cannot be reached. A process that has just taken a
+//! lease (a new epoch) acts only once its view has applied the change feed up to the
+//! revision current when it took it: its predecessor's last server records are then in
+//! the view, so it never takes their fresh VMs for orphans.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,12 +21,42 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::broker::Broker;
+use crate::store::ConfigLease;
 
 /// A lease held, as this process counts it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Held {
     epoch: i64,
     until: Instant,
+    /// The change feed's revision the view must have applied before this process acts.
+    caught_up_at: i64,
+}
+
+impl Held {
+    /// The lease the store answered, after `previous`: a renewal keeps the revision the
+    /// epoch was taken at; a new epoch waits for the feed as it stood when it was taken.
+    fn after(previous: Option<Held>, lease: ConfigLease, until: Instant) -> Held {
+        let caught_up_at = match previous {
+            Some(previous) if previous.epoch == lease.epoch => previous.caught_up_at,
+            _ => lease.revision,
+        };
+        Held {
+            epoch: lease.epoch,
+            until,
+            caught_up_at,
+        }
+    }
+}
+
+/// Whether this process reconciles a config now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Holding {
+    /// It holds the lease at this epoch, and its view is caught up.
+    Ready(i64),
+    /// It holds the lease but its view has not yet applied its predecessor's last changes.
+    CatchingUp,
+    /// Another process holds it.
+    Elsewhere,
 }
 
 pub(super) struct ConfigLeases {
@@ -40,15 +73,17 @@ impl ConfigLeases {
         }
     }
 
-    /// The epoch of `config`'s lease if this process holds it, taking it if it is free.
-    pub async fn hold(&self, broker: &Broker, config: &str) -> Option<i64> {
-        let now = Instant::now();
-        if let Some(held) = self.lookup(config)
-            && held.until > now
-        {
-            return Some(held.epoch);
+    /// Whether this process reconciles `config` now, taking its lease if it is free.
+    pub async fn hold(&self, broker: &Broker, config: &str) -> Holding {
+        let held = match self.lookup(config) {
+            Some(held) if held.until > Instant::now() => Some(held),
+            _ => self.take(broker, config).await,
+        };
+        match held {
+            None => Holding::Elsewhere,
+            Some(held) if broker.applied_revision() < held.caught_up_at => Holding::CatchingUp,
+            Some(held) => Holding::Ready(held.epoch),
         }
-        self.take(broker, config).await
     }
 
     /// Renew every held lease and try for every other config, every third of the lease,
@@ -87,7 +122,7 @@ impl ConfigLeases {
     }
 
     /// Ask the store for `config`'s lease and remember the answer.
-    async fn take(&self, broker: &Broker, config: &str) -> Option<i64> {
+    async fn take(&self, broker: &Broker, config: &str) -> Option<Held> {
         let own_zone = broker
             .autoscale_config_stored(config)
             .is_some_and(|c| broker.manages_zone(&c.zone));
@@ -99,19 +134,19 @@ impl ConfigLeases {
             .await;
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         match answer {
-            Ok(Some(epoch)) => {
-                let previous = held.insert(
-                    config.to_string(),
-                    Held {
-                        epoch,
-                        until: sent + counted(self.lease),
-                    },
-                );
-                if previous.is_none_or(|p| p.epoch != epoch) {
-                    tracing::info!(config, epoch, "this process reconciles the config");
+            Ok(Some(lease)) => {
+                let previous = held.get(config).copied();
+                let now = Held::after(previous, lease, sent + counted(self.lease));
+                held.insert(config.to_string(), now);
+                if previous.is_none_or(|p| p.epoch != lease.epoch) {
+                    tracing::info!(
+                        config,
+                        epoch = lease.epoch,
+                        "this process reconciles the config"
+                    );
                     broker.metrics().config_lease(config, true);
                 }
-                Some(epoch)
+                Some(now)
             }
             Ok(None) => {
                 if held.remove(config).is_some() {
@@ -125,7 +160,7 @@ impl ConfigLeases {
                 tracing::warn!(config, %error, "cannot renew the config's lease");
                 held.get(config)
                     .filter(|h| h.until > Instant::now())
-                    .map(|h| h.epoch)
+                    .copied()
             }
         }
     }
@@ -140,6 +175,44 @@ fn counted(lease: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_epoch_waits_for_the_feed_as_it_stood_when_taken_and_a_renewal_does_not_move_it() {
+        let until = Instant::now();
+        let taken = Held::after(
+            None,
+            ConfigLease {
+                epoch: 4,
+                revision: 70,
+            },
+            until,
+        );
+        assert_eq!(taken.caught_up_at, 70);
+        let renewed = Held::after(
+            Some(taken),
+            ConfigLease {
+                epoch: 4,
+                revision: 95,
+            },
+            until,
+        );
+        assert_eq!(
+            renewed.caught_up_at, 70,
+            "a renewal keeps the epoch's revision"
+        );
+        let retaken = Held::after(
+            Some(renewed),
+            ConfigLease {
+                epoch: 6,
+                revision: 120,
+            },
+            until,
+        );
+        assert_eq!(
+            retaken.caught_up_at, 120,
+            "another holder came between: wait for its records"
+        );
+    }
 
     #[test]
     fn a_lease_counts_as_held_for_less_than_its_length_and_is_renewed_well_before() {

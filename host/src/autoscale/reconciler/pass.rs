@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use super::leases::Holding;
 use super::{
     Failure, PassReport, Reconciler, TAG_CONFIG, TAG_INSTALLATION, TAG_SERVER, failed,
     ignore_not_found, store_failure,
@@ -82,9 +83,19 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
     pub(super) async fn reconcile_config(&self, name: &str, kind: PassKind) -> PassReport {
         let now = now_ms();
         let mut status = self.broker.config_status(name);
-        if self.leases.hold(&self.broker, name).await.is_none() {
-            self.broker.config_reconciled_elsewhere(name);
-            return PassReport::default();
+        match self.leases.hold(&self.broker, name).await {
+            Holding::Ready(_epoch) => {}
+            Holding::CatchingUp => {
+                tracing::debug!(
+                    config = name,
+                    "taken over: waiting for this process's view to catch up with the change feed"
+                );
+                return PassReport::default();
+            }
+            Holding::Elsewhere => {
+                self.broker.config_reconciled_elsewhere(name);
+                return PassReport::default();
+            }
         }
         if status.reconciled_elsewhere {
             // Taken over: the status is this process's from now on.

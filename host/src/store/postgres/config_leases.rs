@@ -12,7 +12,8 @@ use super::Postgres;
 use super::retry::{Failure, retrying};
 
 /// Take or renew the lease of config `$1` for holder `$2` for `$3` seconds, unless another
-/// holds it and it has not been expired for `$4` seconds. Answers the epoch if held.
+/// holds it and it has not been expired for `$4` seconds. Answers the epoch if held, and the
+/// change feed's revision (what a new holder's view must have applied before it acts).
 const HOLD: &str = "
     INSERT INTO config_leases AS l (config, holder, epoch, expires_at)
     VALUES ($1, $2, 1, now() + make_interval(secs => $3))
@@ -22,7 +23,7 @@ const HOLD: &str = "
                      THEN l.epoch ELSE l.epoch + 1 END,
         expires_at = excluded.expires_at
     WHERE l.holder = excluded.holder OR l.expires_at <= now() - make_interval(secs => $4)
-    RETURNING epoch";
+    RETURNING epoch, (SELECT value FROM revision WHERE singleton)";
 
 impl Postgres {
     /// See [`crate::store::Store::hold_config_lease`].
@@ -31,7 +32,7 @@ impl Postgres {
         config: &str,
         lease: Duration,
         grace: Duration,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<(i64, i64)>, StoreError> {
         let params = (lease.as_secs_f64(), grace.as_secs_f64());
         let row = retrying(&self.database, "taking a config's lease", || async {
             let client = self.pool.get().await?;
@@ -47,7 +48,7 @@ impl Postgres {
         })
         .await
         .map_err(|e| self.failed(e))?;
-        Ok(row.map(|row| row.get(0)))
+        Ok(row.map(|row| (row.get(0), row.get(1))))
     }
 
     /// Give back every config lease this process holds (a clean stop): they expire now, so
