@@ -20,6 +20,17 @@ fn on(database: &str, options: ServerOptions) -> Server {
     on_cluster(cluster(), database, options)
 }
 
+/// A server on `database` started with `args` as well.
+fn on_with_args(database: &str, args: &[&str]) -> Server {
+    on(
+        database,
+        ServerOptions {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..ServerOptions::default()
+        },
+    )
+}
+
 fn on_cluster(cluster: &Cluster, database: &str, options: ServerOptions) -> Server {
     Server::start(
         BIN,
@@ -55,14 +66,19 @@ fn image(server: &Server, token: &str, name: &str) {
 }
 
 fn place(server: &Server, zone: &str, image: &str) -> String {
-    let (status, session) = server.call(
+    let (status, session) = request_session(server, zone, image, "ada");
+    assert_eq!(status, 201, "{session}");
+    session["id"].as_str().unwrap().to_string()
+}
+
+/// `POST /sessions` of `image` for `user` through `zone`'s listener.
+fn request_session(server: &Server, zone: &str, image: &str, user: &str) -> (u16, Value) {
+    server.call(
         zone,
         "POST",
         "/api/v1/sessions",
-        Some(&json!({ "image": image, "user": "ada" })),
-    );
-    assert_eq!(status, 201, "{session}");
-    session["id"].as_str().unwrap().to_string()
+        Some(&json!({ "image": image, "user": user })),
+    )
 }
 
 /// `PATCH path` with `body`, only if the record is at `version` (`If-Match`).
@@ -575,12 +591,7 @@ fn changes_another_manager_commits_reach_this_ones_view() {
     until("an agent disabled elsewhere", || {
         get(&format!("/api/v1/agents/{id}")).1["enabled"] == false
     });
-    let (status, answer) = server.call(
-        "default",
-        "POST",
-        "/api/v1/sessions",
-        Some(&json!({ "image": "desktop", "user": "alice" })),
-    );
+    let (status, answer) = request_session(&server, "default", "desktop", "alice");
     assert_eq!(status, 503, "{answer}");
 
     // An AutoScale config changed elsewhere: the view has its version, so a write naming
@@ -653,12 +664,7 @@ fn a_plugin_another_manager_activates_is_swapped_in_here() {
     agent(&server, "default", "host-1", 4);
     agent(&server, "default", "host-2", 4);
     let place = || {
-        let (status, session) = server.call(
-            "default",
-            "POST",
-            "/api/v1/sessions",
-            Some(&json!({ "image": "desktop", "user": "ada" })),
-        );
+        let (status, session) = request_session(&server, "default", "desktop", "ada");
         assert_eq!(status, 201, "{session}");
         (
             session["id"].as_str().unwrap().to_string(),
@@ -766,14 +772,9 @@ fn sessions_and_usage_another_manager_changes_are_served_here() {
 fn an_autoscale_config_another_manager_holds_is_left_to_it_until_its_lease_lapses() {
     let cluster = cluster();
     let database = cluster.create_database();
-    let server = on(
+    let server = on_with_args(
         &database,
-        ServerOptions {
-            args: ["--config-lease", "1s", "--autoscale-interval", "200ms"]
-                .map(String::from)
-                .to_vec(),
-            ..ServerOptions::default()
-        },
+        &["--config-lease", "1s", "--autoscale-interval", "200ms"],
     );
     let other = uuid::Uuid::new_v4();
     cluster.psql(
@@ -879,13 +880,7 @@ fn a_process_behind_the_pruned_change_feed_stops_and_serves_again_once_restarted
 fn a_change_another_manager_announces_is_followed_before_the_next_poll() {
     let cluster = cluster();
     let database = cluster.create_database();
-    let server = on(
-        &database,
-        ServerOptions {
-            args: ["--feed-interval", "60s"].map(String::from).to_vec(),
-            ..ServerOptions::default()
-        },
-    );
+    let server = on_with_args(&database, &["--feed-interval", "60s"]);
     image(&server, ADMIN_TOKEN, "desktop");
     as_another_manager(
         cluster,

@@ -31,7 +31,8 @@ impl Drop for Listener {
 }
 
 /// Listen for other processes' announcements, on a connection of its own (kept, and made
-/// again when lost). `None` if the database does not take `LISTEN`.
+/// again when lost). `None` if the database refuses `LISTEN`; a first connection that
+/// fails otherwise is made again like a lost one.
 pub async fn listen(
     config: tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
@@ -40,19 +41,25 @@ pub async fn listen(
 ) -> Option<Listener> {
     let woken = Arc::new(Notify::new());
     let first = match connect(&config, &tls, &woken, me).await {
-        Ok(listening) => listening,
-        Err(error) => {
+        Ok(listening) => Some(listening),
+        Err(error) if error.as_db_error().is_some() => {
             tracing::info!(
                 database,
                 "the database does not take LISTEN ({error}): the change feed is polled only"
             );
             return None;
         }
+        Err(error) => {
+            tracing::warn!(database, "cannot listen for changes yet: {error}");
+            None
+        }
     };
     let task = tokio::spawn({
         let woken = woken.clone();
         async move {
-            let _ = first.await;
+            if let Some(first) = first {
+                let _ = first.await;
+            }
             loop {
                 tracing::debug!(database, "the change feed's listening connection was lost");
                 tokio::time::sleep(RECONNECT_AFTER).await;
