@@ -282,10 +282,11 @@ impl Broker {
             }
             self.store.put_config_status(name, &status)
         };
-        if let Err(error) = match stored {
-            Ok(()) => self.store.commit().await,
-            Err(error) => Err(error),
-        } {
+        let committed = async {
+            stored?;
+            self.store.commit().await
+        };
+        if let Err(error) = committed.await {
             tracing::warn!(config = name, %error, "cannot store the config's status");
         }
     }

@@ -1040,7 +1040,8 @@ impl Store {
     }
 
     /// Whether this process wrote `changed`'s record after `mark` (its write may be newer
-    /// than the record read): the view keeps its own then.
+    /// than the record read): the view keeps its own then, and the next read of the feed
+    /// reads the record again.
     pub fn written_here_since(&self, mark: u64, changed: &Changed) -> bool {
         match &self.engine {
             Engine::Sled(_) => false,

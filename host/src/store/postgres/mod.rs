@@ -143,7 +143,7 @@ impl Postgres {
             message,
         };
         let tls = tls_connector(ca_file.as_deref()).map_err(&failed)?;
-        let listen_with = (config.clone(), tls.clone());
+        let (listen_config, listen_tls) = (config.clone(), tls.clone());
         let manager = deadpool_postgres::Manager::from_config(
             config,
             tls,
@@ -197,7 +197,7 @@ impl Postgres {
             }
         }
         drop(client);
-        let listener = notify::listen(listen_with.0, listen_with.1, me.id, database.clone()).await;
+        let listener = notify::listen(listen_config, listen_tls, me.id, database.clone()).await;
         let feed_writer = changes::Writer {
             id: me.id,
             notify: listener.is_some(),
@@ -266,11 +266,6 @@ impl Postgres {
             .map_err(|error| self.failed(error.0))
     }
 
-    /// How this process lists its changes in the feed.
-    fn writer(&self) -> changes::Writer {
-        self.feed_writer
-    }
-
     /// Notified when another process announces changes, if the database can say so.
     pub fn change_signal(&self) -> Option<Arc<tokio::sync::Notify>> {
         self.listener.as_ref().map(|l| l.woken.clone())
@@ -281,7 +276,6 @@ impl Postgres {
         self.journal.mark()
     }
 
-    /// See [`journal::Journal::written_since`].
     /// Whether this process wrote `key` after `mark`: if so, the next read of the feed
     /// reads the record again.
     pub fn written_since(&self, mark: u64, table: Table, key: &str) -> bool {

@@ -76,7 +76,8 @@ impl Postgres {
                         // row to lock then): judge what it wrote.
                         continue;
                     }
-                    changes::record(&transaction, self.writer(), [(table, key.as_str())]).await?;
+                    changes::record(&transaction, self.feed_writer, [(table, key.as_str())])
+                        .await?;
                     transaction.commit().await?;
                     return Ok(Swapped::Done);
                 }
