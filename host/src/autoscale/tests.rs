@@ -850,18 +850,23 @@ async fn vms_from_before_installation_tags_are_adopted_by_their_servers_record()
     // Two records written by an older zonebroker (no installation tag on their VMs): one
     // whose create call's answer a crash lost, one that knows its VM.
     let mut old = Vec::new();
+    // On sled this process holds every lease, at epoch 1.
+    let fence = crate::store::Fence {
+        config: "linux".into(),
+        epoch: 1,
+    };
     for _ in 0..2 {
-        let (server, _) = setup.broker.record_new_server("linux", 600).await.unwrap();
+        let (server, _) = setup.broker.record_new_server(&fence, 600).await.unwrap();
         setup
             .broker
-            .update_server(server.id, |s| s.installation_tagged = false)
+            .update_server(&fence, server.id, |s| s.installation_tagged = false)
             .await
             .unwrap();
         old.push(server.id);
     }
     setup
         .broker
-        .update_server(old[1], |s| s.instance_id = Some("i-known".into()))
+        .update_server(&fence, old[1], |s| s.instance_id = Some("i-known".into()))
         .await
         .unwrap();
     let legacy = |id: &str, server: uuid::Uuid| {

@@ -7,6 +7,7 @@ use super::records::{
     MAX_UPDATE_ATTEMPTS, VersionedKind, changed_meanwhile, check_precondition, not_found,
     refuse_existing, too_contended,
 };
+use super::servers::ServerWrite;
 use super::{Broker, BrokerError, Change, Inventory};
 use crate::domain::autoscale::{
     AutoScaleConfig, ConfigStatus, Server, ServerStatus, sample_variables,
@@ -171,8 +172,8 @@ impl Broker {
     /// VM or an object must be drained first, and the 409 names each.
     pub async fn delete_autoscale_config(&self, name: &str) -> Result<(), BrokerError> {
         let _turn = self.versioned_writes.lock().await;
-        let (dropped, previous) = {
-            let mut inventory = self.write();
+        let servers: Vec<Server> = {
+            let inventory = self.read();
             if !inventory.autoscale_configs.contains_key(name) {
                 return Err(not_found("AutoScale config", name));
             }
@@ -205,16 +206,31 @@ impl Broker {
                     ),
                 });
             }
-            // Records first: a crash in between leaves the config, and a retry finishes.
-            for server in &servers {
-                self.store.delete_server(server.id)?;
-                inventory.remove_server(server.id);
-            }
+            servers
+        };
+        // Records first: a crash in between leaves the config, and a retry finishes.
+        for server in &servers {
+            self.write_server_in_turn(server.id, None, |_, current| match current {
+                Some(now) if now.may_hold_resources() => Err(BrokerError::Conflict {
+                    code: "concurrent_update",
+                    message: format!(
+                        "server `{}` of AutoScale config `{name}` got a VM or directory object while the config was being deleted: look at it again",
+                        now.id
+                    ),
+                }),
+                Some(_) => Ok(ServerWrite::Delete),
+                None => Ok(ServerWrite::Keep),
+            })
+            .await?;
+        }
+        let previous = {
+            let mut inventory = self.write();
             if inventory.config_status.remove(name).is_some() {
                 self.store.delete_config_status(name)?;
             }
-            (servers.len(), inventory.autoscale_configs.remove(name))
+            inventory.autoscale_configs.remove(name)
         };
+        let dropped = servers.len();
         let expected = previous.as_ref().map(|config| config.version);
         let swap = async {
             // The server records are durable before the config goes.

@@ -17,7 +17,8 @@
 //!
 //! Usage is not in the feed (every placement changes it): every [`REFRESH_USAGE_EVERY`] the
 //! usage of every host is read again, and what others' placements and ends changed is
-//! shown in the view. The view's usage only steers the ranking; the database judges every
+//! shown in the view; a server whose usage changed has its record read again with the next
+//! read of the feed (a placement or an end may change its idle time or make it spent). The view's usage only steers the ranking; the database judges every
 //! reservation. Sessions other processes placed are not in the view: they are read from
 //! the store when asked for by id ([`Broker::session`]).
 
@@ -96,7 +97,19 @@ impl Broker {
             if usage_read.elapsed() >= REFRESH_USAGE_EVERY {
                 usage_read = Instant::now();
                 match self.store.refresh_usage().await {
-                    Ok(hosts) => self.show_usage(&hosts),
+                    Ok(hosts) => {
+                        self.show_usage(&hosts);
+                        // Another process's placement or session end may have changed the
+                        // server's record too (its idle time, spent): read with the feed.
+                        let servers = {
+                            let inventory = self.read();
+                            hosts
+                                .into_iter()
+                                .filter(|host| inventory.servers.contains_key(host))
+                                .collect::<Vec<_>>()
+                        };
+                        self.store.read_servers_again(&servers);
+                    }
                     Err(error) => tracing::warn!(%error, "cannot read the hosts' usage"),
                 }
             }

@@ -6,12 +6,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::records::{MAX_UPDATE_ATTEMPTS, too_contended};
 use super::{Broker, BrokerError, Inventory, now_ms};
 use crate::checkin;
 use crate::domain::autoscale::{AutoScaleConfig, Server, ServerStatus, StaticServer, hostname};
 use crate::domain::capacity::Usage;
 use crate::domain::timestamp::rfc3339;
 use crate::domain::validation::{self, FieldError};
+use crate::store::{Fence, Store, Swapped};
 
 /// A server and what its sessions reserve.
 #[derive(Clone, Debug)]
@@ -157,19 +159,19 @@ impl Broker {
             bootstrapped_at_ms: None,
             vm_created_at_ms: None,
             uncertain_create_at_ms: None,
+            version: 0,
         };
-        let view = {
-            let mut inventory = self.write();
+        self.write_server(id, None, |inventory, _| {
             if !inventory.pools.contains_key(&server.pool) {
                 return Err(FieldError::new("pool", format!("no pool `{}`", server.pool)).into());
             }
             if !inventory.zones.contains_key(&server.zone) {
                 return Err(FieldError::new("zone", format!("no zone `{}`", server.zone)).into());
             }
-            self.store.put_server(&server)?;
-            inventory.put_server(server)
-        };
-        self.commit().await?;
+            Ok(ServerWrite::Put(Box::new(server.clone())))
+        })
+        .await?;
+        let view = self.server(id)?;
         tracing::info!(server = %id, hostname = view.hostname, "static server added");
         Ok(view)
     }
@@ -197,6 +199,7 @@ impl Broker {
         if force {
             self.end_sessions_on(id, "its server is removed by an operator")
                 .await?;
+            self.commit().await?;
         }
         let removal = match &config {
             None => {
@@ -206,34 +209,36 @@ impl Broker {
                         message: format!("server `{id}` got a session meanwhile: try again"),
                     });
                 }
-                let mut inventory = self.write();
-                self.store.delete_server(id)?;
-                inventory.remove_server(id);
+                self.write_server(id, None, |_, current| match current {
+                    Some(_) => Ok(ServerWrite::Delete),
+                    None => Err(not_found(id)),
+                })
+                .await?;
                 Removal::Removed
             }
             Some(_) => {
                 let usage = self.store.close(id).await?;
-                let mut inventory = self.write();
                 let usage = self.usage_now(id, usage);
-                let entry = inventory
-                    .servers
-                    .get_mut(&id)
-                    .ok_or_else(|| not_found(id))?;
-                let mut server = entry.server.clone();
-                if matches!(
-                    server.status,
-                    ServerStatus::Provisioning | ServerStatus::Running
-                ) {
+                if let Some(entry) = self.write().servers.get_mut(&id) {
+                    entry.usage = usage;
+                }
+                self.write_server(id, None, |_, current| {
+                    let server = current.ok_or_else(|| not_found(id))?;
+                    if !matches!(
+                        server.status,
+                        ServerStatus::Provisioning | ServerStatus::Running
+                    ) {
+                        return Ok(ServerWrite::Keep);
+                    }
+                    let mut server = server.clone();
                     server.status = ServerStatus::Draining;
                     server.status_changed_at_ms = now_ms();
-                }
-                self.store.put_server(&server)?;
-                entry.usage = usage;
-                entry.server = server;
-                Removal::Draining(Box::new(entry.view()))
+                    Ok(ServerWrite::Put(Box::new(server)))
+                })
+                .await?;
+                Removal::Draining(Box::new(self.server(id)?))
             }
         };
-        self.commit().await?;
         match &removal {
             Removal::Removed => tracing::info!(server = %id, force, "static server removed"),
             Removal::Draining(view) => {
@@ -261,37 +266,49 @@ impl Broker {
     }
 
     /// The VM of server `id` is gone: it takes no more sessions, its sessions are ended,
-    /// and it is marked `lost` for the reconcile loop to clean up and replace. Answers how
-    /// many sessions ended.
-    pub(crate) async fn mark_lost(&self, id: Uuid, why: &str) -> Result<u32, BrokerError> {
+    /// and it is marked `lost` for the reconcile loop to clean up and replace (a write
+    /// fenced on the pass's lease). Answers how many sessions ended.
+    pub(crate) async fn mark_lost(
+        &self,
+        fence: &Fence,
+        id: Uuid,
+        why: &str,
+    ) -> Result<u32, BrokerError> {
         let Some(sessions) = self.read().servers.get(&id).map(|entry| entry.sessions()) else {
             return Ok(0);
         };
         self.end_sessions_on(id, "its server's VM is gone").await?;
-        {
-            let mut inventory = self.write();
-            let Some(entry) = inventory.servers.get(&id) else {
-                return Ok(0);
+        self.commit().await?;
+        self.write_server(id, Some(fence), |_, current| {
+            let Some(server) = current else {
+                return Ok(ServerWrite::Keep);
             };
-            let mut server = entry.server.clone();
+            let mut server = server.clone();
             server.status = ServerStatus::Lost;
             server.status_changed_at_ms = now_ms();
             server.last_error = Some(why.to_string());
-            self.store.put_server(&server)?;
-            inventory.put_server(server);
-        }
-        self.commit().await?;
+            Ok(ServerWrite::Put(Box::new(server)))
+        })
+        .await?;
         Ok(sessions)
     }
 
     /// A booting VM asks for its variables with its `checkin_jwt`: if the token is ours,
     /// unexpired, and names a server that waits for exactly this token and has not fetched
     /// them yet, the server is claimed for the bootstrap until the claim is completed or
-    /// dropped (so two requests with one token cannot both get an answer).
+    /// dropped (so two requests with one token cannot both get an answer from this
+    /// process; [`Broker::complete_bootstrap`] decides between processes).
     pub(crate) fn claim_bootstrap(&self, token: &str) -> Result<BootstrapClaim<'_>, BrokerError> {
         let claims = self.verify_checkin_token(token)?;
         let mut inventory = self.write();
-        let server = inventory.waiting_server(&claims)?.clone();
+        let server = waiting_for(
+            inventory
+                .servers
+                .get(&claimed_server(&claims)?)
+                .map(|e| &e.server),
+            &claims,
+        )?
+        .clone();
         if server.bootstrapped_at_ms.is_some() || !inventory.bootstrap_claims.insert(server.id) {
             return Err(token_refused());
         }
@@ -307,36 +324,31 @@ impl Broker {
         Ok(BootstrapClaim {
             broker: self,
             server,
+            claims,
             config,
         })
     }
 
     /// Record that the claimed server fetched its variables (durably, before they are
-    /// answered): the token takes no second bootstrap. Answers the server as recorded.
+    /// answered): the token takes no second bootstrap, through this process or another.
+    /// Answers the server as recorded.
     pub(crate) async fn complete_bootstrap(
         &self,
         claim: BootstrapClaim<'_>,
     ) -> Result<Server, BrokerError> {
-        let server = {
-            let mut inventory = self.write();
-            let id = claim.server.id;
-            let Some(entry) = inventory.servers.get(&id) else {
-                return Err(token_refused());
-            };
-            if entry.server.status != ServerStatus::Provisioning
-                || entry.server.checkin_token_id != claim.server.checkin_token_id
-                || entry.server.bootstrapped_at_ms.is_some()
-            {
-                return Err(token_refused());
-            }
-            let mut server = entry.server.clone();
-            server.bootstrapped_at_ms = Some(now_ms());
-            self.store.put_server(&server)?;
-            inventory.put_server(server.clone());
-            server
-        };
+        let server = self
+            .write_server(claim.server.id, None, |_, current| {
+                let server = waiting_for(current, &claim.claims)?;
+                if server.bootstrapped_at_ms.is_some() {
+                    return Err(token_refused());
+                }
+                let mut server = server.clone();
+                server.bootstrapped_at_ms = Some(now_ms());
+                Ok(ServerWrite::Put(Box::new(server)))
+            })
+            .await?
+            .ok_or_else(token_refused)?;
         drop(claim);
-        self.commit().await?;
         tracing::info!(server = %server.id, hostname = server.hostname, "server fetched its variables");
         Ok(server)
     }
@@ -350,7 +362,8 @@ impl Broker {
 
     /// A booted VM presents its `checkin_jwt`: if it is ours, unexpired, names a server that
     /// waits for exactly this token and has fetched its variables, the server records its
-    /// address and starts taking sessions. The token is spent by its first check-in.
+    /// address and starts taking sessions. The token is spent by its first check-in,
+    /// through whichever process: the write is at the version the check was made on.
     pub async fn server_checkin(
         &self,
         token: &str,
@@ -365,87 +378,87 @@ impl Broker {
         if checkin.port == Some(0) {
             return Err(FieldError::new("port", "from 1 to 65535").into());
         }
-        let view = {
-            let mut inventory = self.write();
-            let waiting = inventory.waiting_server(&claims)?;
-            if waiting.bootstrap_required && waiting.bootstrapped_at_ms.is_none() {
-                return Err(BrokerError::Conflict {
-                    code: "bootstrap_required",
-                    message: "the server has not fetched its variables: POST /api/v1/servers/bootstrap with this token first".into(),
-                });
-            }
-            let now = now_ms();
-            let mut server = waiting.clone();
-            server.address = Some(address.to_string());
-            if let Some(port) = checkin.port {
-                server.port = port;
-            }
-            server.status = ServerStatus::Running;
-            server.checkin_token_id = None;
-            server.status_changed_at_ms = now;
-            server.idle_since_ms = Some(now);
-            server.last_error = None;
-            self.store.put_server(&server)?;
-            inventory.put_server(server)
-        };
-        self.commit().await?;
+        let id = claimed_server(&claims)?;
+        self.write_server(id, None, |_, current| {
+                let waiting = waiting_for(current, &claims)?;
+                if waiting.bootstrap_required && waiting.bootstrapped_at_ms.is_none() {
+                    return Err(BrokerError::Conflict {
+                        code: "bootstrap_required",
+                        message: "the server has not fetched its variables: POST /api/v1/servers/bootstrap with this token first".into(),
+                    });
+                }
+                let now = now_ms();
+                let mut server = waiting.clone();
+                server.address = Some(address.to_string());
+                if let Some(port) = checkin.port {
+                    server.port = port;
+                }
+                server.status = ServerStatus::Running;
+                server.checkin_token_id = None;
+                server.status_changed_at_ms = now;
+                server.idle_since_ms = Some(now);
+                server.last_error = None;
+                Ok(ServerWrite::Put(Box::new(server)))
+            })
+            .await?;
+        let view = self.server(id)?;
         self.demand_changed_on_server(view.id);
         tracing::info!(server = %view.id, hostname = view.hostname, address = view.address, "server checked in");
         Ok(view)
     }
 
     /// Record a server an AutoScale config is about to create, with its idempotency key and
-    /// check-in token id, durably, before the provider is asked for the VM. Answers the
-    /// server and its check-in token.
+    /// check-in token id, durably, before the provider is asked for the VM (a write fenced
+    /// on the pass's lease). Answers the server and its check-in token.
     pub(crate) async fn record_new_server(
         &self,
-        config_name: &str,
+        fence: &Fence,
         token_lifetime_secs: u64,
     ) -> Result<(Server, String), BrokerError> {
+        let config_name = fence.config.as_str();
         let id = Uuid::new_v4();
         let jti = Uuid::new_v4().to_string();
         let now = now_ms();
-        let server = {
-            let mut inventory = self.write();
-            let config = inventory
-                .autoscale_configs
-                .get(config_name)
-                .ok_or_else(|| BrokerError::NotFound {
-                    kind: "AutoScale config",
-                    key: config_name.to_string(),
-                })?;
-            let server = Server {
-                id,
-                pool: config.pool.clone(),
-                zone: config.zone.clone(),
-                config: Some(config.name.clone()),
-                hostname: inventory.unique_hostname(&config.server_name_prefix, id),
-                address: None,
-                port: config.port(),
-                connection_type: config.connection_type,
-                max_sessions: config.max_sessions_per_server,
-                status: ServerStatus::Provisioning,
-                instance_id: None,
-                idempotency_key: format!("zb-{}", id.simple()),
-                checkin_token_id: Some(jti.clone()),
-                spent: false,
-                created_at_ms: now,
-                status_changed_at_ms: now,
-                idle_since_ms: None,
-                last_error: None,
-                ad_computer_dn: None,
-                ad_ldap_config: None,
-                installation_tagged: true,
-                bootstrap_required: true,
-                bootstrapped_at_ms: None,
-                vm_created_at_ms: None,
-                uncertain_create_at_ms: None,
-            };
-            self.store.put_server(&server)?;
-            inventory.put_server(server.clone());
-            server
-        };
-        self.commit().await?;
+        let server = self
+            .write_server(id, Some(fence), |inventory, _| {
+                let config = inventory
+                    .autoscale_configs
+                    .get(config_name)
+                    .ok_or_else(|| BrokerError::NotFound {
+                        kind: "AutoScale config",
+                        key: config_name.to_string(),
+                    })?;
+                Ok(ServerWrite::Put(Box::new(Server {
+                    id,
+                    pool: config.pool.clone(),
+                    zone: config.zone.clone(),
+                    config: Some(config.name.clone()),
+                    hostname: inventory.unique_hostname(&config.server_name_prefix, id),
+                    address: None,
+                    port: config.port(),
+                    connection_type: config.connection_type,
+                    max_sessions: config.max_sessions_per_server,
+                    status: ServerStatus::Provisioning,
+                    instance_id: None,
+                    idempotency_key: format!("zb-{}", id.simple()),
+                    checkin_token_id: Some(jti.clone()),
+                    spent: false,
+                    created_at_ms: now,
+                    status_changed_at_ms: now,
+                    idle_since_ms: None,
+                    last_error: None,
+                    ad_computer_dn: None,
+                    ad_ldap_config: None,
+                    installation_tagged: true,
+                    bootstrap_required: true,
+                    bootstrapped_at_ms: None,
+                    vm_created_at_ms: None,
+                    uncertain_create_at_ms: None,
+                    version: 0,
+                })))
+            })
+            .await?
+            .ok_or_else(|| not_found(id))?;
         let token = checkin::issue(
             self.store.checkin_key(),
             &id.to_string(),
@@ -456,35 +469,33 @@ impl Broker {
         Ok((server, token))
     }
 
-    /// Change a server record with `change` (the reconcile loop), durably. Answers the
-    /// server as changed, or `None` if it is gone.
+    /// Change a server record with `change` (the reconcile loop; a write fenced on the
+    /// pass's lease), durably. `change` is applied to the record as it is (again, if another
+    /// process changed it meanwhile). Answers the server as changed, or `None` if it is gone.
     pub(crate) async fn update_server(
         &self,
+        fence: &Fence,
         id: Uuid,
-        change: impl FnOnce(&mut Server),
+        change: impl Fn(&mut Server),
     ) -> Result<Option<Server>, BrokerError> {
-        let server = {
-            let mut inventory = self.write();
-            let Some(entry) = inventory.servers.get_mut(&id) else {
-                return Ok(None);
+        self.write_server(id, Some(fence), |_, current| {
+            let Some(server) = current else {
+                return Ok(ServerWrite::Keep);
             };
-            let mut server = entry.server.clone();
-            let status = server.status;
+            let mut server = server.clone();
             change(&mut server);
-            if server.status != status {
+            if server.status != current.map_or(server.status, |c| c.status) {
                 server.status_changed_at_ms = now_ms();
             }
-            self.store.put_server(&server)?;
-            entry.server = server.clone();
-            server
-        };
-        self.commit().await?;
-        Ok(Some(server))
+            Ok(ServerWrite::Put(Box::new(server)))
+        })
+        .await
     }
 
     /// Close an idle server to new sessions and mark it destroying, atomically against
-    /// placement. Answers false (and changes nothing) if a session got there first.
-    pub(crate) async fn begin_destroy(&self, id: Uuid) -> Result<bool, BrokerError> {
+    /// placement (a write fenced on the pass's lease). Answers false (and changes nothing)
+    /// if a session got there first.
+    pub(crate) async fn begin_destroy(&self, fence: &Fence, id: Uuid) -> Result<bool, BrokerError> {
         let closing = match self.read().servers.get(&id) {
             None => return Ok(false),
             Some(entry) => !matches!(
@@ -492,32 +503,150 @@ impl Broker {
                 ServerStatus::Destroying | ServerStatus::Lost
             ),
         };
-        if closing {
-            if !self.store.close_if_idle(id).await? {
-                return Ok(false);
-            }
-            let mut inventory = self.write();
-            let usage = self.usage_now(id, Usage::default().closed());
-            let Some(entry) = inventory.servers.get_mut(&id) else {
-                return Ok(false);
-            };
-            entry.usage = usage;
-            entry.server.status = ServerStatus::Destroying;
-            entry.server.status_changed_at_ms = now_ms();
-            self.store.put_server(&entry.server)?;
+        if !closing {
+            return Ok(true);
         }
-        self.commit().await?;
-        Ok(true)
+        if !self.store.close_if_idle(id).await? {
+            return Ok(false);
+        }
+        let usage = self.usage_now(id, Usage::default().closed());
+        if let Some(entry) = self.write().servers.get_mut(&id) {
+            entry.usage = usage;
+        }
+        let written = self
+            .write_server(id, Some(fence), |_, current| {
+                let Some(server) = current else {
+                    return Ok(ServerWrite::Keep);
+                };
+                let mut server = server.clone();
+                if !matches!(server.status, ServerStatus::Destroying | ServerStatus::Lost) {
+                    server.status = ServerStatus::Destroying;
+                    server.status_changed_at_ms = now_ms();
+                }
+                Ok(ServerWrite::Put(Box::new(server)))
+            })
+            .await;
+        match written {
+            Ok(server) => Ok(server.is_some()),
+            Err(error) => {
+                // Not marked destroying (this process lost the lease, say): open it again
+                // to the sessions it was closed to.
+                if let Err(reopen) = self.store.reopen(id).await {
+                    tracing::warn!(server = %id, error = %reopen, "a server closed to be destroyed, and not marked destroying, cannot be opened again");
+                }
+                Err(error)
+            }
+        }
     }
 
-    /// Forget a destroyed server.
-    pub(crate) async fn forget_server(&self, id: Uuid) -> Result<(), BrokerError> {
-        {
-            let mut inventory = self.write();
-            self.store.delete_server(id)?;
-            inventory.remove_server(id);
+    /// Forget a destroyed server (a write fenced on the pass's lease).
+    pub(crate) async fn forget_server(&self, fence: &Fence, id: Uuid) -> Result<(), BrokerError> {
+        self.write_server(id, Some(fence), |_, current| {
+            Ok(match current {
+                Some(_) => ServerWrite::Delete,
+                None => ServerWrite::Keep,
+            })
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Write server `id` at a version, the only way a server record is written: `decide`
+    /// judges the record as the view has it (with the view, under its lock) and says what to
+    /// write; if another process changed the record meanwhile, it judges again the record as
+    /// the store has it now. The view shows the write from the moment it is decided (so the
+    /// checks other writes make under the view's lock see it) and learns the store's record
+    /// when the write was stale. With a `fence`, a reconcile write: refused
+    /// ([`crate::store::StoreError::Fenced`]) unless the pass's lease is still held.
+    /// Answers the record as written (or kept; `None`: there is none).
+    pub(super) async fn write_server(
+        &self,
+        id: Uuid,
+        fence: Option<&Fence>,
+        decide: impl FnMut(&Inventory, Option<&Server>) -> Result<ServerWrite, BrokerError>,
+    ) -> Result<Option<Server>, BrokerError> {
+        let _turn = self.versioned_writes.lock().await;
+        self.write_server_in_turn(id, fence, decide).await
+    }
+
+    /// [`Broker::write_server`], for a caller that holds `versioned_writes`.
+    pub(super) async fn write_server_in_turn(
+        &self,
+        id: Uuid,
+        fence: Option<&Fence>,
+        mut decide: impl FnMut(&Inventory, Option<&Server>) -> Result<ServerWrite, BrokerError>,
+    ) -> Result<Option<Server>, BrokerError> {
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let (expected, next) = {
+                let mut inventory = self.write();
+                let current = inventory.servers.get(&id).map(|entry| &entry.server);
+                let expected = current.map(|server| server.version);
+                let next = match decide(&inventory, current)? {
+                    ServerWrite::Keep => return Ok(current.cloned()),
+                    ServerWrite::Put(server) => {
+                        let mut server = *server;
+                        server.version = expected.map_or(1, |version| version + 1);
+                        inventory.put_server(server.clone());
+                        Some(server)
+                    }
+                    ServerWrite::Delete => {
+                        inventory.remove_server(id);
+                        None
+                    }
+                };
+                (expected, next)
+            };
+            let mut unsettled = UnsettledServer {
+                broker: self,
+                id,
+                settled: false,
+            };
+            let swapped = self
+                .store
+                .swap_server(id, expected, next.as_ref(), fence)
+                .await?;
+            unsettled.settled = true;
+            match swapped {
+                Swapped::Done => return Ok(next),
+                Swapped::Stale(now) => self.write().learn_server(id, now, &self.store),
+            }
         }
-        self.commit().await
+        Err(too_contended("server", &id.to_string()))
+    }
+
+    /// A server write whose outcome is unknown (it failed, or its caller stopped waiting):
+    /// the view learns the record as the store has it, at once (sled) or with the
+    /// follower's next read (PostgreSQL).
+    fn learn_server_later(&self, id: Uuid) {
+        if let Some(now) = self.store.server_unsettled(id) {
+            self.write().learn_server(id, now, &self.store);
+        }
+    }
+}
+
+/// What a server write does with the record (see [`Broker::write_server`]).
+pub(super) enum ServerWrite {
+    /// Write this record (at the next version).
+    Put(Box<Server>),
+    /// Remove the record, with its usage.
+    Delete,
+    /// Write nothing.
+    Keep,
+}
+
+/// A server write under way: dropped before it settles (it failed, or its caller stopped
+/// waiting), the view learns the store's record.
+struct UnsettledServer<'a> {
+    broker: &'a Broker,
+    id: Uuid,
+    settled: bool,
+}
+
+impl Drop for UnsettledServer<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.broker.learn_server_later(self.id);
+        }
     }
 }
 
@@ -535,6 +664,7 @@ pub enum Removal {
 pub(crate) struct BootstrapClaim<'a> {
     broker: &'a Broker,
     pub server: Server,
+    claims: checkin::Claims,
     pub config: AutoScaleConfig,
 }
 
@@ -550,18 +680,41 @@ fn token_refused() -> BrokerError {
     )
 }
 
-impl Inventory {
-    /// The provisioning server a valid check-in token names, if it still waits for that
-    /// very token.
-    fn waiting_server(&self, claims: &checkin::Claims) -> Result<&Server, BrokerError> {
-        let id = Uuid::parse_str(&claims.sub).map_err(|_| token_refused())?;
-        let entry = self.servers.get(&id).ok_or_else(token_refused)?;
-        if entry.server.status != ServerStatus::Provisioning
-            || entry.server.checkin_token_id.as_deref() != Some(claims.jti.as_str())
+/// The server a valid check-in token names.
+fn claimed_server(claims: &checkin::Claims) -> Result<Uuid, BrokerError> {
+    Uuid::parse_str(&claims.sub).map_err(|_| token_refused())
+}
+
+/// `server`, the one a valid check-in token names, if it is provisioning and still waits
+/// for that very token.
+fn waiting_for<'a>(
+    server: Option<&'a Server>,
+    claims: &checkin::Claims,
+) -> Result<&'a Server, BrokerError> {
+    match server {
+        Some(server)
+            if server.status == ServerStatus::Provisioning
+                && server.checkin_token_id.as_deref() == Some(claims.jti.as_str()) =>
         {
-            return Err(token_refused());
+            Ok(server)
         }
-        Ok(&entry.server)
+        _ => Err(token_refused()),
+    }
+}
+
+impl Inventory {
+    /// Show server `id` as the store has it (`None`: gone), keeping its usage.
+    pub(super) fn learn_server(&mut self, id: Uuid, now: Option<Server>, store: &Store) {
+        match now {
+            Some(server) if self.servers.contains_key(&id) => {
+                self.put_server(server);
+            }
+            Some(server) => self.insert_server(ServerEntry {
+                server,
+                usage: store.usage_of(id).unwrap_or_default(),
+            }),
+            None => self.remove_server(id),
+        }
     }
 
     /// Insert or replace a server record, keeping its usage. Answers its view.

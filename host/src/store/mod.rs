@@ -90,6 +90,23 @@ pub enum StoreError {
         "the database was migrated by a newer zonebroker (schema {found}, this build knows {known}); upgrade this process"
     )]
     NewerDatabaseSchema { found: i32, known: i32 },
+    /// A reconcile write fenced on a config lease this process no longer holds at that
+    /// epoch: nothing was written.
+    #[error(
+        "this process no longer holds the lease of AutoScale config `{}` at epoch {}: another reconciles it",
+        .0.config, .0.epoch
+    )]
+    Fenced(Fence),
+}
+
+/// What a reconcile write is fenced on: the lease of AutoScale config `config`, held by
+/// this process at `epoch` when the pass began. The store refuses the write, in its own
+/// transaction, unless the lease is still held by this process at that epoch and
+/// unexpired (on sled, one process holds every lease).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub config: String,
+    pub epoch: i64,
 }
 
 /// What a write at a version found.
@@ -350,7 +367,8 @@ impl Store {
     /// (`version` reads a record's; `None`: only if there is none), durably. The check and
     /// the write are one step in the engine (a compare-and-swap on sled; one transaction
     /// holding the row on PostgreSQL), so two writers never lose each other's update, even
-    /// from two processes.
+    /// from two processes. With a `fence`, the same step refuses the write unless the lease
+    /// is still held at its epoch ([`StoreError::Fenced`]).
     async fn swap<T: Serialize + DeserializeOwned>(
         &self,
         table: Table,
@@ -358,6 +376,7 @@ impl Store {
         expected: Option<u64>,
         next: Option<&T>,
         version: fn(&T) -> u64,
+        fence: Option<&Fence>,
     ) -> Result<Swapped<T>, StoreError> {
         let at_expected = |raw: Option<&[u8]>| match raw {
             None => expected.is_none(),
@@ -376,7 +395,10 @@ impl Store {
             Engine::Postgres(pg) => {
                 let next = next.map(encode_bare);
                 let at_expected = |raw: Option<&str>| at_expected(raw.map(str::as_bytes));
-                match pg.swap(table, key, next.as_deref(), at_expected).await? {
+                match pg
+                    .swap(table, key, next.as_deref(), at_expected, fence)
+                    .await?
+                {
                     Swapped::Done => return Ok(Swapped::Done),
                     Swapped::Stale(current) => current.map(String::into_bytes),
                 }
@@ -535,6 +557,7 @@ impl Store {
             expected,
             next,
             |stored| stored.config.version,
+            None,
         )
         .await
     }
@@ -557,6 +580,7 @@ impl Store {
             expected,
             next,
             |config| config.version,
+            None,
         )
         .await
     }
@@ -618,13 +642,31 @@ impl Store {
         self.scan(Table::Servers)
     }
 
-    pub fn put_server(&self, server: &Server) -> Result<(), StoreError> {
-        self.put(Table::Servers, Key::Id(server.id), server)
-    }
-
-    pub fn delete_server(&self, id: Uuid) -> Result<(), StoreError> {
-        self.delete(Table::Servers, Key::Id(id))?;
-        self.forget_usage(id)
+    /// Write server `id` (`None` deletes it, with its usage) if it is at version `expected`
+    /// (`None`: only if there is none), fenced on `fence` if given: see [`Swapped`]. The
+    /// only way a server record is written: placements and session ends change it in the
+    /// same step as the usage, at a new version (see [`Server::session_placed`]).
+    pub async fn swap_server(
+        &self,
+        id: Uuid,
+        expected: Option<u64>,
+        next: Option<&Server>,
+        fence: Option<&Fence>,
+    ) -> Result<Swapped<Server>, StoreError> {
+        let swapped = self
+            .swap(
+                Table::Servers,
+                Key::Id(id),
+                expected,
+                next,
+                |server| server.version,
+                fence,
+            )
+            .await?;
+        if next.is_none() && matches!(swapped, Swapped::Done) {
+            self.forget_usage(id)?;
+        }
+        Ok(swapped)
     }
 
     // Sessions and the usage they reserve.
@@ -807,6 +849,57 @@ impl Store {
         Ok(closed.unwrap_or_default())
     }
 
+    /// Open `host` to new sessions again (it was closed for a step that did not happen).
+    pub async fn reopen(&self, host: Uuid) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sled(sled) => {
+                sled.update_usage(host, |usage| {
+                    Some(Usage {
+                        closed: false,
+                        ..usage
+                    })
+                })?;
+                sled.commit().await?;
+                Ok(())
+            }
+            Engine::Postgres(pg) => pg.reopen_host(host).await,
+        }
+    }
+
+    /// A write of server `id` may or may not have been taken (it failed, or its writer
+    /// stopped waiting): on sled, the record as it is now (`Some(None)`: gone), for the
+    /// view; on PostgreSQL `None`, and the follower's next read of the feed reads the record
+    /// again.
+    pub fn server_unsettled(&self, id: Uuid) -> Option<Option<Server>> {
+        match &self.engine {
+            Engine::Sled(sled) => match sled.get(Table::Servers, Key::Id(id)) {
+                Ok(raw) => raw
+                    .map(|raw| decode(Table::Servers.name(), &raw))
+                    .transpose()
+                    .inspect_err(|error| tracing::error!(server = %id, %error, "cannot read a server record"))
+                    .ok(),
+                Err(error) => {
+                    tracing::error!(server = %id, %error, "cannot read a server record");
+                    None
+                }
+            },
+            Engine::Postgres(pg) => {
+                pg.read_again(Table::Servers, &id.to_string());
+                None
+            }
+        }
+    }
+
+    /// Have the follower read the records of `servers` again with its next read of the feed
+    /// (PostgreSQL; on sled this process made every change).
+    pub fn read_servers_again(&self, servers: &[Uuid]) {
+        if let Engine::Postgres(pg) = &self.engine {
+            for id in servers {
+                pg.read_again(Table::Servers, &id.to_string());
+            }
+        }
+    }
+
     fn forget_usage(&self, host: Uuid) -> Result<(), StoreError> {
         match &self.engine {
             Engine::Sled(sled) => sled.delete(Table::Usage, Key::Id(host)),
@@ -825,18 +918,31 @@ impl Store {
         self.delete(Table::Sessions, Key::Id(id))
     }
 
-    /// Change server `id`'s record in place (sled; PostgreSQL edits it in SQL). A server
-    /// that is gone stays gone.
-    fn edit_server(&self, id: Uuid, edit: impl FnOnce(&mut Server)) -> Result<(), StoreError> {
+    /// Change server `id`'s record in place, atomically against the writes at a version
+    /// (sled; PostgreSQL edits it in SQL). A server that is gone stays gone.
+    fn edit_server(&self, id: Uuid, edit: impl Fn(&mut Server)) -> Result<(), StoreError> {
         let Engine::Sled(sled) = &self.engine else {
             unreachable!("PostgreSQL edits servers in its statements")
         };
-        if let Some(raw) = sled.get(Table::Servers, Key::Id(id))? {
+        loop {
+            let Some(raw) = sled.get(Table::Servers, Key::Id(id))? else {
+                return Ok(());
+            };
             let mut server: Server = decode(Table::Servers.name(), &raw)?;
             edit(&mut server);
-            self.put_server(&server)?;
+            let unchanged = |now: Option<&[u8]>| now == Some(raw.as_slice());
+            if sled
+                .swap(
+                    Table::Servers,
+                    Key::Id(id),
+                    Some(encode(&server)),
+                    unchanged,
+                )?
+                .is_ok()
+            {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     /// Recompute every host's usage from the sessions (sled, at open: what a crash between

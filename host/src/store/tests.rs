@@ -335,9 +335,14 @@ async fn swap_counted(
     next: Option<&Counted>,
 ) -> Swapped<Counted> {
     store
-        .swap(Table::Zones, Key::Name("counted"), expected, next, |c| {
-            c.version
-        })
+        .swap(
+            Table::Zones,
+            Key::Name("counted"),
+            expected,
+            next,
+            |c| c.version,
+            None,
+        )
         .await
         .unwrap()
 }

@@ -8,6 +8,7 @@ use crate::autoscale::cloud::Cloud;
 use crate::autoscale::directory::{Directory, DirectoryError, random_password};
 use crate::domain::autoscale::{AutoScaleConfig, Server, hostname};
 use crate::domain::ldap::{LdapConfig, computer_dn};
+use crate::store::Fence;
 
 impl<C: Cloud, D: Directory> Reconciler<C, D> {
     /// The LDAP config `server`'s object was made through (else the config's), password
@@ -54,6 +55,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
     /// unrecorded is adopted. Answers the server as updated.
     pub(super) async fn prepare_ad_account(
         &self,
+        fence: &Fence,
         config: &AutoScaleConfig,
         server: &Server,
     ) -> Result<Server, Failure> {
@@ -92,7 +94,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                     tracing::warn!(server = %server.id, taken = dn, renamed, "the host name is taken in the directory; renaming the server");
                     server = self
                         .broker
-                        .update_server(server.id, |s| s.hostname = renamed)
+                        .update_server(fence, server.id, |s| s.hostname = renamed.clone())
                         .await
                         .map_err(store_failure)?
                         .unwrap_or(server);
@@ -104,9 +106,9 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         let (recorded, through) = (Some(dn.clone()), Some(ldap.name.clone()));
         match self
             .broker
-            .update_server(server.id, |s| {
-                s.ad_computer_dn = recorded;
-                s.ad_ldap_config = through;
+            .update_server(fence, server.id, |s| {
+                s.ad_computer_dn = recorded.clone();
+                s.ad_ldap_config = through.clone();
             })
             .await
             .map_err(store_failure)?

@@ -113,6 +113,16 @@ impl ConfigLeases {
         }
     }
 
+    /// A write fenced on `config`'s lease was refused: another process holds it now, and
+    /// this one stops counting it as held.
+    pub fn lost(&self, broker: &Broker, config: &str) {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(config);
+        broker.metrics().config_lease(config, false);
+    }
+
     fn lookup(&self, config: &str) -> Option<Held> {
         self.held
             .lock()

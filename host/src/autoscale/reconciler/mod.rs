@@ -279,6 +279,14 @@ fn ignore_not_found(error: ProviderError) -> Result<(), ProviderError> {
     }
 }
 
+/// The `call` of a failure that is a write refused for the lease this pass was fenced on:
+/// another process reconciles the config now.
+const FENCED: &str = "lease";
+
 fn store_failure(error: crate::broker::BrokerError) -> Failure {
-    failed("store")(error)
+    let call = match error {
+        crate::broker::BrokerError::Store(crate::store::StoreError::Fenced(_)) => FENCED,
+        _ => "store",
+    };
+    failed(call)(error)
 }

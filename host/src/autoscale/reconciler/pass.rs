@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::leases::Holding;
 use super::{
-    Failure, PassReport, Reconciler, TAG_CONFIG, TAG_INSTALLATION, TAG_SERVER, failed,
+    FENCED, Failure, PassReport, Reconciler, TAG_CONFIG, TAG_INSTALLATION, TAG_SERVER, failed,
     ignore_not_found, store_failure,
 };
 use crate::autoscale::cloud::Cloud;
@@ -22,6 +22,7 @@ use crate::domain::autoscale::{
 };
 use crate::domain::provider::{ProviderError, Vm, VmState};
 use crate::domain::text::cap;
+use crate::store::Fence;
 
 /// The first back-off after a failure; it doubles with each failure in a row.
 const BACKOFF_START: Duration = Duration::from_secs(2);
@@ -83,8 +84,11 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
     pub(super) async fn reconcile_config(&self, name: &str, kind: PassKind) -> PassReport {
         let now = now_ms();
         let mut status = self.broker.config_status(name);
-        match self.leases.hold(&self.broker, name).await {
-            Holding::Ready(_epoch) => {}
+        let fence = match self.leases.hold(&self.broker, name).await {
+            Holding::Ready(epoch) => Fence {
+                config: name.to_string(),
+                epoch,
+            },
             Holding::CatchingUp => {
                 tracing::debug!(
                     config = name,
@@ -96,7 +100,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                 self.broker.config_reconciled_elsewhere(name);
                 return PassReport::default();
             }
-        }
+        };
         if status.reconciled_elsewhere {
             // Taken over: the status is this process's from now on.
             status.reconciled_elsewhere = false;
@@ -106,7 +110,22 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             return PassReport::default();
         }
         let mut findings = Findings::default();
-        let outcome = self.reconcile_steps(name, kind, now, &mut findings).await;
+        let outcome = self.reconcile_steps(&fence, kind, now, &mut findings).await;
+        if let Err(failure) = &outcome
+            && failure.call == FENCED
+        {
+            // Another process took the config over while this pass ran: it stops here and
+            // leaves the config, its status included, to the new holder.
+            tracing::warn!(
+                config = name,
+                epoch = fence.epoch,
+                "a write of this pass was refused: the config's lease is lost, another process reconciles it now: {}",
+                failure.message
+            );
+            self.leases.lost(&self.broker, name);
+            self.broker.config_reconciled_elsewhere(name);
+            return findings.report;
+        }
         let metrics = self.broker.metrics();
         // What this pass did not look at again still stands: VMs not ours (when it did not
         // audit), and VMs of ours that could not be destroyed (when it did not list).
@@ -185,13 +204,15 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
     }
 
     /// The steps of one config's pass; answers the available sessions it planned with.
+    /// Every record it writes is fenced on `fence`, the lease of the config it reconciles.
     async fn reconcile_steps(
         &self,
-        name: &str,
+        fence: &Fence,
         kind: PassKind,
         now: u64,
         findings: &mut Findings,
     ) -> Result<u32, Failure> {
+        let name = fence.config.as_str();
         let Some(config) = self.broker.autoscale_config_stored(name) else {
             return Ok(0);
         };
@@ -231,11 +252,11 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             }
 
             // 2. Adopt what a crash left unrecorded; remove what no record knows.
-            self.adopt_and_sweep(&config, &provider, &vms, findings)
+            self.adopt_and_sweep(fence, &config, &provider, &vms, findings)
                 .await?;
 
             // 3. Servers whose VM is gone.
-            self.find_lost(&config, &provider, &vms, now, findings)
+            self.find_lost(fence, &config, &provider, &vms, now, findings)
                 .await?;
         }
 
@@ -255,7 +276,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         for (id, reason) in &planned.destroy {
             if self
                 .broker
-                .begin_destroy(*id)
+                .begin_destroy(fence, *id)
                 .await
                 .map_err(store_failure)?
             {
@@ -279,8 +300,12 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             };
             // A server that cannot be destroyed yet (recorded on it) must not hold up the
             // creates the pool needs: report the first failure after them.
-            match self.destroy(&config, &provider, &entry, reason).await {
+            match self
+                .destroy(fence, &config, &provider, &entry, reason)
+                .await
+            {
                 Ok(()) => findings.report.destroyed += 1,
+                Err(failure) if failure.call == FENCED => return Err(failure),
                 Err(failure) => {
                     if failure.call == "destroy-vm"
                         && let Some(instance_id) = &entry.server.instance_id
@@ -303,7 +328,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         let creates = if config.enabled { planned.create } else { 0 };
         for _ in 0..creates {
             self.broker
-                .record_new_server(name, config.provision_timeout)
+                .record_new_server(fence, config.provision_timeout)
                 .await
                 .map_err(store_failure)?;
         }
@@ -318,7 +343,8 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             .then(|| server.clone())
         });
         for server in &to_provision {
-            self.provision(&config, &provider, server, now).await?;
+            self.provision(fence, &config, &provider, server, now)
+                .await?;
             findings.report.created += 1;
         }
         findings.stuck = destroy_failure;
@@ -472,6 +498,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
     /// server, and a VM no record knows.
     async fn adopt_and_sweep(
         &self,
+        fence: &Fence,
         config: &AutoScaleConfig,
         provider: &StoredProviderConfig,
         vms: &[Vm],
@@ -490,10 +517,10 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             let server_id = vm.tag(TAG_SERVER).and_then(|id| Uuid::parse_str(id).ok());
             match server_id.and_then(|id| servers.iter().find(|h| h.server == id)) {
                 Some(entry) if entry.instance_id.is_none() && adopted.insert(entry.server) => {
-                    let instance_id = vm.instance_id.clone();
+                    let instance_id = &vm.instance_id;
                     self.broker
-                        .update_server(entry.server, |s| {
-                            s.instance_id = Some(instance_id);
+                        .update_server(fence, entry.server, |s| {
+                            s.instance_id = Some(instance_id.clone());
                             s.vm_created_at_ms = Some(now_ms());
                             s.uncertain_create_at_ms = None;
                         })
@@ -530,7 +557,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                 .is_some_and(|at| now.saturating_sub(at) >= grace_ms);
             if settled && held.instance_id.is_none() && !adopted.contains(&held.server) {
                 self.broker
-                    .update_server(held.server, |s| s.uncertain_create_at_ms = None)
+                    .update_server(fence, held.server, |s| s.uncertain_create_at_ms = None)
                     .await
                     .map_err(store_failure)?;
             }
@@ -575,6 +602,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
     /// left for the next pass; an unanswered `get-vm` decides nothing.
     async fn find_lost(
         &self,
+        fence: &Fence,
         config: &AutoScaleConfig,
         provider: &StoredProviderConfig,
         vms: &[Vm],
@@ -619,7 +647,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             };
             let ended = self
                 .broker
-                .mark_lost(server.id, why)
+                .mark_lost(fence, server.id, why)
                 .await
                 .map_err(store_failure)?;
             findings.report.lost += 1;

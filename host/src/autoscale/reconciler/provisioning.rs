@@ -13,11 +13,13 @@ use crate::checkin;
 use crate::domain::autoscale::{AutoScaleConfig, Server, StoredProviderConfig, script_values};
 use crate::domain::provider::{ProviderError, VmSpec};
 use crate::domain::text::cap;
+use crate::store::Fence;
 
 impl<C: Cloud, D: Directory> Reconciler<C, D> {
     /// it `destroying` (or `lost`, with what is left), for the next pass.
     pub(super) async fn destroy(
         &self,
+        fence: &Fence,
         config: &AutoScaleConfig,
         provider: &StoredProviderConfig,
         entry: &ServerEntry,
@@ -32,7 +34,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                 .or_else(ignore_not_found);
             self.forget_listing(provider);
             if let Err(error) = destroyed {
-                self.record_error(server, &error.to_string()).await?;
+                self.record_error(fence, server, &error.to_string()).await?;
                 return Err(failed("destroy-vm")(error));
             }
         }
@@ -45,7 +47,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         };
         if let Some(dn) = &dn {
             self.broker
-                .update_server(server.id, |s| s.instance_id = None)
+                .update_server(fence, server.id, |s| s.instance_id = None)
                 .await
                 .map_err(store_failure)?;
             let ldap = self.ldap_config_of(config, server)?;
@@ -54,13 +56,13 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                 .delete_computer(&ldap, dn, config.recursive_ad_cleanup)
                 .await;
             if let Err(error) = deleted {
-                self.record_error(server, &error.to_string()).await?;
+                self.record_error(fence, server, &error.to_string()).await?;
                 return Err(failed("ad-delete")(error));
             }
             tracing::info!(server = %server.id, dn, "AD computer object deleted");
         }
         self.broker
-            .forget_server(server.id)
+            .forget_server(fence, server.id)
             .await
             .map_err(store_failure)?;
         if let Some(config) = &server.config {
@@ -70,10 +72,15 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         Ok(())
     }
 
-    async fn record_error(&self, server: &Server, message: &str) -> Result<(), Failure> {
+    async fn record_error(
+        &self,
+        fence: &Fence,
+        server: &Server,
+        message: &str,
+    ) -> Result<(), Failure> {
         let message = cap(message.to_string());
         self.broker
-            .update_server(server.id, |s| s.last_error = Some(message))
+            .update_server(fence, server.id, |s| s.last_error = Some(message.clone()))
             .await
             .map_err(store_failure)?;
         Ok(())
@@ -82,6 +89,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
     /// Render `server`'s startup script and ask the provider for its VM.
     pub(super) async fn provision(
         &self,
+        fence: &Fence,
         config: &AutoScaleConfig,
         provider: &StoredProviderConfig,
         server: &Server,
@@ -97,7 +105,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             deadline_ms.saturating_sub(now).div_ceil(1000).max(1),
         );
         let server = if config.create_ad_computer_record {
-            self.prepare_ad_account(config, server).await?
+            self.prepare_ad_account(fence, config, server).await?
         } else {
             server.clone()
         };
@@ -142,11 +150,10 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         // and a young VM is never taken for lost.)
         match self.cloud.create(provider, spec).await {
             Ok(vm) => {
-                let instance_id = vm.instance_id.clone();
                 let recorded = self
                     .broker
-                    .update_server(server.id, |s| {
-                        s.instance_id = Some(instance_id);
+                    .update_server(fence, server.id, |s| {
+                        s.instance_id = Some(vm.instance_id.clone());
                         s.vm_created_at_ms = Some(now_ms());
                         s.uncertain_create_at_ms = None;
                         s.last_error = None;
@@ -181,8 +188,8 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                 );
                 let message = cap(error.to_string());
                 self.broker
-                    .update_server(server.id, |s| {
-                        s.last_error = Some(message);
+                    .update_server(fence, server.id, |s| {
+                        s.last_error = Some(message.clone());
                         if !surely_no_vm {
                             s.uncertain_create_at_ms = Some(now_ms());
                         }
@@ -194,7 +201,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                     match self.directory.delete_computer(&ldap, dn, false).await {
                         Ok(()) => {
                             self.broker
-                                .update_server(server.id, |s| {
+                                .update_server(fence, server.id, |s| {
                                     s.ad_computer_dn = None;
                                     s.ad_ldap_config = None;
                                 })

@@ -128,7 +128,7 @@ impl Postgres {
         let rows = transaction
             .query(
                 "SELECT DISTINCT kind, key FROM changes WHERE revision > $1 AND writer <> $2",
-                &[&after, &self.holder.id],
+                &[&after, &self.id],
             )
             .await
             .map_err(sql)?;

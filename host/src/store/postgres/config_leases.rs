@@ -12,8 +12,7 @@ use super::Postgres;
 use super::retry::{Failure, retrying};
 
 /// Take or renew the lease of config `$1` for holder `$2` for `$3` seconds, unless another
-/// holds it and it has not been expired for `$4` seconds. Answers the epoch if held, and the
-/// change feed's revision (what a new holder's view must have applied before it acts).
+/// holds it and it has not been expired for `$4` seconds. Answers the epoch if held.
 const HOLD: &str = "
     INSERT INTO config_leases AS l (config, holder, epoch, expires_at)
     VALUES ($1, $2, 1, now() + make_interval(secs => $3))
@@ -23,10 +22,17 @@ const HOLD: &str = "
                      THEN l.epoch ELSE l.epoch + 1 END,
         expires_at = excluded.expires_at
     WHERE l.holder = excluded.holder OR l.expires_at <= now() - make_interval(secs => $4)
-    RETURNING epoch, (SELECT value FROM revision WHERE singleton)";
+    RETURNING epoch";
+
+/// The change feed's revision, read after [`HOLD`] in a statement of its own: its snapshot
+/// then includes every write the previous holder fenced on its lease (the lease row, held
+/// `FOR SHARE` by such a write, made HOLD wait for its commit). Read in HOLD's own statement,
+/// it would be the revision as of before that wait.
+const REVISION: &str = "SELECT value FROM revision WHERE singleton";
 
 impl Postgres {
-    /// See [`crate::store::Store::hold_config_lease`].
+    /// See [`crate::store::Store::hold_config_lease`]: the epoch, and the change feed's
+    /// revision (what a new holder's view must have applied before it acts).
     pub async fn hold_config_lease(
         &self,
         config: &str,
@@ -37,18 +43,18 @@ impl Postgres {
         let row = retrying(&self.database, "taking a config's lease", || async {
             let client = self.pool.get().await?;
             let statement = client.prepare_cached(HOLD).await?;
-            Ok::<_, Failure>(
-                client
-                    .query_opt(
-                        &statement,
-                        &[&config, &self.holder.id, &params.0, &params.1],
-                    )
-                    .await?,
-            )
+            let held = client
+                .query_opt(&statement, &[&config, &self.id, &params.0, &params.1])
+                .await?;
+            let Some(held) = held else {
+                return Ok::<_, Failure>(None);
+            };
+            let revision = client.query_one(REVISION, &[]).await?;
+            Ok(Some((held.get(0), revision.get(0))))
         })
         .await
         .map_err(|e| self.failed(e))?;
-        Ok(row.map(|row| (row.get(0), row.get(1))))
+        Ok(row)
     }
 
     /// Give back every config lease this process holds (a clean stop): they expire now, so
@@ -59,7 +65,7 @@ impl Postgres {
         client
             .execute(
                 "UPDATE config_leases SET expires_at = now() WHERE holder = $1",
-                &[&self.holder.id],
+                &[&self.id],
             )
             .await
             .map_err(|e| self.sql(&e))?;

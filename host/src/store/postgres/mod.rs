@@ -9,13 +9,14 @@
 //! - Usage lives in columns, changed only by single statements that check and change it in
 //!   the database ([`usage`]): a placement reserves and records its session in one
 //!   statement, an ending session deletes and releases in one. Usage is never rebuilt.
-//! - For now one process serves a database ([`lease`]): the broker's view of the other
-//!   records is read once at start.
+//! - Any number of processes share a database: each lists what it writes in the change
+//!   feed ([`changes`]) and follows the others'; records several write are written at a
+//!   version ([`versioned`]); each AutoScale config is reconciled by the holder of its
+//!   lease ([`config_leases`]).
 
 mod changes;
 mod config_leases;
 mod journal;
-mod lease;
 mod notify;
 mod retry;
 mod schema;
@@ -94,9 +95,9 @@ pub(super) struct Postgres {
     /// Commits placements and session ends, many to a transaction.
     sessions: Arc<session_writer::SessionWriter>,
     session_writer: tokio::task::AbortHandle,
-    renewer: tokio::task::AbortHandle,
-    /// This process, as the lease's holder.
-    holder: lease::Holder,
+    /// This process among those sharing the database: the holder of its config leases and
+    /// the writer of its changes.
+    id: Uuid,
     /// The last usage seen of each host, with its row's revision.
     usage: Mutex<HashMap<Uuid, (i64, Usage)>>,
     /// Records a read of the change feed found changed elsewhere but left as the view had
@@ -119,7 +120,6 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         self.writer.abort();
         self.session_writer.abort();
-        self.renewer.abort();
     }
 }
 
@@ -184,22 +184,11 @@ impl Postgres {
             .await
             .map_err(sql)?
             .get(0);
-        // Last, so that nothing above can fail while this process holds the lease.
-        let me = lease::Holder::this_process();
-        match lease::take(&client, &me).await {
-            Ok(()) => {}
-            Err(lease::Refused::Sql(error)) => return Err(sql(error)),
-            Err(lease::Refused::Held { host, pid, for_s }) => {
-                return Err(failed(format!(
-                    "another zonebroker (host {host}, pid {pid}) serves this database (its lease runs {for_s:.0} s more unless it renews it); \
-                     for now one process serves a database: each reads the other records once at start and reconciles every AutoScale config"
-                )));
-            }
-        }
         drop(client);
-        let listener = notify::listen(listen_config, listen_tls, me.id, database.clone()).await;
+        let id = Uuid::new_v4();
+        let listener = notify::listen(listen_config, listen_tls, id, database.clone()).await;
         let feed_writer = changes::Writer {
-            id: me.id,
+            id,
             notify: listener.is_some(),
         };
 
@@ -215,8 +204,6 @@ impl Postgres {
             async move { sessions.run(pool, database).await }
         })
         .abort_handle();
-        let renewer =
-            tokio::spawn(keep_lease(pool.clone(), me.clone(), database.clone())).abort_handle();
         tracing::info!(database, "using the PostgreSQL database");
         let engine = Postgres {
             pool,
@@ -225,8 +212,7 @@ impl Postgres {
             writer,
             sessions,
             session_writer,
-            renewer,
-            holder: me,
+            id,
             usage: Mutex::new(usage),
             recheck: Mutex::default(),
             tokens,
@@ -249,14 +235,9 @@ impl Postgres {
         }
     }
 
-    /// Commit what is staged and give the lease back (a clean stop).
+    /// Commit what is staged (a clean stop).
     pub async fn close(&self) -> Result<(), StoreError> {
-        self.commit().await?;
-        self.renewer.abort();
-        let client = self.client().await?;
-        lease::give_back(&client, &self.holder)
-            .await
-            .map_err(|e| self.sql(&e))
+        self.commit().await
     }
 
     pub async fn commit(&self) -> Result<(), StoreError> {
@@ -281,12 +262,18 @@ impl Postgres {
     pub fn written_since(&self, mark: u64, table: Table, key: &str) -> bool {
         let written = self.journal.written_since(mark, table, key);
         if written {
-            self.recheck
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert((table, key.to_string()));
+            self.read_again(table, key);
         }
         written
+    }
+
+    /// Have the follower's next read of the feed read `key` of `table` again (a write of
+    /// it whose outcome this process does not know).
+    pub fn read_again(&self, table: Table, key: &str) {
+        self.recheck
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((table, key.to_string()));
     }
 
     /// See [`journal::Journal::forget_through`].
@@ -474,29 +461,6 @@ async fn shared_secrets(
             .map_err(|_| corrupt("installation_id"))?,
     };
     Ok((secrets, (token("admin_token")?, token("agent_token")?)))
-}
-
-/// Renew the lease until the task is aborted. Another process holding it means this one
-/// stalled past it and was replaced: it stops at once rather than write beside its successor.
-async fn keep_lease(pool: deadpool_postgres::Pool, me: lease::Holder, database: String) {
-    loop {
-        tokio::time::sleep(lease::RENEW_EVERY).await;
-        let renewed = match pool.get().await {
-            Ok(client) => lease::renew(&client, &me).await.map_err(|e| sql_error(&e)),
-            Err(error) => Err(error_chain(&error)),
-        };
-        match renewed {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::error!(
-                    database,
-                    "another process took this database's lease while this one could not renew it: stopping"
-                );
-                std::process::exit(75);
-            }
-            Err(error) => tracing::warn!(database, "cannot renew the database lease: {error}"),
-        }
-    }
 }
 
 /// What the database said (its message and SQLSTATE), or why it could not be asked.

@@ -102,6 +102,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE TABLE config_status (name text PRIMARY KEY, record jsonb NOT NULL);
     "#,
+    // 7: several processes share a database (the change feed, config leases, servers
+    // written at a version): the lease of the one process that served it goes.
+    r#"
+    DROP TABLE manager_lease;
+    "#,
 ];
 
 /// The schema version this build creates and understands.

@@ -37,14 +37,17 @@ fn usage_of(alias: &str) -> String {
 }
 
 /// Reserve on the best-ranked offer with room, record its session and, `on_server`, end
-/// the server's idle time, in one statement. `lock` is `SKIP LOCKED` (rows another
+/// the server's idle time (a new version of its record if it was idle: see
+/// `Server::session_placed`), in one statement. `lock` is `SKIP LOCKED` (rows another
 /// placement holds are passed over) or empty (wait for them, then check them again). The
 /// usage rows are found by index (`host = ANY`), whatever the planner guesses of `unnest`.
 fn place_sql(lock: &str, on_server: bool) -> String {
     let busy = if on_server {
         ", busy AS (
-             UPDATE servers s SET record = jsonb_set(s.record, '{idle_since_ms}', 'null')
-             FROM reserved r WHERE s.id = r.host
+             UPDATE servers s SET record = s.record || jsonb_build_object(
+                 'idle_since_ms', null,
+                 'version', coalesce((s.record->>'version')::bigint, 0) + 1)
+             FROM reserved r WHERE s.id = r.host AND s.record->'idle_since_ms' <> 'null'
          )"
     } else {
         ""
@@ -96,8 +99,9 @@ const PLACED: &str = "SELECT (s.record->>'agent')::uuid, u.sessions, u.millicore
                       WHERE s.id = $1";
 
 /// End a session and give back what it reserved (closing the host if `$6`); `on_server`,
-/// also mark the server spent if `$6` and idle from `$7` if no session is left. Answers the
-/// host's usage after, or no row if the session was not there (or its host is gone).
+/// also mark the server spent if `$6` and idle from `$7` if no session is left, at a new
+/// version if either changed (see `Server::session_ended`). Answers the host's usage after,
+/// or no row if the session was not there (or its host is gone).
 fn end_session_sql(on_server: bool) -> String {
     let release = "UPDATE usage u SET sessions = greatest(u.sessions - 1, 0),
             millicores = greatest(u.millicores - $3, 0), memory = greatest(u.memory - $4, 0),
@@ -112,8 +116,12 @@ fn end_session_sql(on_server: bool) -> String {
                  UPDATE servers s SET record = s.record || jsonb_build_object(
                      'spent', coalesce((s.record->>'spent')::boolean, false) OR $6,
                      'idle_since_ms', CASE WHEN r.sessions = 0 THEN to_jsonb($7::bigint)
-                                           ELSE s.record->'idle_since_ms' END)
+                                           ELSE s.record->'idle_since_ms' END,
+                     'version', coalesce((s.record->>'version')::bigint, 0) + 1)
                  FROM released r WHERE s.id = r.host
+                   AND ((NOT coalesce((s.record->>'spent')::boolean, false) AND $6)
+                        OR (r.sessions = 0
+                            AND s.record->'idle_since_ms' IS DISTINCT FROM to_jsonb($7::bigint)))
              )
              SELECT {USAGE} FROM released"
         )
@@ -146,6 +154,11 @@ const CLOSE: &str = "
     INSERT INTO usage (host, closed) VALUES ($1, true)
     ON CONFLICT (host) DO UPDATE SET closed = true, revision = usage.revision + 1
     WHERE NOT $2 OR usage.sessions = 0
+    RETURNING sessions, millicores, memory, gpus, closed, revision";
+
+/// Open a closed host to sessions again.
+const REOPEN: &str = "
+    UPDATE usage SET closed = false, revision = revision + 1 WHERE host = $1
     RETURNING sessions, millicores, memory, gpus, closed, revision";
 
 /// The usage columns of `row` from column `at` on, and the row's revision after them.
@@ -451,6 +464,21 @@ impl Postgres {
             self.learn(host, revision, usage);
             usage
         }))
+    }
+
+    /// See [`crate::store::Store::reopen`].
+    pub async fn reopen_host(&self, host: Uuid) -> Result<(), StoreError> {
+        let row = retrying(&self.database, "opening a host again", || async {
+            let client = self.pool.get().await?;
+            Ok::<_, Failure>(client.query_opt(REOPEN, &[&host]).await?)
+        })
+        .await
+        .map_err(|e| self.failed(e))?;
+        if let Some(row) = row {
+            let (usage, revision) = usage_at(&row, 0);
+            self.learn(host, revision, usage);
+        }
+        Ok(())
     }
 
     /// A session's record (placed by any process).

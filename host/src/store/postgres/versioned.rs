@@ -1,16 +1,25 @@
-//! Records kept at a version (VM provider configs, AutoScale configs): a write names the
-//! version it replaces and the database refuses it, in the same transaction, if the stored
-//! record is at another, so that no process writes back a copy older than what another
-//! wrote. These writes are transactions of their own, not the journal's: each answers
-//! whether it was taken.
+//! Records kept at a version (VM provider configs, AutoScale configs, servers): a write
+//! names the version it replaces and the database refuses it, in the same transaction, if
+//! the stored record is at another, so that no process writes back a copy older than what
+//! another wrote. These writes are transactions of their own, not the journal's: each
+//! answers whether it was taken. A reconcile write is also fenced: the same transaction
+//! refuses it unless this process still holds the config's lease at the pass's epoch,
+//! and holds the lease row (`FOR SHARE`) until it commits, so no takeover lands between
+//! the check and the write.
 
 use tokio_postgres::types::ToSql;
 
-use super::super::{Key, StoreError, Swapped, Table};
+use super::super::{Fence, Key, StoreError, Swapped, Table};
 use super::Postgres;
 use super::changes;
 use super::retry::retrying;
 use super::schema::key_column;
+
+/// Whether this process (`$2`) holds the lease of config `$1` at epoch `$3`, unexpired; the
+/// row stays locked against a takeover until the write commits.
+const FENCE: &str = "SELECT 1 FROM config_leases
+                     WHERE config = $1 AND holder = $2 AND epoch = $3 AND expires_at > now()
+                     FOR SHARE";
 
 impl Postgres {
     /// Write `next` (JSON; `None` deletes) under `key` in `table` if `at_expected` accepts
@@ -19,13 +28,15 @@ impl Postgres {
     /// judges the record this one left.
     ///
     /// Repeated after an attempt whose outcome is unknown, a write that finds its own
-    /// record (or, deleting, finds none) counts as taken.
+    /// record (or, deleting, finds none) counts as taken. A host (a server) gets its usage
+    /// row with its record, and loses it with it.
     pub async fn swap(
         &self,
         table: Table,
         key: Key<'_>,
         next: Option<&str>,
         at_expected: impl Fn(Option<&str>) -> bool,
+        fence: Option<&Fence>,
     ) -> Result<Swapped<String>, StoreError> {
         let (column, key_type) = key_column(table);
         let name = table.name();
@@ -41,6 +52,7 @@ impl Postgres {
              ON CONFLICT ({column}) DO NOTHING"
         );
         let delete = format!("DELETE FROM {name} WHERE {column} = $1::text::{key_type}");
+        let host = matches!(table, Table::Servers | Table::Agents);
         let key = key.text();
         let what = format!("a write of {name} `{key}` at its version");
         let mut attempts = 0;
@@ -54,6 +66,13 @@ impl Postgres {
                 let params: [&(dyn ToSql + Sync); 2] = [key, &next];
                 loop {
                     let transaction = client.transaction().await?;
+                    if let Some(fence) = fence {
+                        let params: [&(dyn ToSql + Sync); 3] =
+                            [&fence.config, &self.id, &fence.epoch];
+                        if transaction.query_opt(FENCE, &params).await?.is_none() {
+                            return Ok(Err(fence.clone()));
+                        }
+                    }
                     let found = transaction.query_opt(select.as_str(), &params).await?;
                     let current: Option<String> = found.as_ref().map(|row| row.get(0));
                     let ours = found
@@ -61,10 +80,10 @@ impl Postgres {
                         .and_then(|row| row.get::<_, Option<bool>>(1))
                         .unwrap_or(false);
                     if repeated && (ours || (next.is_none() && current.is_none())) {
-                        return Ok(Swapped::Done);
+                        return Ok(Ok(Swapped::Done));
                     }
                     if !at_expected(current.as_deref()) {
-                        return Ok(Swapped::Stale(current));
+                        return Ok(Ok(Swapped::Stale(current)));
                     }
                     let written = match (next, &current) {
                         (Some(_), Some(_)) => transaction.execute(update.as_str(), &params).await?,
@@ -76,14 +95,25 @@ impl Postgres {
                         // row to lock then): judge what it wrote.
                         continue;
                     }
+                    if host {
+                        let usage = match next {
+                            Some(_) => {
+                                "INSERT INTO usage (host) VALUES ($1::text::uuid)
+                                 ON CONFLICT (host) DO NOTHING"
+                            }
+                            None => "DELETE FROM usage WHERE host = $1::text::uuid",
+                        };
+                        transaction.execute(usage, &[key]).await?;
+                    }
                     changes::record(&transaction, self.feed_writer, [(table, key.as_str())])
                         .await?;
                     transaction.commit().await?;
-                    return Ok(Swapped::Done);
+                    return Ok(Ok(Swapped::Done));
                 }
             }
         })
         .await
-        .map_err(|e| self.failed(e))
+        .map_err(|e| self.failed(e))?
+        .map_err(StoreError::Fenced)
     }
 }

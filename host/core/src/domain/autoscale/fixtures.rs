@@ -63,5 +63,6 @@ pub(crate) fn a_server() -> Server {
         bootstrapped_at_ms: None,
         vm_created_at_ms: None,
         uncertain_create_at_ms: None,
+        version: 0,
     }
 }

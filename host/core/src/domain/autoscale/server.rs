@@ -103,6 +103,12 @@ pub struct Server {
     /// unknown error): until a listing shows none carries its id, it may hold a VM.
     #[serde(default)]
     pub uncertain_create_at_ms: Option<u64>,
+    /// Grows by one with every change of the record, whoever makes it (a write at a
+    /// version, or a placement or session end changing `idle_since_ms` or `spent`): a
+    /// write names the version it replaces, so no process writes an older copy over a
+    /// newer one. 0 for records from before versions.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl Server {
@@ -116,18 +122,25 @@ impl Server {
 }
 
 impl Server {
-    /// A session was placed on it: it is no longer idle.
+    /// A session was placed on it: it is no longer idle (a new version if it was). (The
+    /// PostgreSQL store does the same in SQL.)
     pub fn session_placed(&mut self) {
-        self.idle_since_ms = None;
+        if self.idle_since_ms.take().is_some() {
+            self.version += 1;
+        }
     }
 
     /// A session ended on it, leaving `sessions_left`: a server that is not `reusable` is
-    /// spent, and one left without sessions is idle from `now_ms`. (The PostgreSQL store
-    /// does the same in SQL.)
+    /// spent, and one left without sessions is idle from `now_ms` (a new version if either
+    /// changed). (The PostgreSQL store does the same in SQL.)
     pub fn session_ended(&mut self, reusable: bool, sessions_left: u32, now_ms: u64) {
+        let before = (self.spent, self.idle_since_ms);
         self.spent |= !reusable;
         if sessions_left == 0 {
             self.idle_since_ms = Some(now_ms);
+        }
+        if (self.spent, self.idle_since_ms) != before {
+            self.version += 1;
         }
     }
 
