@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use zonebroker_test_support::api::{agent, image, metric, request_session, until};
 use zonebroker_test_support::postgres::{Cluster, cluster};
 use zonebroker_test_support::{
     ADMIN_TOKEN, Server, ServerOptions, Storage, configs, example_strategy, private_tempdir,
@@ -41,44 +42,10 @@ fn on_cluster(cluster: &Cluster, database: &str, options: ServerOptions) -> Serv
     )
 }
 
-fn agent(server: &Server, zone: &str, hostname: &str, max_sessions: u32) -> String {
-    let body = json!({
-        "hostname": hostname, "address": "10.0.0.1", "port": 4902,
-        "cores": 64.0, "memory": 1024 * GIB, "max_sessions": max_sessions,
-    });
-    server.check_in(zone, body)["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
-fn image(server: &Server, token: &str, name: &str) {
-    let body = json!({ "name": name, "cores": 1.0, "memory": GIB });
-    let (status, answer) = server.call_as(
-        "default",
-        "POST",
-        "/api/v1/images",
-        Some(&body),
-        Some(token),
-        None,
-    );
-    assert_eq!(status, 201, "{answer}");
-}
-
 fn place(server: &Server, zone: &str, image: &str) -> String {
     let (status, session) = request_session(server, zone, image, "ada");
     assert_eq!(status, 201, "{session}");
     session["id"].as_str().unwrap().to_string()
-}
-
-/// `POST /sessions` of `image` for `user` through `zone`'s listener.
-fn request_session(server: &Server, zone: &str, image: &str, user: &str) -> (u16, Value) {
-    server.call(
-        zone,
-        "POST",
-        "/api/v1/sessions",
-        Some(&json!({ "image": image, "user": user })),
-    )
 }
 
 /// `PATCH path` with `body`, only if the record is at `version` (`If-Match`).
@@ -481,26 +448,6 @@ fn as_another_manager(cluster: &Cluster, database: &str, kind: &str, key: &str, 
              SELECT value, '{kind}', '{key}', gen_random_uuid() FROM next; COMMIT"
         ),
     );
-}
-
-/// The value of the metric line starting with `series` (name and labels) at `/metrics`.
-fn metric(server: &Server, series: &str) -> Option<f64> {
-    let text = server.admin_get("default", "/metrics").text().unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-}
-
-/// Wait until `seen` holds (at most 10 s); answers how long it took.
-fn until(what: &str, seen: impl Fn() -> bool) -> Duration {
-    let start = Instant::now();
-    while !seen() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{what}: not seen after 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    start.elapsed()
 }
 
 /// The change feed: this process lists its writes under a revision each transaction, and

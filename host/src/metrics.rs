@@ -28,6 +28,9 @@ pub struct Metrics {
     feed_applied: Counter,
     feed_read_errors: Counter,
     config_leases_held: Family<Labels, Gauge>,
+    plugin_active: Family<Labels, Gauge>,
+    /// The version each uploaded plugin's `plugin_active` series names now.
+    active_versions: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Default for Metrics {
@@ -131,7 +134,15 @@ impl Default for Metrics {
             "1 while this process holds an AutoScale config's lease (it reconciles the config), else 0",
             config_leases_held.clone(),
         );
+        let plugin_active = Family::default();
+        registry.register(
+            "plugin_active_version",
+            "1 for the version of each uploaded plugin this process calls now (the first 12 hex digits of its sha256)",
+            plugin_active.clone(),
+        );
         Metrics {
+            plugin_active,
+            active_versions: Default::default(),
             feed_revision,
             feed_applied,
             feed_read_errors,
@@ -261,6 +272,21 @@ impl Metrics {
         self.config_leases_held
             .get_or_create(&vec![("config", config.to_string())])
             .set(i64::from(held));
+    }
+
+    /// Uploaded plugin `plugin` runs `version` in this process from now on.
+    pub fn plugin_active(&self, plugin: &str, version: &str) {
+        let labels = |version: String| vec![("plugin", plugin.to_string()), ("version", version)];
+        let mut active = self
+            .active_versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(previous) = active.insert(plugin.to_string(), version.to_string()) {
+            self.plugin_active.remove(&labels(previous));
+        }
+        self.plugin_active
+            .get_or_create(&labels(version.to_string()))
+            .set(1);
     }
 
     /// The Prometheus text exposition.

@@ -160,15 +160,18 @@ impl Broker {
             Ok((plugin, compiled)) => {
                 tracing::info!(
                     plugin = record.name,
-                    version = &active[..12],
+                    version = short(active),
                     compiled = compiled == Compiled::Now,
                     "plugin loaded"
                 );
-                if let Err(error) = self
+                match self
                     .registry
                     .activate(&record.name, Arc::new(plugin), false)
                 {
-                    tracing::error!(plugin = record.name, "cannot activate: {error}");
+                    Ok(_) => self.metrics.plugin_active(&record.name, short(active)),
+                    Err(error) => {
+                        tracing::error!(plugin = record.name, "cannot activate: {error}")
+                    }
                 }
             }
             Err(error) => tracing::error!(
@@ -284,6 +287,7 @@ impl Broker {
                     .map_err(|e| {
                         BrokerError::internal("the plugin registry refused the version", e)
                     })?;
+                self.metrics.plugin_active(name, short(&sha256));
                 record.activate(&sha256, actor, now);
             }
             self.store.put_plugin(&record)?;
@@ -303,7 +307,7 @@ impl Broker {
         self.commit().await?;
         tracing::info!(
             plugin = name,
-            version = &sha256[..12],
+            version = short(&sha256),
             active = view.active,
             created = view.created,
             "plugin uploaded"
@@ -363,6 +367,7 @@ impl Broker {
                     .map_err(|e| {
                         BrokerError::internal("the plugin registry refused the version", e)
                     })?;
+                self.metrics.plugin_active(name, short(version));
                 *record = updated;
             }
         }
@@ -517,4 +522,9 @@ fn not_found(name: &str) -> BrokerError {
         kind: "plugin",
         key: name.to_string(),
     }
+}
+
+/// A version as the API and the metrics name it: the first 12 hex digits of its sha256.
+fn short(sha256: &str) -> &str {
+    sha256.get(..12).unwrap_or(sha256)
 }

@@ -11,6 +11,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod api;
+pub mod autoscale;
 pub mod configs;
 pub mod load;
 pub mod moto;

@@ -120,7 +120,7 @@ impl ConfigLeases {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(config);
-        broker.metrics().config_lease(config, false);
+        held_elsewhere(broker, config);
     }
 
     fn lookup(&self, config: &str) -> Option<Held> {
@@ -162,7 +162,7 @@ impl ConfigLeases {
                 if held.remove(config).is_some() {
                     tracing::warn!(config, "another process took over the config's lease");
                 }
-                broker.metrics().config_lease(config, false);
+                held_elsewhere(broker, config);
                 None
             }
             // The store cannot be asked: what was held stays held until it runs out.
@@ -174,6 +174,12 @@ impl ConfigLeases {
             }
         }
     }
+}
+
+/// Another process holds `config`'s lease: its metric and status say so.
+fn held_elsewhere(broker: &Broker, config: &str) {
+    broker.metrics().config_lease(config, false);
+    broker.config_reconciled_elsewhere(config);
 }
 
 /// How long a lease of `lease` counts as held after its request was sent: a fifth less,

@@ -123,7 +123,6 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
                 failure.message
             );
             self.leases.lost(&self.broker, name);
-            self.broker.config_reconciled_elsewhere(name);
             return findings.report;
         }
         let metrics = self.broker.metrics();

@@ -225,7 +225,13 @@ async fn statements(
                     None => Done::Placed(placement.try_once(client, false).await?),
                 }
             }
-            Op::End(ending) => Done::Ended(ending.run(client).await?),
+            Op::End(ending) => {
+                let mut ended = ending.run(client).await?;
+                // After an attempt that may have committed, a session no longer there was
+                // ended by it (or by another end meanwhile: gone either way, as asked).
+                ended.existed |= repeated;
+                Done::Ended(ended)
+            }
         })
     }));
     let (begun, first) = join(begin, first).await;

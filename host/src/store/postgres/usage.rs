@@ -481,13 +481,19 @@ impl Postgres {
         Ok(())
     }
 
-    /// A session's record (placed by any process).
+    /// A session's record (placed by any process); waits for a database that is away, as
+    /// the end it is read for would.
     pub async fn session(&self, id: Uuid) -> Result<Option<String>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt("SELECT record::text FROM sessions WHERE id = $1", &[&id])
-            .await
-            .map_err(|e| self.sql(&e))?;
+        let row = retrying(&self.database, "reading a session", || async {
+            let client = self.pool.get().await?;
+            Ok::<_, Failure>(
+                client
+                    .query_opt("SELECT record::text FROM sessions WHERE id = $1", &[&id])
+                    .await?,
+            )
+        })
+        .await
+        .map_err(|e| self.failed(e))?;
         Ok(row.map(|row| row.get(0)))
     }
 
