@@ -13,7 +13,7 @@ use crate::domain::autoscale::{
     AutoScaleConfig, ConfigStatus, Server, ServerStatus, sample_variables,
 };
 use crate::domain::validation::FieldError;
-use crate::store::Swapped;
+use crate::store::{Fence, Swapped};
 
 /// Where the view keeps AutoScale configs, and their version.
 const AUTOSCALE_CONFIGS: VersionedKind<AutoScaleConfig> = VersionedKind {
@@ -148,6 +148,7 @@ impl Broker {
                 .await?
             {
                 Swapped::Done => {}
+                Swapped::Busy => unreachable!("a config's write closes no host"),
                 // Another process changed it first: apply the change to that version (the
                 // loop sees the version the view learned).
                 Swapped::Stale(Some(_)) => {
@@ -210,7 +211,7 @@ impl Broker {
         };
         // Records first: a crash in between leaves the config, and a retry finishes.
         for server in &servers {
-            self.write_server_in_turn(server.id, None, |_, current| match current {
+            self.write_server_in_turn(server.id, None, false, |_, current| match current {
                 Some(now) if now.may_hold_resources() => Err(BrokerError::Conflict {
                     code: "concurrent_update",
                     message: format!(
@@ -284,8 +285,9 @@ impl Broker {
 
     /// Record what this process's pass of an AutoScale config found: in the view and, when
     /// it changed, in the store, where the other processes sharing it read it.
-    pub(crate) async fn record_config_status(&self, name: &str, status: ConfigStatus) {
-        let stored = {
+    pub(crate) async fn record_config_status(&self, fence: &Fence, status: ConfigStatus) {
+        let name = fence.config.as_str();
+        {
             let mut inventory = self.write();
             if !inventory.autoscale_configs.contains_key(name) {
                 return;
@@ -296,13 +298,8 @@ impl Broker {
             if previous.as_ref() == Some(&status) {
                 return;
             }
-            self.store.put_config_status(name, &status)
-        };
-        let committed = async {
-            stored?;
-            self.store.commit().await
-        };
-        if let Err(error) = committed.await {
+        }
+        if let Err(error) = self.store.put_config_status(name, &status, fence).await {
             tracing::warn!(config = name, %error, "cannot store the config's status");
         }
     }

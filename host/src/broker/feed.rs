@@ -185,6 +185,15 @@ impl Broker {
                     inventory.plugins.remove(&name);
                     self.registry.remove(&name);
                 }
+                Changed::Server(id, Some(server))
+                    if inventory
+                        .servers
+                        .get(&id)
+                        .is_some_and(|entry| entry.server.version > server.version) =>
+                {
+                    // Read before a placement or an end of this process changed it (they
+                    // do not wait for the feed): the view's is newer. Versions only grow.
+                }
                 Changed::Server(id, server) => {
                     let usage = match inventory.servers.get(&id) {
                         Some(entry) => entry.usage,

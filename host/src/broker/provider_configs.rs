@@ -174,6 +174,7 @@ impl Broker {
                 .await?
             {
                 Swapped::Done => {}
+                Swapped::Busy => unreachable!("a config's write closes no host"),
                 // Another process changed it first: apply the change to that version.
                 Swapped::Stale(Some(_)) => continue,
                 Swapped::Stale(None) => return Err(not_found("VM provider config", name)),

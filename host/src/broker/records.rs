@@ -93,6 +93,8 @@ impl Broker {
                 unsettled.previous = None;
                 Ok(Swapped::Done)
             }
+            // Nothing was written: `unsettled` puts `previous` back.
+            Ok(Swapped::Busy) => Ok(Swapped::Busy),
             Ok(Swapped::Stale(now)) => {
                 unsettled.previous = Some(now.clone());
                 Ok(Swapped::Stale(now))

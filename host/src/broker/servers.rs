@@ -492,50 +492,36 @@ impl Broker {
         .await
     }
 
-    /// Close an idle server to new sessions and mark it destroying, atomically against
-    /// placement (a write fenced on the pass's lease). Answers false (and changes nothing)
-    /// if a session got there first.
+    /// Close an idle server to new sessions and mark it destroying, in one step, atomic
+    /// against placement (a write fenced on the pass's lease). Answers false (and changes
+    /// nothing) if a session got there first.
     pub(crate) async fn begin_destroy(&self, fence: &Fence, id: Uuid) -> Result<bool, BrokerError> {
-        let closing = match self.read().servers.get(&id) {
-            None => return Ok(false),
-            Some(entry) => !matches!(
-                entry.server.status,
-                ServerStatus::Destroying | ServerStatus::Lost
-            ),
-        };
-        if !closing {
-            return Ok(true);
-        }
-        if !self.store.close_if_idle(id).await? {
-            return Ok(false);
-        }
-        let usage = self.usage_now(id, Usage::default().closed());
-        if let Some(entry) = self.write().servers.get_mut(&id) {
-            entry.usage = usage;
-        }
+        let _turn = self.versioned_writes.lock().await;
         let written = self
-            .write_server(id, Some(fence), |_, current| {
+            .write_server_in_turn(id, Some(fence), true, |_, current| {
                 let Some(server) = current else {
                     return Ok(ServerWrite::Keep);
                 };
-                let mut server = server.clone();
-                if !matches!(server.status, ServerStatus::Destroying | ServerStatus::Lost) {
-                    server.status = ServerStatus::Destroying;
-                    server.status_changed_at_ms = now_ms();
+                if matches!(server.status, ServerStatus::Destroying | ServerStatus::Lost) {
+                    return Ok(ServerWrite::Keep);
                 }
+                let mut server = server.clone();
+                server.status = ServerStatus::Destroying;
+                server.status_changed_at_ms = now_ms();
                 Ok(ServerWrite::Put(Box::new(server)))
             })
             .await;
         match written {
-            Ok(server) => Ok(server.is_some()),
-            Err(error) => {
-                // Not marked destroying (this process lost the lease, say): open it again
-                // to the sessions it was closed to.
-                if let Err(reopen) = self.store.reopen(id).await {
-                    tracing::warn!(server = %id, error = %reopen, "a server closed to be destroyed, and not marked destroying, cannot be opened again");
+            Ok(server) => {
+                if let Some(entry) = self.write().servers.get_mut(&id) {
+                    entry.usage = entry.usage.closed();
                 }
-                Err(error)
+                Ok(server.is_some())
             }
+            Err(BrokerError::Conflict {
+                code: HOST_BUSY, ..
+            }) => Ok(false),
+            Err(error) => Err(error),
         }
     }
 
@@ -566,35 +552,50 @@ impl Broker {
         decide: impl FnMut(&Inventory, Option<&Server>) -> Result<ServerWrite, BrokerError>,
     ) -> Result<Option<Server>, BrokerError> {
         let _turn = self.versioned_writes.lock().await;
-        self.write_server_in_turn(id, fence, decide).await
+        self.write_server_in_turn(id, fence, false, decide).await
     }
 
-    /// [`Broker::write_server`], for a caller that holds `versioned_writes`.
+    /// [`Broker::write_server`], for a caller that holds `versioned_writes`; with
+    /// `close_idle`, the write also closes the server to new sessions in the same step,
+    /// and is refused (a 409 [`HOST_BUSY`]) if it has any.
     pub(super) async fn write_server_in_turn(
         &self,
         id: Uuid,
         fence: Option<&Fence>,
+        close_idle: bool,
         mut decide: impl FnMut(&Inventory, Option<&Server>) -> Result<ServerWrite, BrokerError>,
     ) -> Result<Option<Server>, BrokerError> {
+        // Whether the record judged is the store's (else the view's, which may lag behind
+        // another process's write: a refusal is made only on the store's).
+        let mut from_store = false;
         for _ in 0..MAX_UPDATE_ATTEMPTS {
-            let (expected, next) = {
+            // Judged and shown in the view under one hold of its lock.
+            let written = {
                 let mut inventory = self.write();
                 let current = inventory.servers.get(&id).map(|entry| &entry.server);
                 let expected = current.map(|server| server.version);
-                let next = match decide(&inventory, current)? {
-                    ServerWrite::Keep => return Ok(current.cloned()),
-                    ServerWrite::Put(server) => {
+                match decide(&inventory, current) {
+                    Err(_) if !from_store => None,
+                    Err(refused) => return Err(refused),
+                    Ok(ServerWrite::Keep) => return Ok(current.cloned()),
+                    Ok(ServerWrite::Put(server)) => {
                         let mut server = *server;
                         server.version = expected.map_or(1, |version| version + 1);
                         inventory.put_server(server.clone());
-                        Some(server)
+                        Some((expected, Some(server)))
                     }
-                    ServerWrite::Delete => {
+                    Ok(ServerWrite::Delete) => {
                         inventory.remove_server(id);
-                        None
+                        Some((expected, None))
                     }
-                };
-                (expected, next)
+                }
+            };
+            let Some((expected, next)) = written else {
+                from_store = true;
+                if let Some(now) = self.store.server_now(id).await? {
+                    self.write().learn_server(id, now, &self.store);
+                }
+                continue;
             };
             let mut unsettled = UnsettledServer {
                 broker: self,
@@ -603,12 +604,22 @@ impl Broker {
             };
             let swapped = self
                 .store
-                .swap_server(id, expected, next.as_ref(), fence)
+                .swap_server(id, expected, next.as_ref(), fence, close_idle)
                 .await?;
             unsettled.settled = true;
             match swapped {
                 Swapped::Done => return Ok(next),
-                Swapped::Stale(now) => self.write().learn_server(id, now, &self.store),
+                Swapped::Stale(now) => {
+                    self.write().learn_server(id, now, &self.store);
+                    from_store = true;
+                }
+                Swapped::Busy => {
+                    self.learn_server_later(id);
+                    return Err(BrokerError::Conflict {
+                        code: HOST_BUSY,
+                        message: format!("server `{id}` got a session meanwhile: try again"),
+                    });
+                }
             }
         }
         Err(too_contended("server", &id.to_string()))
@@ -623,6 +634,9 @@ impl Broker {
         }
     }
 }
+
+/// The code of a write refused because its server has sessions.
+const HOST_BUSY: &str = "server_in_use";
 
 /// What a server write does with the record (see [`Broker::write_server`]).
 pub(super) enum ServerWrite {

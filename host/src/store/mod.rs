@@ -117,6 +117,9 @@ pub enum Swapped<T> {
     /// The stored record is not at the version the write named: here it is as it is now
     /// (`None`: there is none). Nothing was written.
     Stale(Option<T>),
+    /// The write's host was to be closed with it, and has sessions: nothing was written.
+    /// (Only a write that closes its host, [`Store::swap_server`] with `close_idle`.)
+    Busy,
 }
 
 /// The entities the store keeps: a sled tree or a PostgreSQL table each.
@@ -368,7 +371,10 @@ impl Store {
     /// the write are one step in the engine (a compare-and-swap on sled; one transaction
     /// holding the row on PostgreSQL), so two writers never lose each other's update, even
     /// from two processes. With a `fence`, the same step refuses the write unless the lease
-    /// is still held at its epoch ([`StoreError::Fenced`]).
+    /// is still held at its epoch ([`StoreError::Fenced`]); with `close_idle` (a host's
+    /// record), it closes the host to new sessions, and writes nothing if the host has any
+    /// ([`Swapped::Busy`]).
+    #[allow(clippy::too_many_arguments)]
     async fn swap<T: Serialize + DeserializeOwned>(
         &self,
         table: Table,
@@ -377,6 +383,7 @@ impl Store {
         next: Option<&T>,
         version: fn(&T) -> u64,
         fence: Option<&Fence>,
+        close_idle: bool,
     ) -> Result<Swapped<T>, StoreError> {
         let at_expected = |raw: Option<&[u8]>| match raw {
             None => expected.is_none(),
@@ -385,21 +392,29 @@ impl Store {
             }
         };
         let current = match &self.engine {
-            Engine::Sled(sled) => match sled.swap(table, key, next.map(encode), at_expected)? {
-                Ok(()) => {
-                    sled.commit().await?;
-                    return Ok(Swapped::Done);
+            Engine::Sled(sled) => {
+                // One process: the close and the write need no single step (a write that
+                // turns out stale is judged again, and closes again if it still does).
+                if close_idle && !self.close_if_idle_now(sled, key)? {
+                    return Ok(Swapped::Busy);
                 }
-                Err(current) => current,
-            },
+                match sled.swap(table, key, next.map(encode), at_expected)? {
+                    Ok(()) => {
+                        sled.commit().await?;
+                        return Ok(Swapped::Done);
+                    }
+                    Err(current) => current,
+                }
+            }
             Engine::Postgres(pg) => {
                 let next = next.map(encode_bare);
                 let at_expected = |raw: Option<&str>| at_expected(raw.map(str::as_bytes));
-                match pg
-                    .swap(table, key, next.as_deref(), at_expected, fence)
-                    .await?
-                {
+                let swapped = pg
+                    .swap(table, key, next.as_deref(), at_expected, fence, close_idle)
+                    .await?;
+                match swapped {
                     Swapped::Done => return Ok(Swapped::Done),
+                    Swapped::Busy => return Ok(Swapped::Busy),
                     Swapped::Stale(current) => current.map(String::into_bytes),
                 }
             }
@@ -558,6 +573,7 @@ impl Store {
             next,
             |stored| stored.config.version,
             None,
+            false,
         )
         .await
     }
@@ -581,6 +597,7 @@ impl Store {
             next,
             |config| config.version,
             None,
+            false,
         )
         .await
     }
@@ -630,8 +647,35 @@ impl Store {
             .collect()
     }
 
-    pub fn put_config_status(&self, name: &str, status: &ConfigStatus) -> Result<(), StoreError> {
-        self.put(Table::ConfigStatus, Key::Name(name), status)
+    /// Store AutoScale config `name`'s status, durably, as the holder of its lease writes it:
+    /// refused ([`StoreError::Fenced`]) once another process holds the lease, so a deposed
+    /// holder never writes over its successor's status.
+    pub async fn put_config_status(
+        &self,
+        name: &str,
+        status: &ConfigStatus,
+        fence: &Fence,
+    ) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sled(sled) => {
+                sled.put(Table::ConfigStatus, Key::Name(name), encode(status))?;
+                Ok(sled.commit().await?)
+            }
+            Engine::Postgres(pg) => {
+                let record = encode_bare(status);
+                let key = Key::Name(name);
+                pg.swap(
+                    Table::ConfigStatus,
+                    key,
+                    Some(&record),
+                    |_| true,
+                    Some(fence),
+                    false,
+                )
+                .await?;
+                Ok(())
+            }
+        }
     }
 
     pub fn delete_config_status(&self, name: &str) -> Result<(), StoreError> {
@@ -643,15 +687,17 @@ impl Store {
     }
 
     /// Write server `id` (`None` deletes it, with its usage) if it is at version `expected`
-    /// (`None`: only if there is none), fenced on `fence` if given: see [`Swapped`]. The
-    /// only way a server record is written: placements and session ends change it in the
-    /// same step as the usage, at a new version (see [`Server::session_placed`]).
+    /// (`None`: only if there is none), fenced on `fence` if given, and with `close_idle`
+    /// closing it to new sessions in the same step, only if it has none: see [`Swapped`].
+    /// The only way a server record is written: placements and session ends change it in
+    /// the same step as the usage, at a new version (see [`Server::session_placed`]).
     pub async fn swap_server(
         &self,
         id: Uuid,
         expected: Option<u64>,
         next: Option<&Server>,
         fence: Option<&Fence>,
+        close_idle: bool,
     ) -> Result<Swapped<Server>, StoreError> {
         let swapped = self
             .swap(
@@ -661,6 +707,7 @@ impl Store {
                 next,
                 |server| server.version,
                 fence,
+                close_idle,
             )
             .await?;
         if next.is_none() && matches!(swapped, Swapped::Done) {
@@ -787,7 +834,7 @@ impl Store {
         match &self.engine {
             Engine::Sled(_) => Ok(None),
             Engine::Postgres(pg) => pg
-                .session(id)
+                .record(Table::Sessions, Key::Id(id))
                 .await?
                 .map(|raw| decode(Table::Sessions.name(), raw.as_bytes()))
                 .transpose(),
@@ -830,13 +877,21 @@ impl Store {
     /// first).
     pub async fn close_if_idle(&self, host: Uuid) -> Result<bool, StoreError> {
         match &self.engine {
-            Engine::Sled(sled) => Ok(sled
-                .update_usage(host, |usage| {
-                    (usage.sessions == 0).then_some(usage.closed())
-                })?
-                .is_some()),
+            Engine::Sled(sled) => self.close_if_idle_now(sled, Key::Id(host)),
             Engine::Postgres(pg) => Ok(pg.close_host(host, true).await?.is_some()),
         }
+    }
+
+    /// [`Store::close_if_idle`] on sled.
+    fn close_if_idle_now(&self, sled: &SledEngine, host: Key) -> Result<bool, StoreError> {
+        let Key::Id(host) = host else {
+            unreachable!("hosts are keyed by id")
+        };
+        Ok(sled
+            .update_usage(host, |usage| {
+                (usage.sessions == 0).then_some(usage.closed())
+            })?
+            .is_some())
     }
 
     /// Close `host` to new sessions, whatever it runs: no reservation succeeds after this,
@@ -849,20 +904,18 @@ impl Store {
         Ok(closed.unwrap_or_default())
     }
 
-    /// Open `host` to new sessions again (it was closed for a step that did not happen).
-    pub async fn reopen(&self, host: Uuid) -> Result<(), StoreError> {
+    /// Server `id` as the store has it now, where other processes may have written it since
+    /// the view learned it (PostgreSQL; `Some(None)`: gone); `None` on sled, whose records
+    /// only this process writes (the view has them).
+    pub async fn server_now(&self, id: Uuid) -> Result<Option<Option<Server>>, StoreError> {
         match &self.engine {
-            Engine::Sled(sled) => {
-                sled.update_usage(host, |usage| {
-                    Some(Usage {
-                        closed: false,
-                        ..usage
-                    })
-                })?;
-                sled.commit().await?;
-                Ok(())
-            }
-            Engine::Postgres(pg) => pg.reopen_host(host).await,
+            Engine::Sled(_) => Ok(None),
+            Engine::Postgres(pg) => pg
+                .record(Table::Servers, Key::Id(id))
+                .await?
+                .map(|raw| decode(Table::Servers.name(), raw.as_bytes()))
+                .transpose()
+                .map(Some),
         }
     }
 

@@ -342,6 +342,7 @@ async fn swap_counted(
             next,
             |c| c.version,
             None,
+            false,
         )
         .await
         .unwrap()
@@ -382,6 +383,7 @@ async fn writes_at_a_version_lose_no_update_and_refuse_stale_ones() {
                             seen += 1;
                         }
                         Swapped::Stale(now) => seen = now.expect("never deleted").version,
+                        Swapped::Busy => unreachable!("no host is closed"),
                     }
                 }
             })

@@ -104,7 +104,9 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
         if status.reconciled_elsewhere {
             // Taken over: the status is this process's from now on.
             status.reconciled_elsewhere = false;
-            self.broker.record_config_status(name, status.clone()).await;
+            self.broker
+                .record_config_status(&fence, status.clone())
+                .await;
         }
         if status.backoff_until_ms.is_some_and(|until| now < until) {
             return PassReport::default();
@@ -198,7 +200,7 @@ impl<C: Cloud, D: Directory> Reconciler<C, D> {
             status.last_error.is_some(),
             status.unmanaged_vms.len(),
         );
-        self.broker.record_config_status(name, status).await;
+        self.broker.record_config_status(&fence, status).await;
         report
     }
 

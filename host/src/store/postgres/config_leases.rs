@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::super::StoreError;
 use super::Postgres;
 use super::retry::{Failure, retrying};
+use tokio_postgres::error::SqlState;
 
 /// Take or renew the lease of config `$1` for holder `$2` for `$3` seconds, unless another
 /// holds it and it has not been expired for `$4` seconds. Answers the epoch if held.
@@ -41,14 +42,26 @@ impl Postgres {
     ) -> Result<Option<(i64, i64)>, StoreError> {
         let params = (lease.as_secs_f64(), grace.as_secs_f64());
         let row = retrying(&self.database, "taking a config's lease", || async {
-            let client = self.pool.get().await?;
-            let statement = client.prepare_cached(HOLD).await?;
-            let held = client
-                .query_opt(&statement, &[&config, &self.id, &params.0, &params.1])
+            let mut client = self.pool.get().await?;
+            let transaction = client.transaction().await?;
+            // A write of the holder keeps the row `FOR SHARE` until it commits: a holder that
+            // stalls inside one (stopped, cut off) is not waited for here; the database
+            // ends its transaction after `FENCED_WRITE_IDLE`.
+            transaction
+                .batch_execute("SET LOCAL lock_timeout = '1s'")
                 .await?;
+            let statement = transaction.prepare_cached(HOLD).await?;
+            let held = transaction
+                .query_opt(&statement, &[&config, &self.id, &params.0, &params.1])
+                .await;
+            let held = match held {
+                Err(error) if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => None,
+                other => other?,
+            };
             let Some(held) = held else {
                 return Ok::<_, Failure>(None);
             };
+            transaction.commit().await?;
             let revision = client.query_one(REVISION, &[]).await?;
             Ok(Some((held.get(0), revision.get(0))))
         })

@@ -103,8 +103,15 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE config_status (name text PRIMARY KEY, record jsonb NOT NULL);
     "#,
     // 7: several processes share a database (the change feed, config leases, servers
-    // written at a version): the lease of the one process that served it goes.
+    // written at a version): the lease of the one process that served it goes, unless
+    // an older zonebroker still holds it (it writes servers without a version and
+    // reconciles unfenced: it must be stopped first).
     r#"
+    DO $$ BEGIN
+        IF EXISTS (SELECT 1 FROM manager_lease WHERE expires_at > now()) THEN
+            RAISE EXCEPTION 'an older zonebroker (one process per database) still serves this database: stop it, then start this one';
+        END IF;
+    END $$;
     DROP TABLE manager_lease;
     "#,
 ];

@@ -3,10 +3,16 @@
 //! Each placement or end is one statement ([`super::usage`]). Run one transaction each,
 //! every one pays for its own commit and the backends fight over the same usage rows; so a
 //! writer task takes every operation queued while the previous transaction ran and sends
-//! them, pipelined, in one transaction, in the order they were queued: each statement sees
-//! the ones before it, so capacity is checked exactly as if they ran one by one, and one
-//! commit (one WAL flush) answers them all. While one transaction waits for its commit, the
-//! next runs its statements.
+//! them, pipelined, in one transaction: each statement sees the ones before it, so capacity
+//! is checked exactly as if they ran one by one, and one commit (one WAL flush) answers them
+//! all. While one transaction waits for its commit, the next runs its statements.
+//!
+//! The ends of a batch run first, in the order of their hosts, then its placements in the
+//! order they were queued. An end waits for its host's row, a placement first takes only
+//! rows no one holds (`SKIP LOCKED`): so the transactions of several processes sharing the
+//! database take the rows they wait for in one order, and do not deadlock (the ends queued
+//! with a placement were asked for at the same time, so either order is one they could
+//! have run in).
 //!
 //! After a failure a retry can mend (a lost connection, a serialization failure) the same
 //! operations run again, each first looking for what an earlier attempt did (the commit may
@@ -213,7 +219,13 @@ async fn statements(
     let begin = client.batch_execute(
         "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL plan_cache_mode = force_generic_plan",
     );
-    let first = join_all(ops.iter().map(|op| async {
+    // Ends first, by host; then placements, as queued.
+    let mut order: Vec<usize> = (0..ops.len()).collect();
+    order.sort_by_key(|&i| match &ops[i] {
+        Op::End(ending) => (0, Some(ending.host), i),
+        Op::Place(_) => (1, None, i),
+    });
+    let first = join_all(order.iter().map(|&i| &ops[i]).map(|op| async {
         Ok::<_, tokio_postgres::Error>(match op {
             Op::Place(placement) => {
                 let found = match repeated {
@@ -236,7 +248,11 @@ async fn statements(
     }));
     let (begun, first) = join(begin, first).await;
     begun?;
-    let mut done = first.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let mut done: Vec<Option<Done>> = (0..ops.len()).map(|_| None).collect();
+    for (i, result) in order.into_iter().zip(first) {
+        done[i] = Some(result?);
+    }
+    let mut done: Vec<Done> = done.into_iter().map(|d| d.expect("every op ran")).collect();
     // Placements that found every offer with room held by another transaction: wait for
     // those rows, then check them again.
     let again: Vec<(usize, &Placement)> = ops

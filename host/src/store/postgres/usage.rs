@@ -156,11 +156,6 @@ const CLOSE: &str = "
     WHERE NOT $2 OR usage.sessions = 0
     RETURNING sessions, millicores, memory, gpus, closed, revision";
 
-/// Open a closed host to sessions again.
-const REOPEN: &str = "
-    UPDATE usage SET closed = false, revision = revision + 1 WHERE host = $1
-    RETURNING sessions, millicores, memory, gpus, closed, revision";
-
 /// The usage columns of `row` from column `at` on, and the row's revision after them.
 fn usage_at(row: &Row, at: usize) -> (Usage, i64) {
     let usage = Usage {
@@ -294,7 +289,7 @@ impl Placement {
 /// One session's end as its statement takes it.
 pub struct Ending {
     session: Uuid,
-    host: Uuid,
+    pub host: Uuid,
     demand: (i64, i64, i32),
     single_use: bool,
     now: i64,
@@ -464,37 +459,6 @@ impl Postgres {
             self.learn(host, revision, usage);
             usage
         }))
-    }
-
-    /// See [`crate::store::Store::reopen`].
-    pub async fn reopen_host(&self, host: Uuid) -> Result<(), StoreError> {
-        let row = retrying(&self.database, "opening a host again", || async {
-            let client = self.pool.get().await?;
-            Ok::<_, Failure>(client.query_opt(REOPEN, &[&host]).await?)
-        })
-        .await
-        .map_err(|e| self.failed(e))?;
-        if let Some(row) = row {
-            let (usage, revision) = usage_at(&row, 0);
-            self.learn(host, revision, usage);
-        }
-        Ok(())
-    }
-
-    /// A session's record (placed by any process); waits for a database that is away, as
-    /// the end it is read for would.
-    pub async fn session(&self, id: Uuid) -> Result<Option<String>, StoreError> {
-        let row = retrying(&self.database, "reading a session", || async {
-            let client = self.pool.get().await?;
-            Ok::<_, Failure>(
-                client
-                    .query_opt("SELECT record::text FROM sessions WHERE id = $1", &[&id])
-                    .await?,
-            )
-        })
-        .await
-        .map_err(|e| self.failed(e))?;
-        Ok(row.map(|row| row.get(0)))
     }
 
     /// See [`crate::store::Store::refresh_usage`].
