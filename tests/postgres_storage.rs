@@ -684,6 +684,13 @@ fn sessions_and_usage_another_manager_changes_are_served_here() {
     let (status, session) = server.call("default", "GET", &path, None);
     assert_eq!(status, 200, "{session}");
     assert_eq!(session["agent"], agent_id.as_str(), "{session}");
+    let mut both = vec![ours.clone(), theirs.clone()];
+    both.sort();
+    assert_eq!(
+        session_ids(&server, "default"),
+        both,
+        "listed with this one's"
+    );
     let (status, answer) = server.call("default", "DELETE", &path, None);
     assert_eq!(status, 204, "{answer}");
     assert_eq!(

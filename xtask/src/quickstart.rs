@@ -3,9 +3,9 @@
 //!
 //! The section's first `sh` block (its exports and the `cargo xtask run -- serve ...` line)
 //! starts the server in a fresh directory, exactly as written. Every later block runs in one
-//! bash, command by command, with `zb` being the built binary; a command's trailing comment
-//! is its promise: `# error: ...` must fail, and every `"key": "value"` in a comment must be
-//! in its output.
+//! bash, command by command, with `zb` being the built binary (on the `PATH`, so that a
+//! `zb ... &` is the server's own process); a command's trailing comment is its promise:
+//! `# error: ...` must fail, and every `"key": "value"` in a comment must be in its output.
 
 use std::io::{Read as _, Write as _};
 use std::path::Path;
@@ -273,9 +273,15 @@ fn run_commands(blocks: &[String], start: &str, binary: &Path, dir: &Path) -> Re
         .filter(|line| line.trim_start().starts_with("export "))
         .map(|line| format!("{}\n", strip_comment(line)))
         .collect();
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).map_err(|e| format!("creating {}: {e}", bin.display()))?;
+    let zb = bin.join("zb");
+    let _ = std::fs::remove_file(&zb);
+    std::os::unix::fs::symlink(binary, &zb)
+        .map_err(|e| format!("linking {}: {e}", zb.display()))?;
     let mut script = format!(
-        "{exports}zb() {{ {} \"$@\"; }}\nstep() {{ eval \"$1\" >step.out 2>&1; status=$?; out=$(cat step.out); printf '%s\\n' \"$out\"; return $status; }}\n",
-        shell_quote(&binary.display().to_string())
+        "{exports}export PATH={}:\"$PATH\"\nstep() {{ eval \"$1\" >step.out 2>&1; status=$?; out=$(cat step.out); printf '%s\\n' \"$out\"; return $status; }}\n",
+        shell_quote(&bin.display().to_string())
     );
     let steps: Vec<Step> = blocks.iter().flat_map(|block| steps(block)).collect();
     for (i, step) in steps.iter().enumerate() {

@@ -72,7 +72,10 @@ async fn list(
     State(state): State<AppState>,
     paging: Paging<SessionPosition>,
 ) -> axum::response::Response {
-    let (sessions, next) = state.broker.sessions(paging.after, paging.limit);
+    let (sessions, next) = match state.broker.sessions(paging.after, paging.limit).await {
+        Ok(page) => page,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
     let views: Vec<SessionView> = sessions.into_iter().map(SessionView::from).collect();
     paging::answer("/sessions", paging.limit, views, next)
 }

@@ -360,20 +360,30 @@ impl Broker {
 
     /// A page of the sessions, oldest first (every session without `limit`), and the
     /// position to continue after if more remain. O(sessions) per page.
-    pub fn sessions(
+    /// Sessions oldest first, after `after`, at most `limit`: every process's, read from the
+    /// store where several share it (the view has only this process's), else from the view.
+    pub async fn sessions(
         &self,
         after: Option<SessionPosition>,
         limit: Option<usize>,
-    ) -> (Vec<Session>, Option<SessionPosition>) {
-        let inventory = self.read();
+    ) -> Result<(Vec<Session>, Option<SessionPosition>), BrokerError> {
         let limit = limit.unwrap_or(usize::MAX);
+        if let Some(stored) = self
+            .store
+            .sessions_after(after.as_ref().map(SessionPosition::parts), limit)
+            .await?
+        {
+            let (page, next) = page(stored.iter(), SessionPosition::of, after.as_ref(), limit);
+            return Ok((page.into_iter().cloned().collect(), next));
+        }
+        let inventory = self.read();
         let (page, next) = page(
             inventory.sessions.values(),
             SessionPosition::of,
             after.as_ref(),
             limit,
         );
-        (page.into_iter().cloned().collect(), next)
+        Ok((page.into_iter().cloned().collect(), next))
     }
 
     /// The usage of `host` to show, read under the inventory lock after a reservation: the

@@ -841,6 +841,24 @@ impl Store {
         }
     }
 
+    /// Sessions after position `after` (creation time, id), oldest first, at most `limit`
+    /// and one more (so a page knows whether more follow): every process's, from
+    /// PostgreSQL; `None` on sled, whose sessions the view has.
+    pub async fn sessions_after(
+        &self,
+        after: Option<(u64, Uuid)>,
+        limit: usize,
+    ) -> Result<Option<Vec<Session>>, StoreError> {
+        let Engine::Postgres(pg) = &self.engine else {
+            return Ok(None);
+        };
+        let raw = pg.sessions_after(after, limit.saturating_add(1)).await?;
+        raw.iter()
+            .map(|raw| decode(Table::Sessions.name(), raw.as_bytes()))
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+
     /// Read every host's usage again (other processes' placements and ends change it);
     /// answers the hosts whose usage is newer than this process knew. Nothing on sled,
     /// where this process makes every change.

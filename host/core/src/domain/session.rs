@@ -210,6 +210,11 @@ impl SessionPosition {
             id: session.id,
         }
     }
+
+    /// Its parts: the session's creation time and id.
+    pub fn parts(&self) -> (u64, Uuid) {
+        (self.created_at_ms, self.id)
+    }
 }
 
 impl std::fmt::Display for SessionPosition {

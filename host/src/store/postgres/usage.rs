@@ -461,6 +461,26 @@ impl Postgres {
         }))
     }
 
+    /// See [`crate::store::Store::sessions_after`].
+    pub async fn sessions_after(
+        &self,
+        after: Option<(u64, Uuid)>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        const PAGE: &str = "SELECT record::text FROM sessions
+            WHERE ((record->>'created_at_ms')::bigint, id) > ($1, $2)
+            ORDER BY (record->>'created_at_ms')::bigint, id LIMIT $3";
+        let (at, id) = after.unwrap_or((0, Uuid::nil()));
+        let (at, limit) = (at as i64, i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows = retrying(&self.database, "listing sessions", || async {
+            let client = self.pool.get().await?;
+            Ok::<_, Failure>(client.query(PAGE, &[&at, &id, &limit]).await?)
+        })
+        .await
+        .map_err(|e| self.failed(e))?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
     /// See [`crate::store::Store::refresh_usage`].
     pub async fn refresh_usage(&self) -> Result<Vec<Uuid>, StoreError> {
         let client = self.client().await?;
