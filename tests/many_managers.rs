@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use zonebroker_test_support::api::{agent, image, metric, request_session, until};
+use zonebroker_test_support::api::{agent, image, metric, request_session, until, upload_plugin};
 use zonebroker_test_support::autoscale::{
     autoscale_config, call, instances_of, setup, token_in, wait_for,
 };
@@ -349,22 +349,9 @@ fn an_activation_on_one_manager_is_called_on_another_within_a_second_under_load(
             .unwrap()
             .1
     };
-    let upload = |bytes: &[u8]| -> String {
-        let response = a
-            .http()
-            .post(a.url("default", "/api/v1/plugins/swappy/versions?activate=true"))
-            .bearer_auth(ADMIN_TOKEN)
-            .header("content-type", "application/wasm")
-            .body(bytes.to_vec())
-            .send()
-            .unwrap();
-        assert_eq!(response.status(), 201);
-        // As the metrics name it: the first 12 hex digits.
-        response.json::<Value>().unwrap()["version"]
-            .as_str()
-            .unwrap()[..12]
-            .to_string()
-    };
+    // A version as the metrics name it: the first 12 hex digits.
+    let upload =
+        |bytes: &[u8]| upload_plugin(&a, "default", "swappy", bytes, true)[..12].to_string();
     // The version of `swappy` B calls now, from its metrics.
     let active_on_b = || {
         let text = b.admin_get("default", "/metrics").text().unwrap();

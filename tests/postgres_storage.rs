@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use zonebroker_test_support::api::{agent, image, metric, request_session, until};
+use zonebroker_test_support::api::{agent, image, metric, request_session, until, upload_plugin};
 use zonebroker_test_support::postgres::{Cluster, cluster};
 use zonebroker_test_support::{
     ADMIN_TOKEN, Server, ServerOptions, Storage, configs, example_strategy, private_tempdir,
@@ -570,22 +570,8 @@ fn a_plugin_another_manager_activates_is_swapped_in_here() {
             .unwrap()
             .1
     };
-    let upload = |bytes: &[u8], activate: bool| -> String {
-        let path = format!("/api/v1/plugins/swappy/versions?activate={activate}");
-        let response = server
-            .http()
-            .post(server.url("default", &path))
-            .bearer_auth(ADMIN_TOKEN)
-            .header("content-type", "application/wasm")
-            .body(bytes.to_vec())
-            .send()
-            .unwrap();
-        assert_eq!(response.status(), 201);
-        response.json::<Value>().unwrap()["version"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let upload =
+        |bytes: &[u8], activate: bool| upload_plugin(&server, "default", "swappy", bytes, activate);
     upload(builtin("least-load"), true);
     let most_load = upload(builtin("most-load"), false);
     let (status, answer) = server.call(

@@ -9,15 +9,13 @@
 //! `cargo bench -p zonebroker --bench managers [-- SECONDS CLIENTS AGENTS RUNS]`
 //! (defaults: 10 seconds, 32 clients, 1,000 agents, 3 runs).
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use zonebroker_test_support::load::{self, Run};
+use zonebroker_test_support::load::{self, ADMIN, AGENT, Run, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonebroker");
-const ADMIN: &str = "bench-admin-token";
-const AGENT: &str = "bench-agent-token";
 
 /// Managers on one database, each with one listener for zone `default`.
 struct Managers {
@@ -35,14 +33,6 @@ impl Drop for Managers {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start(count: usize) -> Managers {
     let cluster = zonebroker_test_support::postgres::cluster();
     let database = cluster.url(&cluster.create_database());
@@ -54,19 +44,17 @@ fn start(count: usize) -> Managers {
     for _ in 0..count {
         let dir = zonebroker_test_support::private_tempdir();
         let addr = format!("127.0.0.1:{}", free_port());
-        let process = Command::new(BIN)
-            .args(["serve", "--data-dir"])
-            .arg(dir.path())
-            .args(["--database", &database, "--listen"])
-            .arg(format!("{addr}=default"))
-            .args(["--agent-timeout", "86400"])
-            .env("ZONEBROKER_ADMIN_TOKEN", ADMIN)
-            .env("ZONEBROKER_AGENT_TOKEN", AGENT)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let process = load::serve(
+            BIN,
+            &[
+                "--data-dir".into(),
+                dir.path().display().to_string(),
+                "--database".into(),
+                database.clone(),
+                "--listen".into(),
+                format!("{addr}=default"),
+            ],
+        );
         managers.processes.push(process);
         managers.addrs.push(addr);
         managers._dirs.push(dir);

@@ -15,18 +15,16 @@
 //! cluster of Debian's server on the same machine (`fsync` and `synchronous_commit` on);
 //! `postgres-unix` is that cluster over its Unix socket rather than loopback TCP.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use serde_json::json;
-use zonebroker_test_support::load::{self, Run};
+use zonebroker_test_support::load::{self, ADMIN, AGENT, Run, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonebroker");
-const ADMIN: &str = "bench-admin-token";
-const AGENT: &str = "bench-agent-token";
 const AGENTS_PER_ZONE: usize = 1000;
 /// How often each agent checks in, in seconds (the agent's default).
 const CHECKIN_PERIOD: f64 = 30.0;
@@ -63,14 +61,6 @@ fn bare_axum() -> String {
     addr.to_string()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A running server with one listener per zone.
 struct Fleet {
     server: Child,
@@ -91,30 +81,22 @@ fn start(zones: usize, engine: &str) -> Fleet {
     let addrs: Vec<String> = (0..zones)
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
-    let mut command = Command::new(BIN);
-    command.args(["serve", "--data-dir"]).arg(dir.path());
+    let mut args = vec!["--data-dir".to_string(), dir.path().display().to_string()];
     if engine != "sled" {
         let cluster = zonebroker_test_support::postgres::cluster();
         let database = cluster.create_database();
-        command.arg("--database").arg(match engine {
+        args.push("--database".into());
+        args.push(match engine {
             "postgres-unix" => cluster.socket_url(&database),
             _ => cluster.url(&database),
         });
     }
     for (i, addr) in addrs.iter().enumerate() {
-        command.args(["--listen", &format!("{addr}=zone-{i:02}")]);
+        args.push("--listen".into());
+        args.push(format!("{addr}=zone-{i:02}"));
     }
-    let server = command
-        .args(["--agent-timeout", "86400"])
-        .env("ZONEBROKER_ADMIN_TOKEN", ADMIN)
-        .env("ZONEBROKER_AGENT_TOKEN", AGENT)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
     Fleet {
-        server,
+        server: load::serve(BIN, &args),
         addrs,
         _dir: dir,
     }

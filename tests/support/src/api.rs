@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::Server;
+use crate::{ADMIN_TOKEN, Server};
 
 const GIB: u64 = 1 << 30;
 
@@ -64,4 +64,29 @@ pub fn until(what: &str, seen: impl Fn() -> bool) -> Duration {
         std::thread::sleep(Duration::from_millis(10));
     }
     start.elapsed()
+}
+
+/// Upload `bytes` as a version of plugin `plugin` through `zone`'s listener (the active one
+/// if `activate`); answers the version (its sha256).
+pub fn upload_plugin(
+    server: &Server,
+    zone: &str,
+    plugin: &str,
+    bytes: &[u8],
+    activate: bool,
+) -> String {
+    let path = format!("/api/v1/plugins/{plugin}/versions?activate={activate}");
+    let response = server
+        .http()
+        .post(server.url(zone, &path))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/wasm")
+        .body(bytes.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json::<Value>().unwrap()["version"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }

@@ -2,7 +2,38 @@
 //! session (`POST /api/v1/sessions`, timed) and end it again (`DELETE`), in a loop. Minimal on
 //! purpose: it shares the machine's two cores with the server it measures.
 
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The tokens of the servers the benchmarks start.
+pub const ADMIN: &str = "bench-admin-token";
+pub const AGENT: &str = "bench-agent-token";
+
+/// A loopback port free now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Start `zonebroker serve` (the binary `bin`) for a benchmark, with `args` (its data
+/// directory, listeners, database): the tokens above, agents that never time out, only
+/// warnings on stderr.
+pub fn serve(bin: &str, args: &[String]) -> Child {
+    Command::new(bin)
+        .arg("serve")
+        .args(args)
+        .args(["--agent-timeout", "86400"])
+        .env("ZONEBROKER_ADMIN_TOKEN", ADMIN)
+        .env("ZONEBROKER_AGENT_TOKEN", AGENT)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
 
 /// What a load run measured.
 pub struct Run {
