@@ -13,7 +13,7 @@ use crate::domain::autoscale::{
     AutoScaleConfig, ConfigStatus, Server, ServerStatus, sample_variables,
 };
 use crate::domain::validation::FieldError;
-use crate::store::{Fence, Swapped};
+use crate::store::{Fence, StoreError, Swapped};
 
 /// Where the view keeps AutoScale configs, and their version.
 const AUTOSCALE_CONFIGS: VersionedKind<AutoScaleConfig> = VersionedKind {
@@ -299,8 +299,12 @@ impl Broker {
                 return;
             }
         }
-        if let Err(error) = self.store.put_config_status(name, &status, fence).await {
-            tracing::warn!(config = name, %error, "cannot store the config's status");
+        match self.store.put_config_status(name, &status, fence).await {
+            Ok(()) => {}
+            // Another process took the config over while this pass ran: its status is the
+            // one to show.
+            Err(StoreError::Fenced(_)) => self.config_reconciled_elsewhere(name),
+            Err(error) => tracing::warn!(config = name, %error, "cannot store the config's status"),
         }
     }
 
