@@ -18,9 +18,10 @@
 //! Usage is not in the feed (every placement changes it): every [`REFRESH_USAGE_EVERY`] the
 //! usage of every host is read again, and what others' placements and ends changed is
 //! shown in the view; a server whose usage changed has its record read again with the next
-//! read of the feed (a placement or an end may change its idle time or make it spent). The view's usage only steers the ranking; the database judges every
-//! reservation. Sessions other processes placed are not in the view: they are read from
-//! the store when asked for by id ([`Broker::session`]).
+//! read of the feed (a placement or an end may change its idle time or make it spent). The
+//! view's usage only steers the ranking; the database judges every reservation. Sessions
+//! other processes placed are not in the view: they are read from the store when asked for
+//! by id ([`Broker::session`]) or listed ([`Broker::sessions`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -7,10 +7,11 @@
 
 use std::time::Duration;
 
+use tokio_postgres::error::SqlState;
+
 use super::super::StoreError;
 use super::Postgres;
 use super::retry::{Failure, retrying};
-use tokio_postgres::error::SqlState;
 
 /// Take or renew the lease of config `$1` for holder `$2` for `$3` seconds, unless another
 /// holds it and it has not been expired for `$4` seconds. Answers the epoch if held.
