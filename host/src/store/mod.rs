@@ -831,14 +831,26 @@ impl Store {
     /// Session `id` as the store has it: on PostgreSQL, a session another process placed
     /// (the view has every session this process placed and, on sled, every session).
     pub async fn session(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
-        match &self.engine {
-            Engine::Sled(_) => Ok(None),
-            Engine::Postgres(pg) => pg
-                .record(Table::Sessions, Key::Id(id))
-                .await?
-                .map(|raw| decode(Table::Sessions.name(), raw.as_bytes()))
-                .transpose(),
-        }
+        self.shared_record(Table::Sessions, Key::Id(id))
+            .await
+            .map(Option::flatten)
+    }
+
+    /// The record under `key` in `table` as the shared database has it now (any process
+    /// may have written it); `None` on sled, where the view has every record.
+    async fn shared_record<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        key: Key<'_>,
+    ) -> Result<Option<Option<T>>, StoreError> {
+        let Engine::Postgres(pg) = &self.engine else {
+            return Ok(None);
+        };
+        pg.record(table, key)
+            .await?
+            .map(|raw| decode(table.name(), raw.as_bytes()))
+            .transpose()
+            .map(Some)
     }
 
     /// Sessions after position `after` (creation time, id), oldest first, at most `limit`
@@ -926,15 +938,7 @@ impl Store {
     /// the view learned it (PostgreSQL; `Some(None)`: gone); `None` on sled, whose records
     /// only this process writes (the view has them).
     pub async fn server_now(&self, id: Uuid) -> Result<Option<Option<Server>>, StoreError> {
-        match &self.engine {
-            Engine::Sled(_) => Ok(None),
-            Engine::Postgres(pg) => pg
-                .record(Table::Servers, Key::Id(id))
-                .await?
-                .map(|raw| decode(Table::Servers.name(), raw.as_bytes()))
-                .transpose()
-                .map(Some),
-        }
+        self.shared_record(Table::Servers, Key::Id(id)).await
     }
 
     /// A write of server `id` may or may not have been taken (it failed, or its writer
