@@ -573,48 +573,54 @@ impl Broker {
             let written = {
                 let mut inventory = self.write();
                 let current = inventory.servers.get(&id).map(|entry| &entry.server);
+                let previous = current.cloned();
                 let expected = current.map(|server| server.version);
                 match decide(&inventory, current) {
                     Err(_) if !from_store => None,
                     Err(refused) => return Err(refused),
-                    Ok(ServerWrite::Keep) => return Ok(current.cloned()),
+                    Ok(ServerWrite::Keep) => return Ok(previous),
                     Ok(ServerWrite::Put(server)) => {
                         let mut server = *server;
                         server.version = expected.map_or(1, |version| version + 1);
                         inventory.put_server(server.clone());
-                        Some((expected, Some(server)))
+                        Some((previous, Some(server)))
                     }
                     Ok(ServerWrite::Delete) => {
                         inventory.remove_server(id);
-                        Some((expected, None))
+                        Some((previous, None))
                     }
                 }
             };
-            let Some((expected, next)) = written else {
+            let Some((previous, next)) = written else {
                 from_store = true;
                 if let Some(now) = self.store.server_now(id).await? {
                     self.write().learn_server(id, now, &self.store);
                 }
                 continue;
             };
+            let expected = previous.as_ref().map(|server| server.version);
             let mut unsettled = UnsettledServer {
                 broker: self,
                 id,
-                settled: false,
+                ours: next.as_ref().map(|server| server.version),
+                previous: Some(previous),
             };
             let swapped = self
                 .store
                 .swap_server(id, expected, next.as_ref(), fence, close_idle)
                 .await?;
-            unsettled.settled = true;
             match swapped {
-                Swapped::Done => return Ok(next),
+                Swapped::Done => {
+                    unsettled.previous = None;
+                    return Ok(next);
+                }
                 Swapped::Stale(now) => {
+                    unsettled.previous = None;
                     self.write().learn_server(id, now, &self.store);
                     from_store = true;
                 }
                 Swapped::Busy => {
-                    self.learn_server_later(id);
+                    // Nothing written: `unsettled` puts the record back as it goes.
                     return Err(BrokerError::Conflict {
                         code: HOST_BUSY,
                         message: format!("server `{id}` got a session meanwhile: try again"),
@@ -625,10 +631,19 @@ impl Broker {
         Err(too_contended("server", &id.to_string()))
     }
 
-    /// A server write whose outcome is unknown (it failed, or its caller stopped waiting):
-    /// the view learns the record as the store has it, at once (sled) or with the
-    /// follower's next read (PostgreSQL).
-    fn learn_server_later(&self, id: Uuid) {
+    /// A server write the store did not confirm (it refused it, failed, or its caller
+    /// stopped waiting): the view shows `previous` again where it still shows the write
+    /// (version `ours`; `None`: a delete), then learns the record as the store has it, at
+    /// once (sled) or with the follower's next read (PostgreSQL; a write that was taken
+    /// after all is newer than `previous`, so the follower applies it).
+    fn undo_server_write(&self, id: Uuid, ours: Option<u64>, previous: Option<Server>) {
+        {
+            let mut inventory = self.write();
+            let shown = inventory.servers.get(&id).map(|entry| entry.server.version);
+            if shown == ours {
+                inventory.learn_server(id, previous, &self.store);
+            }
+        }
         if let Some(now) = self.store.server_unsettled(id) {
             self.write().learn_server(id, now, &self.store);
         }
@@ -648,18 +663,21 @@ pub(super) enum ServerWrite {
     Keep,
 }
 
-/// A server write under way: dropped before it settles (it failed, or its caller stopped
-/// waiting), the view learns the store's record.
+/// A server write the view shows and the store has not confirmed: dropped with `previous`
+/// still set (refused, failed, or its caller stopped waiting), the write is undone in the
+/// view (see [`Broker::undo_server_write`]).
 struct UnsettledServer<'a> {
     broker: &'a Broker,
     id: Uuid,
-    settled: bool,
+    /// The version of the write (`None`: a delete).
+    ours: Option<u64>,
+    previous: Option<Option<Server>>,
 }
 
 impl Drop for UnsettledServer<'_> {
     fn drop(&mut self) {
-        if !self.settled {
-            self.broker.learn_server_later(self.id);
+        if let Some(previous) = self.previous.take() {
+            self.broker.undo_server_write(self.id, self.ours, previous);
         }
     }
 }
