@@ -358,10 +358,10 @@ impl Broker {
         }
     }
 
-    /// A page of the sessions, oldest first (every session without `limit`), and the
-    /// position to continue after if more remain. O(sessions) per page.
-    /// Sessions oldest first, after `after`, at most `limit`: every process's, read from the
+    /// A page of the sessions, oldest first, after `after` (every session without `limit`),
+    /// and the position to continue after if more remain: every process's, read from the
     /// store where several share it (the view has only this process's), else from the view.
+    /// O(sessions) per page.
     pub async fn sessions(
         &self,
         after: Option<SessionPosition>,
