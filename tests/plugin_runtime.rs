@@ -161,6 +161,8 @@ fn columns_are_returned_intact_and_large_lists_work() {
     assert_eq!(ranking.indices(), native_rank("least-load", &rows));
 }
 
+/// The probe also sleeps for 30 s: timers are due at once on the stopped clock (a real
+/// sleep would hold the host's thread beyond the reach of the call's deadline).
 #[test]
 fn a_strategy_sees_no_environment_a_stopped_clock_and_fixed_randomness() {
     let runtime = runtime();
@@ -172,8 +174,17 @@ fn a_strategy_sees_no_environment_a_stopped_clock_and_fixed_randomness() {
             other => panic!("expected the probe's report, got {other:?}"),
         }
     };
+    let started = std::time::Instant::now();
     let first = probe();
-    assert!(first.starts_with("env=[] args=[] clock=0 "), "{first}");
+    assert!(
+        first.starts_with("env=[] args=[] clock=0 slept=0ns "),
+        "{first}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the probe's sleep took real time: {:?}",
+        started.elapsed()
+    );
     assert_eq!(probe(), first, "the same call must see the same world");
 }
 

@@ -8,28 +8,269 @@ const PACKAGE_VERSION_PREFIX: &str = "0.1.";
 /// WASI interfaces are linked at `0.2.12`; any `0.2.x` import is compatible.
 const WASI_VERSION_PREFIX: &str = "0.2.";
 
-/// WASI a std Rust guest imports even when it never prints: std's panic and OOM paths use
-/// them. The host links them to an empty, deterministic context.
-const SANDBOXED_WASI: &[&str] = &[
-    "wasi:io/error",
-    "wasi:io/poll",
-    "wasi:io/streams",
-    "wasi:cli/environment",
-    "wasi:cli/exit",
-    "wasi:cli/stdin",
-    "wasi:cli/stdout",
-    "wasi:cli/stderr",
-    "wasi:cli/terminal-input",
-    "wasi:cli/terminal-output",
-    "wasi:cli/terminal-stdin",
-    "wasi:cli/terminal-stdout",
-    "wasi:cli/terminal-stderr",
-    "wasi:clocks/wall-clock",
-    "wasi:clocks/monotonic-clock",
-    "wasi:random/random",
-    "wasi:random/insecure",
-    "wasi:random/insecure-seed",
+/// How the sandbox serves an interface a plugin may import.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// Part of our own contract (`wit/zonebroker.wit`).
+    Contract,
+    /// A virtual stand-in with nothing real behind it: captured stdio, an empty
+    /// environment, a filesystem with no directory, fixed clocks and seeded randomness.
+    Virtual,
+    /// Linked so that language runtimes that import it load, but every operation is
+    /// refused: no socket can be created and no name resolved.
+    Refused,
+    /// Real, behind a fence: outgoing HTTP to the endpoints a provider's settings name.
+    Fenced,
+}
+
+impl Served {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Served::Contract => "contract",
+            Served::Virtual => "virtual",
+            Served::Refused => "refused-at-call",
+            Served::Fenced => "fenced",
+        }
+    }
+}
+
+/// One interface plugins may import: which kinds, and how it is served.
+#[derive(Clone, Copy, Debug)]
+pub struct AllowedImport {
+    /// `package/interface`, without the version.
+    pub interface: &'static str,
+    pub kinds: &'static [PluginKind],
+    pub served: Served,
+    /// What the plugin finds there.
+    pub note: &'static str,
+}
+
+const ALL: &[PluginKind] = &PluginKind::ALL;
+/// The kinds whose calls are deterministic (fixed clocks, seeded randomness).
+const DETERMINISTIC: &[PluginKind] = &[PluginKind::Strategy, PluginKind::ScriptGenerator];
+const STRATEGY: &[PluginKind] = &[PluginKind::Strategy];
+const PROVIDER: &[PluginKind] = &[PluginKind::VmProvider];
+const GENERATOR: &[PluginKind] = &[PluginKind::ScriptGenerator];
+const PROVIDER_AND_GENERATOR: &[PluginKind] =
+    &[PluginKind::VmProvider, PluginKind::ScriptGenerator];
+
+const fn allow(
+    interface: &'static str,
+    kinds: &'static [PluginKind],
+    served: Served,
+    note: &'static str,
+) -> AllowedImport {
+    AllowedImport {
+        interface,
+        kinds,
+        served,
+        note,
+    }
+}
+
+/// Every interface a plugin may import, by kind: the one table the loader checks and
+/// `zonebroker plugin check` prints. Anything else (real files, sockets for providers,
+/// incoming HTTP, HTTP for strategies) is refused at load. The WASI rows are what a std Rust
+/// guest imports for its panic paths, and what CPython (componentize-py) and StarlingMonkey
+/// (componentize-js) import.
+pub const ALLOWED_IMPORTS: &[AllowedImport] = &[
+    allow(
+        "zonebroker:plugin/log",
+        ALL,
+        Served::Contract,
+        "lines to the host's logs, capped per call",
+    ),
+    allow(
+        "zonebroker:plugin/placement-types",
+        STRATEGY,
+        Served::Contract,
+        "the strategy's types",
+    ),
+    allow(
+        "zonebroker:plugin/types",
+        PROVIDER_AND_GENERATOR,
+        Served::Contract,
+        "shared types",
+    ),
+    allow(
+        "zonebroker:plugin/provider-types",
+        PROVIDER,
+        Served::Contract,
+        "the provider's types",
+    ),
+    allow(
+        "zonebroker:plugin/script-types",
+        GENERATOR,
+        Served::Contract,
+        "the generator's types",
+    ),
+    allow("wasi:io/error", ALL, Served::Virtual, "stream errors"),
+    allow(
+        "wasi:io/poll",
+        ALL,
+        Served::Virtual,
+        "polling; every pollable is ready at once",
+    ),
+    allow("wasi:io/streams", ALL, Served::Virtual, "stdio streams"),
+    allow(
+        "wasi:cli/environment",
+        ALL,
+        Served::Virtual,
+        "no arguments, no variables",
+    ),
+    allow(
+        "wasi:cli/exit",
+        ALL,
+        Served::Virtual,
+        "ends the call with an error",
+    ),
+    allow("wasi:cli/stdin", ALL, Served::Virtual, "empty"),
+    allow(
+        "wasi:cli/stdout",
+        ALL,
+        Served::Virtual,
+        "captured to the logs, capped per call",
+    ),
+    allow(
+        "wasi:cli/stderr",
+        ALL,
+        Served::Virtual,
+        "captured to the logs, capped per call",
+    ),
+    allow(
+        "wasi:cli/terminal-input",
+        ALL,
+        Served::Virtual,
+        "no terminal",
+    ),
+    allow(
+        "wasi:cli/terminal-output",
+        ALL,
+        Served::Virtual,
+        "no terminal",
+    ),
+    allow(
+        "wasi:cli/terminal-stdin",
+        ALL,
+        Served::Virtual,
+        "no terminal",
+    ),
+    allow(
+        "wasi:cli/terminal-stdout",
+        ALL,
+        Served::Virtual,
+        "no terminal",
+    ),
+    allow(
+        "wasi:cli/terminal-stderr",
+        ALL,
+        Served::Virtual,
+        "no terminal",
+    ),
+    allow(
+        "wasi:clocks/wall-clock",
+        ALL,
+        Served::Virtual,
+        "stopped at the Unix epoch (providers: real)",
+    ),
+    allow(
+        "wasi:clocks/monotonic-clock",
+        ALL,
+        Served::Virtual,
+        "stopped, timers due at once (providers: real)",
+    ),
+    allow(
+        "wasi:random/random",
+        ALL,
+        Served::Virtual,
+        "a fixed seed (providers: real)",
+    ),
+    allow(
+        "wasi:random/insecure",
+        ALL,
+        Served::Virtual,
+        "a fixed seed (providers: real)",
+    ),
+    allow(
+        "wasi:random/insecure-seed",
+        ALL,
+        Served::Virtual,
+        "a fixed seed (providers: real)",
+    ),
+    allow(
+        "wasi:filesystem/types",
+        DETERMINISTIC,
+        Served::Virtual,
+        "no file can be opened",
+    ),
+    allow(
+        "wasi:filesystem/preopens",
+        DETERMINISTIC,
+        Served::Virtual,
+        "no directory",
+    ),
+    allow(
+        "wasi:sockets/instance-network",
+        DETERMINISTIC,
+        Served::Refused,
+        "a network with no access",
+    ),
+    allow(
+        "wasi:sockets/network",
+        DETERMINISTIC,
+        Served::Refused,
+        "a network with no access",
+    ),
+    allow(
+        "wasi:sockets/ip-name-lookup",
+        DETERMINISTIC,
+        Served::Refused,
+        "every lookup fails",
+    ),
+    allow(
+        "wasi:sockets/tcp-create-socket",
+        DETERMINISTIC,
+        Served::Refused,
+        "access denied",
+    ),
+    allow(
+        "wasi:sockets/tcp",
+        DETERMINISTIC,
+        Served::Refused,
+        "no socket exists",
+    ),
+    allow(
+        "wasi:sockets/udp-create-socket",
+        DETERMINISTIC,
+        Served::Refused,
+        "access denied",
+    ),
+    allow(
+        "wasi:sockets/udp",
+        DETERMINISTIC,
+        Served::Refused,
+        "no socket exists",
+    ),
+    allow(
+        "wasi:http/types",
+        PROVIDER,
+        Served::Fenced,
+        "outgoing HTTP types",
+    ),
+    allow(
+        "wasi:http/outgoing-handler",
+        PROVIDER,
+        Served::Fenced,
+        "only to the endpoints its settings name",
+    ),
 ];
+
+/// The rows of [`ALLOWED_IMPORTS`] a plugin of `kind` may import.
+pub fn allowed_imports(kind: PluginKind) -> impl Iterator<Item = &'static AllowedImport> {
+    ALLOWED_IMPORTS
+        .iter()
+        .filter(move |row| row.kinds.contains(&kind))
+}
 
 /// The interface (without package and version) a component of this kind exports.
 fn exported_interface(kind: PluginKind) -> &'static str {
@@ -37,23 +278,6 @@ fn exported_interface(kind: PluginKind) -> &'static str {
         PluginKind::Strategy => "balancer",
         PluginKind::VmProvider => "provider",
         PluginKind::ScriptGenerator => "generator",
-    }
-}
-
-/// Our own interfaces this kind may import (the types its exports use, and `log`).
-fn own_imports(kind: PluginKind) -> &'static [&'static str] {
-    match kind {
-        PluginKind::Strategy => &["log", "placement-types"],
-        PluginKind::VmProvider => &["log", "types", "provider-types"],
-        PluginKind::ScriptGenerator => &["log", "types", "script-types"],
-    }
-}
-
-/// WASI interfaces beyond the sandboxed set this kind may import.
-fn extra_wasi(kind: PluginKind) -> &'static [&'static str] {
-    match kind {
-        PluginKind::VmProvider => &["wasi:http/types", "wasi:http/outgoing-handler"],
-        PluginKind::Strategy | PluginKind::ScriptGenerator => &[],
     }
 }
 
@@ -76,12 +300,12 @@ pub fn allows_import(kind: PluginKind, import_name: &str) -> bool {
     let Some(version) = version else {
         return false;
     };
-    if let Some(interface) = name.strip_prefix(PACKAGE).and_then(|n| n.strip_prefix('/')) {
-        return version.starts_with(PACKAGE_VERSION_PREFIX)
-            && own_imports(kind).contains(&interface);
-    }
-    version.starts_with(WASI_VERSION_PREFIX)
-        && (SANDBOXED_WASI.contains(&name) || extra_wasi(kind).contains(&name))
+    let version_prefix = if name.starts_with(PACKAGE) {
+        PACKAGE_VERSION_PREFIX
+    } else {
+        WASI_VERSION_PREFIX
+    };
+    version.starts_with(version_prefix) && allowed_imports(kind).any(|row| row.interface == name)
 }
 
 fn split_version(name: &str) -> (&str, Option<&str>) {
@@ -115,14 +339,19 @@ mod tests {
     }
 
     #[test]
-    fn strategies_get_only_the_sandboxed_wasi() {
+    fn strategies_get_the_sandboxed_wasi_language_runtimes_import() {
         let s = PluginKind::Strategy;
         assert!(allows_import(s, "wasi:cli/stdout@0.2.6"));
         assert!(allows_import(s, "zonebroker:plugin/log@0.1.0"));
         assert!(allows_import(s, "zonebroker:plugin/placement-types@0.1.0"));
-        assert!(!allows_import(s, "wasi:filesystem/preopens@0.2.6"));
-        assert!(!allows_import(s, "wasi:sockets/tcp@0.2.6"));
+        // What CPython and StarlingMonkey import: served with no directory, and sockets
+        // that refuse every operation.
+        assert!(allows_import(s, "wasi:filesystem/preopens@0.2.9"));
+        assert!(allows_import(s, "wasi:filesystem/types@0.2.9"));
+        assert!(allows_import(s, "wasi:sockets/tcp@0.2.9"));
         assert!(!allows_import(s, "wasi:http/outgoing-handler@0.2.6"));
+        assert!(!allows_import(s, "wasi:http/types@0.2.6"));
+        assert!(!allows_import(s, "wasi:filesystem/types@0.3.0"));
         assert!(!allows_import(s, "wasi:cli/stdout@0.3.0"));
         assert!(!allows_import(s, "wasi:cli/stdout"));
         assert!(!allows_import(s, "zonebroker:plugin/provider-types@0.1.0"));
@@ -135,5 +364,16 @@ mod tests {
         assert!(allows_import(p, "wasi:http/types@0.2.4"));
         assert!(!allows_import(p, "wasi:http/incoming-handler@0.2.4"));
         assert!(!allows_import(p, "wasi:sockets/instance-network@0.2.4"));
+        assert!(!allows_import(p, "wasi:filesystem/types@0.2.4"));
+    }
+
+    #[test]
+    fn every_row_names_a_versionless_interface_once() {
+        let mut seen = std::collections::HashSet::new();
+        for row in ALLOWED_IMPORTS {
+            assert!(!row.interface.contains('@'), "{}", row.interface);
+            assert!(seen.insert(row.interface), "{} twice", row.interface);
+            assert!(!row.kinds.is_empty(), "{}", row.interface);
+        }
     }
 }

@@ -18,9 +18,11 @@
 mod artifacts;
 mod builtin;
 mod call;
+mod capped_output;
 mod compile;
 mod engine;
 mod error;
+mod fixed_clock;
 mod generator;
 mod http;
 mod kind;
@@ -41,7 +43,7 @@ pub use builtin::{
 };
 pub use error::{CallError, LoadError};
 pub use http::{EndpointError, Endpoints, check_endpoint};
-pub use kind::PluginKind;
+pub use kind::{ALLOWED_IMPORTS, AllowedImport, PluginKind, Served, allowed_imports};
 pub use load::{Compiled, LoadedPlugin};
 pub use provider::LoadedProvider;
 pub use provider_handle::ProviderHandle;

@@ -1,5 +1,6 @@
 //! The linker of each plugin kind: our own imports, and the sandboxed WASI each kind may
-//! see (no files, no sockets; providers reach the network only through the wasi:http fence).
+//! see (what [`crate::kind::ALLOWED_IMPORTS`] lists: nothing real; providers reach the
+//! network only through the wasi:http fence).
 
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
@@ -51,16 +52,21 @@ impl Linkers {
     }
 }
 
-/// The WASI a plugin may see: stdio, environment (empty), exit, clocks and random, all
-/// from [`CallState`]'s deterministic context. No filesystem, no sockets.
+/// The WASI a plugin may see, all from [`CallState`]'s deterministic context: stdio,
+/// environment (empty), exit, clocks and random; for strategies and generators also what
+/// language runtimes import: a filesystem with no preopened directory (so no file can be
+/// opened) and sockets that refuse to be created.
 mod sandboxed_wasi {
     use wasmtime::component::{HasData, Linker, ResourceTable};
     use wasmtime_wasi::WasiView;
     use wasmtime_wasi::cli::{WasiCli, WasiCliView};
     use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
-    use wasmtime_wasi::p2::bindings::{cli, clocks, random, sync::io};
+    use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random, sockets, sync};
     use wasmtime_wasi::random::WasiRandom;
+    use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView};
 
+    use crate::fixed_clock::{FixedClock, HasFixedClock};
     use crate::sandbox::CallState;
 
     struct HasIo;
@@ -90,10 +96,20 @@ mod sandboxed_wasi {
 
     pub fn add_to_linker(l: &mut Linker<CallState>) -> wasmtime::Result<()> {
         wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<_, HasIo>(l, table)?;
-        io::poll::add_to_linker::<_, HasIo>(l, table)?;
-        io::streams::add_to_linker::<_, HasIo>(l, table)?;
+        sync::io::poll::add_to_linker::<_, HasIo>(l, table)?;
+        sync::io::streams::add_to_linker::<_, HasIo>(l, table)?;
         clocks::wall_clock::add_to_linker::<_, WasiClocks>(l, CallState::clocks)?;
-        clocks::monotonic_clock::add_to_linker::<_, WasiClocks>(l, CallState::clocks)?;
+        clocks::monotonic_clock::add_to_linker::<_, HasFixedClock>(l, |s| FixedClock(table(s)))?;
+        filesystem::preopens::add_to_linker::<_, WasiFilesystem>(l, CallState::filesystem)?;
+        sync::filesystem::types::add_to_linker::<_, WasiFilesystem>(l, CallState::filesystem)?;
+        sockets::instance_network::add_to_linker::<_, WasiSockets>(l, CallState::sockets)?;
+        let network_options = sockets::network::LinkOptions::default();
+        sockets::network::add_to_linker::<_, WasiSockets>(l, &network_options, CallState::sockets)?;
+        sockets::ip_name_lookup::add_to_linker::<_, WasiSockets>(l, CallState::sockets)?;
+        sockets::tcp_create_socket::add_to_linker::<_, WasiSockets>(l, CallState::sockets)?;
+        sync::sockets::udp_create_socket::add_to_linker::<_, WasiSockets>(l, CallState::sockets)?;
+        sync::sockets::tcp::add_to_linker::<_, WasiSockets>(l, CallState::sockets)?;
+        sync::sockets::udp::add_to_linker::<_, WasiSockets>(l, CallState::sockets)?;
         random::random::add_to_linker::<_, WasiRandom>(l, |s| s.ctx().ctx.random())?;
         random::insecure::add_to_linker::<_, WasiRandom>(l, |s| s.ctx().ctx.random())?;
         random::insecure_seed::add_to_linker::<_, WasiRandom>(l, |s| s.ctx().ctx.random())?;

@@ -7,10 +7,11 @@
 use std::time::Duration;
 
 use wasmtime::ResourceLimiter;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, ResourceTable, WasiCtx, WasiCtxView, WasiView,
 };
+
+use super::capped_output::CappedOutput;
 
 /// Limits of one call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,7 +113,8 @@ impl HostWallClock for StoppedWallClock {
     }
 }
 
-/// A monotonic clock that never advances.
+/// A monotonic clock that never advances. (Strategies and generators read it through
+/// [`crate::fixed_clock`], whose timers are ready at once; providers get the real one.)
 struct StoppedMonotonicClock;
 
 impl HostMonotonicClock for StoppedMonotonicClock {
@@ -129,25 +131,31 @@ impl HostMonotonicClock for StoppedMonotonicClock {
 struct WasiState {
     ctx: WasiCtx,
     table: ResourceTable,
-    stdout: MemoryOutputPipe,
-    stderr: MemoryOutputPipe,
+    stdout: CappedOutput,
+    stderr: CappedOutput,
 }
 
+/// The most bytes one `get-random-bytes` call may ask for (wasmtime's default is 64 MiB:
+/// one call could make the host allocate that much). Interpreters seed with a few dozen.
+const RANDOM_BYTES_CAP: u64 = 64 << 10;
+
 impl WasiState {
-    /// No arguments, no environment, no files, no sockets, closed stdin; stdout and stderr
-    /// captured up to `capacity` bytes each. Deterministic: stopped clocks and a fixed random
-    /// seed. Otherwise (providers, which sign requests with the time): the real clocks and
+    /// No arguments, no environment, no preopened directories (so no file can be opened),
+    /// sockets that refuse to be created, closed stdin; stdout and stderr captured up to
+    /// `capacity` bytes each. Deterministic: stopped clocks and a fixed random seed.
+    /// Otherwise (providers, which sign requests with the time): the real clocks and
     /// randomness.
     fn build(capacity: usize, deterministic: bool) -> Self {
-        let stdout = MemoryOutputPipe::new(capacity);
-        let stderr = MemoryOutputPipe::new(capacity);
+        let stdout = CappedOutput::new(capacity);
+        let stderr = CappedOutput::new(capacity);
         let mut builder = WasiCtx::builder();
         builder
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false);
+            .allow_ip_name_lookup(false)
+            .max_random_size(RANDOM_BYTES_CAP);
         if deterministic {
             builder
                 .wall_clock(StoppedWallClock)
@@ -253,13 +261,12 @@ impl CallState {
     pub fn take_output(&mut self) -> CallOutput {
         let (stdout, stderr, pipes_full) = match &self.wasi {
             Some(wasi) => {
-                let out = wasi.stdout.contents();
-                let err = wasi.stderr.contents();
-                let full = out.len() >= self.output_cap || err.len() >= self.output_cap;
+                let (out, out_dropped) = wasi.stdout.contents();
+                let (err, err_dropped) = wasi.stderr.contents();
                 (
                     String::from_utf8_lossy(&out).into_owned(),
                     String::from_utf8_lossy(&err).into_owned(),
-                    full,
+                    out_dropped || err_dropped,
                 )
             }
             None => (String::new(), String::new(), false),
