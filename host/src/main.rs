@@ -199,8 +199,9 @@ struct ServeArgs {
     /// `2m`).
     #[arg(long, env = "ZONEBROKER_AGENT_TIMEOUT", default_value = "60s", value_parser = duration_between(Duration::from_secs(1), Duration::from_secs(86_400)))]
     agent_timeout: Duration,
-    /// The largest plugin component an upload may carry, in bytes (or with a suffix: 16MiB).
-    #[arg(long, default_value = "16MiB", value_parser = cli::parse_bytes)]
+    /// The largest plugin component an upload may carry, in bytes (or with a suffix: 32MiB).
+    /// Interpreters are large: a CPython strategy is about 18 MB, a JavaScript one 12 MB.
+    #[arg(long, default_value = "32MiB", value_parser = cli::parse_bytes)]
     max_plugin_size: u64,
     /// New agents are stored `pending` and get no sessions until an admin enables them
     /// (`zonebroker agent enable ID`).

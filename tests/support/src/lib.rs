@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 pub mod api;
 pub mod autoscale;
 pub mod configs;
+pub mod languages;
 pub mod load;
 pub mod moto;
 pub mod postgres;
