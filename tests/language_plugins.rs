@@ -241,7 +241,10 @@ fn a_python_strategy_that_misbehaves_is_contained() {
         ),
         other => panic!("sleeping: {other:?}"),
     }
-    assert!(elapsed < Duration::from_secs(10), "slept for real: {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "slept for real: {elapsed:?}"
+    );
 
     // Connecting out: the socket is refused.
     let (result, _) = hostile_call(&runtime, &plugin, 5);

@@ -510,6 +510,27 @@ fn the_cli_scaffolds_checks_uploads_and_rolls_back() {
     );
     assert!(out.contains("ranked 8 sample candidates"), "{out}");
 
+    // A refused import: the check fails, names the import and prints what the kind may use.
+    let phone = dir.path().join("phone.wasm");
+    std::fs::write(&phone, fixture("calls_http")).unwrap();
+    let refused = std::process::Command::new(BIN)
+        .args(["plugin", "check", phone.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr),
+    );
+    assert!(!refused.status.success(), "{out}");
+    assert!(err.contains("wasi:http/"), "{err}");
+    assert!(
+        out.contains("a strategy plugin may import")
+            && out.contains("wasi:filesystem/preopens")
+            && out.contains("refused-at-call")
+            && !out.contains("wasi:http/"),
+        "{out}"
+    );
+
     let v1: Value = serde_json::from_str(&cli(&[
         "plugin",
         "upload",

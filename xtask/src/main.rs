@@ -12,8 +12,9 @@
 //!   against a server started as the README starts it, in a fresh directory, checking what
 //!   their comments promise.
 //! - `cargo xtask setup`: only the set-up (idempotent): the `wasm32-wasip2` target, a Python
-//!   virtual environment with the test peers (`target/tools/venv`: schemathesis, moto), and
-//!   Debian's Samba and PostgreSQL.
+//!   virtual environment with the test peers and the Python plugin toolchain
+//!   (`target/tools/venv`: schemathesis, moto, componentize-py, pytest), the JavaScript plugin
+//!   toolchain (`target/tools/node`: componentize-js), and Debian's Samba and PostgreSQL.
 //!
 //! Every step is idempotent, so the commands work the same on a fresh machine (with only the
 //! Rust toolchain) and on a warm one.
@@ -26,11 +27,17 @@ mod quickstart;
 const GUEST_TARGET: &str = "wasm32-wasip2";
 
 /// Python tools the tests run, pinned: (package, extras, version). schemathesis checks the
-/// API against its OpenAPI document; moto's server is the EC2 the AutoScale tests talk to.
+/// API against its OpenAPI document; moto's server is the EC2 the AutoScale tests talk to;
+/// componentize-py builds Python strategies, and pytest runs their native tests.
 const PYTHON_TOOLS: &[(&str, &str, &str)] = &[
     ("schemathesis", "", "4.32.5"),
     ("moto", "[server]", "5.2.5"),
+    ("componentize-py", "", "0.25.1"),
+    ("pytest", "", "9.2.0"),
 ];
+
+/// npm packages the tests run, pinned: componentize-js builds JavaScript strategies.
+const NODE_TOOLS: &[(&str, &str)] = &[("@bytecodealliance/componentize-js", "0.23.0")];
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -64,7 +71,38 @@ fn main() -> ExitCode {
 fn setup() -> Result<(), String> {
     ensure_guest_target()?;
     ensure_python_tools()?;
+    ensure_node_tools()?;
     ensure_debian_packages()
+}
+
+/// `<target>/tools/node`: where the tests look for their npm tools.
+fn node_dir() -> std::path::PathBuf {
+    target_dir().join("tools").join("node")
+}
+
+fn ensure_node_tools() -> Result<(), String> {
+    let dir = node_dir();
+    let installed = |package: &str, version: &str| {
+        let manifest = dir.join("node_modules").join(package).join("package.json");
+        std::fs::read_to_string(manifest)
+            .is_ok_and(|text| text.contains(&format!("\"version\": \"{version}\"")))
+    };
+    if NODE_TOOLS
+        .iter()
+        .all(|(package, version)| installed(package, version))
+    {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let packages: Vec<String> = NODE_TOOLS
+        .iter()
+        .map(|(package, version)| format!("{package}@{version}"))
+        .collect();
+    eprintln!("xtask: installing {packages:?} into {}", dir.display());
+    run(Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+        .arg(&dir)
+        .args(&packages))
 }
 
 /// Debian packages the tests use: Samba as a throw-away Active Directory domain controller,

@@ -537,13 +537,38 @@ pub fn plugin(connection: &Connection, command: PluginCommand) -> anyhow::Result
     print(value)
 }
 
+/// The imports a plugin of `kind` may have, and how the sandbox serves each (the table the
+/// loader checks), for an author whose component was refused for one.
+fn print_allowed_imports(kind: zonebroker::plugins::PluginKind) {
+    println!("a {kind} plugin may import (any 0.2.x of WASI, 0.1.x of zonebroker:plugin):");
+    for row in zonebroker::plugins::allowed_imports(kind) {
+        println!(
+            "  {:<34} {:<16} {}",
+            row.interface,
+            row.served.as_str(),
+            row.note
+        );
+    }
+    println!(
+        "anything else is refused at load; build without it (see README, \"Write your own strategy\")"
+    );
+}
+
 /// `zonebroker plugin check`: the server's own validation and smoke call, run here.
 fn check(file: &Path) -> anyhow::Result<()> {
     use zonebroker::plugins::{PluginRuntime, RuntimeConfig, SmokeReport};
 
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let runtime = PluginRuntime::new(RuntimeConfig::default())?;
-    let plugin = runtime.load(&bytes).context("the component is refused")?;
+    let plugin = match runtime.load(&bytes) {
+        Ok(plugin) => plugin,
+        Err(error) => {
+            if let zonebroker::plugins::LoadError::ForbiddenImport { kind, .. } = &error {
+                print_allowed_imports(*kind);
+            }
+            return Err(anyhow::Error::new(error).context("the component is refused"));
+        }
+    };
     println!("component: {}", file.display());
     println!("kind:      {}", plugin.kind());
     println!("version:   {}", plugin.sha256());

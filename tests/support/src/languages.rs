@@ -81,7 +81,13 @@ fn build(language: Language, source: &Path) -> PathBuf {
                 .arg(source.join("strategy.js"))
                 .arg("--wit")
                 .arg(&wit)
-                .args(["--world-name", "strategy", "--disable", "http", "fetch-event"])
+                .args([
+                    "--world-name",
+                    "strategy",
+                    "--disable",
+                    "http",
+                    "fetch-event",
+                ])
                 .arg("--out")
                 .arg(&out),
             "componentize-js",
