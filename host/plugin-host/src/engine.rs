@@ -11,7 +11,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// How much of each linear memory stays resident between calls.
-const KEEP_RESIDENT_BYTES: usize = 2 << 20;
+const KEEP_RESIDENT_BYTES: usize = 16 << 20;
 
 /// Tables are small; keeping them resident saves an `madvise` per call.
 const KEEP_RESIDENT_TABLE_BYTES: usize = 64 << 10;
