@@ -45,12 +45,26 @@ fn upload_as(
     activate: bool,
     content_type: &str,
 ) -> (u16, Value) {
+    post_version(
+        server,
+        name,
+        bytes,
+        &format!("activate={activate}"),
+        content_type,
+    )
+}
+
+/// `POST /plugins/{name}/versions?{query}`.
+fn post_version(
+    server: &Server,
+    name: &str,
+    bytes: Vec<u8>,
+    query: &str,
+    content_type: &str,
+) -> (u16, Value) {
     let response = server
         .http()
-        .post(server.url(
-            "east",
-            &format!("/api/v1/plugins/{name}/versions?activate={activate}"),
-        ))
+        .post(server.url("east", &format!("/api/v1/plugins/{name}/versions?{query}")))
         .bearer_auth(ADMIN_TOKEN)
         .header("content-type", content_type)
         .body(bytes)
@@ -315,6 +329,76 @@ fn the_active_version_survives_a_restart_without_recompiling() {
     agent(&restarted, "west", "w1", 8.0);
     image(&restarted, "west-desktop", "west");
     session(&restarted, "west", "west-desktop", "ada");
+}
+
+/// Memory, fuel and deadline set per version at upload and at activation, within the
+/// server's maxima; the smoke call runs under them, and they survive a restart.
+#[test]
+fn a_version_can_be_given_limits_of_its_own() {
+    let server = east_west(None);
+    let wasm = "application/wasm";
+    // The smoke call runs under the version's own budget.
+    let (status, answer) = post_version(
+        &server,
+        "spin",
+        fixture("infinite_loop"),
+        "fuel=1234567&deadline_ms=5000",
+        wasm,
+    );
+    assert_eq!(status, 422, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("1234567 fuel units"), "{message}");
+
+    // Over a maximum, or zero: refused, naming the field, and nothing is stored.
+    for (query, field) in [
+        ("memory_bytes=2147483648", "memory_bytes"),
+        ("fuel=0", "fuel"),
+        ("deadline_ms=600000", "deadline_ms"),
+    ] {
+        let (status, answer) = post_version(&server, "spread", example_strategy(), query, wasm);
+        assert_eq!(status, 422, "{query}: {answer}");
+        assert_eq!(answer["error"]["field"], field, "{answer}");
+    }
+    let (status, _) = server.call("east", "GET", "/api/v1/plugins/spread", None);
+    assert_eq!(status, 404);
+
+    let (status, answer) = post_version(
+        &server,
+        "spread",
+        example_strategy(),
+        "activate=true&memory_bytes=134217728&deadline_ms=250",
+        wasm,
+    );
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(
+        answer["limits"],
+        json!({ "memory_bytes": 134217728, "deadline_ms": 250 })
+    );
+    let version = answer["version"].as_str().unwrap().to_string();
+    // Activation sets more, over what the version has.
+    let (status, plugin) = server.call(
+        "east",
+        "POST",
+        "/api/v1/plugins/spread/activate",
+        Some(&json!({ "version": version, "limits": { "fuel": 5000000, "deadline_ms": 300 } })),
+    );
+    assert_eq!(status, 200, "{plugin}");
+    let expected = json!({ "memory_bytes": 134217728, "fuel": 5000000, "deadline_ms": 300 });
+    assert_eq!(plugin["versions"][0]["limits"], expected);
+    let (status, answer) = server.call(
+        "east",
+        "POST",
+        "/api/v1/plugins/spread/activate",
+        Some(&json!({ "version": version, "limits": { "fuel": 5, "cpu": 1 } })),
+    );
+    assert_eq!(status, 422, "{answer}");
+
+    let data_dir = server.data_dir();
+    server.stop();
+    let restarted = east_west(Some(data_dir));
+    let (_, plugin) = restarted.call("east", "GET", "/api/v1/plugins/spread", None);
+    assert_eq!(plugin["versions"][0]["limits"], expected);
+    assert_eq!(plugin["active_version"], version.as_str());
 }
 
 #[test]

@@ -240,6 +240,18 @@ struct ServeArgs {
     /// compilations run one per core); past it the upload is refused with 422.
     #[arg(long, env = "ZONEBROKER_MAX_COMPILE_TIME", default_value = "120s", value_parser = duration_between(Duration::from_millis(1), Duration::from_secs(86_400)))]
     max_compile_time: Duration,
+    /// The most memory one plugin may be given of its own at upload or activation
+    /// (`memory_bytes`); kinds' defaults: strategies and generators 64 MiB, providers 96 MiB.
+    #[arg(long, default_value = "1GiB", value_parser = cli::parse_bytes)]
+    max_plugin_memory: u64,
+    /// The greatest CPU budget (fuel) one plugin may be given of its own (`fuel`);
+    /// strategies and generators get 1e9 by default, providers 2e10.
+    #[arg(long, default_value_t = 100_000_000_000)]
+    max_plugin_fuel: u64,
+    /// The longest deadline one plugin's calls may be given of their own (`deadline_ms`);
+    /// strategies get 100 ms by default, generators 1 s, providers 60 s.
+    #[arg(long, default_value = "60s", value_parser = duration_between(Duration::from_millis(1), Duration::from_secs(3_600)))]
+    max_plugin_deadline: Duration,
 }
 
 /// A flag's parser: a duration (seconds, or with a unit) within `min..=max`.
@@ -332,6 +344,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_plugin_size: args.max_plugin_size as usize,
         runtime: RuntimeConfig {
             max_compile_time: args.max_compile_time,
+            max_limits: zonebroker::plugins::CallLimits {
+                memory_bytes: usize::try_from(args.max_plugin_memory).unwrap_or(usize::MAX),
+                fuel: args.max_plugin_fuel,
+                deadline: args.max_plugin_deadline,
+                ..zonebroker::plugins::CallLimits::MAXIMA
+            },
             ..RuntimeConfig::default()
         },
         autoscale_interval: args.autoscale_interval,

@@ -26,7 +26,7 @@ impl PluginRuntime {
                 actual: plugin.kind,
             });
         };
-        let limits = &self.config.generator_limits;
+        let limits = &self.limits_of(plugin);
         let mut store = self.new_store(limits);
         let variables: Vec<_> = variables
             .iter()

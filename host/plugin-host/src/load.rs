@@ -12,12 +12,15 @@ use super::kind::PluginKind;
 use super::runtime::PluginRuntime;
 use super::sandbox::CallState;
 use super::wit;
+use zonebroker_core::domain::plugin::PluginLimits;
 
 /// A plugin version, compiled and linked, ready to be called any number of times.
 pub struct LoadedPlugin {
     pub(crate) kind: PluginKind,
     sha256: String,
     size: usize,
+    /// Where this plugin's calls differ from its kind's default limits.
+    limits: PluginLimits,
     pub(crate) instance: Instantiator,
 }
 
@@ -43,6 +46,18 @@ impl LoadedPlugin {
     pub fn size(&self) -> usize {
         self.size
     }
+
+    /// Where this plugin's calls differ from its kind's default limits.
+    pub fn limits(&self) -> PluginLimits {
+        self.limits
+    }
+
+    /// This plugin with its own limits (checked against the server's maxima by the caller,
+    /// see [`CallLimits::refusal`](crate::CallLimits::refusal)).
+    pub fn with_limits(mut self, limits: PluginLimits) -> Self {
+        self.limits = limits;
+        self
+    }
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -51,6 +66,7 @@ impl std::fmt::Debug for LoadedPlugin {
             .field("kind", &self.kind)
             .field("sha256", &self.sha256)
             .field("size", &self.size)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -176,6 +192,7 @@ impl PluginRuntime {
             kind,
             sha256,
             size,
+            limits: PluginLimits::default(),
             instance,
         })
     }

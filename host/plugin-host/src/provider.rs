@@ -18,7 +18,7 @@ use super::http::Endpoints;
 use super::kind::PluginKind;
 use super::load::{Instantiator, LoadedPlugin};
 use super::runtime::PluginRuntime;
-use super::sandbox::CallState;
+use super::sandbox::{CallLimits, CallState};
 use super::wit::provider::VmProviderPre;
 use super::wit::provider::exports::zonebroker::plugin::provider::Guest as ProviderExports;
 use super::wit::provider_convert as convert;
@@ -33,6 +33,7 @@ pub struct LoadedProvider<'a> {
     runtime: &'a PluginRuntime,
     instantiator: &'a VmProviderPre<CallState>,
     endpoints: &'a Endpoints,
+    limits: CallLimits,
 }
 
 impl PluginRuntime {
@@ -52,6 +53,7 @@ impl PluginRuntime {
             runtime: self,
             instantiator,
             endpoints,
+            limits: self.limits_of(plugin),
         })
     }
 }
@@ -155,7 +157,7 @@ impl LoadedProvider<'_> {
         &self,
         function: impl for<'s> FnOnce(&'s ProviderExports, &'s mut Store<CallState>) -> GuestCall<'s, T>,
     ) -> Result<T, CallError> {
-        let limits = &self.runtime.config.provider_limits;
+        let limits = &self.limits;
         let mut store = Store::new(
             &self.runtime.engine,
             CallState::provider(limits, self.endpoints),

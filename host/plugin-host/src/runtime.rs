@@ -6,7 +6,9 @@ use wasmtime::Engine;
 
 use super::compile::CompileSlots;
 use super::engine::{EpochTicker, build_engine};
+use super::kind::PluginKind;
 use super::linker::Linkers;
+use super::load::LoadedPlugin;
 use super::sandbox::CallLimits;
 
 /// How the runtime is sized and what each kind of call may use.
@@ -26,6 +28,8 @@ pub struct RuntimeConfig {
     pub max_compile_time: std::time::Duration,
     /// How many compilations may run at once (each keeps a core busy).
     pub max_concurrent_compiles: usize,
+    /// The greatest limits a plugin may be given of its own (`output_bytes` is not used).
+    pub max_limits: CallLimits,
 }
 
 /// The default `max_compile_time`: enough for an 18 MB interpreter component.
@@ -48,6 +52,7 @@ impl Default for RuntimeConfig {
             max_concurrent_calls: 256,
             max_compile_time: DEFAULT_MAX_COMPILE_TIME,
             max_concurrent_compiles: default_concurrent_compiles(),
+            max_limits: CallLimits::MAXIMA,
         }
     }
 }
@@ -75,6 +80,7 @@ impl PluginRuntime {
             &config.strategy_limits,
             &config.generator_limits,
             &config.provider_limits,
+            &config.max_limits,
         ]
         .iter()
         .map(|limits| limits.memory_bytes)
@@ -102,5 +108,15 @@ impl PluginRuntime {
     /// The runtime's configuration.
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// The limits of `plugin`'s calls: its kind's, with the plugin's own where it sets them.
+    pub fn limits_of(&self, plugin: &LoadedPlugin) -> CallLimits {
+        let defaults = match plugin.kind() {
+            PluginKind::Strategy => self.config.strategy_limits,
+            PluginKind::ScriptGenerator => self.config.generator_limits,
+            PluginKind::VmProvider => self.config.provider_limits,
+        };
+        defaults.with_overrides(&plugin.limits())
     }
 }

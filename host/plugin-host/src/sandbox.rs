@@ -12,6 +12,7 @@ use wasmtime_wasi::{
 };
 
 use super::capped_output::CappedOutput;
+use zonebroker_core::domain::plugin::PluginLimits;
 
 /// Limits of one call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +35,54 @@ impl CallLimits {
         deadline: Duration::from_millis(100),
         output_bytes: 16 << 10,
     };
+
+    /// The greatest limits any plugin may be given (`--max-plugin-memory`, ...).
+    pub const MAXIMA: CallLimits = CallLimits {
+        memory_bytes: 1 << 30,
+        fuel: 100_000_000_000,
+        deadline: Duration::from_secs(60),
+        output_bytes: 64 << 10,
+    };
+
+    /// These limits with a plugin's own where it sets them.
+    pub fn with_overrides(self, overrides: &PluginLimits) -> CallLimits {
+        CallLimits {
+            memory_bytes: overrides.memory_bytes.map_or(self.memory_bytes, |m| {
+                usize::try_from(m).unwrap_or(usize::MAX)
+            }),
+            fuel: overrides.fuel.unwrap_or(self.fuel),
+            deadline: overrides
+                .deadline_ms
+                .map_or(self.deadline, Duration::from_millis),
+            output_bytes: self.output_bytes,
+        }
+    }
+
+    /// The first of `limits` these maxima refuse: its field and why.
+    pub fn refusal(&self, limits: &PluginLimits) -> Option<(&'static str, String)> {
+        let fields = [
+            (
+                "memory_bytes",
+                limits.memory_bytes,
+                self.memory_bytes as u64,
+            ),
+            ("fuel", limits.fuel, self.fuel),
+            (
+                "deadline_ms",
+                limits.deadline_ms,
+                self.deadline.as_millis() as u64,
+            ),
+        ];
+        fields
+            .into_iter()
+            .find_map(|(field, value, max)| match value {
+                Some(0) => Some((field, "must be positive".to_string())),
+                Some(v) if v > max => {
+                    Some((field, format!("{v} is over the server's maximum of {max}")))
+                }
+                _ => None,
+            })
+    }
 
     /// Limits for a VM-provider call: seconds, network round trips to the cloud included.
     pub const PROVIDER: CallLimits = CallLimits {

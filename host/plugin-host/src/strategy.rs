@@ -43,7 +43,7 @@ impl PluginRuntime {
             };
             return (Err(error), CallOutput::default());
         };
-        let limits = &self.config.strategy_limits;
+        let limits = &self.limits_of(plugin);
         let mut store = self.new_store(limits);
         let n = candidates.len();
         let request: wit::strategy::zonebroker::plugin::placement_types::PlacementRequest =

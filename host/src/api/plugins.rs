@@ -17,6 +17,7 @@ use super::auth::Admin;
 use super::error::{ApiError, ErrorBody};
 use super::json::JsonBody;
 use crate::broker::{PluginView, UploadView};
+use crate::domain::plugin::PluginLimits;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -59,6 +60,23 @@ struct UploadParams {
     /// Make the uploaded version the active one.
     #[serde(default)]
     activate: bool,
+    /// This version's memory cap in bytes, instead of its kind's (up to `--max-plugin-memory`).
+    memory_bytes: Option<u64>,
+    /// This version's CPU budget in fuel units, instead of its kind's (up to `--max-plugin-fuel`).
+    fuel: Option<u64>,
+    /// This version's call deadline in milliseconds, instead of its kind's (up to
+    /// `--max-plugin-deadline`).
+    deadline_ms: Option<u64>,
+}
+
+impl UploadParams {
+    fn limits(&self) -> PluginLimits {
+        PluginLimits {
+            memory_bytes: self.memory_bytes,
+            fuel: self.fuel,
+            deadline_ms: self.deadline_ms,
+        }
+    }
 }
 
 /// Upload a component as a version of plugin `name` (created if new). The server checks it
@@ -102,7 +120,13 @@ async fn upload(
     })?;
     let upload = state
         .broker
-        .upload_plugin(&name, bytes.to_vec(), params.activate, &actor(connection))
+        .upload_plugin(
+            &name,
+            bytes.to_vec(),
+            params.limits(),
+            params.activate,
+            &actor(connection),
+        )
         .await?;
     let status = if upload.created {
         StatusCode::CREATED
@@ -119,6 +143,10 @@ struct Activate {
     /// The sha256 of the version to make active (a newer one, or an older one to roll back).
     #[schema(pattern = "^[0-9a-f]{64}$")]
     version: String,
+    /// Limits to set for this version, over the ones it has (each up to the server's
+    /// maximum); fields left out keep their value.
+    #[serde(default)]
+    limits: PluginLimits,
 }
 
 /// Make a version active, or roll back to an older one. Atomic: calls in flight finish on
@@ -138,7 +166,7 @@ async fn activate(
 ) -> Result<Json<PluginView>, ApiError> {
     let plugin = state
         .broker
-        .activate_plugin(&name, &body.version, &actor(connection))
+        .activate_plugin(&name, &body.version, body.limits, &actor(connection))
         .await?;
     Ok(Json(plugin))
 }

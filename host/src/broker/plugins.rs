@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::{Broker, BrokerError, now_ms};
 use crate::domain::names;
-use crate::domain::plugin::{PluginKind, PluginRecord, PluginVersion};
+use crate::domain::plugin::{PluginKind, PluginLimits, PluginRecord, PluginVersion};
 use crate::domain::timestamp::rfc3339;
 use crate::domain::validation::FieldError;
 use crate::plugin_cache::StoredArtifacts;
@@ -58,6 +58,8 @@ pub struct VersionView {
     pub size: u64,
     pub uploaded_at: String,
     pub active: bool,
+    /// Where this version's calls differ from its kind's default limits.
+    pub limits: PluginLimits,
 }
 
 /// One activation or rollback.
@@ -113,6 +115,8 @@ pub struct UploadView {
     /// Bytes.
     pub size: u64,
     pub uploaded_at: String,
+    /// Where this version's calls differ from its kind's default limits.
+    pub limits: PluginLimits,
     /// Whether this version is now the active one.
     pub active: bool,
     /// False when these exact bytes were already a version of this plugin.
@@ -138,11 +142,10 @@ impl Broker {
             self.registry.remove(&record.name);
             return;
         };
-        if self
-            .registry
-            .get(&record.name)
-            .is_some_and(|slot| slot.active().sha256() == active)
-        {
+        let limits = record.version(active).map(|v| v.limits).unwrap_or_default();
+        if self.registry.get(&record.name).is_some_and(|slot| {
+            slot.active().sha256() == active && slot.active().limits() == limits
+        }) {
             return;
         }
         let loaded = self
@@ -158,6 +161,7 @@ impl Broker {
             });
         match loaded {
             Ok((plugin, compiled)) => {
+                let plugin = plugin.with_limits(limits);
                 tracing::info!(
                     plugin = record.name,
                     version = short(active),
@@ -216,21 +220,25 @@ impl Broker {
             .ok_or_else(|| not_found(name))
     }
 
-    /// Validate `bytes` (component, world, imports, a smoke call), store them as a version of
-    /// plugin `name` and, with `activate`, make it the active version. Uploading bytes that
-    /// already are a version changes nothing (but may activate it).
+    /// Validate `bytes` (component, world, imports, a smoke call under the version's limits),
+    /// store them as a version of plugin `name` with `limits` and, with `activate`, make it
+    /// the active version. Uploading bytes that already are a version changes nothing but
+    /// the limits it sets (and may activate it).
     pub async fn upload_plugin(
         self: &Arc<Self>,
         name: &str,
         bytes: Vec<u8>,
+        limits: PluginLimits,
         activate: bool,
         actor: &str,
     ) -> Result<UploadView, BrokerError> {
         names::validate(name).map_err(|e| FieldError::new("name", e.to_string()))?;
         self.refuse_builtin(name)?;
+        self.check_limits(&limits)?;
         // Compiling and the smoke call are CPU work: off the async workers. Nothing is
         // written until the upload is accepted: a compiled artifact waits in `pending`.
         let broker = self.clone();
+        let name_owned = name.to_string();
         let (plugin, bytes, artifacts) = tokio::task::spawn_blocking(move || {
             let runtime = broker.registry.runtime();
             let cache = StoredArtifacts(&broker.store);
@@ -238,6 +246,10 @@ impl Broker {
             let (plugin, _) = runtime
                 .load_upload(&bytes, &pending)
                 .map_err(UploadError::Load)?;
+            let limits = broker
+                .stored_limits(name_owned.as_str(), plugin.sha256())
+                .overridden_by(limits);
+            let plugin = plugin.with_limits(limits);
             runtime.smoke_test(&plugin).map_err(UploadError::Smoke)?;
             Ok::<_, UploadError>((plugin, bytes, pending.into_pending()))
         })
@@ -279,16 +291,21 @@ impl Broker {
                     sha256: sha256.clone(),
                     size: bytes.len() as u64,
                     uploaded_at_ms: now,
+                    limits: plugin.limits(),
                 });
             }
-            if activate && record.active.as_deref() != Some(&sha256) {
+            let limits_changed = record.set_limits(&sha256, plugin.limits());
+            let is_active = record.active.as_deref() == Some(&sha256);
+            if (activate && !is_active) || (is_active && limits_changed) {
                 self.registry
                     .activate(name, plugin.clone(), false)
                     .map_err(|e| {
                         BrokerError::internal("the plugin registry refused the version", e)
                     })?;
                 self.metrics.plugin_active(name, short(&sha256));
-                record.activate(&sha256, actor, now);
+                if !is_active {
+                    record.activate(&sha256, actor, now);
+                }
             }
             self.store.put_plugin(&record)?;
             let version = record.version(&sha256).expect("just added").clone();
@@ -299,6 +316,7 @@ impl Broker {
                 version: sha256.clone(),
                 size: version.size,
                 uploaded_at: rfc3339(version.uploaded_at_ms),
+                limits: version.limits,
                 created,
             };
             inventory.plugins.insert(name.to_string(), record);
@@ -315,25 +333,47 @@ impl Broker {
         Ok(view)
     }
 
+    /// Refuse limits over the server's maxima (or zero), naming the field.
+    fn check_limits(&self, limits: &PluginLimits) -> Result<(), BrokerError> {
+        match self.registry.runtime().config().max_limits.refusal(limits) {
+            Some((field, why)) => Err(FieldError::new(field, why).into()),
+            None => Ok(()),
+        }
+    }
+
+    /// The limits stored for version `sha256` of plugin `name` (none if it is new).
+    fn stored_limits(&self, name: &str, sha256: &str) -> PluginLimits {
+        self.read()
+            .plugins
+            .get(name)
+            .and_then(|record| record.version(sha256))
+            .map(|version| version.limits)
+            .unwrap_or_default()
+    }
+
     /// Make `version` the active version of `name` (an activation, or a rollback to an older
-    /// one). Calls in flight finish on the version they started with.
+    /// one), with `limits` set over the version's own. Calls in flight finish on the version
+    /// (and limits) they started with.
     pub async fn activate_plugin(
         self: &Arc<Self>,
         name: &str,
         version: &str,
+        limits: PluginLimits,
         actor: &str,
     ) -> Result<PluginView, BrokerError> {
         self.refuse_builtin(name)?;
-        {
+        self.check_limits(&limits)?;
+        let limits = {
             let inventory = self.read();
             let record = inventory.plugins.get(name).ok_or_else(|| not_found(name))?;
-            if record.version(version).is_none() {
+            let Some(stored) = record.version(version) else {
                 return Err(BrokerError::NotFound {
                     kind: "version",
                     key: format!("{name}@{version}"),
                 });
-            }
-        }
+            };
+            stored.limits.overridden_by(limits)
+        };
         let bytes = self
             .store
             .blob(version)?
@@ -351,16 +391,21 @@ impl Broker {
         })
         .await
         .map_err(|e| BrokerError::internal("the version's load did not finish", e))?
-        .map_err(UploadError::Load)?;
+        .map_err(UploadError::Load)?
+        .with_limits(limits);
         {
             let mut inventory = self.write();
             let record = inventory
                 .plugins
                 .get_mut(name)
                 .ok_or_else(|| not_found(name))?;
-            if record.active.as_deref() != Some(version) {
-                let mut updated = record.clone();
-                updated.activate(version, actor, now_ms());
+            let mut updated = record.clone();
+            let limits_changed = updated.set_limits(version, limits);
+            let is_active = record.active.as_deref() == Some(version);
+            if !is_active || limits_changed {
+                if !is_active {
+                    updated.activate(version, actor, now_ms());
+                }
                 self.store.put_plugin(&updated)?;
                 self.registry
                     .activate(name, Arc::new(plugin), false)
@@ -466,6 +511,7 @@ fn view(inventory: &super::Inventory, record: &PluginRecord) -> PluginView {
             .versions
             .iter()
             .map(|v| VersionView {
+                limits: v.limits,
                 version: v.sha256.clone(),
                 size: v.size,
                 uploaded_at: rfc3339(v.uploaded_at_ms),

@@ -195,13 +195,20 @@ pub enum PluginCommand {
         /// Also make it the active version.
         #[arg(long)]
         activate: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// List plugins.
     List,
     /// Show a plugin: versions, active version, history, users.
     Show { name: String },
-    /// Make a version active.
-    Activate { name: String, version: String },
+    /// Make a version active (and set its limits).
+    Activate {
+        name: String,
+        version: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
     /// Re-activate the version that was active before the current one.
     Rollback { name: String },
     /// Delete a plugin, or one of its versions.
@@ -210,6 +217,51 @@ pub enum PluginCommand {
         #[arg(long)]
         version: Option<String>,
     },
+}
+
+/// A plugin version's own limits, instead of its kind's (each up to the server's maximum):
+/// an interpreter (Python, JavaScript) needs more than a Rust strategy.
+#[derive(Args, Debug, Default)]
+pub struct LimitArgs {
+    /// Memory cap (bytes, or with a suffix: 256MiB).
+    #[arg(long, value_parser = parse_bytes)]
+    memory: Option<u64>,
+    /// CPU budget, in fuel units (about one per wasm instruction).
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Deadline of each call, in milliseconds.
+    #[arg(long)]
+    deadline_ms: Option<u64>,
+}
+
+impl LimitArgs {
+    /// As query parameters (`&memory_bytes=...`), for an upload.
+    fn query(&self) -> String {
+        let mut query = String::new();
+        for (name, value) in self.fields() {
+            query.push_str(&format!("&{name}={value}"));
+        }
+        query
+    }
+
+    /// As the `limits` object of an activation.
+    fn body(&self) -> Value {
+        Value::Object(
+            self.fields()
+                .map(|(n, v)| (n.to_string(), json!(v)))
+                .collect(),
+        )
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        [
+            ("memory_bytes", self.memory),
+            ("fuel", self.fuel),
+            ("deadline_ms", self.deadline_ms),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+    }
 }
 
 /// The commands every AutoScale resource takes; bodies are JSON files, as the API takes them.
@@ -355,6 +407,31 @@ impl Client {
         Ok(Value::Array(items))
     }
 
+    /// `POST path` with a component as the body, showing its progress and then a spinner
+    /// while the server compiles it. No overall timeout: the server's own
+    /// `--max-compile-time` bounds the wait.
+    pub fn upload(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
+        let url = format!("{}/api/v1{path}", self.base);
+        let length = bytes.len();
+        let (body, progress) = progress::UploadProgress::start(bytes);
+        let mut request = ureq::http::Request::builder()
+            .method("POST")
+            .uri(&url)
+            .header("Content-Type", "application/wasm")
+            .header("Content-Length", length);
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let request = self
+            .agent
+            .configure_request(request.body(ureq::SendBody::from_owned_reader(body))?)
+            .timeout_global(None)
+            .build();
+        let response = self.agent.run(request);
+        drop(progress);
+        answer(response.with_context(|| format!("POST {url}"))?)
+    }
+
     /// Call `method path` with an optional body of the given content type.
     pub fn send(
         &self,
@@ -379,39 +456,44 @@ impl Client {
             Some(auth) => request.header("Authorization", auth),
             None => request,
         };
-        let mut response = match body {
+        let response = match body {
             Some((content_type, bytes)) => self
                 .agent
                 .run(request.header("Content-Type", content_type).body(bytes)?),
             None => self.agent.run(request.body(())?),
         }
         .with_context(|| format!("{method} {url}"))?;
-        let status = response.status();
         let link = response
             .headers()
             .get("link")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let text = response.body_mut().read_to_string().unwrap_or_default();
-        let value: Value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        if status.is_success() {
-            return Ok((value, link));
+        Ok((answer(response)?, link))
+    }
+}
+
+/// The JSON of a reply, or the server's error message as the error.
+fn answer(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<Value> {
+    let status = response.status();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    let value: Value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    if status.is_success() {
+        return Ok(value);
+    }
+    let error = &value["error"];
+    match (error["code"].as_str(), error["message"].as_str()) {
+        (Some(code), Some(message)) => {
+            let field = error["field"]
+                .as_str()
+                .map(|f| format!(" (field `{f}`)"))
+                .unwrap_or_default();
+            bail!("{status}: {code}: {message}{field}")
         }
-        let error = &value["error"];
-        match (error["code"].as_str(), error["message"].as_str()) {
-            (Some(code), Some(message)) => {
-                let field = error["field"]
-                    .as_str()
-                    .map(|f| format!(" (field `{f}`)"))
-                    .unwrap_or_default();
-                bail!("{status}: {code}: {message}{field}")
-            }
-            _ => bail!("{status}: {value}"),
-        }
+        _ => bail!("{status}: {value}"),
     }
 }
 
@@ -496,18 +578,26 @@ pub fn plugin(connection: &Connection, command: PluginCommand) -> anyhow::Result
             name,
             file,
             activate,
+            limits,
         } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let path = format!("/plugins/{name}/versions?activate={activate}");
-            client()?.send("POST", &path, Some(("application/wasm", bytes)))?
+            let path = format!(
+                "/plugins/{name}/versions?activate={activate}{}",
+                limits.query()
+            );
+            client()?.upload(&path, bytes)?
         }
         PluginCommand::List => client()?.call("GET", "/plugins", None)?,
         PluginCommand::Show { name } => client()?.call("GET", &format!("/plugins/{name}"), None)?,
-        PluginCommand::Activate { name, version } => client()?.call(
+        PluginCommand::Activate {
+            name,
+            version,
+            limits,
+        } => client()?.call(
             "POST",
             &format!("/plugins/{name}/activate"),
-            Some(json!({ "version": version })),
+            Some(json!({ "version": version, "limits": limits.body() })),
         )?,
         PluginCommand::Rollback { name } => {
             let client = client()?;
@@ -631,6 +721,7 @@ fn check(file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+mod progress;
 mod scaffold;
 
 #[cfg(test)]

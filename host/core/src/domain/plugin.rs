@@ -50,6 +50,42 @@ pub struct PluginVersion {
     pub size: u64,
     /// Unix milliseconds.
     pub uploaded_at_ms: u64,
+    /// What this version's calls may use, where it differs from its kind's defaults.
+    #[serde(default, skip_serializing_if = "PluginLimits::is_default")]
+    pub limits: PluginLimits,
+}
+
+/// Limits of one plugin's calls that differ from its kind's defaults (an interpreter needs
+/// more memory, fuel and time than a Rust strategy). Each is bounded by a server-wide
+/// maximum.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PluginLimits {
+    /// The most linear memory, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// The CPU budget, in fuel units (about one per wasm instruction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    /// The wall-clock deadline of a call, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+}
+
+impl PluginLimits {
+    pub fn is_default(&self) -> bool {
+        *self == PluginLimits::default()
+    }
+
+    /// These limits, with `newer`'s where it sets one.
+    pub fn overridden_by(self, newer: PluginLimits) -> PluginLimits {
+        PluginLimits {
+            memory_bytes: newer.memory_bytes.or(self.memory_bytes),
+            fuel: newer.fuel.or(self.fuel),
+            deadline_ms: newer.deadline_ms.or(self.deadline_ms),
+        }
+    }
 }
 
 /// One change of the active version (an activation or a rollback).
@@ -81,6 +117,17 @@ pub struct PluginRecord {
 impl PluginRecord {
     pub fn version(&self, sha256: &str) -> Option<&PluginVersion> {
         self.versions.iter().find(|v| v.sha256 == sha256)
+    }
+
+    /// Set version `sha256`'s limits; answers whether they changed.
+    pub fn set_limits(&mut self, sha256: &str, limits: PluginLimits) -> bool {
+        match self.versions.iter_mut().find(|v| v.sha256 == sha256) {
+            Some(version) if version.limits != limits => {
+                version.limits = limits;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Record that `to` became active, by `actor` at `at_ms`.
