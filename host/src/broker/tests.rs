@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::*;
 use crate::domain::agent::AgentCheckin;
 use crate::domain::image::Image;
+use crate::domain::plugin::PluginLimits;
 use crate::domain::session::SessionRequest;
 use crate::domain::zone::{RequestOrigin, ZonePatch};
 use crate::plugins::{CallLimits, PluginRuntime, RuntimeConfig, install_builtins};
@@ -166,7 +167,13 @@ async fn a_refused_reupload_keeps_the_stored_version() {
     let version = {
         let broker = Arc::new(broker(dir.path()));
         let view = broker
-            .upload_plugin("spread", bytes.clone(), true, "test")
+            .upload_plugin(
+                "spread",
+                bytes.clone(),
+                PluginLimits::default(),
+                true,
+                "test",
+            )
             .await
             .unwrap();
         assert!(view.active && view.created);
@@ -183,7 +190,13 @@ async fn a_refused_reupload_keeps_the_stored_version() {
         let artifacts = starved.store.artifacts_of(&version).unwrap();
         assert!(artifacts >= 1, "the upload cached its compiled component");
         match starved
-            .upload_plugin("spread", bytes.clone(), true, "test")
+            .upload_plugin(
+                "spread",
+                bytes.clone(),
+                PluginLimits::default(),
+                true,
+                "test",
+            )
             .await
         {
             Err(BrokerError::Upload(UploadError::Smoke(_))) => {}
@@ -204,10 +217,18 @@ async fn a_refused_upload_leaves_no_compiled_artifact() {
     use sha2::Digest as _;
     let dir = tempfile::tempdir().unwrap();
     let broker = Arc::new(broker(dir.path()));
-    for (fixture, code) in [("reads_files", "forbidden_import"), ("panics", "")] {
+    // Refused at load for an import; refused by the smoke call (a file not found, a panic).
+    for (fixture, code) in [
+        ("calls_http", "forbidden_import"),
+        ("reads_files", ""),
+        ("panics", ""),
+    ] {
         let bytes = zonebroker_test_support::fixture(fixture);
         let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
-        match broker.upload_plugin("refused", bytes, true, "test").await {
+        match broker
+            .upload_plugin("refused", bytes, PluginLimits::default(), true, "test")
+            .await
+        {
             Err(BrokerError::Upload(UploadError::Load(error))) => {
                 assert_eq!(error.code(), code, "{fixture}: {error}")
             }
