@@ -1,5 +1,7 @@
 //! Prometheus metrics of placement and plugins, served as text at `/metrics`.
 
+use std::time::Duration;
+
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -29,6 +31,8 @@ pub struct Metrics {
     feed_read_errors: Counter,
     config_leases_held: Family<Labels, Gauge>,
     plugin_active: Family<Labels, Gauge>,
+    shadow_calls: Family<Labels, Counter>,
+    shadow_seconds: Family<Labels, Histogram>,
     /// The version each uploaded plugin's `plugin_active` series names now.
     active_versions: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
@@ -140,7 +144,21 @@ impl Default for Metrics {
             "1 for the version of each uploaded plugin this process calls now (the first 12 hex digits of its sha256)",
             plugin_active.clone(),
         );
+        let shadow_calls = Family::default();
+        let shadow_seconds = Family::new_with_constructor(placement_histogram as fn() -> Histogram);
+        registry.register(
+            "shadow_calls",
+            "Shadow strategy calls, by zone, shadow strategy and outcome (agreed, disagreed: first choice against the zone's strategy; fault; dropped: the shadow queue was full)",
+            shadow_calls.clone(),
+        );
+        registry.register(
+            "shadow_call_duration_seconds",
+            "Time of one shadow strategy call, by zone",
+            shadow_seconds.clone(),
+        );
         Metrics {
+            shadow_calls,
+            shadow_seconds,
             plugin_active,
             active_versions: Default::default(),
             feed_revision,
@@ -183,6 +201,22 @@ impl Metrics {
         self.no_capacity
             .get_or_create(&vec![("zone", zone.to_string())])
             .inc();
+    }
+
+    /// One shadow call of `shadow` in `zone` with its `outcome` (and time, if it ran).
+    pub fn shadow_call(&self, zone: &str, shadow: &str, outcome: &str, took: Option<Duration>) {
+        self.shadow_calls
+            .get_or_create(&vec![
+                ("zone", zone.to_string()),
+                ("strategy", shadow.to_string()),
+                ("outcome", outcome.to_string()),
+            ])
+            .inc();
+        if let Some(took) = took {
+            self.shadow_seconds
+                .get_or_create(&vec![("zone", zone.to_string())])
+                .observe(took.as_secs_f64());
+        }
     }
 
     pub fn fell_back(&self, zone: &str, strategy: &str, code: &str) {

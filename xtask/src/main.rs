@@ -307,6 +307,7 @@ const SUITES_ON_POSTGRES: &[&str] = &[
     "hot_swap",
     "autoscale_moto",
     "openapi_conformance",
+    "shadow_strategies",
 ];
 
 fn cargo() -> Command {

@@ -10,12 +10,15 @@ use super::AppState;
 use super::auth::Admin;
 use super::error::{ApiError, ErrorBody};
 use super::json::JsonBody;
+use crate::broker::ShadowView;
 use crate::domain::zone::{Zone, ZonePatch, ZoneSpec};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(get, update, delete))
+        .routes(routes!(shadow))
+        .routes(routes!(promote_shadow))
 }
 
 /// Every zone.
@@ -66,6 +69,33 @@ async fn update(
     JsonBody(patch): JsonBody<ZonePatch>,
 ) -> Result<Json<Zone>, ApiError> {
     Ok(Json(state.broker.update_zone(&name, patch).await?))
+}
+
+/// What the zone's shadow strategy did in this process: calls, agreement with the zone's
+/// strategy on the first choice, faults, call times and the last 100 disagreements.
+#[utoipa::path(get, path = "/zones/{name}/shadow", tag = "zones", security(("admin" = [])),
+    params(("name" = String, Path, description = "The zone's name")),
+    responses((status = OK, body = ShadowView), (status = NOT_FOUND, body = ErrorBody), (status = UNAUTHORIZED, body = ErrorBody)))]
+async fn shadow(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ShadowView>, ApiError> {
+    Ok(Json(state.broker.zone_shadow(&name)?))
+}
+
+/// Make the zone's shadow strategy its strategy; the zone is left without a shadow.
+#[utoipa::path(post, path = "/zones/{name}/shadow/promote", tag = "zones", security(("admin" = [])),
+    params(("name" = String, Path, description = "The zone's name")),
+    responses((status = OK, body = Zone), (status = NOT_FOUND, body = ErrorBody),
+        (status = CONFLICT, description = "The zone has no shadow strategy", body = ErrorBody),
+        (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = UNAUTHORIZED, body = ErrorBody)))]
+async fn promote_shadow(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Zone>, ApiError> {
+    Ok(Json(state.broker.promote_shadow(&name).await?))
 }
 
 /// Delete a zone without agents, images, servers or a listener. `default` always exists.

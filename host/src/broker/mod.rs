@@ -19,6 +19,7 @@ mod provider_configs;
 mod records;
 mod servers;
 mod sessions;
+mod shadows;
 mod workspaces;
 mod zones;
 
@@ -35,6 +36,7 @@ pub use autoscale_configs::AutoScaleConfigView;
 pub use plugins::{ActivationView, PluginView, UploadError, UploadView, UsedBy, VersionView};
 pub use records::Change;
 pub use servers::{Removal, ServerCheckin, ServerEntry, ServerView};
+pub use shadows::{DisagreementView, ShadowView};
 
 use crate::domain::autoscale::{AutoScaleConfig, Pool, StoredProviderConfig, Workspace};
 use crate::domain::capacity::Usage;
@@ -164,7 +166,9 @@ pub struct Broker {
     /// never across an `.await` or a plugin call.
     inventory: RwLock<Inventory>,
     config: BrokerConfig,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
+    /// Zones' shadow strategies, ranked on a thread of their own.
+    shadows: shadows::Shadows,
     /// Wakes the reconcile loop when demand changes (a session placed or ended, a server
     /// checked in, a config saved), so it need not wait for its next tick.
     autoscale_wake: tokio::sync::Notify,
@@ -245,12 +249,14 @@ impl Broker {
                 inventory.zones.insert(name, zone);
             }
         }
+        let metrics = Arc::new(Metrics::default());
         let broker = Broker {
             store,
+            shadows: shadows::Shadows::start(registry.clone(), metrics.clone()),
             registry,
             inventory: RwLock::new(inventory),
             config,
-            metrics: Metrics::default(),
+            metrics,
             autoscale_wake: tokio::sync::Notify::new(),
             autoscale_dirty: Default::default(),
             versioned_writes: Default::default(),
@@ -347,18 +353,19 @@ impl Broker {
     }
 
     /// Whether `name` is an installed strategy plugin.
-    fn check_strategy(&self, name: &str) -> Result<(), FieldError> {
+    /// Whether `name` is an installed strategy; `field` names the setting in the error.
+    fn check_strategy(&self, field: &str, name: &str) -> Result<(), FieldError> {
         match self.registry.get(name) {
             Some(slot) if slot.kind() == PluginKind::Strategy => Ok(()),
             Some(slot) => Err(FieldError::new(
-                "load_balance_strategy",
+                field,
                 format!(
                     "plugin `{name}` is a {} plugin, not a strategy",
                     slot.kind()
                 ),
             )),
             None => Err(FieldError::new(
-                "load_balance_strategy",
+                field,
                 format!("no strategy plugin named `{name}` is installed"),
             )),
         }

@@ -75,7 +75,7 @@ pub struct ActivationView {
 /// What refers to a plugin.
 #[derive(Clone, Debug, Default, Serialize, ToSchema)]
 pub struct UsedBy {
-    /// Zones whose load-balancing strategy it is.
+    /// Zones whose load-balancing (or shadow) strategy it is.
     pub zones: Vec<String>,
     /// VM provider configs whose provider it is.
     pub provider_configs: Vec<String>,
@@ -537,7 +537,9 @@ fn used_by(inventory: &super::Inventory, name: &str) -> UsedBy {
         zones: inventory
             .zones
             .values()
-            .filter(|zone| zone.load_balance_strategy == name)
+            .filter(|zone| {
+                zone.load_balance_strategy == name || zone.shadow_strategy.as_deref() == Some(name)
+            })
             .map(|zone| zone.name.clone())
             .collect(),
         provider_configs: inventory

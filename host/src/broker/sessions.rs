@@ -16,9 +16,9 @@ use crate::domain::zone::RequestOrigin;
 use crate::domain::zone::{Zone, host_port};
 use crate::placement::{
     self, AgentSlot, Candidate, CandidateSource, Elsewhere, Ranker, Reserver, SERVER_SESSION,
-    Scope, ServerSnapshot, StrategyFault,
+    Scope, ServerSnapshot, ShadowCase, StrategyFault,
 };
-use crate::plugins::{Registry, StrategyCallError};
+use crate::plugins::StrategyCallError;
 use crate::store::Offer;
 
 impl Broker {
@@ -323,7 +323,7 @@ impl Broker {
         offer: impl Fn(&Inventory, &Candidate) -> Option<Session>,
     ) -> Result<Option<(Session, Scope, Usage)>, BrokerError> {
         let user_key = self.store.user_key(user);
-        let mut ranker = RegistryRanker(&self.registry);
+        let mut ranker = RegistryRanker(self);
         let mut reserver = StoreReserver {
             broker: self,
             offer,
@@ -459,8 +459,9 @@ fn not_found(id: Uuid) -> BrokerError {
     }
 }
 
-/// Strategies from the plugin registry, called off the async workers.
-struct RegistryRanker<'a>(&'a Registry);
+/// Strategies from the plugin registry, called off the async workers; shadow cases to the
+/// broker's shadow thread.
+struct RegistryRanker<'a>(&'a Broker);
 
 impl Ranker for RegistryRanker<'_> {
     fn rank(
@@ -469,13 +470,19 @@ impl Ranker for RegistryRanker<'_> {
         request: &PlacementRequest,
         candidates: &mut CandidateColumns,
     ) -> Result<Ranking, StrategyFault> {
-        run_blocking(|| self.0.rank(strategy, request, candidates)).map_err(|error| StrategyFault {
-            code: match &error {
-                StrategyCallError::NotFound(_) => "not_found",
-                StrategyCallError::Call(call) => call.code(),
-            },
-            message: error.to_string(),
+        run_blocking(|| self.0.registry.rank(strategy, request, candidates)).map_err(|error| {
+            StrategyFault {
+                code: match &error {
+                    StrategyCallError::NotFound(_) => "not_found",
+                    StrategyCallError::Call(call) => call.code(),
+                },
+                message: error.to_string(),
+            }
         })
+    }
+
+    fn shadow(&mut self, case: ShadowCase) {
+        self.0.shadows.offer(case);
     }
 }
 

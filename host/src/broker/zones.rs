@@ -18,7 +18,10 @@ impl Broker {
 
     pub async fn create_zone(&self, spec: ZoneSpec) -> Result<Zone, BrokerError> {
         let zone = spec.into_zone()?;
-        self.check_strategy(&zone.load_balance_strategy)?;
+        self.check_strategy("load_balance_strategy", &zone.load_balance_strategy)?;
+        if let Some(shadow) = &zone.shadow_strategy {
+            self.check_strategy("shadow_strategy", shadow)?;
+        }
         {
             let mut inventory = self.write();
             if inventory.zones.contains_key(&zone.name) {
@@ -37,7 +40,10 @@ impl Broker {
 
     pub async fn update_zone(&self, name: &str, patch: ZonePatch) -> Result<Zone, BrokerError> {
         if let Some(strategy) = &patch.load_balance_strategy {
-            self.check_strategy(strategy)?;
+            self.check_strategy("load_balance_strategy", strategy)?;
+        }
+        if let Some(Some(shadow)) = &patch.shadow_strategy {
+            self.check_strategy("shadow_strategy", shadow)?;
         }
         let zone = {
             let mut inventory = self.write();
@@ -49,6 +55,34 @@ impl Broker {
         };
         self.commit().await?;
         tracing::info!(zone = name, "zone updated");
+        Ok(zone)
+    }
+
+    /// What zone `name`'s shadow strategy did in this process.
+    pub fn zone_shadow(&self, name: &str) -> Result<super::ShadowView, BrokerError> {
+        let zone = self.zone(name)?;
+        Ok(self.shadows.report(
+            name,
+            &zone.load_balance_strategy,
+            zone.shadow_strategy.as_deref(),
+        ))
+    }
+
+    /// Make zone `name`'s shadow strategy its strategy (and leave it without a shadow).
+    pub async fn promote_shadow(&self, name: &str) -> Result<Zone, BrokerError> {
+        let Some(shadow) = self.zone(name)?.shadow_strategy else {
+            return Err(BrokerError::Conflict {
+                code: "no_shadow_strategy",
+                message: format!("zone `{name}` has no shadow strategy to promote"),
+            });
+        };
+        let patch = ZonePatch {
+            load_balance_strategy: Some(shadow.clone()),
+            shadow_strategy: Some(None),
+            ..ZonePatch::default()
+        };
+        let zone = self.update_zone(name, patch).await?;
+        tracing::info!(zone = name, strategy = shadow, "shadow strategy promoted");
         Ok(zone)
     }
 

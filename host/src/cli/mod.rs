@@ -176,8 +176,12 @@ pub enum SessionCommand {
 pub enum PluginCommand {
     /// Scaffold a strategy crate to edit, test and build.
     New {
-        /// The plugin's name (a DNS label); also the crate's name and directory.
+        /// The plugin's name (a DNS label); also the project's name and directory.
         name: String,
+        /// The language: a Rust crate on the SDK, or a Python (componentize-py) or
+        /// JavaScript (componentize-js) project with the WIT contract.
+        #[arg(long, value_enum, default_value_t)]
+        lang: scaffold::Lang,
         /// Where to create the crate [default: ./NAME].
         #[arg(long)]
         path: Option<PathBuf>,
@@ -572,7 +576,12 @@ pub fn session(client: &Client, command: SessionCommand) -> anyhow::Result<()> {
 pub fn plugin(connection: &Connection, command: PluginCommand) -> anyhow::Result<()> {
     let client = || Client::new(connection);
     let value = match command {
-        PluginCommand::New { name, path, sdk } => return scaffold::new_strategy(&name, path, sdk),
+        PluginCommand::New {
+            name,
+            lang,
+            path,
+            sdk,
+        } => return scaffold::new_strategy(&name, lang, path, sdk),
         PluginCommand::Check { file } => return check(&file),
         PluginCommand::Upload {
             name,

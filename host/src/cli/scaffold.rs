@@ -1,4 +1,6 @@
-//! `zonebroker plugin new NAME`: a strategy crate that builds, tests and uploads as it is.
+//! `zonebroker plugin new NAME [--lang rust|python|javascript]`: a strategy project that
+//! tests, builds and uploads as it is: a Rust crate on the SDK, or a Python or JavaScript
+//! project carrying its own copy of the WIT contract.
 
 use std::path::{Path, PathBuf};
 
@@ -7,13 +9,136 @@ use anyhow::{Context as _, bail};
 /// The SDK next to the sources this binary was built from.
 const BUILT_WITH_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/sdk");
 
-pub fn new_strategy(name: &str, path: Option<PathBuf>, sdk: Option<PathBuf>) -> anyhow::Result<()> {
+/// The language of a new strategy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    #[default]
+    Rust,
+    Python,
+    Javascript,
+}
+
+pub fn new_strategy(
+    name: &str,
+    lang: Lang,
+    path: Option<PathBuf>,
+    sdk: Option<PathBuf>,
+) -> anyhow::Result<()> {
     zonebroker::domain::names::validate(name)
         .with_context(|| format!("`{name}` is not a plugin name"))?;
     let dir = path.unwrap_or_else(|| PathBuf::from(name));
     if dir.exists() {
         bail!("{} already exists", dir.display());
     }
+    match lang {
+        Lang::Rust => new_rust_strategy(name, &dir, sdk),
+        Lang::Python | Lang::Javascript => new_interpreted_strategy(name, lang, &dir),
+    }
+}
+
+/// The WIT contract, as this binary was built with it: (path in the project, text).
+const WIT: &[(&str, &str)] = &[
+    (
+        "wit/zonebroker.wit",
+        include_str!("../../../wit/zonebroker.wit"),
+    ),
+    (
+        "wit/deps/cli.wit",
+        include_str!("../../../wit/deps/cli.wit"),
+    ),
+    (
+        "wit/deps/clocks.wit",
+        include_str!("../../../wit/deps/clocks.wit"),
+    ),
+    (
+        "wit/deps/filesystem.wit",
+        include_str!("../../../wit/deps/filesystem.wit"),
+    ),
+    (
+        "wit/deps/http.wit",
+        include_str!("../../../wit/deps/http.wit"),
+    ),
+    ("wit/deps/io.wit", include_str!("../../../wit/deps/io.wit")),
+    (
+        "wit/deps/random.wit",
+        include_str!("../../../wit/deps/random.wit"),
+    ),
+    (
+        "wit/deps/sockets.wit",
+        include_str!("../../../wit/deps/sockets.wit"),
+    ),
+];
+
+const PYTHON: &[(&str, &str)] = &[
+    ("app.py", include_str!("templates/python/app.py")),
+    ("strategy.py", include_str!("templates/python/strategy.py")),
+    (
+        "test_strategy.py",
+        include_str!("templates/python/test_strategy.py"),
+    ),
+    ("README.md", include_str!("templates/python/README.md")),
+    (".gitignore", include_str!("templates/python/gitignore")),
+];
+
+const JAVASCRIPT: &[(&str, &str)] = &[
+    (
+        "strategy.js",
+        include_str!("templates/javascript/strategy.js"),
+    ),
+    (
+        "strategy.test.js",
+        include_str!("templates/javascript/strategy.test.js"),
+    ),
+    (
+        "package.json",
+        include_str!("templates/javascript/package.json"),
+    ),
+    ("README.md", include_str!("templates/javascript/README.md")),
+    (".gitignore", include_str!("templates/javascript/gitignore")),
+];
+
+/// A Python (componentize-py) or JavaScript (componentize-js) project: the rule, its
+/// native tests, the entry point, the WIT, and a README with the commands. For Python, the
+/// bindings are generated now when `componentize-py` is on the PATH.
+fn new_interpreted_strategy(name: &str, lang: Lang, dir: &Path) -> anyhow::Result<()> {
+    let wasm = format!("{}.wasm", name.replace('-', "_"));
+    let files = if lang == Lang::Python {
+        PYTHON
+    } else {
+        JAVASCRIPT
+    };
+    for (file, text) in WIT.iter().chain(files) {
+        let text = text.replace("{{name}}", name).replace("{{wasm}}", &wasm);
+        write(&dir.join(file), &text)?;
+    }
+    println!("created {} (strategy `{name}`, {lang:?})", dir.display());
+    println!("next:");
+    println!("  cd {}", dir.display());
+    if lang == Lang::Python {
+        let bindings = std::process::Command::new("componentize-py")
+            .args(["-d", "wit", "-w", "strategy", "bindings", "."])
+            .current_dir(dir)
+            .output();
+        match bindings {
+            Ok(out) if out.status.success() => println!("  (bindings generated: wit_world/)"),
+            _ => {
+                println!("  pip install componentize-py==0.25.1 pytest");
+                println!("  componentize-py -d wit -w strategy bindings .");
+            }
+        }
+        println!("  python -m pytest");
+        println!("  componentize-py -d wit -w strategy componentize app -o {wasm}");
+    } else {
+        println!("  npm install");
+        println!("  npm test");
+        println!("  npm run build");
+    }
+    println!("  zonebroker plugin check {wasm}");
+    println!("  zonebroker plugin upload {name} {wasm} --activate");
+    Ok(())
+}
+
+fn new_rust_strategy(name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyhow::Result<()> {
     let sdk = sdk.unwrap_or_else(|| PathBuf::from(BUILT_WITH_SDK));
     let sdk = sdk.canonicalize().with_context(|| {
         format!(

@@ -1,7 +1,7 @@
 //! Agents: the container hosts sessions run on. They check in through a listener, which
 //! assigns them that listener's zone.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -276,12 +276,7 @@ pub struct AgentPatch {
     pub memory_override: Option<Option<u64>>,
 }
 
-/// A field that is present (possibly `null`) as `Some`, an absent one as `None`.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
+use super::validation::present;
 
 #[cfg(test)]
 mod tests {

@@ -104,9 +104,7 @@ pub struct ImagePatch {
     pub zone: Option<Option<String>>,
 }
 
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
-}
+use super::validation::present;
 
 #[cfg(test)]
 mod tests {

@@ -212,3 +212,11 @@ mod tests {
         assert!(text("t", "a\nb", 9).is_err());
     }
 }
+
+/// For `PATCH` bodies: a field that is present (possibly `null`) as `Some`, an absent one as
+/// `None` (`#[serde(default, deserialize_with = "present")]`), so `null` can clear a setting.
+pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}

@@ -23,6 +23,10 @@ pub struct Zone {
     pub upstream_auth_address: String,
     /// The strategy plugin that ranks agents. Default `least-load`.
     pub load_balance_strategy: String,
+    /// A strategy run beside the zone's on every placement, off the request's path, whose
+    /// first choice is compared with the zone's (`GET /zones/{name}/shadow`). Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_strategy: Option<String>,
     /// Whether a request may be placed in another zone when this one is full. Default true.
     pub search_alternate_zones: bool,
     /// Whether connections go through a proxy rather than straight to the agent. Default true.
@@ -43,6 +47,7 @@ impl Zone {
             allow_origin_domain: REQUEST_HOST.to_string(),
             upstream_auth_address: "proxy".to_string(),
             load_balance_strategy: DEFAULT_STRATEGY.to_string(),
+            shadow_strategy: None,
             search_alternate_zones: true,
             proxy_connections: true,
             proxy_hostname: REQUEST_HOST.to_string(),
@@ -55,6 +60,9 @@ impl Zone {
     pub fn validate(&self) -> Result<(), FieldError> {
         validation::name("name", &self.name)?;
         validation::name("load_balance_strategy", &self.load_balance_strategy)?;
+        if let Some(shadow) = &self.shadow_strategy {
+            validation::name("shadow_strategy", shadow)?;
+        }
         host_or_request_host("allow_origin_domain", &self.allow_origin_domain)?;
         authority_or_request_host("upstream_auth_address", &self.upstream_auth_address)?;
         host_or_request_host("proxy_hostname", &self.proxy_hostname)?;
@@ -80,6 +88,7 @@ impl Zone {
             allow_origin_domain,
             upstream_auth_address,
             load_balance_strategy,
+            shadow_strategy,
             search_alternate_zones,
             proxy_connections,
             proxy_hostname,
@@ -89,6 +98,7 @@ impl Zone {
         set(&mut zone.allow_origin_domain, allow_origin_domain);
         set(&mut zone.upstream_auth_address, upstream_auth_address);
         set(&mut zone.load_balance_strategy, load_balance_strategy);
+        set(&mut zone.shadow_strategy, shadow_strategy);
         set(&mut zone.search_alternate_zones, search_alternate_zones);
         set(&mut zone.proxy_connections, proxy_connections);
         set(&mut zone.proxy_hostname, proxy_hostname);
@@ -204,6 +214,12 @@ pub struct ZoneSpec {
         schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
     )]
     pub load_balance_strategy: Option<String>,
+    /// A strategy to run beside the zone's and compare with it.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
+    pub shadow_strategy: Option<String>,
     pub search_alternate_zones: Option<bool>,
     pub proxy_connections: Option<bool>,
     #[cfg_attr(
@@ -228,6 +244,7 @@ impl ZoneSpec {
             allow_origin_domain: self.allow_origin_domain,
             upstream_auth_address: self.upstream_auth_address,
             load_balance_strategy: self.load_balance_strategy,
+            shadow_strategy: self.shadow_strategy.map(Some),
             search_alternate_zones: self.search_alternate_zones,
             proxy_connections: self.proxy_connections,
             proxy_hostname: self.proxy_hostname,
@@ -261,6 +278,10 @@ pub struct ZonePatch {
         schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
     )]
     pub load_balance_strategy: Option<String>,
+    /// A strategy to run beside the zone's and compare with it; `null` to stop.
+    #[serde(default, deserialize_with = "validation::present")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
+    pub shadow_strategy: Option<Option<String>>,
     pub search_alternate_zones: Option<bool>,
     pub proxy_connections: Option<bool>,
     #[cfg_attr(

@@ -233,6 +233,46 @@ pub trait Ranker {
         request: &PlacementRequest,
         candidates: &mut CandidateColumns,
     ) -> Result<Ranking, StrategyFault>;
+
+    /// Hand `case` to the zone's shadow strategy, to be ranked off the request's path: a
+    /// shadow must never delay or change a placement. Dropping it is allowed.
+    fn shadow(&mut self, case: ShadowCase) {
+        let _ = case;
+    }
+}
+
+/// One placement's input and the zone strategy's answer, for its shadow strategy to rank
+/// the same input and compare first choices.
+#[derive(Clone, Debug)]
+pub struct ShadowCase {
+    pub zone: String,
+    /// The zone's strategy, whose ranking is `ranking`.
+    pub strategy: String,
+    /// The strategy to compare with it.
+    pub shadow: String,
+    pub request: PlacementRequest,
+    pub candidates: CandidateColumns,
+    pub ranking: Ranking,
+    /// The candidates' ids, in column order (for reporting disagreements).
+    pub agents: Vec<Uuid>,
+}
+
+impl ShadowCase {
+    /// Whether `shadow_ranking` puts the same candidate first as the zone's strategy did
+    /// (two empty rankings agree).
+    pub fn agrees_with(&self, shadow_ranking: &Ranking) -> bool {
+        self.ranking.indices().first() == shadow_ranking.indices().first()
+    }
+
+    /// The first `n` candidates of `ranking`, as ids.
+    pub fn first_agents(&self, ranking: &Ranking, n: usize) -> Vec<Uuid> {
+        ranking
+            .indices()
+            .iter()
+            .take(n)
+            .map(|&i| self.agents[i as usize])
+            .collect()
+    }
 }
 
 /// Reserves capacity for one session, atomically, on the first of the ranked candidates
@@ -306,7 +346,20 @@ pub async fn place<R: Ranker, V: Reserver>(
         };
         let mut columns = columns(&group);
         let ranking = match ranker.rank(&zone.load_balance_strategy, &request, &mut columns) {
-            Ok(ranking) => ranking,
+            Ok(ranking) => {
+                if let Some(shadow) = &zone.shadow_strategy {
+                    ranker.shadow(ShadowCase {
+                        zone: zone.name.clone(),
+                        strategy: zone.load_balance_strategy.clone(),
+                        shadow: shadow.clone(),
+                        request,
+                        candidates: columns.clone(),
+                        ranking: ranking.clone(),
+                        agents: group.iter().map(|c| c.agent).collect(),
+                    });
+                }
+                ranking
+            }
             Err(fault) => {
                 report.faults.push(fault);
                 least_load(&columns)

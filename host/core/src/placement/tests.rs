@@ -62,6 +62,7 @@ struct FakeRanker {
     /// Keep only the first `keep` of the ascending-by-sessions order.
     keep: Option<usize>,
     calls: Vec<(String, bool, usize, f64)>,
+    shadowed: Vec<ShadowCase>,
 }
 
 impl FakeRanker {
@@ -70,18 +71,22 @@ impl FakeRanker {
             fail: false,
             keep: None,
             calls: Vec::new(),
+            shadowed: Vec::new(),
         }
     }
     fn failing() -> Self {
         FakeRanker {
             fail: true,
-            keep: None,
-            calls: Vec::new(),
+            ..FakeRanker::fewest_sessions()
         }
     }
 }
 
 impl Ranker for FakeRanker {
+    fn shadow(&mut self, case: ShadowCase) {
+        self.shadowed.push(case);
+    }
+
     fn rank(
         &mut self,
         strategy: &str,
@@ -290,6 +295,56 @@ fn two_zones() -> Vec<(Agent, Usage)> {
         (agent(2, "east", 8.0, 4), used(2, 2)),
         (agent(3, "west", 8.0, 4), used(0, 0)),
     ]
+}
+
+/// A zone with a shadow strategy hands each ranked placement's input to it, and places
+/// exactly as without one; a placement whose strategy failed has nothing to compare.
+#[test]
+fn a_shadow_sees_the_same_input_and_changes_nothing() {
+    let agents = two_zones();
+    let demand = image(None).demand();
+    let mut plain = zone("east");
+    plain.search_alternate_zones = false;
+    let shadowed = Zone {
+        shadow_strategy: Some("most-load".into()),
+        ..plain.clone()
+    };
+    let mut reports = Vec::new();
+    for zone in [&plain, &shadowed] {
+        let mut found = candidates(snapshot(&agents), "east", &image(None), NOW, TIMEOUT);
+        let (mut ranker, mut reserver) = (FakeRanker::fewest_sessions(), FakeReserver::default());
+        reports.push(place(zone, &demand, 7, &mut found, &mut ranker, &mut reserver).unwrap());
+        if zone.shadow_strategy.is_none() {
+            assert!(ranker.shadowed.is_empty());
+            continue;
+        }
+        let [case] = ranker.shadowed.as_slice() else {
+            panic!("one case per ranked group: {:?}", ranker.shadowed)
+        };
+        assert_eq!(
+            (case.zone.as_str(), case.shadow.as_str()),
+            ("east", "most-load")
+        );
+        assert_eq!(case.strategy, "least-load");
+        assert_eq!(case.agents, [id(1), id(2)]);
+        assert_eq!(case.candidates.len(), 2);
+        assert!(case.request.same_zone);
+        assert_eq!(case.first_agents(&case.ranking, 1), [id(2)]);
+    }
+    assert_eq!(reports[0], reports[1]);
+
+    let mut found = candidates(snapshot(&agents), "east", &image(None), NOW, TIMEOUT);
+    let (mut ranker, mut reserver) = (FakeRanker::failing(), FakeReserver::default());
+    place(
+        &shadowed,
+        &demand,
+        7,
+        &mut found,
+        &mut ranker,
+        &mut reserver,
+    )
+    .unwrap();
+    assert!(ranker.shadowed.is_empty());
 }
 
 #[test]
