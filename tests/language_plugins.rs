@@ -10,9 +10,9 @@ use zonebroker::domain::ranking::{CandidateColumns, CandidateRow, PlacementReque
 use zonebroker::plugins::{CallError, CallLimits, PluginRuntime, RuntimeConfig};
 use zonebroker_test_support::api::{image, upload_plugin};
 use zonebroker_test_support::languages::{
-    Language, run_javascript_tests, run_python_tests, strategy_component,
+    Language, componentize_js, run_javascript_tests, run_python_tests, strategy_component,
 };
-use zonebroker_test_support::{ADMIN_TOKEN, Server, ServerOptions, example_strategy};
+use zonebroker_test_support::{ADMIN_TOKEN, Server, ServerOptions, example_strategy, python_tool};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonebroker");
 const PYTHON_EXAMPLE: &str = "examples/python-spread-users";
@@ -31,6 +31,87 @@ fn javascript_example() -> Vec<u8> {
 fn the_examples_pass_their_own_native_tests() {
     run_python_tests(PYTHON_EXAMPLE);
     run_javascript_tests(JAVASCRIPT_EXAMPLE);
+}
+
+/// `PATH` with the plugin toolchains `cargo xtask setup` installed in front.
+fn path_with_toolchains() -> std::ffi::OsString {
+    let tools = [
+        python_tool("componentize-py")
+            .parent()
+            .unwrap()
+            .to_path_buf(),
+        componentize_js().parent().unwrap().to_path_buf(),
+    ];
+    let current = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(tools.into_iter().chain(std::env::split_paths(&current))).unwrap()
+}
+
+/// Run `program args` in `dir` with the toolchains on the PATH; panics with its output if
+/// it fails, else answers its stdout.
+fn run_in(dir: &std::path::Path, program: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env("PATH", path_with_toolchains())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{program} {args:?} in {}:\n{stdout}\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// `zonebroker plugin new NAME --lang python|javascript` scaffolds a project whose own
+/// commands (from its README) pass its tests, build a component and pass the server's check.
+#[test]
+fn scaffolded_python_and_javascript_projects_test_build_and_pass_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let python = run_in(
+        dir.path(),
+        BIN,
+        &["plugin", "new", "py-rule", "--lang", "python"],
+    );
+    assert!(python.contains("bindings generated"), "{python}");
+    let project = dir.path().join("py-rule");
+    assert!(project.join("wit/zonebroker.wit").exists() && project.join("wit_world").exists());
+    run_in(
+        &project,
+        &python_tool("python").to_string_lossy(),
+        &["-m", "pytest", "-q", "-p", "no:cacheprovider"],
+    );
+    run_in(
+        &project,
+        "componentize-py",
+        &[
+            "-d",
+            "wit",
+            "-w",
+            "strategy",
+            "componentize",
+            "app",
+            "-o",
+            "py_rule.wasm",
+        ],
+    );
+    let check = run_in(&project, BIN, &["plugin", "check", "py_rule.wasm"]);
+    assert!(check.contains("ok: the server would accept"), "{check}");
+
+    let javascript = run_in(
+        dir.path(),
+        BIN,
+        &["plugin", "new", "js-rule", "--lang", "javascript"],
+    );
+    assert!(javascript.contains("npm run build"), "{javascript}");
+    let project = dir.path().join("js-rule");
+    run_in(&project, "npm", &["test", "--silent"]);
+    run_in(&project, "npm", &["run", "build", "--silent"]);
+    let check = run_in(&project, BIN, &["plugin", "check", "js_rule.wasm"]);
+    assert!(check.contains("ok: the server would accept"), "{check}");
 }
 
 /// Pseudo-random candidates (a fixed linear congruential sequence): loads, users' sessions

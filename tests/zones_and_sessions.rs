@@ -798,6 +798,8 @@ fn the_openapi_document_covers_every_route() {
         ("get", "/api/v1/zones/{name}"),
         ("patch", "/api/v1/zones/{name}"),
         ("delete", "/api/v1/zones/{name}"),
+        ("get", "/api/v1/zones/{name}/shadow"),
+        ("post", "/api/v1/zones/{name}/shadow/promote"),
         ("post", "/api/v1/agents/checkin"),
         ("get", "/api/v1/agents"),
         ("get", "/api/v1/agents/{id}"),

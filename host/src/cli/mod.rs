@@ -52,6 +52,10 @@ pub enum ZoneCommand {
     },
     /// Delete a zone.
     Delete { name: String },
+    /// What the zone's shadow strategy did: agreement, faults, call times, disagreements.
+    Shadow { name: String },
+    /// Make the zone's shadow strategy its strategy.
+    PromoteShadow { name: String },
 }
 
 /// Zone settings as flags; only those given are sent.
@@ -60,6 +64,12 @@ pub struct ZoneSettings {
     /// The strategy plugin that ranks agents.
     #[arg(long = "strategy")]
     load_balance_strategy: Option<String>,
+    /// A strategy to run beside it on every placement and compare with it.
+    #[arg(long, conflicts_with = "no_shadow_strategy")]
+    shadow_strategy: Option<String>,
+    /// Stop running a shadow strategy.
+    #[arg(long)]
+    no_shadow_strategy: bool,
     #[arg(long)]
     search_alternate_zones: Option<bool>,
     #[arg(long)]
@@ -87,6 +97,13 @@ impl ZoneSettings {
         set(
             "load_balance_strategy",
             self.load_balance_strategy.clone().map(Value::from),
+        );
+        set(
+            "shadow_strategy",
+            match (&self.shadow_strategy, self.no_shadow_strategy) {
+                (_, true) => Some(Value::Null),
+                (shadow, false) => shadow.clone().map(Value::from),
+            },
         );
         set(
             "search_alternate_zones",
@@ -523,6 +540,12 @@ pub fn zone(client: &Client, command: ZoneCommand) -> anyhow::Result<()> {
             Some(Value::Object(settings.to_json())),
         )?,
         ZoneCommand::Delete { name } => client.call("DELETE", &format!("/zones/{name}"), None)?,
+        ZoneCommand::Shadow { name } => {
+            client.call("GET", &format!("/zones/{name}/shadow"), None)?
+        }
+        ZoneCommand::PromoteShadow { name } => {
+            client.call("POST", &format!("/zones/{name}/shadow/promote"), None)?
+        }
     };
     print(value)
 }

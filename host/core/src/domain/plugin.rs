@@ -64,12 +64,15 @@ pub struct PluginVersion {
 pub struct PluginLimits {
     /// The most linear memory, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub memory_bytes: Option<u64>,
     /// The CPU budget, in fuel units (about one per wasm instruction).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub fuel: Option<u64>,
     /// The wall-clock deadline of a call, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub deadline_ms: Option<u64>,
 }
 
