@@ -242,7 +242,7 @@ struct ServeArgs {
     max_compile_time: Duration,
     /// The most memory one plugin may be given of its own at upload or activation
     /// (`memory_bytes`); kinds' defaults: strategies and generators 64 MiB, providers 96 MiB.
-    #[arg(long, default_value = "1GiB", value_parser = cli::parse_bytes)]
+    #[arg(long, default_value = "256MiB", value_parser = cli::parse_bytes)]
     max_plugin_memory: u64,
     /// The greatest CPU budget (fuel) one plugin may be given of its own (`fuel`);
     /// strategies and generators get 1e9 by default, providers 2e10.

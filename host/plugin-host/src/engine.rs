@@ -32,8 +32,9 @@ pub(crate) fn build_engine(
 ) -> wasmtime::Result<Engine> {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(max_instances)
-        // A Rust component holds its program and a few small adapter modules.
-        .total_core_instances(max_instances * 4)
+        // A Rust component holds its program and a few small adapter modules; a CPython or
+        // StarlingMonkey one links a dozen core modules (libc, the interpreter, adapters).
+        .total_core_instances(max_instances * 16)
         .total_memories(max_instances)
         .total_tables(max_instances * 4)
         .max_memory_size(max_memory_bytes)

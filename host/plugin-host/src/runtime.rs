@@ -110,13 +110,14 @@ impl PluginRuntime {
         &self.config
     }
 
-    /// The limits of `plugin`'s calls: its kind's, with the plugin's own where it sets them.
+    /// The limits of `plugin`'s calls: its kind's, with the plugin's own where it sets them,
+    /// each capped at this runtime's maxima.
     pub fn limits_of(&self, plugin: &LoadedPlugin) -> CallLimits {
         let defaults = match plugin.kind() {
             PluginKind::Strategy => self.config.strategy_limits,
             PluginKind::ScriptGenerator => self.config.generator_limits,
             PluginKind::VmProvider => self.config.provider_limits,
         };
-        defaults.with_overrides(&plugin.limits())
+        defaults.with_overrides(&self.config.max_limits.cap(&plugin.limits()))
     }
 }

@@ -38,7 +38,7 @@ impl CallLimits {
 
     /// The greatest limits any plugin may be given (`--max-plugin-memory`, ...).
     pub const MAXIMA: CallLimits = CallLimits {
-        memory_bytes: 1 << 30,
+        memory_bytes: 256 << 20,
         fuel: 100_000_000_000,
         deadline: Duration::from_secs(60),
         output_bytes: 64 << 10,
@@ -55,6 +55,18 @@ impl CallLimits {
                 .deadline_ms
                 .map_or(self.deadline, Duration::from_millis),
             output_bytes: self.output_bytes,
+        }
+    }
+
+    /// `limits`, each no greater than these maxima (a version stored under larger maxima,
+    /// or by a manager with larger ones, gets this process's).
+    pub fn cap(&self, limits: &PluginLimits) -> PluginLimits {
+        PluginLimits {
+            memory_bytes: limits.memory_bytes.map(|m| m.min(self.memory_bytes as u64)),
+            fuel: limits.fuel.map(|f| f.min(self.fuel)),
+            deadline_ms: limits
+                .deadline_ms
+                .map(|d| d.min(self.deadline.as_millis() as u64)),
         }
     }
 

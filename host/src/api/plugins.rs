@@ -61,11 +61,14 @@ struct UploadParams {
     #[serde(default)]
     activate: bool,
     /// This version's memory cap in bytes, instead of its kind's (up to `--max-plugin-memory`).
+    #[param(minimum = 1)]
     memory_bytes: Option<u64>,
     /// This version's CPU budget in fuel units, instead of its kind's (up to `--max-plugin-fuel`).
+    #[param(minimum = 1)]
     fuel: Option<u64>,
     /// This version's call deadline in milliseconds, instead of its kind's (up to
     /// `--max-plugin-deadline`).
+    #[param(minimum = 1)]
     deadline_ms: Option<u64>,
 }
 
@@ -94,11 +97,18 @@ async fn upload(
     _: Admin,
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(params): Query<UploadParams>,
+    uri: axum::http::Uri,
     connection: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<UploadView>), ApiError> {
+    let Query(params) = Query::<UploadParams>::try_from_uri(&uri).map_err(|rejection| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_query",
+            rejection.body_text(),
+        )
+    })?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -143,6 +143,13 @@ impl Broker {
             return;
         };
         let limits = record.version(active).map(|v| v.limits).unwrap_or_default();
+        if let Some((field, why)) = self.registry.runtime().config().max_limits.refusal(&limits) {
+            tracing::warn!(
+                plugin = record.name,
+                version = short(active),
+                "the version's {field} is capped at this server's maximum: {why}"
+            );
+        }
         if self.registry.get(&record.name).is_some_and(|slot| {
             slot.active().sha256() == active && slot.active().limits() == limits
         }) {
@@ -234,7 +241,7 @@ impl Broker {
     ) -> Result<UploadView, BrokerError> {
         names::validate(name).map_err(|e| FieldError::new("name", e.to_string()))?;
         self.refuse_builtin(name)?;
-        self.check_limits(&limits)?;
+        self.check_limits(&limits, "")?;
         // Compiling and the smoke call are CPU work: off the async workers. Nothing is
         // written until the upload is accepted: a compiled artifact waits in `pending`.
         let broker = self.clone();
@@ -334,9 +341,12 @@ impl Broker {
     }
 
     /// Refuse limits over the server's maxima (or zero), naming the field.
-    fn check_limits(&self, limits: &PluginLimits) -> Result<(), BrokerError> {
+    /// `field_prefix` is where the limits are in the request (`limits.` in a JSON body).
+    fn check_limits(&self, limits: &PluginLimits, field_prefix: &str) -> Result<(), BrokerError> {
         match self.registry.runtime().config().max_limits.refusal(limits) {
-            Some((field, why)) => Err(FieldError::new(field, why).into()),
+            Some((field, why)) => {
+                Err(FieldError::new(format!("{field_prefix}{field}"), why).into())
+            }
             None => Ok(()),
         }
     }
@@ -362,7 +372,8 @@ impl Broker {
         actor: &str,
     ) -> Result<PluginView, BrokerError> {
         self.refuse_builtin(name)?;
-        self.check_limits(&limits)?;
+        self.check_limits(&limits, "limits.")?;
+        let new_limits = !limits.is_default();
         let limits = {
             let inventory = self.read();
             let record = inventory.plugins.get(name).ok_or_else(|| not_found(name))?;
@@ -382,17 +393,21 @@ impl Broker {
                 key: version.to_string(),
             })?;
         let broker = self.clone();
+        // New limits are smoke-tested as an upload is: a version whose calls cannot finish
+        // under them would have every placement fall back.
         let plugin: LoadedPlugin = tokio::task::spawn_blocking(move || {
-            broker
-                .registry
-                .runtime()
+            let runtime = broker.registry.runtime();
+            let (plugin, _) = runtime
                 .load_cached(&bytes, &StoredArtifacts(&broker.store))
-                .map(|(plugin, _)| plugin)
+                .map_err(UploadError::Load)?;
+            let plugin = plugin.with_limits(limits);
+            if new_limits {
+                runtime.smoke_test(&plugin).map_err(UploadError::Smoke)?;
+            }
+            Ok::<_, UploadError>(plugin)
         })
         .await
-        .map_err(|e| BrokerError::internal("the version's load did not finish", e))?
-        .map_err(UploadError::Load)?
-        .with_limits(limits);
+        .map_err(|e| BrokerError::internal("the version's load did not finish", e))??;
         {
             let mut inventory = self.write();
             let record = inventory

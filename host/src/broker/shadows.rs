@@ -27,19 +27,25 @@ const TIMES_KEPT: usize = 1_000;
 const DISAGREEMENTS_KEPT: usize = 100;
 /// Candidates of each ranking kept with a disagreement.
 const RANKING_SHOWN: usize = 10;
+/// Pairs of (strategy, shadow) a zone keeps tallies of; the least recently counted goes.
+const PAIRS_KEPT: usize = 4;
 
-/// The shadow queue and what its thread found, by zone.
+/// A zone, its strategy and its shadow: what a tally counts.
+type Pair = (String, String, String);
+
+/// The shadow queue and what its thread found, by zone and pair of strategies.
 pub(super) struct Shadows {
     queue: SyncSender<ShadowCase>,
-    reports: Arc<Mutex<HashMap<String, Tally>>>,
+    reports: Arc<Mutex<HashMap<Pair, Tally>>>,
     metrics: Arc<Metrics>,
 }
 
-/// What one zone's shadow did, since it was set (or this process started).
-#[derive(Debug, Default)]
+/// What one zone's shadow did beside one strategy, since this process first saw the pair.
+/// A case of a placement that read the zone before it changed counts in its own pair's
+/// tally, never in the new one's.
+#[derive(Debug)]
 struct Tally {
-    strategy: String,
-    shadow: String,
+    counted: Instant,
     calls: u64,
     agreed: u64,
     faults: u64,
@@ -50,16 +56,35 @@ struct Tally {
 }
 
 impl Tally {
-    /// The zone's tally for this pair of strategies, started afresh when either changed.
-    fn of<'a>(reports: &'a mut HashMap<String, Tally>, case: &ShadowCase) -> &'a mut Tally {
-        let tally = reports.entry(case.zone.clone()).or_default();
-        if tally.strategy != case.strategy || tally.shadow != case.shadow {
-            *tally = Tally {
-                strategy: case.strategy.clone(),
-                shadow: case.shadow.clone(),
-                ..Tally::default()
-            };
+    /// The tally of `case`'s zone and strategies, made if new (then the zone's least recently
+    /// counted pair beyond [`PAIRS_KEPT`] is forgotten).
+    fn of<'a>(reports: &'a mut HashMap<Pair, Tally>, case: &ShadowCase) -> &'a mut Tally {
+        let key = (
+            case.zone.clone(),
+            case.strategy.clone(),
+            case.shadow.clone(),
+        );
+        if !reports.contains_key(&key) {
+            let zone_pairs = reports.iter().filter(|(pair, _)| pair.0 == case.zone);
+            if zone_pairs.clone().count() >= PAIRS_KEPT
+                && let Some(oldest) = zone_pairs
+                    .min_by_key(|(_, tally)| tally.counted)
+                    .map(|(pair, _)| pair.clone())
+            {
+                reports.remove(&oldest);
+            }
         }
+        let tally = reports.entry(key).or_insert_with(|| Tally {
+            counted: Instant::now(),
+            calls: 0,
+            agreed: 0,
+            faults: 0,
+            dropped: 0,
+            last_fault: None,
+            times: VecDeque::new(),
+            disagreements: VecDeque::new(),
+        });
+        tally.counted = Instant::now();
         tally
     }
 }
@@ -144,9 +169,9 @@ impl Shadows {
     /// The report of `zone`, whose strategy and shadow are as given.
     pub fn report(&self, zone: &str, strategy: &str, shadow: Option<&str>) -> ShadowView {
         let reports = lock(&self.reports);
-        let tally = reports
-            .get(zone)
-            .filter(|t| Some(t.shadow.as_str()) == shadow && t.strategy == strategy);
+        let tally = shadow.and_then(|shadow| {
+            reports.get(&(zone.to_string(), strategy.to_string(), shadow.to_string()))
+        });
         let mut view = ShadowView {
             zone: zone.to_string(),
             strategy: strategy.to_string(),
@@ -198,7 +223,7 @@ fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
 struct Worker {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
-    reports: Arc<Mutex<HashMap<String, Tally>>>,
+    reports: Arc<Mutex<HashMap<Pair, Tally>>>,
 }
 
 impl Worker {

@@ -157,6 +157,43 @@ async fn zones_need_an_installed_strategy_and_protect_what_uses_them() {
     ));
 }
 
+/// A version's own limits are what its calls run under after a restart too, capped at the
+/// maxima of the process that loads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_versions_limits_apply_after_a_restart_within_the_maxima() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = PluginLimits {
+        fuel: Some(30_000_000),
+        deadline_ms: Some(250),
+        memory_bytes: None,
+    };
+    {
+        let broker = Arc::new(broker(dir.path()));
+        let bytes = zonebroker_test_support::example_strategy();
+        broker
+            .upload_plugin("spread", bytes, limits, true, "test")
+            .await
+            .unwrap();
+    }
+    let restarted = broker(dir.path());
+    let slot = restarted.registry.get("spread").expect("the plugin loaded");
+    assert_eq!(slot.active().limits(), limits);
+    let runtime = restarted.registry.runtime();
+    let applied = runtime.limits_of(&slot.active());
+    assert_eq!(
+        (applied.fuel, applied.deadline),
+        (30_000_000, Duration::from_millis(250))
+    );
+    // A process with a smaller maximum caps them.
+    let capped = CallLimits {
+        fuel: 1_000_000,
+        ..runtime.config().max_limits
+    }
+    .cap(&limits);
+    assert_eq!(capped.fuel, Some(1_000_000));
+    assert_eq!(capped.deadline_ms, Some(250));
+}
+
 /// Re-uploading the bytes of a stored version when its smoke call fails (here: a broker whose
 /// strategy budget is too small) refuses the upload and keeps the version: after a restart the
 /// active version still loads.

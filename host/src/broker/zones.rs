@@ -39,22 +39,31 @@ impl Broker {
     }
 
     pub async fn update_zone(&self, name: &str, patch: ZonePatch) -> Result<Zone, BrokerError> {
+        let zone = self.patch_zone(name, |_| Ok(patch))?;
+        self.commit().await?;
+        tracing::info!(zone = name, "zone updated");
+        Ok(zone)
+    }
+
+    /// Apply the patch `decide` makes of zone `name` as it is, under the write lock (so the
+    /// decision and the write see the same zone); not yet committed.
+    fn patch_zone(
+        &self,
+        name: &str,
+        decide: impl FnOnce(&Zone) -> Result<ZonePatch, BrokerError>,
+    ) -> Result<Zone, BrokerError> {
+        let mut inventory = self.write();
+        let current = inventory.zones.get(name).ok_or_else(|| not_found(name))?;
+        let patch = decide(current)?;
         if let Some(strategy) = &patch.load_balance_strategy {
             self.check_strategy("load_balance_strategy", strategy)?;
         }
         if let Some(Some(shadow)) = &patch.shadow_strategy {
             self.check_strategy("shadow_strategy", shadow)?;
         }
-        let zone = {
-            let mut inventory = self.write();
-            let current = inventory.zones.get(name).ok_or_else(|| not_found(name))?;
-            let zone = current.patched(patch)?;
-            self.store.put_zone(&zone)?;
-            inventory.zones.insert(zone.name.clone(), zone.clone());
-            zone
-        };
-        self.commit().await?;
-        tracing::info!(zone = name, "zone updated");
+        let zone = current.patched(patch)?;
+        self.store.put_zone(&zone)?;
+        inventory.zones.insert(zone.name.clone(), zone.clone());
         Ok(zone)
     }
 
@@ -70,19 +79,23 @@ impl Broker {
 
     /// Make zone `name`'s shadow strategy its strategy (and leave it without a shadow).
     pub async fn promote_shadow(&self, name: &str) -> Result<Zone, BrokerError> {
-        let Some(shadow) = self.zone(name)?.shadow_strategy else {
-            return Err(BrokerError::Conflict {
+        let zone = self.patch_zone(name, |zone| match &zone.shadow_strategy {
+            Some(shadow) => Ok(ZonePatch {
+                load_balance_strategy: Some(shadow.clone()),
+                shadow_strategy: Some(None),
+                ..ZonePatch::default()
+            }),
+            None => Err(BrokerError::Conflict {
                 code: "no_shadow_strategy",
                 message: format!("zone `{name}` has no shadow strategy to promote"),
-            });
-        };
-        let patch = ZonePatch {
-            load_balance_strategy: Some(shadow.clone()),
-            shadow_strategy: Some(None),
-            ..ZonePatch::default()
-        };
-        let zone = self.update_zone(name, patch).await?;
-        tracing::info!(zone = name, strategy = shadow, "shadow strategy promoted");
+            }),
+        })?;
+        self.commit().await?;
+        tracing::info!(
+            zone = name,
+            strategy = zone.load_balance_strategy,
+            "shadow strategy promoted"
+        );
         Ok(zone)
     }
 

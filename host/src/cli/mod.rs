@@ -208,7 +208,12 @@ pub enum PluginCommand {
         sdk: Option<PathBuf>,
     },
     /// Validate a component and make the smoke call, exactly as an upload would, locally.
-    Check { file: PathBuf },
+    Check {
+        file: PathBuf,
+        /// Check under these limits instead of the kind's defaults, as an upload with them.
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
     /// Upload a component as a new version of plugin NAME.
     Upload {
         name: String,
@@ -263,6 +268,14 @@ impl LimitArgs {
             query.push_str(&format!("&{name}={value}"));
         }
         query
+    }
+
+    fn limits(&self) -> zonebroker::domain::plugin::PluginLimits {
+        zonebroker::domain::plugin::PluginLimits {
+            memory_bytes: self.memory,
+            fuel: self.fuel,
+            deadline_ms: self.deadline_ms,
+        }
     }
 
     /// As the `limits` object of an activation.
@@ -369,7 +382,8 @@ impl Client {
     pub fn new(connection: &Connection) -> anyhow::Result<Client> {
         let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(std::time::Duration::from_secs(30)));
+            .timeout_global(Some(std::time::Duration::from_secs(30)))
+            .timeout_connect(Some(std::time::Duration::from_secs(10)));
         if let Some(path) = &connection.ca_cert {
             use ureq::tls::{Certificate, RootCerts, TlsConfig};
             let pem = std::fs::read(path)
@@ -429,8 +443,8 @@ impl Client {
     }
 
     /// `POST path` with a component as the body, showing its progress and then a spinner
-    /// while the server compiles it. No overall timeout: the server's own
-    /// `--max-compile-time` bounds the wait.
+    /// while the server compiles it. It waits up to [`UPLOAD_TIMEOUT`] in all (the server's
+    /// own `--max-compile-time`, 120 s by default, bounds the compilation).
     pub fn upload(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
         let url = format!("{}/api/v1{path}", self.base);
         let length = bytes.len();
@@ -446,7 +460,7 @@ impl Client {
         let request = self
             .agent
             .configure_request(request.body(ureq::SendBody::from_owned_reader(body))?)
-            .timeout_global(None)
+            .timeout_global(Some(UPLOAD_TIMEOUT))
             .build();
         let response = self.agent.run(request);
         drop(progress);
@@ -492,6 +506,10 @@ impl Client {
         Ok((answer(response)?, link))
     }
 }
+
+/// How long `zonebroker plugin upload` waits in all: sending a large component over a slow
+/// link and the server's compilation.
+const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// The JSON of a reply, or the server's error message as the error.
 fn answer(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<Value> {
@@ -605,7 +623,7 @@ pub fn plugin(connection: &Connection, command: PluginCommand) -> anyhow::Result
             path,
             sdk,
         } => return scaffold::new_strategy(&name, lang, path, sdk),
-        PluginCommand::Check { file } => return check(&file),
+        PluginCommand::Check { file, limits } => return check(&file, &limits),
         PluginCommand::Upload {
             name,
             file,
@@ -677,7 +695,7 @@ fn print_allowed_imports(kind: zonebroker::plugins::PluginKind) {
 }
 
 /// `zonebroker plugin check`: the server's own validation and smoke call, run here.
-fn check(file: &Path) -> anyhow::Result<()> {
+fn check(file: &Path, limits: &LimitArgs) -> anyhow::Result<()> {
     use zonebroker::plugins::{PluginRuntime, RuntimeConfig, SmokeReport};
 
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -691,6 +709,11 @@ fn check(file: &Path) -> anyhow::Result<()> {
             return Err(anyhow::Error::new(error).context("the component is refused"));
         }
     };
+    let limits = limits.limits();
+    if let Some((field, why)) = runtime.config().max_limits.refusal(&limits) {
+        bail!("{field}: {why}");
+    }
+    let plugin = plugin.with_limits(limits);
     println!("component: {}", file.display());
     println!("kind:      {}", plugin.kind());
     println!("version:   {}", plugin.sha256());
