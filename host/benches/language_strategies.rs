@@ -13,34 +13,16 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use spread_users::SpreadUsers;
-use zonebroker::domain::ranking::{CandidateColumns, CandidateRow, PlacementRequest};
+use zonebroker::domain::ranking::{CandidateColumns, PlacementRequest};
 use zonebroker::plugins::{PluginRuntime, RuntimeConfig};
-use zonebroker_plugin_sdk::strategy::{Candidate, Candidates, Strategy};
+use zonebroker_plugin_sdk::strategy::Strategy;
 use zonebroker_test_support::example_strategy;
 use zonebroker_test_support::languages::{Language, strategy_component};
 
-const SIZES: [usize; 3] = [0, 10, 1_000];
+mod common;
+use common::{rows, sdk_candidates};
 
-fn rows(n: usize) -> Vec<CandidateRow> {
-    let mut x = 0x2545f4914f6cdd1du64;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            CandidateRow {
-                cores_total: 16.0,
-                cores_reserved: (x % 160) as f64 / 10.0,
-                memory_total: 64 << 30,
-                memory_reserved: (x >> 8) % (64 << 30),
-                sessions: (x % 20) as u32,
-                max_sessions: 20,
-                user_sessions: (x % 3) as u32,
-                ..Default::default()
-            }
-        })
-        .collect()
-}
+const SIZES: [usize; 3] = [0, 10, 1_000];
 
 fn languages(c: &mut Criterion) {
     let runtime = PluginRuntime::new(RuntimeConfig::default()).unwrap();
@@ -75,16 +57,7 @@ fn languages(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(5));
     for n in SIZES {
         let rows = rows(n);
-        let native_input = Candidates::from_rows(rows.iter().map(|r| Candidate {
-            cores_total: r.cores_total,
-            cores_reserved: r.cores_reserved,
-            memory_total: r.memory_total,
-            memory_reserved: r.memory_reserved,
-            sessions: r.sessions,
-            max_sessions: r.max_sessions,
-            user_sessions: r.user_sessions,
-            ..Candidate::new()
-        }));
+        let native_input = sdk_candidates(&rows);
         group.bench_with_input(BenchmarkId::new("native", n), &n, |b, _| {
             b.iter(|| SpreadUsers::rank(black_box(&sdk_request), black_box(&native_input)).unwrap())
         });

@@ -261,15 +261,6 @@ pub struct LimitArgs {
 }
 
 impl LimitArgs {
-    /// As query parameters (`&memory_bytes=...`), for an upload.
-    fn query(&self) -> String {
-        let mut query = String::new();
-        for (name, value) in self.fields() {
-            query.push_str(&format!("&{name}={value}"));
-        }
-        query
-    }
-
     fn limits(&self) -> zonebroker::domain::plugin::PluginLimits {
         zonebroker::domain::plugin::PluginLimits {
             memory_bytes: self.memory,
@@ -278,23 +269,20 @@ impl LimitArgs {
         }
     }
 
-    /// As the `limits` object of an activation.
+    /// As the `limits` object of an activation: only the limits given.
     fn body(&self) -> Value {
-        Value::Object(
-            self.fields()
-                .map(|(n, v)| (n.to_string(), json!(v)))
-                .collect(),
-        )
+        serde_json::to_value(self.limits()).expect("plain numbers serialize")
     }
 
-    fn fields(&self) -> impl Iterator<Item = (&'static str, u64)> {
-        [
-            ("memory_bytes", self.memory),
-            ("fuel", self.fuel),
-            ("deadline_ms", self.deadline_ms),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| Some((name, value?)))
+    /// As query parameters (`&memory_bytes=...`), for an upload.
+    fn query(&self) -> String {
+        let Value::Object(fields) = self.body() else {
+            return String::new();
+        };
+        fields
+            .iter()
+            .map(|(name, value)| format!("&{name}={value}"))
+            .collect()
     }
 }
 
@@ -446,17 +434,11 @@ impl Client {
     /// while the server compiles it. It waits up to [`UPLOAD_TIMEOUT`] in all (the server's
     /// own `--max-compile-time`, 120 s by default, bounds the compilation).
     pub fn upload(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
-        let url = format!("{}/api/v1{path}", self.base);
-        let length = bytes.len();
-        let (body, progress) = progress::UploadProgress::start(bytes);
-        let mut request = ureq::http::Request::builder()
-            .method("POST")
-            .uri(&url)
+        let (url, request) = self.request("POST", path);
+        let request = request
             .header("Content-Type", "application/wasm")
-            .header("Content-Length", length);
-        if let Some(token) = &self.token {
-            request = request.header("Authorization", format!("Bearer {token}"));
-        }
+            .header("Content-Length", bytes.len());
+        let (body, progress) = progress::UploadProgress::start(bytes);
         let request = self
             .agent
             .configure_request(request.body(ureq::SendBody::from_owned_reader(body))?)
@@ -465,6 +447,18 @@ impl Client {
         let response = self.agent.run(request);
         drop(progress);
         answer(response.with_context(|| format!("POST {url}"))?)
+    }
+
+    /// A request for `method path` of the API, with the admin token if there is one; and
+    /// its URL.
+    fn request(&self, method: &str, path: &str) -> (String, ureq::http::request::Builder) {
+        let url = format!("{}/api/v1{path}", self.base);
+        let request = ureq::http::Request::builder().method(method).uri(&url);
+        let request = match &self.token {
+            Some(token) => request.header("Authorization", format!("Bearer {token}")),
+            None => request,
+        };
+        (url, request)
     }
 
     /// Call `method path` with an optional body of the given content type.
@@ -484,13 +478,7 @@ impl Client {
         path: &str,
         body: Option<(&str, Vec<u8>)>,
     ) -> anyhow::Result<(Value, Option<String>)> {
-        let url = format!("{}/api/v1{path}", self.base);
-        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
-        let request = ureq::http::Request::builder().method(method).uri(&url);
-        let request = match &auth {
-            Some(auth) => request.header("Authorization", auth),
-            None => request,
-        };
+        let (url, request) = self.request(method, path);
         let response = match body {
             Some((content_type, bytes)) => self
                 .agent

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
-use super::{python_tool, run, workspace_root};
+use super::{installed_tool, python_tool, run, target_dir, workspace_root};
 
 /// The source language of a strategy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -18,21 +18,9 @@ pub enum Language {
     JavaScript,
 }
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-}
-
 /// `componentize-js` as `cargo xtask setup` installs it.
 pub fn componentize_js() -> PathBuf {
-    let path = target_dir().join("tools/node/node_modules/.bin/componentize-js");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo xtask setup` (or `cargo xtask test`)",
-        path.display()
-    );
-    path
+    installed_tool("node/node_modules/.bin/componentize-js")
 }
 
 /// The strategy component whose source is `dir` (relative to the repository root): for

@@ -94,14 +94,22 @@ pub fn example_strategy() -> Vec<u8> {
     std::fs::read(dir.join(component_file(PACKAGE))).expect("example component")
 }
 
+/// The workspace's target directory.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 /// A command from the Python environment `cargo xtask setup` prepares
 /// (`<target>/tools/venv/bin/NAME`).
 pub fn python_tool(name: &str) -> PathBuf {
-    let path = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-        .join("tools/venv/bin")
-        .join(name);
+    installed_tool(&format!("venv/bin/{name}"))
+}
+
+/// `<target>/tools/RELATIVE`, where `cargo xtask setup` installs the tests' tools.
+pub fn installed_tool(relative: &str) -> PathBuf {
+    let path = target_dir().join("tools").join(relative);
     assert!(
         path.exists(),
         "{} is missing: run `cargo xtask setup` (or `cargo xtask test`)",
